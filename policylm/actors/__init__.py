@@ -1,0 +1,1 @@
+"""Thin @ray.remote shells around platform classes."""

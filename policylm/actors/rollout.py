@@ -1,0 +1,159 @@
+"""Rollout actors: thin Ray shells around :class:`policylm.platform.rollout.EpisodeRunner`.
+
+A :class:`RolloutGroup` spreads the chunks of a collection plan over ``num_workers`` actors
+(``num_workers=0``: everything in this process, no Ray). Actors restart when their process dies
+and Ray retries the chunk they were playing; chunk files are written atomically under their
+deterministic names, so a retried chunk never duplicates or half-writes episodes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policylm.platform.rollout import Chunk, EpisodeRunner, collect_chunk
+
+FAULT_MARKER = ".fault-injected"
+
+
+@dataclass
+class RolloutSpec:
+    """What every rollout worker needs to build its envs (sent to the actor, so picklable)."""
+
+    env_id: str
+    env_options: dict = field(default_factory=dict)
+    num_envs: int = 8
+    gamma: float = 1.0
+    out_dir: str = "."
+    run_id: str = "run"
+    # Test-only fault injection: the first worker process to finish this many episodes exits
+    # abruptly (once per out_dir), mid-chunk, before the chunk is written. 0 = off.
+    kill_after_episodes: int = 0
+
+
+class RolloutWorker:
+    """Plays chunks for a :class:`RolloutSpec`. Runs as an actor or in-process."""
+
+    def __init__(self, spec: RolloutSpec):
+        from policylm.platform.envs import make_adapter
+
+        self.spec = spec
+        self.runner = EpisodeRunner(make_adapter(spec.env_id, **spec.env_options),
+                                    spec.num_envs, spec.gamma)
+        self.episodes_done = 0
+        try:  # small networks act faster on one thread, and actors share the cores
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
+
+    def _on_episode(self, _table: Any) -> None:
+        self.episodes_done += 1
+        n = self.spec.kill_after_episodes
+        marker = Path(self.spec.out_dir) / FAULT_MARKER
+        if n and self.episodes_done >= n and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"pid {os.getpid()} exited after {self.episodes_done} episodes\n")
+            os._exit(1)
+
+    def collect(self, chunk: Chunk) -> list[dict]:
+        """Play and write one chunk; returns its episode summaries."""
+        return collect_chunk(self.runner, chunk, self.spec.out_dir, self.spec.run_id,
+                             self._on_episode)
+
+    def steps_taken(self) -> int:
+        return self.runner.steps_taken
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RolloutGroup:
+    """``num_workers`` rollout actors (or in-process with ``num_workers=0``) playing chunks.
+
+    ``max_restarts``/``max_task_retries`` go to Ray; a chunk whose actor is lost for good is
+    played again on a fresh actor, up to ``max_chunk_attempts`` times.
+    """
+
+    def __init__(
+        self,
+        spec: RolloutSpec,
+        num_workers: int = 2,
+        cpus_per_worker: float = 1.0,
+        max_restarts: int = 3,
+        max_task_retries: int = 3,
+        max_chunk_attempts: int = 3,
+    ):
+        self.spec, self.num_workers = spec, num_workers
+        self.max_chunk_attempts = max_chunk_attempts
+        self._options = {"num_cpus": cpus_per_worker, "max_restarts": max_restarts,
+                         "max_task_retries": max_task_retries}
+        self.local = RolloutWorker(spec) if num_workers == 0 else None
+        self.actors = [self._new_actor() for _ in range(num_workers)]
+
+    def _new_actor(self) -> Any:
+        import ray
+
+        return ray.remote(RolloutWorker).options(**self._options).remote(self.spec)
+
+    def run(self, chunks: Sequence[Chunk],
+            on_chunk: Callable[[Chunk, list[dict]], None] | None = None) -> list[dict]:
+        """Play every chunk; returns the episode summaries in plan order."""
+        results: dict[str, list[dict]] = {}
+        if self.local is not None:
+            for chunk in chunks:
+                results[chunk.chunk_id] = self.local.collect(chunk)
+                if on_chunk:
+                    on_chunk(chunk, results[chunk.chunk_id])
+        else:
+            self._run_remote(list(chunks), results, on_chunk)
+        return [s for chunk in chunks for s in results[chunk.chunk_id]]
+
+    def _run_remote(self, todo: list[Chunk], results: dict[str, list[dict]],
+                    on_chunk: Callable[[Chunk, list[dict]], None] | None) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        attempts: dict[str, int] = {}
+        pending: dict[Any, tuple[int, Chunk]] = {}
+        idle = list(range(len(self.actors)))
+        todo = list(reversed(todo))
+        while todo or pending:
+            while todo and idle:
+                i, chunk = idle.pop(0), todo.pop()
+                attempts[chunk.chunk_id] = attempts.get(chunk.chunk_id, 0) + 1
+                pending[self.actors[i].collect.remote(chunk)] = (i, chunk)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i, chunk = pending.pop(ready[0])
+            try:
+                results[chunk.chunk_id] = ray.get(ready[0])
+            except RayActorError:
+                if attempts[chunk.chunk_id] >= self.max_chunk_attempts:
+                    raise
+                self.actors[i] = self._new_actor()  # the old one is gone for good
+                todo.append(chunk)
+            else:
+                if on_chunk:
+                    on_chunk(chunk, results[chunk.chunk_id])
+            idle.append(i)
+
+    def steps_taken(self) -> int:
+        """Env steps taken by the live workers (restarted actors count from zero)."""
+        if self.local is not None:
+            return self.local.steps_taken()
+        import ray
+
+        return sum(ray.get([a.steps_taken.remote() for a in self.actors]))
+
+    def shutdown(self) -> None:
+        import ray
+
+        if self.local is not None:
+            self.local.runner.close()
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

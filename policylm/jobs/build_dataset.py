@@ -1,0 +1,162 @@
+"""Build a return-conditioned chat dataset from trajectories with Ray Data.
+
+Usage: ``python -m policylm.jobs.build_dataset --config configs/build_dataset_cartpole.yaml
+trajectories=runs/collect-.../trajectories`` (or ``policylm build-dataset ...``).
+
+Stages: select episodes (bounds, skills, SQL ``where`` over the episode table, DuckDB) ->
+Ray Data: keep their rows, recompute return-to-go per episode (``groupby().map_groups``),
+turn rows into chat rows -> split train/validation by episode -> write Parquet shards
+(``dataset/train``, ``dataset/validation``), JSONL (``train.jsonl``, ``validation.jsonl``) and
+``stats.json``. ``stats_only=true`` prints the statistics and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from policylm.jobs.common import (
+    Stages,
+    init_ray,
+    log,
+    make_run_dir,
+    run_job,
+    save_config,
+    write_json,
+)
+from policylm.platform.config import field, require
+
+
+@dataclass
+class BuildDatasetConfig:
+    """Turn trajectories into return-conditioned chat rows (Parquet shards and JSONL)."""
+
+    trajectories: str = field("", doc="trajectory directory, or a collect run directory")
+    min_return: float | None = field(None, doc="keep episodes with return >= this")
+    max_return: float | None = field(None, doc="keep episodes with return <= this")
+    max_length: int | None = field(None, doc="keep episodes with at most this many steps")
+    skills: list[str] = field(factory=list, doc="keep only these skill labels (empty: all)")
+    where: str = field("", doc="SQL condition over the episode table, e.g. \"return > 50\"")
+    gamma: float = field(1.0, doc="discount for return-to-go (1.0 = undiscounted)")
+    return_scale: float = field(1.0, doc="divide return-to-go by this in the prompt")
+    validation_fraction: float = field(0.1, doc="share of episodes held out for validation")
+    num_shards: int = field(4, doc="Parquet files per split (Ray Train splits them over workers)")
+    jsonl: bool = field(True, doc="also write train.jsonl / validation.jsonl")
+    stats_only: bool = field(False, doc="print statistics of the selection and write nothing")
+    out: str = field("", doc="run directory (default runs/build-dataset-<timestamp>)")
+
+    def validate(self) -> None:
+        require(bool(self.trajectories), "trajectories",
+                "give the trajectory directory: trajectories=runs/collect-.../trajectories")
+        require(0.0 <= self.validation_fraction < 1.0, "validation_fraction", "must be in [0, 1)")
+        require(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
+        require(self.return_scale > 0, "return_scale", "must be > 0")
+        require(self.num_shards >= 1, "num_shards", "must be >= 1")
+        require(self.max_length is None or self.max_length >= 1, "max_length", "must be >= 1")
+
+
+def trajectory_dir(path: str) -> Path:
+    """Accept a trajectory directory or a collect run directory holding ``trajectories/``."""
+    p = Path(path)
+    return p / "trajectories" if (p / "trajectories").is_dir() else p
+
+
+def selection_stats(episodes, selected, rows: int | None = None) -> dict:
+    from policylm.platform import trajectories as tr
+
+    kept_ids = set(selected.column(tr.EPISODE_ID).to_pylist())
+    all_ids = episodes.column(tr.EPISODE_ID).to_pylist()
+    return {
+        "episodes_total": episodes.num_rows,
+        "episodes_kept": len(kept_ids),
+        "episodes_dropped": sum(1 for e in all_ids if e not in kept_ids),
+        "steps_kept": int(sum(selected.column("length").to_pylist())),
+        "skills": tr.skill_stats(selected) if selected.num_rows else {},
+        "return": tr.return_stats(selected.column("return").to_pylist()),
+        **({"rows": rows} if rows is not None else {}),
+    }
+
+
+def main(cfg: BuildDatasetConfig) -> dict:
+    from policylm.platform import datasets as dsx
+    from policylm.platform import trajectories as tr
+    from policylm.platform.envs import make_adapter
+
+    stages = Stages()
+    src = trajectory_dir(cfg.trajectories)
+    with stages("select"):
+        files = tr.trajectory_files(src)
+        steps = tr.read_trajectories(src, columns=[
+            tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL, tr.SEED, tr.AGENT_ID,
+            tr.T, tr.REWARD, tr.TERMINATED, tr.TRUNCATED])
+        episodes = tr.episode_table(steps)
+        flt = dsx.EpisodeFilter(cfg.min_return, cfg.max_return, cfg.max_length, cfg.skills,
+                                cfg.where)
+        selected = dsx.select_episodes(episodes, flt)
+        env_ids = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
+        del steps
+    stats = selection_stats(episodes, selected)
+    if cfg.stats_only:
+        print(json.dumps(stats, indent=2))
+        return {"stats": stats}
+    if selected.num_rows == 0:
+        raise dsx.DatasetError(
+            f"no episode of {episodes.num_rows} passes the filters {flt}; loosen them "
+            "(stats_only=true shows the returns)"
+        )
+    if len(env_ids) != 1:
+        raise dsx.DatasetError(f"{src} mixes envs {env_ids}; build one dataset per env")
+    run_dir = make_run_dir("build-dataset", cfg.out)
+    save_config(cfg, run_dir)
+    system = make_adapter(env_ids[0]).system_text()
+    keep = dsx.episode_ids(selected)
+    split = {e: dsx.split_of(e, cfg.validation_fraction) for e in keep}
+
+    with stages("transform"):
+        import pyarrow as pa
+        import ray
+
+        init_ray()
+        ds = ray.data.read_parquet([str(f) for f in files])
+        ds = ds.map_batches(dsx.keep_rows, fn_kwargs={"episode_ids": keep},
+                            batch_format="pyarrow")
+        ds = ds.groupby(tr.EPISODE_ID).map_groups(
+            dsx.add_rtg, fn_kwargs={"gamma": cfg.gamma, "scale": cfg.return_scale},
+            batch_format="pyarrow")
+        ds = ds.map_batches(dsx.to_chat_rows, fn_kwargs={"system": system},
+                            batch_format="pyarrow")
+
+        def tag(batch: pa.Table) -> pa.Table:
+            ids = batch.column(tr.EPISODE_ID).to_pylist()
+            return batch.append_column(dsx.SPLIT, pa.array([split[e] for e in ids], pa.string()))
+
+        ds = ds.map_batches(tag, batch_format="pyarrow").materialize()
+
+    out_dir = run_dir / "dataset"
+    counts: dict[str, dict] = {}
+    with stages("write"):
+        for name in ("train", "validation"):
+            part = ds.filter(expr=f"{dsx.SPLIT} == '{name}'")
+            n = part.count()
+            counts[name] = {"rows": n}
+            if n == 0:
+                log.warning("split %s is empty", name)
+                continue
+            part.repartition(min(cfg.num_shards, n)).write_parquet(str(out_dir / name))
+            table = pa.concat_tables(part.iter_batches(batch_format="pyarrow"))
+            counts[name]["episodes"] = len(set(table.column(tr.EPISODE_ID).to_pylist()))
+            counts[name]["rows_per_skill"] = dsx.rows_per_skill(table)
+            if cfg.jsonl:
+                dsx.write_chat_jsonl(table, out_dir / f"{name}.jsonl")
+    stats.update({"splits": counts, "system": system, "stage_seconds": stages.seconds})
+    write_json(run_dir / "stats.json", stats)
+    log.info("dataset: %s", {k: v["rows"] for k, v in counts.items()})
+    return {"run_dir": str(run_dir), "dataset": str(out_dir), **stats}
+
+
+CONFIG = BuildDatasetConfig
+
+if __name__ == "__main__":
+    run_job("build-dataset", BuildDatasetConfig, main, sys.argv[1:])

@@ -1,0 +1,1 @@
+"""The Ray-free core: env adapters, trajectories, returns, datasets, policies."""

@@ -1,0 +1,59 @@
+"""CartPole as text: four labelled numbers, two named actions.
+
+``x=0.02 v=-0.15 a=0.03 w=0.21`` (cart position, cart velocity, pole angle in radians, pole
+angular velocity) encodes to 24 SmolLM2 tokens; the contract is at most 40.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from policylm.platform.codecs import NamedDiscreteCodec
+from policylm.platform.envs import EnvAdapter, format_number
+
+CARTPOLE_RULES = (
+    "CartPole: keep the pole upright by pushing the cart. Observation: x cart position, "
+    "v cart velocity, a pole angle (rad), w pole angular velocity. Reward 1 per step, up to 500."
+)
+_LABELS = ("x", "v", "a", "w")
+
+
+def encode_cartpole(obs: Any, decimals: int = 2) -> str:
+    """``[0.0213, -0.1534, 0.0321, 0.2101]`` -> ``"x=0.02 v=-0.15 a=0.03 w=0.21"``."""
+    vals = np.asarray(obs, dtype=np.float64).reshape(-1)
+    return " ".join(f"{k}={format_number(v, decimals)}" for k, v in zip(_LABELS, vals, strict=True))
+
+
+def cartpole_adapter(
+    env_id: str = "CartPole-v1",
+    *,
+    decimals: int = 2,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict | None = None,
+) -> EnvAdapter:
+    """Adapter for ``CartPole-v0``/``CartPole-v1``; actions ``left`` (0) and ``right`` (1)."""
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps:
+        kwargs["max_episode_steps"] = max_episode_steps
+    probe = gym.make(env_id, **kwargs)
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    return EnvAdapter(
+        env_id=env_id,
+        make_env=lambda: gym.make(env_id, **kwargs),
+        observation_space=obs_space,
+        action_space=act_space,
+        encode=lambda obs: encode_cartpole(obs, decimals),
+        to_json=lambda obs: dict(
+            zip(
+                ("cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"),
+                np.round(np.asarray(obs, dtype=np.float64), decimals + 2).tolist(),
+                strict=True,
+            )
+        ),
+        codec=NamedDiscreteCodec(["left", "right"]),
+        rules=CARTPOLE_RULES,
+    )

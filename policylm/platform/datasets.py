@@ -1,0 +1,194 @@
+"""Return-conditioned dataset transforms over Arrow tables (what Ray Data's ``map_batches`` and
+``map_groups`` call), plus episode selection with DuckDB and the train/validation split.
+
+The chat rows written here use the env adapter's prompt template (``system_text`` and
+``format_user``), the same one the LLM policy prompts with, so training and acting never drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from policylm.platform import trajectories as tr
+from policylm.platform.envs import format_user
+from policylm.platform.returns import scale_returns, segment_returns_to_go
+
+TARGET_RETURN = "target_return"
+SYSTEM = "system"
+PROMPT = "prompt"
+COMPLETION = "completion"
+MESSAGES = "messages"
+SPLIT = "split"
+
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+CHAT_SCHEMA = pa.schema(
+    [
+        pa.field(tr.EPISODE_ID, pa.string()),
+        pa.field(tr.T, pa.int32()),
+        pa.field(tr.SKILL, pa.string()),
+        pa.field(tr.EPISODE_RETURN, pa.float64()),
+        pa.field(TARGET_RETURN, pa.float64()),
+        pa.field(SYSTEM, pa.string()),
+        pa.field(PROMPT, pa.string()),
+        pa.field(COMPLETION, pa.string()),
+        pa.field(tr.ACTION_INDEX, pa.int32()),
+        pa.field(MESSAGES, MESSAGE_TYPE),
+    ]
+)
+
+
+class DatasetError(ValueError):
+    """A dataset filter or row that cannot be used; the message names it."""
+
+
+@dataclass
+class EpisodeFilter:
+    """Which episodes to keep. ``None`` means no bound; ``where`` is a SQL condition over the
+    episode table (columns: episode_id, skill, policy_uri, seed, agent_id, length, return,
+    terminated, truncated)."""
+
+    min_return: float | None = None
+    max_return: float | None = None
+    max_length: int | None = None
+    skills: list[str] = field(default_factory=list)
+    where: str = ""
+
+
+def select_episodes(episodes: pa.Table, flt: EpisodeFilter) -> pa.Table:
+    """The rows of an episode table that pass ``flt`` (DuckDB runs the conditions)."""
+    import duckdb
+
+    conds = []
+    if flt.min_return is not None:
+        conds.append(f"return >= {float(flt.min_return)!r}")
+    if flt.max_return is not None:
+        conds.append(f"return <= {float(flt.max_return)!r}")
+    if flt.max_length is not None:
+        conds.append(f"length <= {int(flt.max_length)}")
+    if flt.skills:
+        conds.append("skill IN (" + ", ".join("'" + s.replace("'", "''") + "'"
+                                               for s in flt.skills) + ")")
+    if flt.where.strip():
+        conds.append(f"({flt.where})")
+    sql = "SELECT * FROM episodes" + (" WHERE " + " AND ".join(conds) if conds else "")
+    con = duckdb.connect()
+    try:
+        con.register("episodes", episodes)
+        return con.sql(sql + " ORDER BY episode_id, agent_id").to_arrow_table()
+    except duckdb.Error as err:
+        raise DatasetError(
+            f"episode filter failed: {err}; the where clause is SQL over the columns "
+            f"{episodes.schema.names}, e.g. where=\"return > 100 AND skill != 'weak'\""
+        ) from err
+    finally:
+        con.close()
+
+
+def split_of(episode_id: str, validation_fraction: float) -> str:
+    """``"validation"`` for a stable pseudo-random share of episode ids, else ``"train"``.
+
+    A hash of the id decides, so every step of an episode lands in the same split (no leakage)
+    and the split does not depend on order or sharding."""
+    h = int.from_bytes(hashlib.sha256(episode_id.encode()).digest()[:8], "little") / 2.0**64
+    return "validation" if h < validation_fraction else "train"
+
+
+def keep_rows(batch: pa.Table, episode_ids: Iterable[str]) -> pa.Table:
+    """Rows whose episode id is in ``episode_ids``."""
+    ids = pa.array(sorted(set(episode_ids)), pa.string())
+    return batch.filter(pc.is_in(batch.column(tr.EPISODE_ID), value_set=ids))
+
+
+def add_rtg(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0) -> pa.Table:
+    """Recompute ``rtg`` (whole episodes must be in ``batch``) with ``gamma``, divided by
+    ``scale``; truncated episodes get the observed return (no bootstrap)."""
+    rtg = segment_returns_to_go(
+        batch.column(tr.REWARD).to_numpy(),
+        batch.column(tr.EPISODE_ID).to_numpy(zero_copy_only=False),
+        batch.column(tr.T).to_numpy(),
+        batch.column(tr.TERMINATED).to_numpy(zero_copy_only=False),
+        gamma,
+    )
+    idx = batch.schema.get_field_index(tr.RTG)
+    return batch.set_column(idx, tr.RTG, pa.array(scale_returns(rtg, scale), pa.float64()))
+
+
+def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
+    """Trajectory rows -> chat rows: system / user (target return, step, obs text) /
+    assistant (action text). ``target_return`` is the row's (scaled) return-to-go."""
+    n = batch.num_rows
+    rtg = batch.column(tr.RTG).to_pylist()
+    steps = batch.column(tr.T).to_pylist()
+    obs_text = batch.column(tr.OBS_TEXT).to_pylist()
+    act_text = batch.column(tr.ACTION_TEXT).to_pylist()
+    prompts = [format_user(r, t, o) for r, t, o in zip(rtg, steps, obs_text, strict=True)]
+    messages = [
+        [{"role": "system", "content": system}, {"role": "user", "content": p},
+         {"role": "assistant", "content": a}]
+        for p, a in zip(prompts, act_text, strict=True)
+    ]
+    return pa.table(
+        {
+            tr.EPISODE_ID: batch.column(tr.EPISODE_ID),
+            tr.T: batch.column(tr.T),
+            tr.SKILL: batch.column(tr.SKILL),
+            tr.EPISODE_RETURN: batch.column(tr.EPISODE_RETURN),
+            TARGET_RETURN: pa.array(rtg, pa.float64()),
+            SYSTEM: pa.array([system] * n, pa.string()),
+            PROMPT: pa.array(prompts, pa.string()),
+            COMPLETION: pa.array(act_text, pa.string()),
+            tr.ACTION_INDEX: batch.column(tr.ACTION_INDEX),
+            MESSAGES: pa.array(messages, MESSAGE_TYPE),
+        },
+        schema=CHAT_SCHEMA,
+    )
+
+
+def write_chat_jsonl(rows: pa.Table, path: str | Path) -> int:
+    """Write ``{"messages": [...]}`` per line (the common chat fine-tuning format); returns the
+    number of lines. Written to a temp file and renamed."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        for msgs in rows.column(MESSAGES).to_pylist():
+            f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return rows.num_rows
+
+
+def read_chat_jsonl(path: str | Path) -> list[list[dict]]:
+    """Read a chat JSONL file back; errors name the file, line and what is wrong."""
+    out = []
+    with Path(path).open() as f:
+        for i, line in enumerate(f, start=1):
+            try:
+                msgs = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DatasetError(f"{path}: line {i} is not {{\"messages\": [...]}} ({err})") \
+                    from err
+            for j, m in enumerate(msgs):
+                if not isinstance(m, dict) or not {"role", "content"} <= set(m):
+                    raise DatasetError(f"{path}: line {i}, message {j} needs role and content")
+            out.append(msgs)
+    return out
+
+
+def rows_per_skill(rows: pa.Table) -> dict[str, int]:
+    """Row count per skill label."""
+    skills, counts = np.unique(np.asarray(rows.column(tr.SKILL).to_pylist(), dtype=object),
+                               return_counts=True)
+    return {str(s): int(c) for s, c in zip(skills, counts, strict=True)}
+
+
+def episode_ids(episodes: pa.Table) -> Sequence[str]:
+    return episodes.column(tr.EPISODE_ID).to_pylist()

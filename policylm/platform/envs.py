@@ -1,0 +1,216 @@
+"""Environments as text: the env adapter contract and the generic adapter.
+
+An :class:`EnvAdapter` bundles an env factory, an observation encoder (obs -> short text, and a
+JSON form), an action codec and the prompt template the LLM policy and the dataset builder
+share. :func:`make_adapter` picks a named adapter (CartPole, MiniGrid) by env id and falls back
+to the generic one, which handles any Box / Discrete / MultiDiscrete / MultiBinary / Dict /
+Tuple observation space.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from policylm.platform.codecs import ActionCodec, default_codec
+
+PROMPT_TEMPLATE_VERSION = "v1"
+
+
+@dataclass
+class EnvAdapter:
+    """An env plus its text form. ``make_env()`` builds a fresh env each call.
+
+    ``encode(obs)`` gives compact text; ``to_json(obs)`` a JSON-able dict; ``flatten(obs)`` the
+    float32 vector stored in the trajectory's ``obs`` column; ``rules`` the env description
+    that opens the system prompt.
+    """
+
+    env_id: str
+    make_env: Callable[[], gym.Env]
+    observation_space: gym.Space
+    action_space: gym.Space
+    encode: Callable[[Any], str]
+    to_json: Callable[[Any], dict]
+    codec: ActionCodec
+    rules: str = ""
+    flatten_obs: Callable[[Any], np.ndarray] | None = None
+    info_extras: Callable[[dict], dict] = field(default=lambda info: {})
+
+    def flatten(self, obs: Any) -> np.ndarray:
+        """Observation as a flat float32 vector: ``flatten_obs`` when the adapter sets one,
+        else gymnasium's ``flatten`` of the observation space."""
+        if self.flatten_obs is not None:
+            return np.asarray(self.flatten_obs(obs), dtype=np.float32)
+        return np.asarray(gym.spaces.flatten(self.observation_space, obs), dtype=np.float32)
+
+    @property
+    def obs_dim(self) -> int:
+        """Length of :meth:`flatten`'s vector."""
+        return int(self.flatten(self.observation_space.sample()).shape[0])
+
+    def system_text(self) -> str:
+        """System prompt: env rules and the valid actions (when they can be listed)."""
+        acts = self.codec.valid_actions
+        listed = f"Valid actions: {', '.join(acts)}." if acts else "Answer with the action."
+        rules = self.rules or f"You control the agent of the environment {self.env_id}."
+        return f"{rules} {listed} Reply with the action only."
+
+    def user_text(self, target_return: float, t: int, obs_text: str) -> str:
+        """The user turn (see :func:`format_user`)."""
+        return format_user(target_return, t, obs_text)
+
+
+def format_user(target_return: float, t: int, obs_text: str) -> str:
+    """The user turn of the prompt template: target return, step index (return-to-go is
+    ambiguous under a time limit without it) and the observation text."""
+    return f"Target return: {format_number(target_return)}\nStep: {t}\n{obs_text}"
+
+
+def format_number(x: float, decimals: int = 2) -> str:
+    """Short decimal text: integers without a point, others rounded (``-0.0`` -> ``0``)."""
+    x = float(x)
+    if x.is_integer():
+        return str(int(x))
+    s = f"{x:.{decimals}f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def _encode_value(space: gym.Space, value: Any, decimals: int) -> str:
+    if isinstance(space, gym.spaces.Dict):
+        return "; ".join(f"{k}: {_encode_value(s, value[k], decimals)}" for k, s in space.items())
+    if isinstance(space, gym.spaces.Tuple):
+        return "; ".join(_encode_value(s, v, decimals) for s, v in zip(space, value, strict=True))
+    if isinstance(space, gym.spaces.Text):
+        return str(value)
+    arr = np.asarray(value).reshape(-1)
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        return " ".join(format_number(v, decimals) for v in arr)
+    return " ".join(str(int(v)) for v in arr)
+
+
+def _json_value(space: gym.Space, value: Any, decimals: int) -> Any:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _json_value(s, value[k], decimals) for k, s in space.items()}
+    if isinstance(space, gym.spaces.Tuple):
+        return [_json_value(s, v, decimals) for s, v in zip(space, value, strict=True)]
+    if isinstance(space, gym.spaces.Text):
+        return str(value)
+    if isinstance(space, gym.spaces.Discrete):
+        return int(value)
+    arr = np.asarray(value)
+    if np.issubdtype(arr.dtype, np.floating):
+        return np.round(arr.astype(np.float64), decimals).tolist()
+    return arr.astype(np.int64).tolist()
+
+
+def generic_encoders(
+    space: gym.Space, decimals: int = 2
+) -> tuple[Callable[[Any], str], Callable[[Any], dict]]:
+    """``(encode, to_json)`` for any supported observation space: numbers rounded to
+    ``decimals``, Dict/Tuple parts labelled and joined with ``;``."""
+    if not isinstance(
+        space,
+        gym.spaces.Box | gym.spaces.Discrete | gym.spaces.MultiDiscrete | gym.spaces.MultiBinary
+        | gym.spaces.Dict | gym.spaces.Tuple | gym.spaces.Text,
+    ):
+        raise TypeError(f"observation space {space} is not supported")
+    return (lambda obs: _encode_value(space, obs, decimals),
+            lambda obs: {"obs": _json_value(space, obs, decimals)})
+
+
+def generic_adapter(
+    env_id: str,
+    *,
+    make_env: Callable[[], gym.Env] | None = None,
+    decimals: int = 2,
+    box_codec: str = "bins",
+    bins: int = 5,
+    max_episode_steps: int | None = None,
+    env_kwargs: dict | None = None,
+) -> EnvAdapter:
+    """Adapter for any Gymnasium env: numbers rounded to ``decimals``, codec per action space.
+
+    ``make_env`` overrides ``gym.make(env_id, **env_kwargs)`` (pass a factory for envs that are
+    not registered). ``box_codec`` is ``"bins"`` (``bins`` values per dimension) or ``"numeric"``.
+    """
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps:
+        kwargs["max_episode_steps"] = max_episode_steps
+    factory = make_env or (lambda: gym.make(env_id, **kwargs))
+    probe = factory()
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    try:
+        encode, to_json = generic_encoders(obs_space, decimals)
+    except TypeError as err:
+        raise TypeError(f"{env_id}: {err}") from err
+    return EnvAdapter(
+        env_id=env_id,
+        make_env=factory,
+        observation_space=obs_space,
+        action_space=act_space,
+        encode=encode,
+        to_json=to_json,
+        codec=default_codec(act_space, box=box_codec, bins=bins),
+    )
+
+
+def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
+    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid) or the generic one.
+
+    Unknown env ids fail with gymnasium's own message plus a hint on registration.
+    """
+    if env_id.startswith("CartPole-"):
+        from policylm.platform.cartpole import cartpole_adapter
+
+        return cartpole_adapter(env_id, **options)
+    if env_id.startswith("MiniGrid-"):
+        from policylm.platform.minigrid import minigrid_adapter
+
+        return minigrid_adapter(env_id, **options)
+    try:
+        return generic_adapter(env_id, **options)
+    except gym.error.Error as err:
+        raise ValueError(
+            f"env {env_id!r} could not be made ({err}); check the id, or install the package "
+            "that registers it (e.g. pip install 'policylm[envs]')"
+        ) from err
+
+
+def dumps_json(obj: Any) -> str:
+    """Compact JSON (no spaces) for the ``obs_json`` column."""
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class FlatObsEnv(gym.Env):
+    """An adapter's env with ``adapter.flatten`` observations in a flat ``Box`` (what RLlib's
+    default MLP modules and ``rllib://`` policies see).
+
+    ``env_config``: ``{"env_id": ..., "env_options": {...}}``. Built inside the worker that uses
+    it, so env packages register there.
+    """
+
+    def __init__(self, env_config: dict | None = None):
+        cfg = dict(env_config or {})
+        self.adapter = make_adapter(cfg["env_id"], **cfg.get("env_options", {}))
+        self.env = self.adapter.make_env()
+        dim = self.adapter.obs_dim
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+        self.action_space = self.env.action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self.adapter.flatten(obs), info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self.adapter.flatten(obs), reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self.env.close()

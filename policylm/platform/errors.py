@@ -1,0 +1,14 @@
+"""The errors that mean "bad input" (config, URI, trajectory file, dataset row): jobs print
+their message, which names what was wrong and how to fix it, instead of a traceback."""
+
+from __future__ import annotations
+
+from policylm.platform.codecs import ActionParseError
+from policylm.platform.config import ConfigError
+from policylm.platform.datasets import DatasetError
+from policylm.platform.policies import PolicyError
+from policylm.platform.trajectories import TrajectoryError
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ActionParseError, ConfigError, DatasetError, PolicyError, TrajectoryError,
+)

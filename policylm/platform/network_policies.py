@@ -1,0 +1,158 @@
+"""Network policies from checkpoints: native MLP (``file://``), external ``torch.nn.Module``
+(``pytorch://``) and RLlib (``rllib://``). Each loader returns ``logits_fn(obs[B, D]) ->
+logits[B, n]`` after checking that the checkpoint fits the env (observation size, number of
+actions); :class:`policylm.platform.policies.LogitsPolicy` turns that into actions.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from policylm.platform.envs import EnvAdapter
+
+MLP_FORMAT = "policylm-mlp/1"
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _n_actions(adapter: EnvAdapter) -> int:
+    if not isinstance(adapter.action_space, gym.spaces.Discrete):
+        raise ValueError(
+            f"network policies act in Discrete action spaces; {adapter.env_id} has "
+            f"{adapter.action_space}"
+        )
+    return int(adapter.action_space.n)
+
+
+def _check_fit(source: str, obs_dim: int, n_actions: int, adapter: EnvAdapter) -> None:
+    if obs_dim != adapter.obs_dim or n_actions != _n_actions(adapter):
+        raise ValueError(
+            f"checkpoint {source} expects observations of size {obs_dim} and {n_actions} "
+            f"actions, but {adapter.env_id} gives size {adapter.obs_dim} and "
+            f"{_n_actions(adapter)} actions; use a checkpoint trained on this env"
+        )
+
+
+def _torch_fn(net: Any) -> LogitsFn:
+    import torch
+
+    net.eval()
+
+    def logits(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.as_tensor(obs, dtype=torch.float32)).float().numpy()
+
+    return logits
+
+
+def build_mlp(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64)) -> Any:
+    """A plain ``nn.Sequential`` MLP (tanh hidden layers) producing action logits."""
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    width = obs_dim
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.Tanh()]
+        width = h
+    layers.append(nn.Linear(width, n_actions))
+    return nn.Sequential(*layers)
+
+
+def save_mlp_policy(path: str | Path, net: Any, obs_dim: int, n_actions: int,
+                    hidden: Sequence[int], env_id: str = "") -> Path:
+    """Save a :func:`build_mlp` network as a native checkpoint (plain tensors and numbers, so
+    it loads with ``weights_only=True``); usable as ``file://<path>``."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"format": MLP_FORMAT, "obs_dim": int(obs_dim), "n_actions": int(n_actions),
+         "hidden": [int(h) for h in hidden], "env_id": env_id,
+         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}},
+        path,
+    )
+    return path
+
+
+def _load_weights(path: str) -> Any:
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file {p} does not exist")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise ValueError(f"{p} is not a loadable torch checkpoint ({err})") from err
+
+
+def mlp_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
+    """Load a native MLP checkpoint written by :func:`save_mlp_policy`."""
+    ckpt = _load_weights(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != MLP_FORMAT:
+        raise ValueError(f"{path} is not a policylm MLP checkpoint (format {MLP_FORMAT})")
+    _check_fit(path, ckpt["obs_dim"], ckpt["n_actions"], adapter)
+    net = build_mlp(ckpt["obs_dim"], ckpt["n_actions"], ckpt["hidden"])
+    net.load_state_dict(ckpt["state_dict"])
+    return _torch_fn(net)
+
+
+def external_logits_fn(path: str, class_path: str, init: dict, adapter: EnvAdapter) -> LogitsFn:
+    """Build ``module:Class(**init)``, load its state dict from ``path`` (``weights_only``) and
+    check its output size on one observation."""
+    module_name, _, cls_name = class_path.partition(":")
+    if not cls_name:
+        raise ValueError(f"class {class_path!r} must be written module:Class")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    net = cls(**init)
+    state = _load_weights(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"weights in {path} do not fit {class_path}: {err}") from err
+    fn = _torch_fn(net)
+    out = fn(adapter.flatten(adapter.observation_space.sample())[None])
+    if out.shape[-1] != _n_actions(adapter):
+        raise ValueError(
+            f"{class_path} outputs {out.shape[-1]} logits, {adapter.env_id} has "
+            f"{_n_actions(adapter)} actions"
+        )
+    return fn
+
+
+def rllib_module_dir(path: str | Path) -> Path:
+    """The RLModule directory inside an RLlib checkpoint (algorithm or module checkpoint)."""
+    p = Path(path)
+    for cand in (p, p / "learner_group/learner/rl_module/default_policy",
+                 p / "rl_module/default_policy", p / "default_policy"):
+        if (cand / "module_state.pkl").exists() or (cand / "module_state.pt").exists():
+            return cand
+    raise FileNotFoundError(
+        f"{p} is not an RLlib checkpoint (no learner_group/learner/rl_module/default_policy); "
+        "pass the directory that Algorithm.save_to_path wrote"
+    )
+
+
+def rllib_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
+    """Load the RLModule of an RLlib checkpoint; its ``forward_inference`` gives the logits."""
+    import torch
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module = RLModule.from_checkpoint(str(rllib_module_dir(path)))
+    obs_dim = int(np.prod(module.observation_space.shape))
+    _check_fit(path, obs_dim, int(getattr(module.action_space, "n", -1)), adapter)
+
+    def logits(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module.forward_inference({"obs": torch.as_tensor(obs, dtype=torch.float32)})
+        return out["action_dist_inputs"].float().numpy()
+
+    return logits

@@ -1,0 +1,74 @@
+"""Return-to-go maths: pure numpy, no Ray.
+
+``rtg[t] = r[t] + gamma * rtg[t+1]``. At the last step of an episode that was *terminated* the
+future is zero; at one that was *truncated* (time limit, or the collector stopped) the future
+is unknown, so it is ``bootstrap`` (an estimate of the value of the final observation; ``0``
+when none is given, which makes rtg the return actually observed).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def returns_to_go(
+    rewards: np.ndarray,
+    gamma: float = 1.0,
+    terminated: bool = True,
+    bootstrap: float = 0.0,
+) -> np.ndarray:
+    """Return-to-go of one episode. ``rewards``: shape (T,); result float64, shape (T,).
+
+    >>> returns_to_go(np.array([1.0, 2.0, 3.0]))
+    array([6., 5., 3.])
+    """
+    r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    out = np.empty_like(r)
+    future = 0.0 if terminated else float(bootstrap)
+    for t in range(len(r) - 1, -1, -1):
+        future = r[t] + gamma * future
+        out[t] = future
+    return out
+
+
+def segment_returns_to_go(
+    rewards: np.ndarray,
+    episode_ids: np.ndarray,
+    steps: np.ndarray,
+    terminated: np.ndarray,
+    gamma: float = 1.0,
+    bootstrap: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return-to-go for many episodes stored row-wise in any order (one row per step).
+
+    Rows are grouped by ``episode_ids`` and ordered by ``steps`` within each; an episode counts
+    as terminated when its last row has ``terminated`` set. ``bootstrap`` (per row; the value at
+    each episode's last row is used) applies to episodes that did not terminate. The result is
+    aligned with the input rows.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    out = np.empty_like(rewards)
+    ids = np.asarray(episode_ids)
+    order = np.lexsort((np.asarray(steps), ids))
+    sorted_ids = ids[order]
+    bounds = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
+    for seg in np.split(order, bounds):
+        if len(seg) == 0:
+            continue
+        last = seg[-1]
+        boot = 0.0 if bootstrap is None else float(np.asarray(bootstrap)[last])
+        out[seg] = returns_to_go(rewards[seg], gamma, bool(np.asarray(terminated)[last]), boot)
+    return out
+
+
+def episode_return(rewards: np.ndarray, gamma: float = 1.0) -> float:
+    """Discounted sum of one episode's rewards (``gamma=1``: the plain return)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    return float(np.sum(r * gamma ** np.arange(len(r))))
+
+
+def scale_returns(values: np.ndarray, scale: float) -> np.ndarray:
+    """Divide returns by ``scale`` (Decision Transformer's return scaling); ``scale`` > 0."""
+    if scale <= 0:
+        raise ValueError(f"return scale must be > 0, got {scale}")
+    return np.asarray(values, dtype=np.float64) / scale

@@ -1,0 +1,1 @@
+"""Ray Serve application for policy inference (next: the serving issue)."""

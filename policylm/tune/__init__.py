@@ -1,0 +1,1 @@
+"""Tune sweeps over target return and LoRA settings (next: the sweep issue)."""
