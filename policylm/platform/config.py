@@ -130,14 +130,14 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
             raise ConfigError(
-                f"unknown config key {prefix}{key!r}{hint} (valid keys: {', '.join(fields)})"
+                f"unknown config key '{prefix}{key}'{hint} (valid keys: {', '.join(fields)})"
             )
     kwargs = {}
     for name, f in fields.items():
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], prefix + name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"config key {prefix}{name!r} is required: {f.metadata.get('doc')}")
+            raise ConfigError(f"config key '{prefix}{name}' is required: {f.metadata.get('doc')}")
     return cls(**kwargs)
 
 

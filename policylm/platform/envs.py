@@ -205,6 +205,7 @@ class FlatObsEnv(gym.Env):
         self.action_space = self.env.action_space
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
         obs, info = self.env.reset(seed=seed, options=options)
         return self.adapter.flatten(obs), info
 

@@ -87,9 +87,12 @@ def import_minari(dataset_id: str, run_id: str, skill: str = "minari") -> pa.Tab
     env_id = ds.spec.env_spec.id if ds.spec.env_spec is not None else dataset_id
     encode, to_json = generic_encoders(obs_space)
     codec = default_codec(act_space)
-    adapter = _matching_adapter(env_id, obs_space, act_space)
-    if adapter is not None:  # the env's named text is better than numbers
-        encode, to_json, codec = adapter.encode, adapter.to_json, adapter.codec
+    adapter = _env_adapter(env_id)
+    # the env's own text is better than numbers wherever the dataset's spaces are the env's
+    if adapter is not None and adapter.observation_space == obs_space:
+        encode, to_json = adapter.encode, adapter.to_json
+    if adapter is not None and adapter.action_space == act_space:
+        codec = adapter.codec
     tables = []
     for ep in ds.iterate_episodes():
         n = len(ep.rewards)
@@ -121,15 +124,12 @@ def import_minari(dataset_id: str, run_id: str, skill: str = "minari") -> pa.Tab
     return pa.concat_tables(tables)
 
 
-def _matching_adapter(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> Any:
-    """The env's own adapter when the env can be made here and its spaces equal the dataset's."""
+def _env_adapter(env_id: str) -> Any:
+    """The env's own adapter, or ``None`` when the env cannot be made here."""
     try:
-        adapter = make_adapter(env_id)
-    except Exception:  # an env we cannot make here: fall back to generic text
+        return make_adapter(env_id)
+    except Exception:  # any failure to make the env means: fall back to generic text
         return None
-    if adapter.observation_space == obs_space and adapter.action_space == act_space:
-        return adapter
-    return None
 
 
 def _index(tree: Any, t: int) -> Any:

@@ -1,0 +1,66 @@
+"""Typed configs: YAML, key=value overrides, errors that name the field."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from policylm.jobs.collect import CollectConfig
+from policylm.jobs.demo import DemoConfig
+from policylm.platform.config import ConfigError, field, load_config, parse_overrides
+
+
+@dataclass
+class Inner:
+    rank: int = field(8, doc="LoRA rank")
+
+
+@dataclass
+class Outer:
+    name: str = field("x", doc="a name")
+    lr: float = field(1e-3, doc="learning rate")
+    tags: list[str] = field(factory=list, doc="tags")
+    limit: int | None = field(None, doc="optional limit")
+    inner: Inner = field(factory=Inner, doc="section")
+
+
+def test_yaml_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: a\nlr: 0.5\ninner:\n  rank: 4\n")
+    cfg = load_config(Outer, f, ["lr=2", "inner.rank=16", "tags=[p, q]", "limit=3"])
+    assert (cfg.name, cfg.lr, cfg.inner.rank, cfg.tags, cfg.limit) == ("a", 2.0, 16, ["p", "q"], 3)
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(ConfigError, match=r"unknown config key 'nmae'; did you mean name\?"):
+        load_config(Outer, None, ["nmae=x"])
+    with pytest.raises(ConfigError, match=r"inner.rnak"):
+        load_config(Outer, None, ["inner.rnak=3"])
+
+
+def test_wrong_types_name_the_field():
+    with pytest.raises(ConfigError, match=r"inner.rank: expected an integer, got 'big'"):
+        load_config(Outer, None, ["inner.rank=big"])
+    with pytest.raises(ConfigError, match=r"lr: expected a number"):
+        load_config(Outer, None, ["lr=[1]"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_overrides(["oops"])
+
+
+def test_missing_or_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Outer, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(Outer, bad)
+
+
+def test_job_validation_messages():
+    with pytest.raises(ConfigError, match="episodes_per_policy: must be >= 1"):
+        load_config(CollectConfig, None, ["episodes_per_policy=0"])
+    cfg = load_config(CollectConfig, None, ["policies=[{skill: a, uri: 'random:'}]"])
+    assert cfg.policies[0].uri == "random:"
+    with pytest.raises(ConfigError, match=r"policies\[0\]"):
+        load_config(CollectConfig, None, ["policies=[{skill: a}]"])
+    demo = load_config(DemoConfig, None, ["collect.num_workers=0", "experts.skills={weak: 1}"])
+    assert demo.collect.num_workers == 0 and demo.experts.skills == {"weak": 1}

@@ -1,0 +1,100 @@
+"""Dataset transforms: episode selection (DuckDB), split, rtg over batches, chat rows, JSONL."""
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from policylm.platform import datasets as dsx
+from policylm.platform import trajectories as tr
+from policylm.platform.envs import make_adapter
+from policylm.platform.rollout import EpisodeRunner, plan_chunks
+
+
+def episodes_table():
+    rows = [
+        # id, skill, length, return, terminated
+        ("a", "weak", 10, 10.0, True),
+        ("b", "weak", 30, 30.0, True),
+        ("c", "expert", 500, 500.0, False),
+        ("d", "medium", 150, 150.0, True),
+    ]
+    return pa.table({
+        tr.RUN_ID: ["r"] * 4, tr.EPISODE_ID: [r[0] for r in rows], tr.ENV_ID: ["E"] * 4,
+        tr.POLICY_URI: ["u"] * 4, tr.SKILL: [r[1] for r in rows], tr.SEED: [1, 2, 3, 4],
+        tr.AGENT_ID: pa.array([0] * 4, pa.int32()),
+        "length": pa.array([r[2] for r in rows], pa.int32()), "return": [r[3] for r in rows],
+        tr.TERMINATED: [r[4] for r in rows], tr.TRUNCATED: [not r[4] for r in rows],
+    }, schema=tr.EPISODE_TABLE_SCHEMA)
+
+
+def ids(table):
+    return table.column(tr.EPISODE_ID).to_pylist()
+
+
+def test_select_episodes_by_bounds_skills_and_sql():
+    ep = episodes_table()
+    assert ids(dsx.select_episodes(ep, dsx.EpisodeFilter())) == ["a", "b", "c", "d"]
+    assert ids(dsx.select_episodes(ep, dsx.EpisodeFilter(min_return=30))) == ["b", "c", "d"]
+    assert ids(dsx.select_episodes(ep, dsx.EpisodeFilter(max_return=30, min_return=11))) == ["b"]
+    assert ids(dsx.select_episodes(ep, dsx.EpisodeFilter(max_length=150))) == ["a", "b", "d"]
+    assert ids(dsx.select_episodes(ep, dsx.EpisodeFilter(skills=["weak", "expert"]))) == \
+        ["a", "b", "c"]
+    where = dsx.EpisodeFilter(where="truncated OR (skill = 'weak' AND return > 15)")
+    assert ids(dsx.select_episodes(ep, where)) == ["b", "c"]
+    with pytest.raises(dsx.DatasetError, match="the where clause is SQL over the columns"):
+        dsx.select_episodes(ep, dsx.EpisodeFilter(where="retrun > 3"))
+
+
+def test_split_is_by_episode_and_stable():
+    names = [f"ep-{i}" for i in range(2000)]
+    splits = [dsx.split_of(n, 0.1) for n in names]
+    assert splits == [dsx.split_of(n, 0.1) for n in names]
+    share = splits.count("validation") / len(splits)
+    assert 0.08 < share < 0.12
+    assert set(dsx.split_of(n, 0.0) for n in names) == {"train"}
+
+
+@pytest.fixture(scope="module")
+def steps():
+    adapter = make_adapter("CartPole-v1")
+    runner = EpisodeRunner(adapter, 2)
+    (chunk,) = plan_chunks([("weak", "random:")], 3, 0, 3)
+    return runner.run(chunk.specs, "r")
+
+
+def test_add_rtg_on_shuffled_batch_matches_collector(steps):
+    shuffled = steps.take(list(range(steps.num_rows))[::-1])
+    out = dsx.add_rtg(shuffled, gamma=1.0, scale=10.0)
+    assert out.column(tr.RTG).to_pylist() == [v / 10 for v in shuffled.column(tr.RTG).to_pylist()]
+    disc = dsx.add_rtg(steps, gamma=0.5)
+    first = steps.filter(pa.compute.equal(steps.column(tr.EPISODE_ID),
+                                          steps.column(tr.EPISODE_ID)[0]))
+    n = first.num_rows  # reward 1 per step: rtg_0 = sum 0.5^k, k < n
+    assert disc.column(tr.RTG)[0].as_py() == pytest.approx(sum(0.5**k for k in range(n)))
+
+
+def test_chat_rows_use_the_adapter_template(steps, tmp_path):
+    adapter = make_adapter("CartPole-v1")
+    rows = dsx.to_chat_rows(steps, adapter.system_text())
+    first = rows.slice(0, 1).to_pylist()[0]
+    obs = steps.column(tr.OBS_TEXT)[0].as_py()
+    rtg = steps.column(tr.RTG)[0].as_py()
+    assert first[dsx.PROMPT] == f"Target return: {int(rtg)}\nStep: 0\n{obs}"
+    assert first[dsx.PROMPT] == adapter.user_text(rtg, 0, obs)
+    assert first[dsx.COMPLETION] == steps.column(tr.ACTION_TEXT)[0].as_py()
+    assert [m["role"] for m in first[dsx.MESSAGES]] == ["system", "user", "assistant"]
+    n = dsx.write_chat_jsonl(rows, tmp_path / "d.jsonl")
+    back = dsx.read_chat_jsonl(tmp_path / "d.jsonl")
+    assert n == len(back) == steps.num_rows and back[0] == first[dsx.MESSAGES]
+    assert dsx.rows_per_skill(rows) == {"weak": steps.num_rows}
+
+
+def test_malformed_jsonl_names_line(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n{oops\n")
+    with pytest.raises(dsx.DatasetError, match=r"bad.jsonl: line 2 is not"):
+        dsx.read_chat_jsonl(f)
+    f.write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n")
+    with pytest.raises(dsx.DatasetError, match=r"line 1, message 0 needs role and content"):
+        dsx.read_chat_jsonl(f)

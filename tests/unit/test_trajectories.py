@@ -1,0 +1,116 @@
+"""Trajectory schema, atomic files, validation errors, and the in-process runner."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from policylm.platform import trajectories as tr
+from policylm.platform.envs import make_adapter
+from policylm.platform.rollout import EpisodeRunner, collect_chunk, derive_seed, plan_chunks
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    return make_adapter("CartPole-v1")
+
+
+def run(adapter, policies, episodes, num_envs, seed=0, chunk=4):
+    runner = EpisodeRunner(adapter, num_envs)
+    tables = [runner.run(c.specs, "r") for c in plan_chunks(policies, episodes, seed, chunk)]
+    return pa.concat_tables(tables)
+
+
+def test_plan_is_deterministic_and_ids_unique():
+    a = plan_chunks([("weak", "random:"), ("good", "constant:right")], 5, 3, 2)
+    b = plan_chunks([("weak", "random:"), ("good", "constant:right")], 5, 3, 2)
+    assert a == b and [c.chunk_id for c in a][:3] == ["weak-p0-c00000", "weak-p0-c00001",
+                                                        "weak-p0-c00002"]
+    ids = [s.episode_id for c in a for s in c.specs]
+    assert len(ids) == len(set(ids)) == 10
+    assert a[0].specs[0].seed == derive_seed(3, 0, 0) != derive_seed(4, 0, 0)
+
+
+def test_runner_rows_rtg_and_independence_from_batching(cartpole):
+    one = run(cartpole, [("weak", "random:")], 6, num_envs=1)
+    many = run(cartpole, [("weak", "random:")], 6, num_envs=4)
+    assert one.drop_columns([]).equals(many)  # same seeds -> same data, however batched
+    tr.validate_table(one, "mem")
+    eps = tr.episode_table(one)
+    assert eps.num_rows == 6
+    for ep in eps.to_pylist():
+        rows = one.filter(pa.compute.equal(one.column(tr.EPISODE_ID), ep["episode_id"]))
+        r = rows.column(tr.REWARD).to_numpy()
+        assert rows.column(tr.T).to_pylist() == list(range(ep["length"]))
+        assert rows.column(tr.RTG).to_numpy().tolist() == np.cumsum(r[::-1])[::-1].tolist()
+        assert rows.column(tr.EPISODE_RETURN)[0].as_py() == ep["return"] == r.sum()
+        final = rows.column(tr.FINAL_OBS).to_pylist()
+        assert final[:-1] == [None] * (ep["length"] - 1) and len(final[-1]) == 4
+        assert ep["terminated"] and not ep["truncated"]  # random CartPole falls well before 500
+
+
+def test_truncation_is_kept_apart(cartpole):
+    short = make_adapter("CartPole-v1", max_episode_steps=5)
+    table = run(short, [("good", "constant:left")], 1, 1)
+    # constant left falls after ~9 steps; the 5-step limit truncates first
+    assert table.column(tr.TRUNCATED).to_pylist() == [False] * 4 + [True]
+    assert not any(table.column(tr.TERMINATED).to_pylist())
+
+
+def test_atomic_write_and_resume(tmp_path, cartpole):
+    runner = EpisodeRunner(cartpole, 2)
+    (chunk,) = plan_chunks([("weak", "random:")], 3, 0, 3)
+    first = collect_chunk(runner, chunk, tmp_path, "r")
+    steps = runner.steps_taken
+    again = collect_chunk(runner, chunk, tmp_path, "r")  # file exists: read, not replayed
+    assert first == again and runner.steps_taken == steps
+    assert [p.name for p in tmp_path.iterdir()] == ["weak-p0-c00000.parquet"]
+
+
+def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "out.parquet"
+    tr.write_atomic(pa.table({"x": [1, 2]}), target)
+
+    def half_write(table, where):
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tr.pq, "write_table", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        tr.write_atomic(pa.table({"x": [3]}), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+    assert pq.read_table(target).column("x").to_pylist() == [1, 2]
+
+
+def test_validation_names_file_row_and_field(tmp_path, cartpole):
+    table = run(cartpole, [("weak", "random:")], 1, 1)
+    f = tmp_path / "missing.parquet"
+    pq.write_table(table.drop_columns([tr.REWARD]), f)
+    with pytest.raises(tr.TrajectoryError, match=r"missing.parquet: missing column 'reward'"):
+        tr.read_trajectories(f)
+    rewards = table.column(tr.REWARD).to_pylist()
+    rewards[2] = None
+    nulls = table.set_column(table.schema.get_field_index(tr.REWARD), tr.REWARD,
+                             pa.array(rewards, pa.float64()))
+    g = tmp_path / "nulls.parquet"
+    pq.write_table(nulls, g)
+    with pytest.raises(tr.TrajectoryError, match=r"nulls.parquet: row 2, field 'reward' is null"):
+        tr.read_trajectories(g)
+    typed = table.set_column(table.schema.get_field_index(tr.T), tr.T,
+                             pa.array([str(v) for v in table.column(tr.T).to_pylist()]))
+    h = tmp_path / "typed.parquet"
+    pq.write_table(typed, h)
+    with pytest.raises(tr.TrajectoryError, match=r"typed.parquet: column 't' has type string"):
+        tr.read_trajectories(h)
+    (tmp_path / "junk.parquet").write_text("junk")
+    with pytest.raises(tr.TrajectoryError, match="junk.parquet: not a readable Parquet file"):
+        tr.read_trajectories(tmp_path / "junk.parquet")
+    with pytest.raises(tr.TrajectoryError, match="no such trajectory"):
+        tr.read_trajectories(tmp_path / "nope")
+
+
+def test_stats_by_hand():
+    s = tr.return_stats([1.0, 2.0, 3.0, 10.0])
+    assert s == {"count": 4, "mean": 4.0, "median": 2.5, "min": 1.0, "max": 10.0,
+                 "std": pytest.approx(np.std([1, 2, 3, 10]))}
