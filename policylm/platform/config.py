@@ -8,6 +8,7 @@ and says how to fix it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -45,26 +46,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
+def _apply(data: dict[str, Any], flat: dict[str, Any]) -> dict[str, Any]:
+    """Set each dotted key of ``flat`` in a copy of ``data``; the value replaces what was there
+    (a mapping-valued field given as an override is replaced whole, not merged)."""
+    out = copy.deepcopy(data)
     for key, value in flat.items():
         parts = key.split(".")
-        node = nested
+        node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key!r}: {part!r} is not a section")
         node[parts[-1]] = value
-    return nested
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
     return out
 
 
@@ -155,7 +148,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of keys, got {loaded!r}")
         data = loaded
-    data = _merge(data, _nest(parse_overrides(list(overrides))))
+    data = _apply(data, parse_overrides(list(overrides)))
     cfg = _build(cls, data)
     validate = getattr(cfg, "validate", None)
     if validate is not None:

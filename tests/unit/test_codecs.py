@@ -35,7 +35,7 @@ def test_multidiscrete():
     assert c.valid_actions == ["0 0", "0 1", "0 2", "1 0", "1 1", "1 2"]
     assert c.parse("1 2").tolist() == [1, 2] and c.index([1, 2]) == 5
     assert c.from_index(4).tolist() == [1, 1] and c.to_text(np.array([0, 2])) == "0 2"
-    with pytest.raises(ActionParseError, match="outside 0..2"):
+    with pytest.raises(ActionParseError, match=r"outside 0\.\.2"):
         c.parse("1 3")
     with pytest.raises(ActionParseError, match="expected 2 integers"):
         c.parse("1")

@@ -64,3 +64,10 @@ def test_job_validation_messages():
         load_config(CollectConfig, None, ["policies=[{skill: a}]"])
     demo = load_config(DemoConfig, None, ["collect.num_workers=0", "experts.skills={weak: 1}"])
     assert demo.collect.num_workers == 0 and demo.experts.skills == {"weak": 1}
+
+
+def test_mapping_override_replaces_the_mapping(tmp_path):
+    f = tmp_path / "d.yaml"
+    f.write_text("experts:\n  skills: {weak: 25, medium: 150, expert: 500}\n")
+    cfg = load_config(DemoConfig, f, ["experts.skills={weak: 1}"])
+    assert cfg.experts.skills == {"weak": 1}

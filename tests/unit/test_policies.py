@@ -65,7 +65,8 @@ def test_pytorch_external_module(tmp_path, cartpole):
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 2)
     torch.save(lin.state_dict(), tmp_path / "lin.pt")
-    uri = f'pytorch://{tmp_path / "lin.pt"}?class=torch.nn:Linear&init={{"in_features":4,"out_features":2}}'
+    init = '{"in_features":4,"out_features":2}'
+    uri = f'pytorch://{tmp_path / "lin.pt"}?class=torch.nn:Linear&init={init}'
     policy = policy_from_uri(uri, cartpole)
     obs = [np.array([1.0, 0.0, 0.0, 0.0], np.float32)]
     with torch.no_grad():

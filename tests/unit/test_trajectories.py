@@ -104,7 +104,7 @@ def test_validation_names_file_row_and_field(tmp_path, cartpole):
     with pytest.raises(tr.TrajectoryError, match=r"typed.parquet: column 't' has type string"):
         tr.read_trajectories(h)
     (tmp_path / "junk.parquet").write_text("junk")
-    with pytest.raises(tr.TrajectoryError, match="junk.parquet: not a readable Parquet file"):
+    with pytest.raises(tr.TrajectoryError, match=r"junk\.parquet: not a readable Parquet file"):
         tr.read_trajectories(tmp_path / "junk.parquet")
     with pytest.raises(tr.TrajectoryError, match="no such trajectory"):
         tr.read_trajectories(tmp_path / "nope")
