@@ -1,0 +1,45 @@
+"""Steps per second through a 1-actor RolloutGroup against the same worker in this process.
+
+Both play the same plan with the same envs, policy and chunk writes; the ratio is what the Ray
+shell costs. Prints one JSON object with the medians, ``ratio`` (group / in-process) and the
+target (>= 0.8). Run: .venv/bin/python bench/collect_overhead.py [--episodes N --repeats R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import ENV_ID, group_steps_per_second, inprocess_steps_per_second, median  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=4)
+    parser.add_argument("--envs", type=int, default=4)
+    args = parser.parse_args()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    local, group = [], []
+    for r in range(args.repeats):
+        local.append(inprocess_steps_per_second(args.episodes, args.chunk_size, args.envs, r))
+        group.append(group_steps_per_second(1, args.episodes, args.chunk_size, args.envs, r))
+    ray.shutdown()
+    result = {
+        "bench": "collect_overhead", "env": ENV_ID, "episodes": args.episodes,
+        "repeats": args.repeats, "steps_per_s_in_process": round(median(local), 1),
+        "steps_per_s_group_1_actor": round(median(group), 1),
+        "ratio": round(median(group) / median(local), 3), "target": 0.8,
+        "all_in_process": [round(v, 1) for v in local], "all_group": [round(v, 1) for v in group],
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

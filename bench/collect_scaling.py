@@ -1,0 +1,44 @@
+"""Env steps per second with 2 rollout actors against 1, same work, one run.
+
+Prints one JSON object: the median steps/s of each (over repeats), their ratio and the target
+(>= 1.6 on 2 cores). Run: .venv/bin/python bench/collect_scaling.py [--episodes N --repeats R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import ENV_ID, group_steps_per_second, median  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=4)
+    parser.add_argument("--envs", type=int, default=4)
+    args = parser.parse_args()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    one, two = [], []
+    for r in range(args.repeats):  # interleaved, so drift hits both sides alike
+        one.append(group_steps_per_second(1, args.episodes, args.chunk_size, args.envs, r))
+        two.append(group_steps_per_second(2, args.episodes, args.chunk_size, args.envs, r))
+    ray.shutdown()
+    result = {
+        "bench": "collect_scaling", "env": ENV_ID, "episodes": args.episodes,
+        "repeats": args.repeats, "steps_per_s_1_actor": round(median(one), 1),
+        "steps_per_s_2_actors": round(median(two), 1),
+        "ratio": round(median(two) / median(one), 3), "target": 1.6,
+        "all_1_actor": [round(v, 1) for v in one], "all_2_actors": [round(v, 1) for v in two],
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Shared by the collection benchmarks: time a plan through a RolloutGroup or in-process."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+ENV_ID = "MiniGrid-DoorKey-5x5-v0"  # CPU-bound in Python: grid step plus text encoding
+
+
+def plan(episodes: int, chunk_size: int, seed: int = 0):
+    from policylm.platform.rollout import plan_chunks
+
+    return plan_chunks([("random", "random:")], episodes, seed, chunk_size)
+
+
+def group_steps_per_second(num_workers: int, episodes: int, chunk_size: int, envs: int,
+                           seed: int) -> float:
+    """Env steps/s through a RolloutGroup (actors started and warmed up before timing)."""
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec
+
+    with tempfile.TemporaryDirectory() as out:
+        group = RolloutGroup(RolloutSpec(ENV_ID, num_envs=envs, out_dir=out, run_id="bench"),
+                             num_workers=num_workers)
+        group.run(plan(num_workers, 1, seed=10_000 + seed))  # warm-up: one episode per actor
+        before = group.steps_taken()
+        t0 = time.perf_counter()
+        group.run(plan(episodes, chunk_size, seed))
+        elapsed = time.perf_counter() - t0
+        steps = group.steps_taken() - before
+        group.shutdown()
+    return steps / elapsed
+
+
+def inprocess_steps_per_second(episodes: int, chunk_size: int, envs: int, seed: int) -> float:
+    """The same plan played by the same worker class in this process (no Ray)."""
+    from policylm.actors.rollout import RolloutSpec, RolloutWorker
+
+    with tempfile.TemporaryDirectory() as out:
+        worker = RolloutWorker(RolloutSpec(ENV_ID, num_envs=envs, out_dir=out, run_id="bench"))
+        for chunk in plan(1, 1, seed=10_000 + seed):
+            worker.collect(chunk)
+        before = worker.steps_taken()
+        t0 = time.perf_counter()
+        for chunk in plan(episodes, chunk_size, seed):
+            worker.collect(chunk)
+        elapsed = time.perf_counter() - t0
+        steps = worker.steps_taken() - before
+    return steps / elapsed
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
