@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import ENV_ID, group_steps_per_second, median  # noqa: E402
+from common import ENV_ID, group_steps_per_second, median
 
 
 def main() -> None:
