@@ -7,29 +7,30 @@ target (>= 0.8). Run: .venv/bin/python bench/collect_overhead.py [--episodes N -
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import ENV_ID, group_steps_per_second, inprocess_steps_per_second, median
+from common import (
+    ENV_ID,
+    group_steps_per_second,
+    inprocess_steps_per_second,
+    median,
+    parse_args,
+    start_ray,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--episodes", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=4)
-    parser.add_argument("--envs", type=int, default=4)
-    args = parser.parse_args()
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    args = parse_args(__doc__, episodes=32)
+    start_ray()
     local, group = [], []
     for r in range(args.repeats):
         local.append(inprocess_steps_per_second(args.episodes, args.chunk_size, args.envs, r))
         group.append(group_steps_per_second(1, args.episodes, args.chunk_size, args.envs, r))
+    import ray
+
     ray.shutdown()
     result = {
         "bench": "collect_overhead", "env": ENV_ID, "episodes": args.episodes,

@@ -6,29 +6,23 @@ Prints one JSON object: the median steps/s of each (over repeats), their ratio a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import ENV_ID, group_steps_per_second, median
+from common import ENV_ID, group_steps_per_second, median, parse_args, start_ray
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--episodes", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk-size", type=int, default=4)
-    parser.add_argument("--envs", type=int, default=4)
-    args = parser.parse_args()
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    args = parse_args(__doc__, episodes=64)
+    start_ray()
     one, two = [], []
     for r in range(args.repeats):  # interleaved, so drift hits both sides alike
         one.append(group_steps_per_second(1, args.episodes, args.chunk_size, args.envs, r))
         two.append(group_steps_per_second(2, args.episodes, args.chunk_size, args.envs, r))
+    import ray
+
     ray.shutdown()
     result = {
         "bench": "collect_scaling", "env": ENV_ID, "episodes": args.episodes,

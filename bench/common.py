@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -9,10 +10,12 @@ import time
 ENV_ID = "MiniGrid-DoorKey-5x5-v0"  # CPU-bound in Python: grid step plus text encoding
 
 
-def plan(episodes: int, chunk_size: int, seed: int = 0):
+def plan(episodes: int, chunk_size: int, seed: int = 0, label: str = "random"):
+    """``label`` names the chunk files: warm-up and timed plans must not share them, or the
+    timed run would resume from the warm-up's files instead of playing."""
     from policylm.platform.rollout import plan_chunks
 
-    return plan_chunks([("random", "random:")], episodes, seed, chunk_size)
+    return plan_chunks([(label, "random:")], episodes, seed, chunk_size)
 
 
 def group_steps_per_second(num_workers: int, episodes: int, chunk_size: int, envs: int,
@@ -23,7 +26,7 @@ def group_steps_per_second(num_workers: int, episodes: int, chunk_size: int, env
     with tempfile.TemporaryDirectory() as out:
         group = RolloutGroup(RolloutSpec(ENV_ID, num_envs=envs, out_dir=out, run_id="bench"),
                              num_workers=num_workers)
-        group.run(plan(num_workers, 1, seed=10_000 + seed))  # warm-up: one episode per actor
+        group.run(plan(num_workers, 1, seed=10_000 + seed, label="warmup"))  # warm-up: one episode per actor
         before = group.steps_taken()
         t0 = time.perf_counter()
         group.run(plan(episodes, chunk_size, seed))
@@ -39,7 +42,7 @@ def inprocess_steps_per_second(episodes: int, chunk_size: int, envs: int, seed: 
 
     with tempfile.TemporaryDirectory() as out:
         worker = RolloutWorker(RolloutSpec(ENV_ID, num_envs=envs, out_dir=out, run_id="bench"))
-        for chunk in plan(1, 1, seed=10_000 + seed):
+        for chunk in plan(1, 1, seed=10_000 + seed, label="warmup"):
             worker.collect(chunk)
         before = worker.steps_taken()
         t0 = time.perf_counter()
@@ -52,3 +55,20 @@ def inprocess_steps_per_second(episodes: int, chunk_size: int, envs: int, seed: 
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def parse_args(doc: str, episodes: int) -> argparse.Namespace:
+    """The knobs both collection benchmarks share."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--episodes", type=int, default=episodes)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=4)
+    parser.add_argument("--envs", type=int, default=4)
+    return parser.parse_args()
+
+
+def start_ray() -> None:
+    """Local Ray with this machine's 2 CPUs, quiet."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

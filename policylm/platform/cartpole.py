@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from policylm.platform.codecs import NamedDiscreteCodec
-from policylm.platform.envs import EnvAdapter, format_number
+from policylm.platform.envs import EnvAdapter, format_number, gym_kwargs, probe_spaces
 
 CARTPOLE_RULES = (
     "CartPole: keep the pole upright by pushing the cart. Observation: x cart position, "
@@ -35,12 +35,8 @@ def cartpole_adapter(
     env_kwargs: dict | None = None,
 ) -> EnvAdapter:
     """Adapter for ``CartPole-v0``/``CartPole-v1``; actions ``left`` (0) and ``right`` (1)."""
-    kwargs = dict(env_kwargs or {})
-    if max_episode_steps:
-        kwargs["max_episode_steps"] = max_episode_steps
-    probe = gym.make(env_id, **kwargs)
-    obs_space, act_space = probe.observation_space, probe.action_space
-    probe.close()
+    kwargs = gym_kwargs(max_episode_steps, env_kwargs)
+    obs_space, act_space = probe_spaces(lambda: gym.make(env_id, **kwargs))
     return EnvAdapter(
         env_id=env_id,
         make_env=lambda: gym.make(env_id, **kwargs),

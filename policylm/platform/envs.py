@@ -16,6 +16,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pyarrow as pa
 
 from policylm.platform.codecs import ActionCodec, default_codec
 
@@ -40,7 +41,10 @@ class EnvAdapter:
     codec: ActionCodec
     rules: str = ""
     flatten_obs: Callable[[Any], np.ndarray] | None = None
-    info_extras: Callable[[dict], dict] = field(default=lambda info: {})
+    # env extras with their own typed trajectory columns (e.g. achievements): the Arrow fields,
+    # and a function from a step's ``info`` to ``{field name: value}``
+    extra_fields: list[pa.Field] = field(default_factory=list)
+    info_extras: Callable[[dict], dict] | None = None
 
     def flatten(self, obs: Any) -> np.ndarray:
         """Observation as a flat float32 vector: ``flatten_obs`` when the adapter sets one,
@@ -109,6 +113,23 @@ def _json_value(space: gym.Space, value: Any, decimals: int) -> Any:
     return arr.astype(np.int64).tolist()
 
 
+def gym_kwargs(max_episode_steps: int | None, env_kwargs: dict | None) -> dict:
+    """Keyword arguments for ``gym.make``: the env's own plus an optional step limit."""
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps:
+        kwargs["max_episode_steps"] = max_episode_steps
+    return kwargs
+
+
+def probe_spaces(make_env: Callable[[], gym.Env]) -> tuple[gym.Space, gym.Space]:
+    """``(observation_space, action_space)`` of a throwaway env."""
+    env = make_env()
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
 def generic_encoders(
     space: gym.Space, decimals: int = 2
 ) -> tuple[Callable[[Any], str], Callable[[Any], dict]]:
@@ -139,13 +160,9 @@ def generic_adapter(
     ``make_env`` overrides ``gym.make(env_id, **env_kwargs)`` (pass a factory for envs that are
     not registered). ``box_codec`` is ``"bins"`` (``bins`` values per dimension) or ``"numeric"``.
     """
-    kwargs = dict(env_kwargs or {})
-    if max_episode_steps:
-        kwargs["max_episode_steps"] = max_episode_steps
+    kwargs = gym_kwargs(max_episode_steps, env_kwargs)
     factory = make_env or (lambda: gym.make(env_id, **kwargs))
-    probe = factory()
-    obs_space, act_space = probe.observation_space, probe.action_space
-    probe.close()
+    obs_space, act_space = probe_spaces(factory)
     try:
         encode, to_json = generic_encoders(obs_space, decimals)
     except TypeError as err:

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from policylm.platform.codecs import NamedDiscreteCodec
-from policylm.platform.envs import EnvAdapter
+from policylm.platform.envs import EnvAdapter, gym_kwargs, probe_spaces
 
 ACTION_NAMES = ["left", "right", "forward", "pickup", "drop", "toggle", "done"]
 DIRECTIONS = ["east", "south", "west", "north"]
@@ -130,18 +130,14 @@ def minigrid_adapter(
     env_id: str, *, max_episode_steps: int | None = None, env_kwargs: dict | None = None
 ) -> EnvAdapter:
     """Adapter for MiniGrid envs (``MiniGrid-DoorKey-5x5-v0``, ``MiniGrid-Empty-8x8-v0``, ...)."""
-    kwargs = dict(env_kwargs or {})
-    if max_episode_steps:
-        kwargs["max_episode_steps"] = max_episode_steps
+    kwargs = gym_kwargs(max_episode_steps, env_kwargs)
 
     def make() -> gym.Env:
         import minigrid  # noqa: F401  (registers the MiniGrid-* ids in this process)
 
         return MiniGridTextObs(gym.make(env_id, **kwargs))
 
-    probe = make()
-    obs_space, act_space = probe.observation_space, probe.action_space
-    probe.close()
+    obs_space, act_space = probe_spaces(make)
     return EnvAdapter(
         env_id=env_id,
         make_env=make,

@@ -80,6 +80,7 @@ class _Episode:
     terminated: list = field(default_factory=list)
     truncated: list = field(default_factory=list)
     final_obs: np.ndarray | None = None
+    extras: list = field(default_factory=list)
 
 
 class EpisodeRunner:
@@ -114,7 +115,7 @@ class EpisodeRunner:
     ) -> pa.Table:
         """Play every spec (all of one policy) and return their steps, episode by episode."""
         if not specs:
-            return tr.trajectory_schema().empty_table()
+            return self.schema.empty_table()
         uris = {s.policy_uri for s in specs}
         if len(uris) != 1:
             raise ValueError(f"a chunk holds episodes of one policy, got {sorted(uris)}")
@@ -141,7 +142,9 @@ class EpisodeRunner:
                 ep.action.append(np.asarray(action, dtype=np.float32).reshape(-1))
                 ep.action_index.append(codec.index(action))
                 ep.action_text.append(codec.to_text(action))
-                obs, reward, term, trunc, _ = self.envs[slot].step(action)
+                obs, reward, term, trunc, info = self.envs[slot].step(action)
+                if self.adapter.info_extras is not None:
+                    ep.extras.append(self.adapter.info_extras(info))
                 ep.reward.append(float(reward))
                 ep.terminated.append(bool(term))
                 ep.truncated.append(bool(trunc))
@@ -179,7 +182,14 @@ class EpisodeRunner:
             tr.EPISODE_RETURN: const(float(rewards.sum())), tr.EPISODE_LENGTH: const(n),
             tr.FINAL_OBS: [None] * (n - 1) + [ep.final_obs],
         }
-        return pa.table(cols, schema=tr.trajectory_schema())
+        for f in self.adapter.extra_fields:
+            cols[f.name] = [row.get(f.name) for row in ep.extras] if ep.extras else const(None)
+        return pa.table(cols, schema=self.schema)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The trajectory schema with this env's extra columns."""
+        return tr.trajectory_schema(self.adapter.extra_fields)
 
     def close(self) -> None:
         for env in self.envs:

@@ -114,3 +114,33 @@ def test_stats_by_hand():
     s = tr.return_stats([1.0, 2.0, 3.0, 10.0])
     assert s == {"count": 4, "mean": 4.0, "median": 2.5, "min": 1.0, "max": 10.0,
                  "std": pytest.approx(np.std([1, 2, 3, 10]))}
+
+
+def test_env_extras_get_typed_columns():
+    import gymnasium as gym
+
+    class Scored(gym.Env):
+        observation_space = gym.spaces.Box(0, 1, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            info = {"achievements": ["wood"] * self.t, "score": self.t * 10}
+            return np.zeros(1, np.float32), 1.0, self.t == 3, False, info
+
+    adapter = make_adapter("scored", make_env=Scored)
+    adapter.extra_fields = [pa.field("achievements", pa.list_(pa.string())),
+                            pa.field("score", pa.int64())]
+    adapter.info_extras = lambda info: {"achievements": info["achievements"],
+                                        "score": info["score"]}
+    (chunk,) = plan_chunks([("w", "random:")], 1, 0, 1)
+    table = EpisodeRunner(adapter, 1).run(chunk.specs, "r")
+    assert table.schema.field("score").type == pa.int64()
+    assert table.column("score").to_pylist() == [10, 20, 30]
+    assert table.column("achievements").to_pylist()[-1] == ["wood"] * 3
+    tr.validate_table(table, "extras")
