@@ -26,7 +26,7 @@ def group_steps_per_second(num_workers: int, episodes: int, chunk_size: int, env
     with tempfile.TemporaryDirectory() as out:
         group = RolloutGroup(RolloutSpec(ENV_ID, num_envs=envs, out_dir=out, run_id="bench"),
                              num_workers=num_workers)
-        group.run(plan(num_workers, 1, seed=10_000 + seed, label="warmup"))  # warm-up: one episode per actor
+        group.run(plan(num_workers, 1, seed=10_000 + seed, label="warmup"))  # one per actor
         before = group.steps_taken()
         t0 = time.perf_counter()
         group.run(plan(episodes, chunk_size, seed))
