@@ -68,6 +68,9 @@ class RolloutWorker:
     def steps_taken(self) -> int:
         return self.runner.steps_taken
 
+    def policy_stats(self) -> dict[str, dict]:
+        return self.runner.policy_stats()
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -148,6 +151,24 @@ class RolloutGroup:
         import ray
 
         return sum(ray.get([a.steps_taken.remote() for a in self.actors]))
+
+    def policy_stats(self) -> dict[str, dict]:
+        """Counts summed over workers per policy URI (e.g. LLM actions and invalid answers)."""
+        if self.local is not None:
+            parts = [self.local.policy_stats()]
+        else:
+            import ray
+
+            parts = ray.get([a.policy_stats.remote() for a in self.actors])
+        total: dict[str, dict] = {}
+        for part in parts:
+            for uri, stats in part.items():
+                acc = total.setdefault(uri, {"actions": 0, "invalid": 0})
+                acc["actions"] += stats.get("actions", 0)
+                acc["invalid"] += stats.get("invalid", 0)
+        for acc in total.values():
+            acc["invalid_rate"] = acc["invalid"] / acc["actions"] if acc["actions"] else 0.0
+        return total
 
     def shutdown(self) -> None:
         import ray

@@ -6,9 +6,10 @@ from __future__ import annotations
 from policylm.platform.codecs import ActionParseError
 from policylm.platform.config import ConfigError
 from policylm.platform.datasets import DatasetError
+from policylm.platform.engines import EngineError
 from policylm.platform.policies import PolicyError
 from policylm.platform.trajectories import TrajectoryError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    ActionParseError, ConfigError, DatasetError, PolicyError, TrajectoryError,
+    ActionParseError, ConfigError, DatasetError, EngineError, PolicyError, TrajectoryError,
 )

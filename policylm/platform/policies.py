@@ -6,8 +6,9 @@ the same seeds give the same actions however episodes are spread over actors and
 
 URIs: ``random:``, ``constant:<action text>``, ``mix:<uri>?eps=<p>``, ``file://<path>`` (native
 MLP checkpoint), ``pytorch://<path>?class=<module:Class>&init=<json>`` (external
-``torch.nn.Module``), ``rllib://<checkpoint dir>``. Networks act greedily unless ``?sample=1``.
-LLM and HTTP policies (``hf://``, ``http://``) join this table in later work.
+``torch.nn.Module``), ``rllib://<checkpoint dir>``, ``hf://<model>?target_return=R&...`` (the
+LLM policy, ``policylm.platform.llm_policy``). Networks act greedily unless ``?sample=1``.
+Policies may also have ``observe(slots, rewards)`` (called after each step) and ``stats()``.
 """
 
 from __future__ import annotations
@@ -159,6 +160,12 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
         eps = float(params.pop("eps"))
         inner = body + (f"?{urlencode(params)}" if params else "")
         return MixPolicy(adapter, policy_from_uri(inner, adapter), eps)
+    if scheme == "hf":
+        from policylm.platform.llm_policy import llm_policy_from_params
+
+        if not body:
+            raise PolicyError(f"{uri!r}: name a model, e.g. hf://smollm2-135m or hf:///path/dir")
+        return llm_policy_from_params(body, params, adapter)
     if scheme in ("file", "pytorch", "rllib"):
         from policylm.platform import network_policies
 
@@ -175,7 +182,8 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
         return LogitsPolicy(adapter, fn, sample=sample)
     raise PolicyError(
         f"policy URI {uri!r}: unknown scheme {scheme!r}; known: random:, constant:<action>, "
-        "mix:<uri>?eps=<p>, file://<path>, pytorch://<path>?class=<module:Class>, rllib://<dir>"
+        "mix:<uri>?eps=<p>, file://<path>, pytorch://<path>?class=<module:Class>, rllib://<dir>, "
+        "hf://<model>?target_return=<R>"
     )
 
 

@@ -133,9 +133,12 @@ class EpisodeRunner:
 
         for slot in range(min(len(self.envs), len(queue))):
             start(slot)
+        observe = getattr(policy, "observe", None)
         while live:
             slots = sorted(live)
             actions = policy.act([live[s][1] for s in slots], slots)
+            if observe is not None:  # rewards of this step, in slot order, after stepping
+                stepped: list[tuple[int, float]] = []
             for slot, action in zip(slots, actions, strict=True):
                 ep, obs = live[slot]
                 self._record_obs(ep, obs)
@@ -146,6 +149,8 @@ class EpisodeRunner:
                 if self.adapter.info_extras is not None:
                     ep.extras.append(self.adapter.info_extras(info))
                 ep.reward.append(float(reward))
+                if observe is not None:
+                    stepped.append((slot, float(reward)))
                 ep.terminated.append(bool(term))
                 ep.truncated.append(bool(trunc))
                 self.steps_taken += 1
@@ -160,6 +165,8 @@ class EpisodeRunner:
                         start(slot)
                 else:
                     live[slot] = (ep, obs)
+            if observe is not None:
+                observe([s for s, _ in stepped], [r for _, r in stepped])
         return pa.concat_tables([done_tables[s.episode_id] for s in specs])
 
     def _episode_table(self, ep: _Episode, run_id: str) -> pa.Table:
@@ -190,6 +197,10 @@ class EpisodeRunner:
     def schema(self) -> pa.Schema:
         """The trajectory schema with this env's extra columns."""
         return tr.trajectory_schema(self.adapter.extra_fields)
+
+    def policy_stats(self) -> dict[str, dict]:
+        """``{uri: policy.stats()}`` for the policies that report statistics."""
+        return {uri: p.stats() for uri, p in self.policies.items() if hasattr(p, "stats")}
 
     def close(self) -> None:
         for env in self.envs:

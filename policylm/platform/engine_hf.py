@@ -1,0 +1,252 @@
+"""The transformers engine (CPU or GPU): batched candidate scoring with a shared-prefix KV cache,
+and batched generation.
+
+Scoring runs one forward pass per batch: the prefix (the system turn, given as a hint) is
+encoded once and its key/value cache reused for every row and call; each row is a prompt's
+remaining tokens (plus, when a candidate is longer than one token, the candidate and the
+end-of-turn token). Rows are right-padded, so padding never reaches a position that is read, and
+only the positions that are read go through the output head.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.engines import EngineError
+
+log = logging.getLogger("policylm")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (avx512_bf16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    """``auto``: bf16 on GPUs and on CPUs with native bf16, else fp32; or ``bf16``/``fp32``."""
+    import torch
+
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+             "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+    if dtype in table:
+        return table[dtype]
+    if dtype != "auto":
+        raise EngineError(f"dtype {dtype!r} is unknown; use auto, bf16 or fp32")
+    if device.startswith("cuda") or cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+class HFEngine:
+    """transformers causal LM (+ optional PEFT LoRA adapter, merged for speed)."""
+
+    name = "hf"
+
+    def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto",
+                 device: str | None = None, max_batch_tokens: int = 8192):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from policylm.platform.models import resolve_model
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = pick_dtype(dtype, self.device)
+        self.model_name, self.adapter = model, adapter
+        path = resolve_model(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            lm = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        except (OSError, ValueError) as err:
+            raise EngineError(
+                f"model {model!r} could not be loaded ({err}); give a local directory with "
+                "config.json, weights and tokenizer, or hf://smollm2-135m for the embedded model"
+            ) from err
+        if adapter:
+            lm = self._with_adapter(lm, adapter)
+        self.model = lm.to(self.device).eval()
+        self.max_length = int(getattr(lm.config, "max_position_embeddings", 2048))
+        self.max_batch_tokens = max_batch_tokens
+        self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if self.end_id is None or self.end_id == self.tokenizer.unk_token_id:
+            self.end_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.end_id
+        self._prefixes: dict[tuple[int, ...], Any] = {}
+        self.truncated = 0
+
+    def _with_adapter(self, lm: Any, adapter: str) -> Any:
+        from peft import PeftModel
+
+        try:
+            return PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise EngineError(
+                f"LoRA adapter {adapter!r} does not load on base model {self.model_name!r} "
+                f"({err}); use the base model the adapter was trained on"
+            ) from err
+
+    # --- prompts -------------------------------------------------------------------------
+
+    def chat_prompt(self, system: str, user: str) -> str:
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    def chat_prefix(self, system: str) -> str:
+        msgs = [{"role": "system", "content": system}]
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # --- scoring -------------------------------------------------------------------------
+
+    def _prefix_cache(self, prefix: str | None, ids: list[list[int]]) -> tuple[int, Any]:
+        """``(n, cache)``: the KV cache of the prefix's ``n`` tokens, computed once per prefix;
+        ``(0, None)`` without a prefix or when a prompt does not start with it."""
+        import torch
+
+        if not prefix:
+            return 0, None
+        pre = tuple(self.encode(prefix))
+        if not pre or any(len(r) <= len(pre) or tuple(r[: len(pre)]) != pre for r in ids):
+            return 0, None
+        if pre not in self._prefixes:
+            if len(self._prefixes) >= 8:
+                self._prefixes.pop(next(iter(self._prefixes)))
+            with torch.no_grad():
+                out = self.model(torch.tensor([pre], device=self.device), use_cache=True)
+            self._prefixes[pre] = out.past_key_values
+        return len(pre), self._prefixes[pre]
+
+    def _fit(self, ids: list[int], keep_head: int, reserve: int) -> list[int]:
+        """Drop tokens after the first ``keep_head`` so ``ids`` + ``reserve`` fit the context."""
+        room = self.max_length - reserve
+        if len(ids) <= room:
+            return ids
+        self.truncated += 1
+        if self.truncated == 1:
+            warnings.warn(f"prompt of {len(ids)} tokens exceeds the model context "
+                          f"({self.max_length}); dropping tokens from the observation",
+                          stacklevel=3)
+        tail = room - keep_head
+        return ids[:keep_head] + ids[len(ids) - tail:]
+
+    def _hidden(self, rows: list[list[int]], n_pre: int, cache: Any) -> Any:
+        """Last hidden states of right-padded ``rows`` after the prefix cache."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        batch = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            batch[i, : len(r)] = torch.tensor(r)
+        kwargs: dict[str, Any] = {"input_ids": batch.to(self.device),
+                                  "use_cache": cache is not None}
+        if cache is not None:
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(rows))
+            kwargs["past_key_values"] = past
+            kwargs["attention_mask"] = torch.ones(len(rows), n_pre + width, dtype=torch.long,
+                                                  device=self.device)
+        decoder = self.model.get_decoder()
+        return decoder(**kwargs).last_hidden_state
+
+    def _logprobs_at(self, hidden: Any, picks: list[tuple[int, int]]) -> Any:
+        """log-softmax over the vocabulary at (row, position) picks: tensor [len(picks), V]."""
+        import torch
+
+        rows = torch.tensor([p[0] for p in picks], device=hidden.device)
+        cols = torch.tensor([p[1] for p in picks], device=hidden.device)
+        logits = self.model.get_output_embeddings()(hidden[rows, cols]).float()
+        return torch.log_softmax(logits, dim=-1)
+
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+              prefix: str | None = None) -> list[np.ndarray]:
+        import torch
+
+        if len(prompts) != len(candidates):
+            raise ValueError("score needs one candidate list per prompt")
+        ids = [self.encode(p) for p in prompts]
+        n_pre, cache = self._prefix_cache(prefix, ids)
+        cand = [[self.encode(c) for c in cs] for cs in candidates]
+        single = all(len(c) == 1 for cs in cand for c in cs)
+        longest = max((len(c) for cs in cand for c in cs), default=1) + (0 if single else 1)
+        ids = [self._fit(r, n_pre, longest) for r in ids]
+        out: list[np.ndarray] = []
+        with torch.no_grad():
+            if single:  # one row per prompt; every candidate's logp is at its last position
+                for lo, hi in self._batches([len(r) - n_pre for r in ids]):
+                    rows = [r[n_pre:] for r in ids[lo:hi]]
+                    hidden = self._hidden(rows, n_pre, cache)
+                    lp = self._logprobs_at(hidden, [(i, len(r) - 1) for i, r in enumerate(rows)])
+                    for i, cs in enumerate(cand[lo:hi]):
+                        out.append(lp[i, [c[0] for c in cs]].cpu().numpy().astype(np.float64))
+                return out
+            # one row per (prompt, candidate): prompt rest + candidate + end of turn
+            rows, owners = [], []
+            for i, (r, cs) in enumerate(zip(ids, cand, strict=True)):
+                for j, c in enumerate(cs):
+                    rows.append((r[n_pre:], [*c, self.end_id]))
+                    owners.append((i, j))
+            scores = [np.zeros(len(cs)) for cs in cand]
+            for lo, hi in self._batches([len(a) + len(b) for a, b in rows]):
+                part = rows[lo:hi]
+                hidden = self._hidden([a + b for a, b in part], n_pre, cache)
+                picks, spans = [], []
+                for k, (a, b) in enumerate(part):
+                    spans.append((len(picks), b))
+                    picks += [(k, len(a) - 1 + t) for t in range(len(b))]
+                lp = self._logprobs_at(hidden, picks)
+                for k, (start, b) in enumerate(spans):
+                    i, j = owners[lo + k]
+                    idx = torch.arange(start, start + len(b), device=lp.device)
+                    scores[i][j] = float(lp[idx, torch.tensor(b, device=lp.device)].sum())
+            return scores
+
+    def _batches(self, lengths: list[int]) -> list[tuple[int, int]]:
+        """Split rows into consecutive batches of at most ``max_batch_tokens`` padded tokens."""
+        out, lo, width = [], 0, 0
+        for i, n in enumerate(lengths):
+            w = max(width, n)
+            if i > lo and w * (i - lo + 1) > self.max_batch_tokens:
+                out.append((lo, i))
+                lo, w = i, n
+            width = w
+        out.append((lo, len(lengths)))
+        return out
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
+                 temperature: float = 0.0, seed: int | None = None) -> list[str]:
+        import torch
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        ids = [self._fit(self.encode(p), 0, max_new_tokens) for p in prompts]
+        width = max(len(r) for r in ids)
+        batch = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, r in enumerate(ids):  # left padding, so every row ends where it continues
+            batch[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else \
+            {"do_sample": False}
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
+                max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
+                eos_token_id=self.end_id, **sampling)
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
+                for row in out]

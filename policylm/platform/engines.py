@@ -1,0 +1,61 @@
+"""Inference engines: the contract both engines pass, and the per-process engine cache.
+
+``score(prompts, candidates, prefix=None)`` returns, for each prompt, the log-likelihood of each
+of its candidate continuations (natural log, summed over the candidate's tokens). ``prefix`` is
+a hint: text every prompt starts with (the chat-formatted system turn), whose key/value cache
+the engine keeps across calls. ``generate(prompts, ...)`` continues each prompt.
+``chat_prompt(system, user)`` formats a conversation with the model's chat template, ending
+where the assistant's answer starts; ``chat_prefix(system)`` is its system part.
+
+``hf`` (transformers; CPU or GPU) is the default; ``vllm`` needs a GPU and the ``vllm`` extra.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+
+class EngineError(ValueError):
+    """A model, adapter or engine that cannot be used; the message says why and what to do."""
+
+
+class Engine(Protocol):
+    """What every inference engine offers (see module docstring)."""
+
+    name: str
+
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+              prefix: str | None = None) -> list[np.ndarray]: ...
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
+                 temperature: float = 0.0, seed: int | None = None) -> list[str]: ...
+
+    def chat_prompt(self, system: str, user: str) -> str: ...
+
+    def chat_prefix(self, system: str) -> str: ...
+
+
+@functools.lru_cache(maxsize=4)
+def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "auto") -> Engine:
+    """One engine per (model, adapter, engine, dtype) and process, so the policies of several
+    target returns in one rollout actor share one model."""
+    if engine == "hf":
+        from policylm.platform.engine_hf import HFEngine
+
+        return HFEngine(model, adapter=adapter or None, dtype=dtype)
+    if engine == "vllm":
+        from policylm.platform.engine_vllm import VLLMEngine
+
+        return VLLMEngine(model, adapter=adapter or None, dtype=dtype)
+    raise EngineError(f"engine {engine!r} is unknown; use engine=hf or engine=vllm")
+
+
+def softmax(logps: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Probabilities from log-likelihoods at a temperature (> 0)."""
+    z = np.asarray(logps, dtype=np.float64) / max(temperature, 1e-8)
+    z = np.exp(z - z.max())
+    return z / z.sum()

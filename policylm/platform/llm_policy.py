@@ -1,0 +1,151 @@
+"""The return-conditioned LLM policy.
+
+Prompt: the env adapter's template (system = rules + valid actions; user = ``Target return: R``,
+``Step: t``, observation text), formatted with the model's chat template; the answer is the
+action text. The same template writes the training rows (``policylm.platform.datasets``), so
+training and acting never drift apart.
+
+Acting by scoring (default): the log-likelihood of every valid action in one batched forward
+pass, then sampling from their softmax at ``temperature`` (0: argmax). Return conditioning on
+data whose weak behaviour is random needs the sampling: greedy choice learns the expert and
+ignores the target. Acting by generation: free text, parsed by the action codec; an invalid
+answer falls back to a defined action and is counted.
+
+Adaptive targeting: the target in the prompt is the target minus the reward earned so far.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.codecs import ActionParseError
+from policylm.platform.engines import Engine, softmax
+from policylm.platform.envs import EnvAdapter
+
+log = logging.getLogger("policylm")
+
+
+@dataclass
+class LLMPolicyConfig:
+    """What an ``hf://`` URI sets (see README, Policy URIs)."""
+
+    target_return: float = 0.0
+    adaptive: bool = True
+    mode: str = "score"          # score | generate
+    temperature: float = 1.0     # score: softmax temperature (0 = argmax); generate: sampling
+    max_new_tokens: int = 16     # generate mode
+    fallback: str = "first"      # generate mode, on invalid text: first valid action | random
+
+
+class LLMPolicy:
+    """Acts for a batch of env slots with one engine call per step (see module docstring)."""
+
+    def __init__(self, adapter: EnvAdapter, engine: Engine, cfg: LLMPolicyConfig):
+        if cfg.mode not in ("score", "generate"):
+            raise ValueError(f"mode must be score or generate, got {cfg.mode!r}")
+        if cfg.mode == "score" and not adapter.codec.valid_actions:
+            raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
+        if cfg.fallback not in ("first", "random"):
+            raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
+        self.adapter, self.engine, self.cfg = adapter, engine, cfg
+        self.system = adapter.system_text()
+        self.prefix = engine.chat_prefix(self.system)
+        self.t: dict[int, int] = {}
+        self.earned: dict[int, float] = {}
+        self.rngs: dict[int, np.random.Generator] = {}
+        self.counts = {"actions": 0, "invalid": 0}
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.t[slot], self.earned[slot] = 0, 0.0
+        self.rngs[slot] = np.random.default_rng(seed)
+
+    def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
+        """Rewards of the last step, per slot (for the adaptive target)."""
+        for s, r in zip(slots, rewards, strict=True):
+            self.earned[s] = self.earned.get(s, 0.0) + float(r)
+
+    def target(self, slot: int) -> float:
+        """The target written into the prompt for ``slot`` now."""
+        remaining = self.cfg.target_return - (self.earned.get(slot, 0.0) if self.cfg.adaptive
+                                              else 0.0)
+        return round(remaining, 2)
+
+    def prompts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
+        return [
+            self.engine.chat_prompt(self.system, self.adapter.user_text(
+                self.target(s), self.t.get(s, 0), self.adapter.encode(o)))
+            for o, s in zip(observations, slots, strict=True)
+        ]
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        for s in slots:
+            if s not in self.rngs:
+                self.reset(s, s)
+        prompts = self.prompts(observations, slots)
+        codec = self.adapter.codec
+        if self.cfg.mode == "score":
+            valid = codec.valid_actions
+            logps = self.engine.score(prompts, [valid] * len(prompts), prefix=self.prefix)
+            actions = [codec.from_index(self._choose(lp, s)) for lp, s in
+                       zip(logps, slots, strict=True)]
+        else:
+            texts = self.engine.generate(prompts, self.cfg.max_new_tokens, self.cfg.temperature)
+            actions = [self._parse(text, s) for text, s in zip(texts, slots, strict=True)]
+        for s in slots:
+            self.t[s] = self.t.get(s, 0) + 1
+        self.counts["actions"] += len(slots)
+        return actions
+
+    def _choose(self, logps: np.ndarray, slot: int) -> int:
+        if self.cfg.temperature <= 0:
+            return int(np.argmax(logps))
+        p = softmax(logps, self.cfg.temperature)
+        return int(self.rngs[slot].choice(len(p), p=p))
+
+    def _parse(self, text: str, slot: int) -> Any:
+        codec = self.adapter.codec
+        try:
+            return codec.parse(text)
+        except ActionParseError:
+            self.counts["invalid"] += 1
+            if self.counts["invalid"] in (1, 10, 100, 1000):
+                log.warning("invalid action text %r (%d so far); falling back to %s", text,
+                            self.counts["invalid"], self.cfg.fallback)
+            if self.cfg.fallback == "random" or not codec.valid_actions:
+                space = self.adapter.action_space
+                space.seed(int(self.rngs[slot].integers(2**31)))
+                return space.sample()
+            return codec.from_index(0)
+
+    def stats(self) -> dict[str, float]:
+        """Actions taken, invalid generations and their rate."""
+        n = self.counts["actions"]
+        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else 0.0}
+
+
+def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
+    """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
+    &engine=hf|vllm&dtype=auto`` (the query already split into ``params``)."""
+    from policylm.platform.engines import get_engine
+
+    known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
+             "fallback", "engine", "dtype"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
+    cfg = LLMPolicyConfig(
+        target_return=float(params.get("target_return", 0.0)),
+        adaptive=params.get("adaptive", "1").lower() in ("1", "true", "yes"),
+        mode=params.get("mode", "score"),
+        temperature=float(params.get("temperature", 1.0)),
+        max_new_tokens=int(params.get("max_new_tokens", 16)),
+        fallback=params.get("fallback", "first"),
+    )
+    engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
+                        params.get("dtype", "auto"))
+    return LLMPolicy(adapter, engine, cfg)
