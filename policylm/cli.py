@@ -15,6 +15,8 @@ JOBS: dict[str, tuple[str, str]] = {
     "train-experts": ("train_experts", "train PPO with RLlib, save weak/medium/expert checkpoints"),
     "collect": ("collect", "collect trajectories from policy URIs with rollout actors"),
     "build-dataset": ("build_dataset", "return-to-go chat dataset with Ray Data (Parquet, JSONL)"),
+    "evaluate": ("evaluate", "play a policy at several target returns; metrics, plot, report"),
+    "compare": ("compare", "two policies or trajectory sets side by side (pre/post fine-tuning)"),
     "export-minari": ("export_minari", "write trajectories as a Minari dataset"),
     "import-minari": ("import_minari", "read a local Minari dataset into the trajectory schema"),
 }

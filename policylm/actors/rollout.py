@@ -32,6 +32,8 @@ class RolloutSpec:
     # Test-only fault injection: the first worker process to finish this many episodes exits
     # abruptly (once per out_dir), mid-chunk, before the chunk is written. 0 = off.
     kill_after_episodes: int = 0
+    # torch threads per worker: 1 when actors share the cores; more for one LLM worker
+    torch_threads: int = 1
 
 
 class RolloutWorker:
@@ -47,7 +49,7 @@ class RolloutWorker:
         try:  # small networks act faster on one thread, and actors share the cores
             import torch
 
-            torch.set_num_threads(1)
+            torch.set_num_threads(spec.torch_threads)
         except ImportError:
             pass
 

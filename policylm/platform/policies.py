@@ -144,6 +144,15 @@ def split_uri(uri: str) -> tuple[str, str, dict[str, str]]:
     return scheme, body, dict(parse_qsl(query, keep_blank_values=True))
 
 
+def with_params(uri: str, **params: object) -> str:
+    """``uri`` with query parameters set (replacing ones it has): ``with_params("hf://m",
+    target_return=50)`` -> ``"hf://m?target_return=50"``."""
+    scheme, body, query = split_uri(uri)
+    query.update({k: str(v) for k, v in params.items()})
+    slashes = "//" if uri[len(scheme) + 1:].startswith("//") else ""
+    return f"{scheme}:{slashes}{body}?{urlencode(query, safe='/:')}"
+
+
 def _flag(params: dict[str, str], key: str) -> bool:
     return params.pop(key, "0").lower() in ("1", "true", "yes")
 

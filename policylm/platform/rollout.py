@@ -49,16 +49,20 @@ def derive_seed(base_seed: int, *parts: Any) -> int:
 
 
 def plan_chunks(
-    policies: Sequence[tuple[str, str]], episodes_per_policy: int, seed: int, chunk_size: int
+    policies: Sequence[tuple[str, str]], episodes_per_policy: int, seed: int, chunk_size: int,
+    shared_seeds: bool = False,
 ) -> list[Chunk]:
     """Deterministic work plan. ``policies``: ``[(skill, uri)]``; episode ids are
-    ``<skill>-p<policy index>-e<episode index>`` and seeds come from :func:`derive_seed`."""
+    ``<skill>-p<policy index>-e<episode index>`` and seeds come from :func:`derive_seed`.
+    ``shared_seeds``: episode ``e`` of every policy starts from the same env seed (for
+    comparing policies on the same starts)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     chunks = []
     for p, (skill, uri) in enumerate(policies):
         specs = [
-            EpisodeSpec(f"{skill}-p{p}-e{e:05d}", uri, skill, derive_seed(seed, p, e))
+            EpisodeSpec(f"{skill}-p{p}-e{e:05d}", uri, skill,
+                        derive_seed(seed, e) if shared_seeds else derive_seed(seed, p, e))
             for e in range(episodes_per_policy)
         ]
         for c in range(0, len(specs), chunk_size):

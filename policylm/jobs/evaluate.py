@@ -1,0 +1,136 @@
+"""Evaluate a policy at several target returns, in parallel on rollout actors.
+
+Usage: ``python -m policylm.jobs.evaluate --config configs/evaluate_cartpole.yaml
+policy=hf://smollm2-135m`` (or ``policylm evaluate ...``). Every target plays the same env seeds.
+Writes ``trajectories/``, ``metrics.json`` (per target: mean, std, median, min, max of the actual
+return; Spearman correlation of target and actual; invalid-action rate), ``report.md`` and
+``target_vs_actual.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from policylm.jobs.common import (
+    Stages,
+    init_ray,
+    make_run_dir,
+    run_job,
+    save_config,
+    write_json,
+)
+from policylm.platform.config import field, require
+
+
+@dataclass
+class EvaluateConfig:
+    """Play a policy at each target return and measure the actual return."""
+
+    policy: str = field("hf://smollm2-135m", doc="policy URI; target_return is set per target")
+    env_id: str = field("CartPole-v1", doc="Gymnasium env id")
+    env_options: dict = field(factory=dict, doc="options for the env adapter")
+    targets: list[float] = field(factory=lambda: [25.0, 100.0, 250.0, 500.0],
+                                 doc="target returns to prompt with")
+    episodes: int = field(8, doc="episodes per target (the same env seeds for every target)")
+    num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
+    envs_per_worker: int = field(8, doc="envs per actor, acted for in one batched engine call")
+    torch_threads: int = field(1, doc="torch threads per actor (raise it with one worker)")
+    seed: int = field(0, doc="base seed")
+    dataset: str = field("", doc="optional trajectories the policy was trained on: their "
+                         "return range is shaded in the plot")
+    out: str = field("", doc="run directory (default runs/evaluate-<timestamp>)")
+
+    def validate(self) -> None:
+        require(len(self.targets) >= 1, "targets", "give at least one target return")
+        require(self.episodes >= 1, "episodes", "must be >= 1")
+        require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
+
+
+def play(policies: list[tuple[str, str]], env_id: str, env_options: dict, episodes: int,
+         run_dir: Path, num_workers: int, envs_per_worker: int, torch_threads: int,
+         seed: int) -> dict:
+    """Play ``episodes`` of each ``(label, uri)`` on the same seeds; returns policy stats."""
+    from tqdm import tqdm
+
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.policies import policy_from_uri, split_uri
+    from policylm.platform.rollout import plan_chunks
+
+    for _, uri in policies:
+        if split_uri(uri)[0] == "hf":  # convert/cache the model once, before the actors race
+            from policylm.platform.models import resolve_model
+
+            resolve_model(split_uri(uri)[1])
+    policy_from_uri(policies[0][1], make_adapter(env_id, **env_options))  # fail early
+    chunks = plan_chunks(policies, episodes, seed, envs_per_worker, shared_seeds=True)
+    spec = RolloutSpec(env_id, env_options, envs_per_worker, 1.0,
+                       str((run_dir / "trajectories").resolve()), run_dir.name,
+                       torch_threads=torch_threads)
+    if num_workers:
+        init_ray()
+    group = RolloutGroup(spec, num_workers=num_workers)
+    with tqdm(total=len(policies) * episodes, desc="episodes", unit="ep") as bar:
+        try:
+            group.run(chunks, lambda chunk, summaries: bar.update(len(summaries)))
+            return group.policy_stats()
+        finally:
+            group.shutdown()
+
+
+def report(cfg: EvaluateConfig, metrics: dict) -> str:
+    from policylm.platform.reports import markdown_table
+
+    rows = []
+    for label, m in metrics["targets"].items():
+        rows.append([m["target"], m.get("count", 0), m.get("mean"), m.get("std"), m.get("median"),
+                     m.get("min"), m.get("max"), metrics["invalid_rate"].get(label, 0.0)])
+    table = markdown_table(["target", "episodes", "mean", "std", "median", "min", "max",
+                            "invalid-action rate"], rows)
+    rho_m, rho_e = metrics["spearman_means"], metrics["spearman_episodes"]
+    return (f"# Evaluation: `{cfg.policy}` on `{cfg.env_id}`\n\n{table}\n\n"
+            f"Spearman(target, mean actual) = {'n/a' if rho_m is None else f'{rho_m:.3f}'}; "
+            f"over episodes = {'n/a' if rho_e is None else f'{rho_e:.3f}'}.\n\n"
+            "![target vs actual](target_vs_actual.png)\n")
+
+
+def main(cfg: EvaluateConfig) -> dict:
+    from policylm.platform import trajectories as tr
+    from policylm.platform.evaluation import target_label, target_metrics
+    from policylm.platform.policies import with_params
+    from policylm.platform.reports import plot_target_vs_actual
+
+    run_dir = make_run_dir("evaluate", cfg.out)
+    save_config(cfg, run_dir)
+    stages = Stages()
+    policies = [(target_label(t), with_params(cfg.policy, target_return=t)) for t in cfg.targets]
+    with stages("play"):
+        stats = play(policies, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
+                     cfg.num_workers, cfg.envs_per_worker, cfg.torch_threads, cfg.seed)
+    episodes = tr.episode_table(tr.read_trajectories(run_dir / "trajectories"))
+    metrics = target_metrics(episodes, cfg.targets)
+    metrics["invalid_rate"] = {label: stats.get(uri, {}).get("invalid_rate", 0.0)
+                               for label, uri in policies}
+    data_range = None
+    if cfg.dataset:
+        from policylm.jobs.build_dataset import trajectory_dir
+
+        data = tr.episode_table(tr.read_trajectories(trajectory_dir(cfg.dataset)))
+        returns = data.column("return").to_pylist()
+        data_range = (min(returns), max(returns))
+        metrics["training_returns"] = tr.return_stats(returns)
+    plot_target_vs_actual(metrics, run_dir / "target_vs_actual.png",
+                          f"{cfg.policy.split('?')[0]} on {cfg.env_id}", data_range)
+    metrics["stage_seconds"] = stages.seconds
+    write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "report.md").write_text(report(cfg, metrics))
+    return {"run_dir": str(run_dir), **metrics}
+
+
+CONFIG = EvaluateConfig
+
+if __name__ == "__main__":
+    run_job("evaluate", EvaluateConfig, main, sys.argv[1:])

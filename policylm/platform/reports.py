@@ -1,0 +1,87 @@
+"""Plots and markdown reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_target_vs_actual(metrics: dict, path: str | Path, title: str,
+                          data_range: tuple[float, float] | None = None) -> Path:
+    """Mean +- std of the actual return per target, the y = x line, and (when given) the range
+    of returns in the training data shaded."""
+    plt = _plt()
+    rows = [v for v in metrics["targets"].values() if v.get("count")]
+    xs = [r["target"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    if data_range is not None:
+        ax.axhspan(*data_range, color="tab:green", alpha=0.12,
+                   label=f"training returns ({data_range[0]:g} to {data_range[1]:g})")
+    lo, hi = min([0.0, *xs]), max([1.0, *xs, *(r["mean"] + r["std"] for r in rows)])
+    ax.plot([lo, hi], [lo, hi], "--", color="grey", label="actual = target")
+    ax.errorbar(xs, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], fmt="o-",
+                capsize=4, color="tab:blue", label="actual return (mean ± std)")
+    rho = metrics.get("spearman_means")
+    ax.set_title(f"{title}\nSpearman(target, mean actual) = "
+                 f"{'n/a' if rho is None else f'{rho:.2f}'}")
+    ax.set_xlabel("target return in the prompt")
+    ax.set_ylabel("actual episode return")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(summaries: dict[str, dict], path: str | Path, title: str) -> Path:
+    """Bar charts side by side: mean return (± std), mean episode length, action shares."""
+    plt = _plt()
+    names = list(summaries)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    means = [summaries[n]["return"].get("mean", 0.0) for n in names]
+    stds = [summaries[n]["return"].get("std", 0.0) for n in names]
+    axes[0].bar(names, means, yerr=stds, capsize=5, color="tab:blue")
+    axes[0].set_title("episode return (mean ± std)")
+    axes[0].set_ylabel("return")
+    axes[1].bar(names, [summaries[n]["length_mean"] for n in names], color="tab:orange")
+    axes[1].set_title("episode length (mean)")
+    axes[1].set_ylabel("steps")
+    actions = sorted({a for n in names for a in summaries[n]["actions"]})
+    width = 0.8 / max(len(names), 1)
+    for i, n in enumerate(names):
+        xs = [k + i * width for k in range(len(actions))]
+        axes[2].bar(xs, [summaries[n]["actions"].get(a, 0.0) for a in actions], width, label=n)
+    axes[2].set_xticks([k + width * (len(names) - 1) / 2 for k in range(len(actions))])
+    axes[2].set_xticklabels(actions, rotation=30, ha="right")
+    axes[2].set_title("action distribution")
+    axes[2].set_ylabel("share of steps")
+    axes[2].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; floats with 2 decimals."""
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return "n/a" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
