@@ -76,7 +76,7 @@ def summarize_steps(steps: pa.Table, success_return: float | None = None) -> dic
     counts = Counter(steps.column(tr.ACTION_TEXT).to_pylist())
     total = sum(counts.values())
     out = {
-        "episodes": int(len(returns)),
+        "episodes": len(returns),
         "return": tr.return_stats(returns),
         "length_mean": float(lengths.mean()) if len(lengths) else 0.0,
         "reward_per_step": float(returns.sum() / lengths.sum()) if lengths.sum() else 0.0,

@@ -1,0 +1,134 @@
+"""The engine contract: scores equal brute-force summed log-probs, prefix caching changes
+nothing, batching changes nothing, long prompts are truncated, bad models/adapters are named.
+Every engine runs the same contract tests; vllm's skip where it cannot run."""
+
+import numpy as np
+import pytest
+import torch
+
+from policylm.platform.engine_vllm import vllm_unavailable_reason
+from policylm.platform.engines import EngineError, get_engine, softmax
+
+SYSTEM = "CartPole: keep the pole upright. Valid actions: left, right."
+USERS = [f"Target return: {r}\nStep: {t}\nx=0.1 v=0 a=0.02 w=-0.1"
+         for r, t in ((10, 0), (500, 3), (77, 12))]
+ENGINES = ["hf", pytest.param("vllm", marks=pytest.mark.skipif(
+    vllm_unavailable_reason() is not None, reason=str(vllm_unavailable_reason())))]
+
+
+def brute_force(engine, prompt, cand, terminator):
+    """Sum of log p(token | everything before), one token at a time, no cache, no batch."""
+    ids = engine.encode(prompt)
+    toks = engine.encode(cand) + ([engine.end_id] if terminator else [])
+    total = 0.0
+    with torch.no_grad():
+        for k, tok in enumerate(toks):
+            logits = engine.model(torch.tensor([ids + toks[:k]])).logits[0, -1].float()
+            total += float(torch.log_softmax(logits, -1)[tok])
+    return total
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request, tiny_model_dir):
+    return get_engine(tiny_model_dir, "", request.param, "fp32")
+
+
+@pytest.mark.parametrize("cands", [["left", "right"], ["pickup", "toggle", "left"]])
+def test_score_equals_brute_force_and_prefix_cache_is_exact(engine, cands):
+    prompts = [engine.chat_prompt(SYSTEM, u) for u in USERS]
+    plain = engine.score(prompts, [cands] * 3)
+    cached = engine.score(prompts, [cands] * 3, prefix=engine.chat_prefix(SYSTEM))
+    again = engine.score(prompts, [cands] * 3, prefix=engine.chat_prefix(SYSTEM))  # cache hit
+    assert np.allclose(plain, cached, atol=1e-5) and np.allclose(cached, again, atol=0)
+    if engine.name == "hf":  # single-token candidates need no terminator (prefix-free set)
+        multi = any(len(engine.encode(c)) > 1 for c in cands)
+        ref = [[brute_force(engine, p, c, multi) for c in cands] for p in prompts]
+        assert np.allclose(plain, ref, atol=1e-4)
+
+
+def test_batch_splitting_changes_nothing(tiny_model_dir):
+    from policylm.platform.engine_hf import HFEngine
+
+    small = HFEngine(tiny_model_dir, dtype="fp32", max_batch_tokens=40)
+    big = get_engine(tiny_model_dir, "", "hf", "fp32")
+    prompts = [big.chat_prompt(SYSTEM, u) for u in USERS]
+    for cands in (["left", "right"], ["pickup", "toggle"]):
+        assert np.allclose(small.score(prompts, [cands] * 3), big.score(prompts, [cands] * 3),
+                           atol=1e-5)
+
+
+def test_prompt_longer_than_context_is_truncated_with_a_warning(tmp_path):
+    from policylm.platform.engine_hf import HFEngine
+    from policylm.platform.models import save_tiny_model
+
+    path = save_tiny_model(tmp_path / "short", seed=1)
+    engine = HFEngine(str(path), dtype="fp32")
+    engine.max_length = 48
+    long_user = "x=0.1 " * 200
+    prompt = engine.chat_prompt(SYSTEM, long_user)
+    with pytest.warns(UserWarning, match="exceeds the model context"):
+        scores = engine.score([prompt], [["left", "right"]], prefix=engine.chat_prefix(SYSTEM))
+    assert np.all(np.isfinite(scores[0])) and engine.truncated == 1
+
+
+def test_generate_returns_one_text_per_prompt(engine):
+    prompts = [engine.chat_prompt(SYSTEM, u) for u in USERS]
+    texts = engine.generate(prompts, max_new_tokens=4)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    assert engine.generate(prompts, max_new_tokens=4) == texts  # greedy: deterministic
+
+
+def test_lora_adapter_loads_and_changes_scores(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj",
+                                                                               "v_proj"]))
+    with torch.no_grad():  # LoRA B starts at zero; move it so the adapter changes the model
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft.save_pretrained(tmp_path / "adapter")
+    plain = get_engine(tiny_model_dir, "", "hf", "fp32")
+    tuned = get_engine(tiny_model_dir, str(tmp_path / "adapter"), "hf", "fp32")
+    prompt = [plain.chat_prompt(SYSTEM, USERS[0])]
+    assert not np.allclose(plain.score(prompt, [["left", "right"]]),
+                           tuned.score(prompt, [["left", "right"]]), atol=1e-4)
+
+
+def test_bad_model_and_adapter_are_named(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from policylm.platform.engine_hf import HFEngine
+    from policylm.platform.models import save_tiny_model
+
+    with pytest.raises(EngineError, match=r"model '.*nowhere' could not be loaded"):
+        HFEngine(str(tmp_path / "nowhere"))
+    other = save_tiny_model(tmp_path / "wide", hidden=96, heads=4, kv_heads=2)
+    from transformers import AutoModelForCausalLM
+
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(other),
+                          LoraConfig(r=4, target_modules=["q_proj"]))
+    peft.save_pretrained(tmp_path / "wide_adapter")
+    with pytest.raises(EngineError, match="does not load on base model"):
+        HFEngine(tiny_model_dir, adapter=str(tmp_path / "wide_adapter"))
+    with pytest.raises(EngineError, match="engine 'tpu' is unknown"):
+        get_engine(tiny_model_dir, "", "tpu", "auto")
+
+
+def test_vllm_says_why_it_cannot_run():
+    reason = vllm_unavailable_reason()
+    if reason is None:
+        pytest.skip("vllm can run here")
+    from policylm.platform.engine_vllm import VLLMEngine
+
+    with pytest.raises(EngineError, match="engine=vllm cannot run here"):
+        VLLMEngine("smollm2-135m")
+
+
+def test_softmax_temperature():
+    p = softmax(np.log([0.2, 0.8]))
+    assert np.allclose(p, [0.2, 0.8])
+    sharp = softmax(np.log([0.2, 0.8]), temperature=0.5)  # p^2 normalised: .04/.68, .64/.68
+    assert np.allclose(sharp, [0.04 / 0.68, 0.64 / 0.68])

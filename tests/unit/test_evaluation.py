@@ -1,0 +1,65 @@
+"""Evaluation maths by hand: ranks, Spearman, per-target metrics, trajectory summaries."""
+
+import pyarrow as pa
+import pytest
+
+from policylm.platform import trajectories as tr
+from policylm.platform.evaluation import (
+    ranks,
+    spearman,
+    summarize_steps,
+    target_label,
+    target_metrics,
+)
+from policylm.platform.reports import markdown_table
+
+
+def test_ranks_with_ties():
+    assert ranks([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
+
+
+def test_spearman_by_hand():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks y = [1, 3, 2]: d = [0, -1, 1], rho = 1 - 6*2/(3*8) = 0.5
+    assert spearman([1, 2, 3], [5, 9, 7]) == pytest.approx(0.5)
+    assert spearman([1, 2], [3, 3]) is None and spearman([1], [2]) is None
+
+
+def episodes(rows):
+    n = len(rows)
+    return pa.table({
+        tr.RUN_ID: ["r"] * n, tr.EPISODE_ID: [f"e{i}" for i in range(n)], tr.ENV_ID: ["E"] * n,
+        tr.POLICY_URI: ["u"] * n, tr.SKILL: [r[0] for r in rows], tr.SEED: list(range(n)),
+        tr.AGENT_ID: pa.array([0] * n, pa.int32()),
+        "length": pa.array([int(r[1]) for r in rows], pa.int32()),
+        "return": [float(r[1]) for r in rows], tr.TERMINATED: [True] * n,
+        tr.TRUNCATED: [False] * n}, schema=tr.EPISODE_TABLE_SCHEMA)
+
+
+def test_target_metrics():
+    table = episodes([("target_10", 8), ("target_10", 12), ("target_100", 50),
+                      ("target_100", 70), ("target_12.5", 1)])
+    m = target_metrics(table, [10, 100, 12.5])
+    assert target_label(12.5) == "target_12.5"
+    assert m["targets"]["target_10"]["mean"] == 10.0 and m["targets"]["target_100"]["std"] == 10.0
+    # means by target: 10 -> 10, 12.5 -> 1, 100 -> 60: ranks x [1,2,3], y [2,1,3] -> rho 0.5
+    assert m["spearman_means"] == pytest.approx(0.5)
+
+
+def test_summarize_steps():
+    steps = pa.table({
+        tr.RUN_ID: ["r"] * 5, tr.EPISODE_ID: ["a", "a", "a", "b", "b"], tr.ENV_ID: ["E"] * 5,
+        tr.POLICY_URI: ["u"] * 5, tr.SKILL: ["s"] * 5, tr.SEED: [0] * 5,
+        tr.AGENT_ID: pa.array([0] * 5, pa.int32()), tr.T: pa.array([0, 1, 2, 0, 1], pa.int32()),
+        tr.REWARD: [0.0, 0.0, 1.0, 0.0, 0.0], tr.TERMINATED: [False, False, True, False, True],
+        tr.TRUNCATED: [False] * 5, tr.ACTION_TEXT: ["left", "left", "right", "left", "forward"]})
+    s = summarize_steps(steps, success_return=0.0)
+    assert s["episodes"] == 2 and s["return"]["mean"] == 0.5 and s["length_mean"] == 2.5
+    assert s["reward_per_step"] == pytest.approx(1 / 5) and s["success_rate"] == 0.5
+    assert s["actions"] == {"forward": 0.2, "left": 0.6, "right": 0.2}
+
+
+def test_markdown_table():
+    assert markdown_table(["a", "b"], [[1, 2.5], [None, "x"]]).splitlines() == [
+        "| a | b |", "|---|---|", "| 1 | 2.50 |", "| n/a | x |"]

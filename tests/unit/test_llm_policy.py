@@ -1,0 +1,115 @@
+"""The LLM policy: template shared with the dataset builder, adaptive return, scoring choice,
+generation fallback counting, URI errors."""
+
+import numpy as np
+import pytest
+
+from policylm.platform import datasets as dsx
+from policylm.platform.envs import make_adapter
+from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
+from policylm.platform.policies import PolicyError, policy_from_uri
+from policylm.platform.rollout import EpisodeRunner, plan_chunks
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    return make_adapter("CartPole-v1")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    from policylm.platform.engines import get_engine
+
+    return get_engine(tiny_model_dir, "", "hf", "fp32")
+
+
+def test_training_rows_and_acting_prompts_are_the_same(cartpole, engine):
+    """The dataset's chat messages rendered by the model's chat template equal the prompt the
+    policy acts with, for the same observation, step and (remaining) target."""
+    (chunk,) = plan_chunks([("w", "random:")], 1, 0, 1)
+    steps = EpisodeRunner(cartpole, 1).run(chunk.specs, "r")
+    rows = dsx.to_chat_rows(steps, cartpole.system_text()).to_pylist()
+    obs = [np.asarray(o, np.float32) for o in steps.column("obs").to_pylist()]
+    episode_return = steps.column("episode_return")[0].as_py()
+    policy = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=episode_return))
+    policy.reset(0, 0)
+    for t, row in enumerate(rows[:5]):
+        trained = engine.tokenizer.apply_chat_template(row[dsx.MESSAGES][:2], tokenize=False,
+                                                       add_generation_prompt=True)
+        assert policy.prompts([obs[t]], [0]) == [trained]
+        policy.act([obs[t]], [0])
+        policy.observe([0], [1.0])  # CartPole pays 1 per step: remaining target = rtg
+
+
+def test_adaptive_and_fixed_targets(cartpole, engine):
+    adaptive = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=100, adaptive=True))
+    fixed = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=100, adaptive=False))
+    obs = [np.zeros(4, np.float32)] * 2
+    for p in (adaptive, fixed):
+        p.reset(0, 1)
+        p.reset(1, 2)
+        for _ in range(3):
+            p.act(obs, [0, 1])
+            p.observe([0, 1], [1.0, 2.5])
+    assert (adaptive.target(0), adaptive.target(1)) == (97.0, 92.5)  # 100-3*1, 100-3*2.5
+    assert (fixed.target(0), fixed.target(1)) == (100.0, 100.0)
+    assert "Target return: 92.5\nStep: 3\n" in adaptive.prompts(obs, [0, 1])[1]
+    adaptive.reset(1, 3)
+    assert adaptive.target(1) == 100.0
+
+
+def test_score_mode_follows_the_scores(cartpole, engine):
+    greedy = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=50, temperature=0))
+    obs = [np.array([0.1, 0.0, 0.02, -0.1], np.float32)]
+    greedy.reset(0, 0)
+    logp = engine.score(greedy.prompts(obs, [0]), [["left", "right"]], prefix=greedy.prefix)[0]
+    assert greedy.act(obs, [0]) == [int(np.argmax(logp))]
+    sampled = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=50, temperature=1.0))
+    picks = []
+    for seed in range(200):
+        sampled.reset(0, seed)
+        picks += sampled.act(obs, [0])
+    p_right = float(np.exp(logp[1]) / np.exp(logp).sum())
+    assert abs(np.mean(picks) - p_right) < 0.1  # sampling follows softmax(logp)
+
+
+def test_generation_fallback_is_counted(cartpole, engine):
+    policy = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=50, mode="generate",
+                                                         max_new_tokens=3))
+    obs = [np.zeros(4, np.float32)] * 4
+    for s in range(4):
+        policy.reset(s, s)
+    texts = engine.generate(policy.prompts(obs, range(4)), 3)
+    invalid = 0
+    for text in texts:
+        try:
+            cartpole.codec.parse(text)
+        except ValueError:
+            invalid += 1
+    actions = policy.act(obs, range(4))
+    assert policy.stats()["invalid"] == invalid and policy.stats()["actions"] == 4
+    assert all(a in (0, 1) for a in actions)
+    assert policy.stats()["invalid_rate"] == invalid / 4
+
+
+def test_hf_uri_parameters_and_errors(cartpole, tiny_model_dir):
+    p = policy_from_uri(f"hf://{tiny_model_dir}?target_return=42&adaptive=0&temperature=0.5"
+                        "&dtype=fp32", cartpole)
+    assert (p.cfg.target_return, p.cfg.adaptive, p.cfg.temperature) == (42.0, False, 0.5)
+    with pytest.raises(PolicyError, match="unknown hf:// parameters"):
+        policy_from_uri(f"hf://{tiny_model_dir}?targt=3", cartpole)
+    with pytest.raises(PolicyError, match="use mode=generate"):
+        policy_from_uri(f"hf://{tiny_model_dir}?dtype=fp32",
+                        make_adapter("Pendulum-v1", box_codec="numeric"))
+    with pytest.raises(PolicyError, match="could not be loaded"):
+        policy_from_uri("hf:///no/such/model", cartpole)
+
+
+def test_llm_policy_plays_episodes_in_the_runner(cartpole, tiny_model_dir):
+    runner = EpisodeRunner(cartpole, 3)
+    uri = f"hf://{tiny_model_dir}?target_return=30&dtype=fp32"
+    (chunk,) = plan_chunks([("llm", uri)], 3, 0, 3)
+    table = runner.run(chunk.specs, "r")
+    assert table.num_rows == runner.policy_stats()[uri]["actions"]
+    again = EpisodeRunner(cartpole, 1).run(chunk.specs, "r")  # seeded per episode
+    assert again.column("action").to_pylist() == table.column("action").to_pylist()
