@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from policylm.platform.engines import EngineError
+from policylm.platform.engines import EngineError, chat_prefix
 
 log = logging.getLogger("policylm")
 
@@ -85,6 +85,10 @@ class HFEngine:
             self.pad_id = self.end_id
         self._prefixes: dict[tuple[int, ...], Any] = {}
         self.truncated = 0
+        # work done by scoring forwards, for FLOP/s accounting: query tokens (padded) and
+        # query x key pairs summed over rows
+        self.forward_tokens = 0
+        self.attention_pairs = 0
 
     def _with_adapter(self, lm: Any, adapter: str) -> Any:
         from peft import PeftModel
@@ -104,8 +108,7 @@ class HFEngine:
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     def chat_prefix(self, system: str) -> str:
-        msgs = [{"role": "system", "content": system}]
-        return self.tokenizer.apply_chat_template(msgs, tokenize=False)
+        return chat_prefix(self, system)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -151,14 +154,14 @@ class HFEngine:
         batch = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         for i, r in enumerate(rows):
             batch[i, : len(r)] = torch.tensor(r)
+        self.forward_tokens += len(rows) * width
+        self.attention_pairs += len(rows) * width * (n_pre + (width + 1) / 2)
         kwargs: dict[str, Any] = {"input_ids": batch.to(self.device),
                                   "use_cache": cache is not None}
         if cache is not None:
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(len(rows))
-            kwargs["past_key_values"] = past
-            kwargs["attention_mask"] = torch.ones(len(rows), n_pre + width, dtype=torch.long,
-                                                  device=self.device)
+            kwargs["past_key_values"] = past  # no mask: right padding is never read
         decoder = self.model.get_decoder()
         return decoder(**kwargs).last_hidden_state
 
@@ -184,7 +187,7 @@ class HFEngine:
         longest = max((len(c) for cs in cand for c in cs), default=1) + (0 if single else 1)
         ids = [self._fit(r, n_pre, longest) for r in ids]
         out: list[np.ndarray] = []
-        with torch.no_grad():
+        with torch.inference_mode():
             if single:  # one row per prompt; every candidate's logp is at its last position
                 for lo, hi in self._batches([len(r) - n_pre for r in ids]):
                     rows = [r[n_pre:] for r in ids[lo:hi]]

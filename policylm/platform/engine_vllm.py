@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from policylm.platform.engines import EngineError
+from policylm.platform.engines import EngineError, chat_prefix
 
 
 def vllm_unavailable_reason() -> str | None:
@@ -64,8 +64,7 @@ class VLLMEngine:
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     def chat_prefix(self, system: str) -> str:
-        return self.tokenizer.apply_chat_template([{"role": "system", "content": system}],
-                                                  tokenize=False)
+        return chat_prefix(self, system)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -54,6 +54,17 @@ def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "
     raise EngineError(f"engine {engine!r} is unknown; use engine=hf or engine=vllm")
 
 
+def chat_prefix(engine: Engine, system: str) -> str:
+    """The text every chat prompt with this system turn starts with, up to where the user's
+    words begin (the system turn and the user turn's header), found by rendering two prompts
+    that differ only in the user text."""
+    a, b = engine.chat_prompt(system, "a"), engine.chat_prompt(system, "b")
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
 def softmax(logps: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Probabilities from log-likelihoods at a temperature (> 0)."""
     z = np.asarray(logps, dtype=np.float64) / max(temperature, 1e-8)
