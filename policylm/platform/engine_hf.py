@@ -133,18 +133,19 @@ class HFEngine:
             self._prefixes[pre] = out.past_key_values
         return len(pre), self._prefixes[pre]
 
-    def _fit(self, ids: list[int], keep_head: int, reserve: int) -> list[int]:
-        """Drop tokens after the first ``keep_head`` so ``ids`` + ``reserve`` fit the context."""
+    def _fit(self, ids: list[int], reserve: int, keep_tail: int = 8) -> list[int]:
+        """Make ``ids`` + ``reserve`` tokens fit the context: keep the start (system turn,
+        target, step, the observation's beginning) and the last ``keep_tail`` tokens (the end of
+        the user turn and the assistant header); drop the observation's end between them."""
         room = self.max_length - reserve
         if len(ids) <= room:
             return ids
         self.truncated += 1
-        if self.truncated == 1:
+        if self.truncated in (1, 100, 10000):
             warnings.warn(f"prompt of {len(ids)} tokens exceeds the model context "
-                          f"({self.max_length}); dropping tokens from the observation",
-                          stacklevel=3)
-        tail = room - keep_head
-        return ids[:keep_head] + ids[len(ids) - tail:]
+                          f"({self.max_length}); dropping the end of the observation "
+                          f"({self.truncated} prompts so far)", stacklevel=3)
+        return ids[: room - keep_tail] + ids[len(ids) - keep_tail:]
 
     def _hidden(self, rows: list[list[int]], n_pre: int, cache: Any) -> Any:
         """Last hidden states of right-padded ``rows`` after the prefix cache."""
@@ -180,12 +181,11 @@ class HFEngine:
 
         if len(prompts) != len(candidates):
             raise ValueError("score needs one candidate list per prompt")
-        ids = [self.encode(p) for p in prompts]
-        n_pre, cache = self._prefix_cache(prefix, ids)
         cand = [[self.encode(c) for c in cs] for cs in candidates]
         single = all(len(c) == 1 for cs in cand for c in cs)
         longest = max((len(c) for cs in cand for c in cs), default=1) + (0 if single else 1)
-        ids = [self._fit(r, n_pre, longest) for r in ids]
+        ids = [self._fit(self.encode(p), longest) for p in prompts]
+        n_pre, cache = self._prefix_cache(prefix, ids)  # none if truncation cut into it
         out: list[np.ndarray] = []
         with torch.inference_mode():
             if single:  # one row per prompt; every candidate's logp is at its last position
@@ -237,7 +237,7 @@ class HFEngine:
 
         if seed is not None:
             torch.manual_seed(seed)
-        ids = [self._fit(self.encode(p), 0, max_new_tokens) for p in prompts]
+        ids = [self._fit(self.encode(p), max_new_tokens) for p in prompts]
         width = max(len(r) for r in ids)
         batch = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)

@@ -63,12 +63,16 @@ def test_prompt_longer_than_context_is_truncated_with_a_warning(tmp_path):
 
     path = save_tiny_model(tmp_path / "short", seed=1)
     engine = HFEngine(str(path), dtype="fp32")
-    engine.max_length = 48
-    long_user = "x=0.1 " * 200
-    prompt = engine.chat_prompt(SYSTEM, long_user)
+    engine.max_length = 64
+    prompt = engine.chat_prompt(SYSTEM, "Target return: 10\nStep: 3\n" + "x=0.1 " * 200)
     with pytest.warns(UserWarning, match="exceeds the model context"):
         scores = engine.score([prompt], [["left", "right"]], prefix=engine.chat_prefix(SYSTEM))
     assert np.all(np.isfinite(scores[0])) and engine.truncated == 1
+    kept = engine.tokenizer.decode(engine._fit(engine.encode(prompt), 1))
+    assert len(engine._fit(engine.encode(prompt), 1)) == 63
+    # the target and step survive; the observation's end is dropped; the answer header stays
+    assert "Target return: 10\nStep: 3\nx=0.1" in kept
+    assert kept.endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_generate_returns_one_text_per_prompt(engine):
