@@ -48,6 +48,19 @@ def pick_dtype(dtype: str, device: str) -> Any:
     return torch.float32
 
 
+def merge_adapter(lm: Any, adapter: str, model_name: str) -> Any:
+    """``lm`` with the PEFT LoRA adapter in ``adapter`` merged into its weights."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise EngineError(
+            f"LoRA adapter {adapter!r} does not load on base model {model_name!r} ({err}); "
+            "use the base model the adapter was trained on"
+        ) from err
+
+
 class HFEngine:
     """transformers causal LM (+ optional PEFT LoRA adapter, merged for speed)."""
 
@@ -73,7 +86,7 @@ class HFEngine:
                 "config.json, weights and tokenizer, or hf://smollm2-135m for the embedded model"
             ) from err
         if adapter:
-            lm = self._with_adapter(lm, adapter)
+            lm = merge_adapter(lm, adapter, model)
         self.model = lm.to(self.device).eval()
         self.max_length = int(getattr(lm.config, "max_position_embeddings", 2048))
         self.max_batch_tokens = max_batch_tokens
@@ -89,17 +102,6 @@ class HFEngine:
         # query x key pairs summed over rows
         self.forward_tokens = 0
         self.attention_pairs = 0
-
-    def _with_adapter(self, lm: Any, adapter: str) -> Any:
-        from peft import PeftModel
-
-        try:
-            return PeftModel.from_pretrained(lm, adapter).merge_and_unload()
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
-            raise EngineError(
-                f"LoRA adapter {adapter!r} does not load on base model {self.model_name!r} "
-                f"({err}); use the base model the adapter was trained on"
-            ) from err
 
     # --- prompts -------------------------------------------------------------------------
 

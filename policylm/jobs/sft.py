@@ -1,0 +1,304 @@
+"""Supervised fine-tuning of the return-conditioned policy on Ray Train (TRL + PEFT LoRA).
+
+Usage: ``python -m policylm.jobs.sft --config configs/sft_cartpole.yaml
+dataset=runs/build-dataset-...`` (or ``policylm sft ...``).
+
+A ``TorchTrainer`` runs ``num_workers`` workers (gloo on CPU, nccl on GPU); each reads its shard
+of the chat dataset through Ray Data and trains with TRL's ``SFTTrainer`` (prompt = system + user
+turns, completion = the assistant's action: the loss is on the action tokens only), following
+Ray's Transformers integration (``prepare_trainer``, ``RayTrainReportCallback``). Checkpoints
+are reported to Ray Train; with ``max_failures`` a run whose worker dies resumes from the latest.
+Writes ``adapter/`` (LoRA safetensors + tokenizer: ``hf://<model>?adapter=<run>/adapter``),
+``metrics.json`` (loss curves, tokens/s) and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from policylm.jobs.common import (
+    RUNTIME_ENV,
+    Stages,
+    init_ray,
+    log,
+    make_run_dir,
+    run_job,
+    save_config,
+    write_json,
+)
+from policylm.platform.config import field, require
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA settings."""
+
+    rank: int = field(16, doc="LoRA rank r")
+    alpha: int = field(32, doc="LoRA alpha (scale = alpha / rank)")
+    dropout: float = field(0.0, doc="LoRA dropout")
+    target_modules: str = field("all-linear", doc="modules to adapt: all-linear or a,b,c")
+
+
+@dataclass
+class SftJobConfig:
+    """Fine-tune a causal LM on a return-conditioned chat dataset with Ray Train + TRL."""
+
+    dataset: str = field("", doc="build-dataset run directory (or its dataset/ directory)")
+    model: str = field("smollm2-135m", doc="base model: smollm2-135m or a local model directory")
+    lora: LoraSettings = field(factory=LoraSettings, doc="LoRA settings (lora.<key>)")
+    full_finetune: bool = field(False, doc="train every weight instead of a LoRA adapter")
+    epochs: float = field(1.0, doc="passes over the training rows (ignored if max_steps > 0)")
+    max_steps: int = field(-1, doc="optimizer steps; > 0 overrides epochs")
+    batch_size: int = field(16, doc="rows per device per step")
+    grad_accum: int = field(1, doc="gradient accumulation steps")
+    lr: float = field(5e-4, doc="peak learning rate")
+    warmup_ratio: float = field(0.03, doc="share of steps for linear warm-up")
+    max_length: int = field(256, doc="tokens per row (longer rows are truncated)")
+    packing: bool = field(False, doc="pack rows into max_length blocks (TRL packing)")
+    eval_steps: int = field(50, doc="validation loss every N steps (0: only at the end)")
+    max_eval_rows: int = field(512, doc="validation rows used for the loss (a fixed subset)")
+    save_steps: int = field(50, doc="checkpoint every N steps")
+    logging_steps: int = field(5, doc="log the training loss every N steps")
+    num_workers: int = field(1, doc="Ray Train workers")
+    use_gpu: bool = field(False, doc="one GPU per worker (nccl); CPU workers use gloo")
+    cpus_per_worker: float = field(1.0, doc="CPUs per worker")
+    dtype: str = field("auto", doc="auto (bf16 where fast), bf16 or fp32")
+    max_failures: int = field(2, doc="restarts from the latest checkpoint after worker failures")
+    seed: int = field(0, doc="seed")
+    kill_at_step: int = field(0, doc="testing only: worker 0 exits once at this step")
+    out: str = field("", doc="run directory (default runs/sft-<timestamp>)")
+
+    def validate(self) -> None:
+        require(bool(self.dataset), "dataset", "give the build-dataset run directory")
+        require(self.num_workers >= 1, "num_workers", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(self.max_steps > 0 or self.epochs > 0, "epochs", "give epochs > 0 or max_steps")
+        require(self.save_steps >= 1, "save_steps", "must be >= 1")
+        require(self.lora.rank >= 1, "lora.rank", "must be >= 1")
+
+
+def dataset_dir(path: str) -> Path:
+    """Accept a build-dataset run directory or its ``dataset/`` directory."""
+    p = Path(path)
+    d = p / "dataset" if (p / "dataset" / "train").is_dir() else p
+    if not (d / "train").is_dir():
+        raise FileNotFoundError(f"{p}: no train/ split found; pass a build-dataset run directory")
+    return d
+
+
+def to_prompt_completion(batch: Any) -> Any:
+    """Chat rows (Arrow) -> TRL's conversational prompt-completion form: prompt = system and
+    user turns, completion = the assistant's action (the loss is on the completion)."""
+    import pyarrow as pa
+
+    msgs = batch.column("messages").to_pylist()
+    return pa.table({"prompt": [m[:-1] for m in msgs], "completion": [m[-1:] for m in msgs]})
+
+
+def _fault_callback(step: int, marker: str) -> Any:
+    from transformers import TrainerCallback
+
+    class KillOnce(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            import ray.train
+
+            if (state.global_step == step and ray.train.get_context().get_world_rank() == 0
+                    and not os.path.exists(marker)):
+                Path(marker).write_text(f"killed at step {step}\n")
+                os._exit(1)
+
+    return KillOnce()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """One Ray Train worker: its data shard, TRL SFTTrainer, Ray reporting."""
+    import ray.train
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from policylm.platform.engine_hf import pick_dtype
+    from policylm.platform.models import resolve_model
+
+    cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
+    device = "cuda" if cfg.use_gpu else "cpu"
+    dtype = pick_dtype(cfg.dtype, device)
+
+    def shard(name: str) -> Dataset | None:
+        if name not in config["splits"]:
+            return None
+        it = ray.train.get_dataset_shard(name)
+        rows = [r for b in it.iter_batches(batch_size=1024) for r in _rows(b)]
+        return Dataset.from_list(rows) if rows else None
+
+    train, valid = shard("train"), shard("validation")
+    if valid is not None and len(valid) > cfg.max_eval_rows // config["num_workers"]:
+        valid = valid.select(range(max(1, cfg.max_eval_rows // config["num_workers"])))
+    path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    peft = None
+    if not cfg.full_finetune:
+        targets = cfg.lora.target_modules
+        peft = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
+                          lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
+                          target_modules=targets if targets == "all-linear"
+                          else [t.strip() for t in targets.split(",")])
+    has_eval = valid is not None and len(valid) > 0
+    args = SFTConfig(
+        output_dir=config["work_dir"], per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=2 * cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, warmup_steps=cfg.warmup_ratio, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, lr_scheduler_type="linear", logging_steps=cfg.logging_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        eval_strategy="steps" if has_eval and cfg.eval_steps > 0 else "no",
+        eval_steps=cfg.eval_steps or None, report_to="none", seed=cfg.seed,
+        use_cpu=not cfg.use_gpu, bf16=dtype == torch.bfloat16, max_length=cfg.max_length,
+        packing=cfg.packing, disable_tqdm=ray.train.get_context().get_world_rank() != 0,
+        ddp_find_unused_parameters=False, dataloader_num_workers=0,
+    )
+    callbacks = [RayTrainReportCallback()]
+    if cfg.kill_at_step:
+        callbacks.append(_fault_callback(cfg.kill_at_step, config["fault_marker"]))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train,
+                         eval_dataset=valid if has_eval else None, processing_class=tokenizer,
+                         peft_config=peft, callbacks=callbacks)
+    trainer = prepare_trainer(trainer)
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            resume = os.path.join(config["work_dir"], "resume")
+            shutil.rmtree(resume, ignore_errors=True)
+            shutil.copytree(os.path.join(d, "checkpoint"), resume)
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    if rank0:
+        _note(config["notes"], {"attempt": "start", "resumed": resume is not None})
+    trainer.train(resume_from_checkpoint=resume)
+    final = trainer.evaluate()["eval_loss"] if has_eval else None  # every rank takes part
+    if rank0:
+        _note(config["notes"], {"final_eval_loss": final, "step": trainer.state.global_step})
+
+
+def _note(path: str, record: dict) -> None:
+    """Append one JSON line to the run's notes (attempts, resumes, final validation loss)."""
+    import json
+
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _rows(batch: dict) -> list[dict]:
+    keys = list(batch)
+    return [dict(zip(keys, vals, strict=True)) for vals in zip(*batch.values(), strict=True)]
+
+
+def main(cfg: SftJobConfig) -> dict:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from policylm.platform.models import resolve_model
+
+    run_dir = make_run_dir("sft", cfg.out).resolve()
+    save_config(cfg, run_dir)
+    stages = Stages()
+    data = dataset_dir(cfg.dataset)
+    resolve_model(cfg.model)  # convert/cache the embedded model once, before workers race
+    init_ray()
+    with stages("data"):
+        splits = {}
+        for name in ("train", "validation"):
+            if (data / name).is_dir():
+                # materialized here, so no read task competes with the workers for CPUs
+                splits[name] = ray.data.read_parquet(str(data / name), columns=["messages"]) \
+                    .map_batches(to_prompt_completion, batch_format="pyarrow").materialize()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
+                           "num_workers": cfg.num_workers, "splits": sorted(splits),
+                           "notes": str(run_dir / "train_notes.jsonl"),
+                           "fault_marker": str(run_dir / ".fault-injected")},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        datasets=splits,
+        run_config=RunConfig(
+            name="sft", storage_path=str(run_dir / "ray_results"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            worker_runtime_env=RUNTIME_ENV,
+        ),
+    )
+    with stages("train"):
+        result = trainer.fit()
+    if result.error:
+        raise result.error
+    adapter = run_dir / ("model" if cfg.full_finetune else "adapter")
+    with result.checkpoint.as_directory() as d:
+        shutil.copytree(Path(d) / "checkpoint", adapter, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*",
+                                                      "trainer_state.json", "training_args.bin"))
+    metrics = summarize(result, run_dir / "train_notes.jsonl", stages.seconds)
+    write_json(run_dir / "metrics.json", metrics)
+    plot_losses(metrics, run_dir / "loss.png")
+    log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
+    return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}
+
+
+def summarize(result: Any, notes_path: Path, seconds: dict) -> dict:
+    """Loss curves and throughput from the trainer's log history (last checkpoint's state) and
+    the run's notes (attempts, resumes, final validation loss)."""
+    import json
+
+    history: list[dict] = []
+    with result.checkpoint.as_directory() as d:
+        state = Path(d) / "checkpoint" / "trainer_state.json"
+        if state.is_file():
+            history = json.loads(state.read_text()).get("log_history", [])
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    tokens = max((h.get("num_tokens", 0) for h in history), default=0)
+    notes = [json.loads(line) for line in notes_path.read_text().splitlines()] \
+        if notes_path.is_file() else []
+    finals = [n for n in notes if n.get("final_eval_loss") is not None]
+    if finals and (not evals or evals[-1][0] != finals[-1]["step"]):
+        evals.append((finals[-1]["step"], finals[-1]["final_eval_loss"]))
+    attempts = [n for n in notes if n.get("attempt") == "start"]
+    return {"train_loss": train, "eval_loss": evals, "train_tokens": tokens,
+            "train_tokens_per_s": tokens / seconds["train"] if seconds.get("train") else None,
+            "attempts": len(attempts), "resumed": any(n["resumed"] for n in attempts),
+            "stage_seconds": seconds}
+
+
+def plot_losses(metrics: dict, path: Path) -> None:
+    from policylm.platform.reports import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if metrics["train_loss"]:
+        ax.plot(*zip(*metrics["train_loss"], strict=True), label="training loss")
+    if metrics["eval_loss"]:
+        ax.plot(*zip(*metrics["eval_loss"], strict=True), "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats per action token)")
+    ax.set_title("SFT loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+CONFIG = SftJobConfig
+
+if __name__ == "__main__":
+    run_job("sft", SftJobConfig, main, sys.argv[1:])
