@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from policylm.platform.engines import EngineError, chat_prefix
+from policylm.platform.engines import EngineError, chat_prefix, end_of_turn_id, render_chat
 
 log = logging.getLogger("policylm")
 
@@ -90,9 +90,7 @@ class HFEngine:
         self.model = lm.to(self.device).eval()
         self.max_length = int(getattr(lm.config, "max_position_embeddings", 2048))
         self.max_batch_tokens = max_batch_tokens
-        self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if self.end_id is None or self.end_id == self.tokenizer.unk_token_id:
-            self.end_id = self.tokenizer.eos_token_id
+        self.end_id = end_of_turn_id(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.end_id
@@ -106,8 +104,7 @@ class HFEngine:
     # --- prompts -------------------------------------------------------------------------
 
     def chat_prompt(self, system: str, user: str) -> str:
-        msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, system, user)
 
     def chat_prefix(self, system: str) -> str:
         return chat_prefix(self, system)

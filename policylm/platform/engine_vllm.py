@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from policylm.platform.engines import EngineError, chat_prefix
+from policylm.platform.engines import EngineError, chat_prefix, end_of_turn_id, render_chat
 
 
 def vllm_unavailable_reason() -> str | None:
@@ -55,13 +55,10 @@ class VLLMEngine:
             from vllm.lora.request import LoRARequest
 
             self.lora = LoRARequest("policylm-adapter", 1, adapter)
-        self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if self.end_id is None or self.end_id == self.tokenizer.unk_token_id:
-            self.end_id = self.tokenizer.eos_token_id
+        self.end_id = end_of_turn_id(self.tokenizer)
 
     def chat_prompt(self, system: str, user: str) -> str:
-        msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, system, user)
 
     def chat_prefix(self, system: str) -> str:
         return chat_prefix(self, system)

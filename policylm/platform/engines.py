@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,6 +52,20 @@ def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "
 
         return VLLMEngine(model, adapter=adapter or None, dtype=dtype)
     raise EngineError(f"engine {engine!r} is unknown; use engine=hf or engine=vllm")
+
+
+def render_chat(tokenizer: Any, system: str, user: str) -> str:
+    """System and user turns in the tokenizer's chat template, ending where the answer starts."""
+    msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def end_of_turn_id(tokenizer: Any) -> int:
+    """The token that ends an assistant turn: ``<|im_end|>`` in ChatML templates, else EOS."""
+    tid = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if tid is None or tid == tokenizer.unk_token_id:
+        return tokenizer.eos_token_id
+    return tid
 
 
 def chat_prefix(engine: Engine, system: str) -> str:
