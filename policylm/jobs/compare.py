@@ -30,7 +30,7 @@ class CompareConfig:
     num_workers: int = field(2, doc="rollout actors for policy URIs (0 = in-process)")
     envs_per_worker: int = field(8, doc="envs per actor")
     success_return: float | None = field(None, doc="an episode above this return counts as a "
-                                         "success (MiniGrid: 0)")
+                                         "success (default: 0 on MiniGrid, none elsewhere)")
     seed: int = field(0, doc="base seed")
     out: str = field("", doc="run directory (default runs/compare-<timestamp>)")
 
@@ -71,7 +71,11 @@ def main(cfg: CompareConfig) -> dict:
             import pyarrow.compute as pc
 
             steps = played.filter(pc.equal(played.column(tr.SKILL), label))
-        summaries[label] = {"input": item, **summarize_steps(steps, cfg.success_return)}
+        success = cfg.success_return
+        envs = set(steps.column(tr.ENV_ID).to_pylist())
+        if success is None and envs and all(e.startswith("MiniGrid-") for e in envs):
+            success = 0.0  # MiniGrid pays a positive reward only for reaching the goal
+        summaries[label] = {"input": item, **summarize_steps(steps, success)}
     plot_comparison(summaries, run_dir / "comparison.png", "policylm compare")
     rows = [[label, s["episodes"], s["return"].get("mean"), s["return"].get("std"),
              s["length_mean"], s["reward_per_step"], s.get("success_rate")]
