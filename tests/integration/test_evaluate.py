@@ -49,3 +49,12 @@ def test_untrained_embedded_model_on_cartpole(ray_local, tmp_path):
                                  num_workers=2, envs_per_worker=2, out=str(tmp_path / "ev")))
     assert all(m["count"] == 2 for m in result["targets"].values())
     assert all(v == 0.0 for v in result["invalid_rate"].values())
+
+
+def test_compare_reports_success_on_minigrid(tmp_path):
+    out = compare_main(CompareConfig(
+        inputs=["random:", "mix:constant:forward?eps=0.5"], labels=["random", "forward"],
+        env_id="MiniGrid-Empty-8x8-v0", episodes=2, num_workers=0, out=str(tmp_path / "cmp")))
+    for s in out["summaries"].values():
+        assert 0.0 <= s["success_rate"] <= 1.0 and s["episodes"] == 2
+    assert "success rate" in (tmp_path / "cmp" / "report.md").read_text()
