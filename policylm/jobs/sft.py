@@ -183,10 +183,13 @@ def train_loop_per_worker(config: dict) -> None:
     rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
         _note(config["notes"], {"attempt": "start", "resumed": resume is not None})
-    trainer.train(resume_from_checkpoint=resume)
+    out = trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate()["eval_loss"] if has_eval else None  # every rank takes part
     if rank0:
-        _note(config["notes"], {"final_eval_loss": final, "step": trainer.state.global_step})
+        tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
+        _note(config["notes"], {"final_eval_loss": final, "step": trainer.state.global_step,
+                                "train_runtime": out.metrics.get("train_runtime"),
+                                "num_tokens": tokens})
 
 
 def _note(path: str, record: dict) -> None:
@@ -269,12 +272,18 @@ def summarize(result: Any, notes_path: Path, seconds: dict) -> dict:
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
     notes = [json.loads(line) for line in notes_path.read_text().splitlines()] \
         if notes_path.is_file() else []
-    finals = [n for n in notes if n.get("final_eval_loss") is not None]
-    if finals and (not evals or evals[-1][0] != finals[-1]["step"]):
-        evals.append((finals[-1]["step"], finals[-1]["final_eval_loss"]))
+    finals = [n for n in notes if "step" in n]
+    last = finals[-1] if finals else {}
+    if last.get("final_eval_loss") is not None and (not evals or evals[-1][0] != last["step"]):
+        evals.append((last["step"], last["final_eval_loss"]))
     attempts = [n for n in notes if n.get("attempt") == "start"]
+    # a resumed attempt's token count includes earlier attempts' tokens: no rate then
+    runtime = last.get("train_runtime") if len(attempts) == 1 else None
     return {"train_loss": train, "eval_loss": evals, "train_tokens": tokens,
-            "train_tokens_per_s": tokens / seconds["train"] if seconds.get("train") else None,
+            "train_runtime_s": runtime,
+            # training tokens per second inside the trainer (the last attempt's time; the job's
+            # total with start-up and data is in stage_seconds)
+            "train_tokens_per_s": last["num_tokens"] / runtime if runtime else None,
             "attempts": len(attempts), "resumed": any(n["resumed"] for n in attempts),
             "stage_seconds": seconds}
 

@@ -52,12 +52,15 @@ def test_ray_job_submit_against_a_running_head(tmp_path):
                 break
             assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
             time.sleep(2)
-        proc = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
-             "--", "python", "-m", "policylm.jobs.collect", "--config",
-             "configs/collect_cartpole.yaml", "episodes_per_policy=2", "num_workers=1",
-             f"out={out}"],
-            env=env, capture_output=True, text=True, timeout=600)
+        submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir",
+                  str(ROOT), "--", "python", "-m", "policylm.jobs.collect", "--config",
+                  "configs/collect_cartpole.yaml", "episodes_per_policy=2", "num_workers=1",
+                  f"out={out}"]
+        for _ in range(30):  # the job agent may come up a little after the job server
+            proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+            if "No available agent" not in proc.stderr + proc.stdout:
+                break
+            time.sleep(2)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "succeeded" in proc.stdout + proc.stderr
         meta = json.loads((out / "metadata.json").read_text())
