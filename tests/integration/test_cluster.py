@@ -28,6 +28,11 @@ def free_port() -> int:
 
 def test_ray_job_submit_against_a_running_head(tmp_path):
     gcs, dash = free_port(), free_port()
+    # every port of its own: the test session's local Ray already holds the default agent,
+    # metrics and client ports, and a second head's agent would fail to bind them
+    ports = [f"--dashboard-agent-listen-port={free_port()}",
+             f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+             f"--runtime-env-agent-port={free_port()}", f"--ray-client-server-port={free_port()}"]
     # the head (and so the job's `python`) uses this venv, as a cluster image would
     env = {**os.environ, "RAY_AUTH_MODE": "token",
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -40,7 +45,7 @@ def test_ray_job_submit_against_a_running_head(tmp_path):
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
          "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats"],
+         f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats", *ports],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     out = tmp_path / "submitted"
     try:
