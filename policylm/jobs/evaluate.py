@@ -57,9 +57,10 @@ def play(policies: list[tuple[str, str]], env_id: str, env_options: dict, episod
 
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
     from policylm.platform.envs import make_adapter
-    from policylm.platform.policies import policy_from_uri, split_uri
+    from policylm.platform.policies import absolute_paths, policy_from_uri, split_uri
     from policylm.platform.rollout import plan_chunks
 
+    policies = [(label, absolute_paths(uri)) for label, uri in policies]
     for _, uri in policies:
         if split_uri(uri)[0] == "hf":  # convert/cache the model once, before the actors race
             from policylm.platform.models import resolve_model
@@ -100,13 +101,14 @@ def report(cfg: EvaluateConfig, metrics: dict) -> str:
 def main(cfg: EvaluateConfig) -> dict:
     from policylm.platform import trajectories as tr
     from policylm.platform.evaluation import target_label, target_metrics
-    from policylm.platform.policies import with_params
+    from policylm.platform.policies import absolute_paths, with_params
     from policylm.platform.reports import plot_target_vs_actual
 
     run_dir = make_run_dir("evaluate", cfg.out)
     save_config(cfg, run_dir)
     stages = Stages()
-    policies = [(target_label(t), with_params(cfg.policy, target_return=t)) for t in cfg.targets]
+    policies = [(target_label(t), absolute_paths(with_params(cfg.policy, target_return=t)))
+                for t in cfg.targets]
     with stages("play"):
         stats = play(policies, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
                      cfg.num_workers, cfg.envs_per_worker, cfg.torch_threads, cfg.seed)

@@ -153,6 +153,23 @@ def with_params(uri: str, **params: object) -> str:
     return f"{scheme}:{slashes}{body}?{urlencode(query, safe='/:')}"
 
 
+def absolute_paths(uri: str) -> str:
+    """``hf://`` URIs with a relative model or adapter path that exists here rewritten to
+    absolute paths, so actors whose working directory differs find the same files."""
+    from pathlib import Path
+
+    scheme, body, params = split_uri(uri)
+    if scheme != "hf":
+        return uri
+    if body and not body.startswith("/") and Path(body).exists():
+        body = str(Path(body).resolve())
+    adapter = params.get("adapter", "")
+    if adapter and not adapter.startswith("/") and Path(adapter).exists():
+        params["adapter"] = str(Path(adapter).resolve())
+    query = f"?{urlencode(params, safe='/:')}" if params else ""
+    return f"hf://{body}{query}"
+
+
 def _flag(params: dict[str, str], key: str) -> bool:
     return params.pop(key, "0").lower() in ("1", "true", "yes")
 

@@ -94,3 +94,15 @@ def test_errors_name_the_uri(tmp_path, cartpole):
     path = save_mlp_policy(tmp_path / "cp.pt", net, 4, 2, [8])
     with pytest.raises(PolicyError, match="expects observations of size 4 and 2 actions"):
         policy_from_uri(f"file://{path}", make_adapter("MiniGrid-Empty-8x8-v0"))
+
+
+def test_relative_hf_paths_become_absolute(tmp_path, monkeypatch):
+    from policylm.platform.policies import absolute_paths
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "ad").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert absolute_paths("hf://model?adapter=ad&target_return=5") == \
+        f"hf://{tmp_path}/model?adapter={tmp_path}/ad&target_return=5"
+    assert absolute_paths("hf://smollm2-135m?target_return=5") == "hf://smollm2-135m?target_return=5"
+    assert absolute_paths("random:") == "random:"
