@@ -88,3 +88,10 @@ def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_pa
     assert (tmp_path / "run" / ".fault-injected").read_text().startswith("killed at step 4")
     assert result["attempts"] == 2 and result["resumed"]  # restarted from the step-3 checkpoint
     assert [s for s, _ in result["train_loss"]][-1] == 6  # and finished the run
+    # the same out= again would silently continue this run: refused unless resume=true
+    from policylm.platform.config import ConfigError
+
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(ConfigError, match="resume=true"):
+        main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run"))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
