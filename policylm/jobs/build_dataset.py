@@ -42,6 +42,9 @@ class BuildDatasetConfig:
     gamma: float = field(1.0, doc="discount for return-to-go (1.0 = undiscounted)")
     return_scale: float = field(1.0, doc="divide return-to-go by this in the prompt")
     validation_fraction: float = field(0.1, doc="share of episodes held out for validation")
+    max_rows_per_skill: int = field(
+        0, doc="training rows kept per skill label, sampled evenly over its steps (0: all); "
+               "balances skills and bounds the SFT budget")
     num_shards: int = field(4, doc="Parquet files per split (Ray Train splits them over workers)")
     jsonl: bool = field(True, doc="also write train.jsonl / validation.jsonl")
     stats_only: bool = field(False, doc="print statistics of the selection and write nothing")
@@ -53,6 +56,7 @@ class BuildDatasetConfig:
         require(0.0 <= self.validation_fraction < 1.0, "validation_fraction", "must be in [0, 1)")
         require(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         require(self.return_scale > 0, "return_scale", "must be > 0")
+        require(self.max_rows_per_skill >= 0, "max_rows_per_skill", "must be >= 0 (0: all)")
         require(self.num_shards >= 1, "num_shards", "must be >= 1")
         require(self.max_length is None or self.max_length >= 1, "max_length", "must be >= 1")
 
@@ -113,9 +117,12 @@ def main(cfg: BuildDatasetConfig) -> dict:
     system = make_adapter(env_ids[0]).system_text()
     keep = dsx.episode_ids(selected)
     split = {e: dsx.split_of(e, cfg.validation_fraction) for e in keep}
+    fractions = dsx.skill_fractions(selected, split, cfg.max_rows_per_skill) \
+        if cfg.max_rows_per_skill else {}
 
     with stages("transform"):
         import pyarrow as pa
+        import pyarrow.compute as pc
         import ray
 
         init_ray()
@@ -130,7 +137,12 @@ def main(cfg: BuildDatasetConfig) -> dict:
 
         def tag(batch: pa.Table) -> pa.Table:
             ids = batch.column(tr.EPISODE_ID).to_pylist()
-            return batch.append_column(dsx.SPLIT, pa.array([split[e] for e in ids], pa.string()))
+            batch = batch.append_column(dsx.SPLIT, pa.array([split[e] for e in ids], pa.string()))
+            if not fractions:
+                return batch
+            train = pc.equal(batch.column(dsx.SPLIT), "train")
+            return pa.concat_tables([dsx.sample_rows(batch.filter(train), fractions),
+                                     batch.filter(pc.invert(train))])
 
         ds = ds.map_batches(tag, batch_format="pyarrow").materialize()
 
@@ -150,7 +162,8 @@ def main(cfg: BuildDatasetConfig) -> dict:
             counts[name]["rows_per_skill"] = dsx.rows_per_skill(table)
             if cfg.jsonl:
                 dsx.write_chat_jsonl(table, out_dir / f"{name}.jsonl")
-    stats.update({"splits": counts, "system": system, "stage_seconds": stages.seconds})
+    stats.update({"splits": counts, "system": system, "train_row_fractions": fractions,
+                  "stage_seconds": stages.seconds})
     write_json(run_dir / "stats.json", stats)
     log.info("dataset: %s", {k: v["rows"] for k, v in counts.items()})
     return {"run_dir": str(run_dir), "dataset": str(out_dir), **stats}

@@ -14,9 +14,9 @@ import numpy as np
 from policylm.platform.codecs import NamedDiscreteCodec
 from policylm.platform.envs import EnvAdapter, format_number, gym_kwargs, probe_spaces
 
+# short on purpose: every training row and prompt carries it (36 tokens with the action list)
 CARTPOLE_RULES = (
-    "CartPole: keep the pole upright by pushing the cart. Observation: x cart position, "
-    "v cart velocity, a pole angle (rad), w pole angular velocity. Reward 1 per step, up to 500."
+    "CartPole: x cart position, v cart velocity, a pole angle, w pole angular velocity."
 )
 _LABELS = ("x", "v", "a", "w")
 

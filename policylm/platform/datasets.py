@@ -101,6 +101,33 @@ def split_of(episode_id: str, validation_fraction: float) -> str:
     return "validation" if h < validation_fraction else "train"
 
 
+def skill_fractions(episodes: pa.Table, split: dict[str, str], cap: int) -> dict[str, float]:
+    """Per skill, the share of its training rows to keep so that about ``cap`` remain (1.0 where
+    it has fewer); ``episodes`` is the episode table, ``split`` maps episode id to its split."""
+    steps: dict[str, int] = {}
+    for e, s, n in zip(episodes.column(tr.EPISODE_ID).to_pylist(),
+                       episodes.column(tr.SKILL).to_pylist(),
+                       episodes.column("length").to_pylist(), strict=True):
+        if split.get(e) == "train":
+            steps[s] = steps.get(s, 0) + int(n)
+    return {s: min(1.0, cap / n) for s, n in steps.items()}
+
+
+def row_draw(episode_id: str, t: int) -> float:
+    """A stable pseudo-random number in [0, 1) per (episode, step): row sampling that does not
+    depend on order or sharding."""
+    h = hashlib.sha256(f"{episode_id}/{t}".encode()).digest()[:8]
+    return int.from_bytes(h, "little") / 2.0**64
+
+
+def sample_rows(batch: pa.Table, fractions: dict[str, float]) -> pa.Table:
+    """Keep each row with its skill's probability (rows of skills not listed are kept)."""
+    keep = [row_draw(e, t) < fractions.get(s, 1.0) for e, t, s in zip(
+        batch.column(tr.EPISODE_ID).to_pylist(), batch.column(tr.T).to_pylist(),
+        batch.column(tr.SKILL).to_pylist(), strict=True)]
+    return batch.filter(pa.array(keep, pa.bool_()))
+
+
 def keep_rows(batch: pa.Table, episode_ids: Iterable[str]) -> pa.Table:
     """Rows whose episode id is in ``episode_ids``."""
     ids = pa.array(sorted(set(episode_ids)), pa.string())

@@ -98,3 +98,23 @@ def test_malformed_jsonl_names_line(tmp_path):
     f.write_text(json.dumps({"messages": [{"role": "user"}]}) + "\n")
     with pytest.raises(dsx.DatasetError, match=r"line 1, message 0 needs role and content"):
         dsx.read_chat_jsonl(f)
+
+
+def test_skill_fractions_and_row_sampling():
+    episodes = pa.table({tr.EPISODE_ID: ["a", "b", "c", "d"], tr.SKILL: ["x", "x", "y", "y"],
+                         "length": [300, 100, 40, 60]})
+    split = {"a": "train", "b": "train", "c": "train", "d": "validation"}
+    # x has 400 training steps -> 100/400; y has 40 (d is held out) -> capped at 1.0
+    fr = dsx.skill_fractions(episodes, split, cap=100)
+    assert fr == {"x": 0.25, "y": 1.0}
+    n = 4000
+    batch = pa.table({tr.EPISODE_ID: [f"e{i % 40}" for i in range(n)], tr.T: list(range(n)),
+                      tr.SKILL: ["x"] * (n // 2) + ["y"] * (n // 2)})
+    kept = dsx.sample_rows(batch, {"x": 0.25})
+    skills = kept.column(tr.SKILL).to_pylist()
+    assert skills.count("y") == n // 2  # unlisted skills keep every row
+    assert 0.2 * n / 2 < skills.count("x") < 0.3 * n / 2
+    # the draw depends on (episode, step) only: the same rows survive in any order or split
+    again = dsx.sample_rows(batch.slice(1000, 1000), {"x": 0.25})
+    ts = set(kept.column(tr.T).to_pylist())
+    assert set(again.column(tr.T).to_pylist()) == {t for t in ts if 1000 <= t < 2000}
