@@ -5,7 +5,9 @@ and ``key=value`` overrides, e.g. ``collect.episodes_per_policy=8``).
 
 Stages: train weak/medium/expert PPO checkpoints with RLlib -> collect from them (plus a random
 policy) in parallel with rollout actors -> build the return-conditioned dataset with Ray Data ->
-``report.md``. Later stages (SFT, evaluation) join as they land.
+SFT a LoRA adapter on Ray Train (TRL + PEFT) -> evaluate the fine-tuned policy at several target
+returns (some above the best training return) and the untrained model at the same targets ->
+``report.md`` with the target-vs-actual plot and the quality bar of return conditioning.
 """
 
 from __future__ import annotations
@@ -13,63 +15,196 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-from policylm.jobs import build_dataset, collect, train_experts
+from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
 from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
 
 
 @dataclass
+class DemoEvalConfig:
+    """How the fine-tuned and the untrained policy are evaluated."""
+
+    targets: list[float] = field(factory=lambda: [25.0, 100.0, 250.0, 500.0, 600.0],
+                                 doc="target returns (include some above the best training return)")
+    episodes: int = field(8, doc="episodes per target (the same env seeds for every target)")
+    temperature: float = field(0.5, doc="softmax temperature over the scored actions (0: argmax; "
+                               "argmax ignores the target when the data's weak play is random)")
+    adaptive: bool = field(True, doc="remaining target = target - reward so far")
+    num_workers: int = field(2, doc="rollout actors")
+    envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
+    compare_base: bool = field(True, doc="also evaluate the untrained model at the same targets")
+
+    def validate(self) -> None:
+        require(len(self.targets) >= 1, "evaluate.targets", "give at least one target return")
+        require(self.episodes >= 1, "evaluate.episodes", "must be >= 1")
+        require(self.temperature >= 0, "evaluate.temperature", "must be >= 0")
+
+
+@dataclass
 class DemoConfig:
-    """Experts -> collection -> return-conditioned dataset, on one env."""
+    """Experts -> collection -> return-conditioned dataset -> SFT -> evaluation, on one env."""
 
     env_id: str = field("CartPole-v1", doc="Gymnasium env id (used by every stage)")
     include_random: bool = field(True, doc="also collect from a random policy (skill 'random')")
+    skill_source: str = field(
+        "checkpoints", doc="what each skill label plays: 'checkpoints' (its own PPO checkpoint, "
+                          "greedy) or 'expert-mix' (the expert checkpoint with the epsilon of "
+                          "expert_noise: lower skills are noisier experts)")
+    expert_noise: dict = field(factory=lambda: {"weak": 0.8, "medium": 0.5},
+                               doc="expert-mix: share of random actions per lower skill")
     experts: train_experts.TrainExpertsConfig = field(
         factory=train_experts.TrainExpertsConfig, doc="PPO expert training (experts.<key>)")
     collect: collect.CollectConfig = field(
         factory=collect.CollectConfig, doc="collection (collect.<key>; policies come from experts)")
     dataset: build_dataset.BuildDatasetConfig = field(
         factory=build_dataset.BuildDatasetConfig, doc="dataset building (dataset.<key>)")
+    sft: sft.SftJobConfig = field(factory=sft.SftJobConfig,
+                                  doc="LoRA SFT (sft.<key>; its dataset is the stage before's)")
+    evaluate: DemoEvalConfig = field(factory=DemoEvalConfig, doc="evaluation (evaluate.<key>)")
     out: str = field("", doc="run directory (default runs/demo-<timestamp>)")
 
     def validate(self) -> None:
         require(not self.collect.kill_after_episodes, "collect.kill_after_episodes",
                 "fault injection is for tests; leave it 0 in the demo")
+        require(self.skill_source in ("checkpoints", "expert-mix"), "skill_source",
+                "use 'checkpoints' or 'expert-mix'")
+        require(all(isinstance(v, int | float) and 0 <= v <= 1
+                    for v in self.expert_noise.values()), "expert_noise",
+                "give each skill an epsilon in [0, 1], e.g. {weak: 0.8, medium: 0.5}")
+        require("expert" not in self.expert_noise, "expert_noise",
+                "'expert' is the noiseless expert's label; name the noisy skills otherwise")
+        require(self.sft.kill_at_step == 0, "sft.kill_at_step",
+                "fault injection is for tests; leave it 0 in the demo")
         self.experts.validate()
         self.collect.validate()
+        self.evaluate.validate()
 
 
-def report(metadata: dict, experts: dict, stats: dict, seconds: dict) -> str:
+def quality(trained: dict, training: dict, best_skill_mean: float) -> dict:
+    """The success criteria of return conditioning, from the fine-tuned policy's evaluation:
+    Spearman(target, mean actual) >= 0.8 over >= 4 targets; at the highest target, mean actual
+    >= the training episodes' median return; stretch: some target's mean above the best skill's
+    mean."""
+    rows = [m for m in trained["targets"].values() if m.get("count")]
+    top = max(rows, key=lambda m: m["target"]) if rows else {}
+    rho = trained.get("spearman_means")
+    best = max((m["mean"] for m in rows), default=float("nan"))
+    checks = {
+        "spearman": {"value": rho, "bar": 0.8, "targets": len(rows),
+                     "passed": rho is not None and rho >= 0.8 and len(rows) >= 4},
+        "highest_target": {"target": top.get("target"), "mean": top.get("mean"),
+                           "bar": training["median"],
+                           "passed": bool(top) and top["mean"] >= training["median"]},
+        "stretch": {"best_mean": best, "bar": best_skill_mean, "passed": best > best_skill_mean},
+    }
+    checks["passed"] = checks["spearman"]["passed"] and checks["highest_target"]["passed"]
+    return checks
+
+
+def _num(x: object, fmt: str = ".1f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
+           evals: dict[str, dict], checks: dict | None, seconds: dict) -> str:
     """Markdown summary of the run."""
+    from policylm.platform.reports import markdown_table
+
     lines = ["# policylm demo", "", f"Env: `{metadata['env_id']}`", "", "## Experts (RLlib PPO)",
-             "", "| skill | iteration | greedy return (mean) |", "|---|---|---|"]
-    for skill, e in experts.items():
-        lines.append(f"| {skill} | {e['iteration']} | {e['eval']['mean']:.1f} |")
-    lines += ["", "## Collected episodes", "",
-              "| skill | episodes | mean | median | min | max | std |",
-              "|---|---|---|---|---|---|---|"]
-    for skill, s in metadata["skills"].items():
-        r = s["return"]
-        lines.append(f"| {skill} | {s['episodes']} | {r['mean']:.1f} | {r['median']:.1f} | "
-                     f"{r['min']:.0f} | {r['max']:.0f} | {r['std']:.1f} |")
+             "", markdown_table(["skill", "iteration", "greedy return (mean)"],
+                                [[k, e["iteration"], round(e["eval"]["mean"], 1)]
+                                 for k, e in experts.items()]),
+             "", "## Collected episodes", ""]
+    lines.append(markdown_table(
+        ["skill", "episodes", "mean", "median", "min", "max", "std"],
+        [[k, s["episodes"], *(round(s["return"][c], 1) for c in ("mean", "median", "min", "max",
+                                                                 "std"))]
+         for k, s in metadata["skills"].items()]))
     lines += ["", "## Dataset", ""]
     for name, c in stats["splits"].items():
         lines.append(f"- {name}: {c['rows']} rows, {c.get('episodes', 0)} episodes, "
                      f"per skill {c.get('rows_per_skill', {})}")
+    if tuned is not None:
+        ev = tuned["eval_loss"][-1][1] if tuned["eval_loss"] else None
+        lines += ["", "## SFT (Ray Train + TRL + PEFT LoRA)", "",
+                  f"- adapter: `{tuned['adapter']}`",
+                  f"- steps: {tuned['train_loss'][-1][0] if tuned['train_loss'] else 0}, "
+                  f"training tokens: {tuned['train_tokens']}, "
+                  f"tokens/s: {_num(tuned['train_tokens_per_s'])}",
+                  f"- final training loss: "
+                  f"{_num(tuned['train_loss'][-1][1] if tuned['train_loss'] else None, '.3f')}, "
+                  f"validation loss: {_num(ev, '.3f')}", "", "![loss](sft/loss.png)"]
+    if evals:
+        lines += ["", "## Return conditioning: target vs actual return", ""]
+        labels = list(evals)
+        targets = list(next(iter(evals.values()))["targets"].values())
+        header = ["target"] + [f"{lb} mean ± std" for lb in labels]
+        rows = [[t["target"]] + [
+            f"{evals[lb]['targets'][k]['mean']:.1f} ± {evals[lb]['targets'][k]['std']:.1f}"
+            for lb in labels] for k, t in zip(evals[labels[0]]["targets"], targets, strict=True)]
+        rows.append(["Spearman"] + [_num(evals[lb]["spearman_means"], ".2f") for lb in labels])
+        lines += [markdown_table(header, rows), "", "![target vs actual](target_vs_actual.png)"]
+    if checks is not None:
+        sp, hi, st = checks["spearman"], checks["highest_target"], checks["stretch"]
+        mark = {True: "pass", False: "FAIL"}
+        lines += ["", "## Quality bar", "",
+                  f"- Spearman(target, mean actual) over {sp['targets']} targets: "
+                  f"{_num(sp['value'], '.2f')} (bar 0.8): {mark[sp['passed']]}",
+                  f"- mean return at the highest target ({_num(hi['target'], 'g')}): "
+                  f"{_num(hi['mean'])} (bar: training median {hi['bar']:.1f}): "
+                  f"{mark[hi['passed']]}",
+                  f"- stretch, best mean over targets {_num(st['best_mean'])} above the best "
+                  f"skill's mean {st['bar']:.1f}: {'yes' if st['passed'] else 'no'}"]
     lines += ["", "## Stage times (s)", ""]
     lines += [f"- {k}: {v:.1f}" for k, v in seconds.items()]
     return "\n".join(lines) + "\n"
 
 
+def skill_policies(cfg: DemoConfig, experts: dict) -> list[collect.PolicySource]:
+    """The policy each skill label collects with (see ``skill_source``)."""
+    if cfg.skill_source == "checkpoints":
+        return [collect.PolicySource(skill, e["uri"]) for skill, e in experts.items()]
+    best = max(experts, key=lambda s: experts[s]["eval"]["mean"])  # labelled "expert"
+    out = [collect.PolicySource(skill, f"mix:{experts[best]['uri']}?eps={eps:g}")
+           for skill, eps in sorted(cfg.expert_noise.items(), key=lambda kv: -kv[1])]
+    return [*out, collect.PolicySource("expert", experts[best]["uri"])]
+
+
+def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> dict[str, dict]:
+    """Evaluate the fine-tuned policy (and the untrained model) at every target."""
+    from policylm.platform.policies import with_params
+
+    ev = cfg.evaluate
+    base = with_params(f"hf://{cfg.sft.model}", temperature=ev.temperature,
+                       adaptive=int(ev.adaptive))
+    todo = {}
+    if adapter is not None:
+        todo["fine-tuned"] = with_params(base, adapter=adapter)
+    if ev.compare_base or adapter is None:
+        todo["untrained"] = base
+    out = {}
+    for label, uri in todo.items():
+        out[label] = evaluate.main(evaluate.EvaluateConfig(
+            policy=uri, env_id=cfg.env_id, targets=list(ev.targets), episodes=ev.episodes,
+            num_workers=ev.num_workers, envs_per_worker=ev.envs_per_worker,
+            seed=cfg.collect.seed + 10_000,  # fresh seeds: not the training episodes'
+            dataset=str(run_dir / "collect"), out=str(run_dir / f"evaluate-{label}")))
+    return out
+
+
 def main(cfg: DemoConfig) -> dict:
-    run_dir = make_run_dir("demo", cfg.out)
+    from policylm.platform import trajectories as tr
+    from policylm.platform.reports import plot_target_vs_actual
+
+    run_dir = make_run_dir("demo", cfg.out).resolve()
     save_config(cfg, run_dir)
     stages = Stages()
     with stages("train_experts"):
         ex = train_experts.main(dataclasses.replace(
             cfg.experts, env_id=cfg.env_id, out=str(run_dir / "experts")))
-    policies = [collect.PolicySource(skill, e["uri"]) for skill, e in ex["experts"].items()]
+    policies = skill_policies(cfg, ex["experts"])
     if cfg.include_random:
         policies.insert(0, collect.PolicySource("random", "random:"))
     with stages("collect"):
@@ -78,11 +213,31 @@ def main(cfg: DemoConfig) -> dict:
     with stages("build_dataset"):
         ds = build_dataset.main(dataclasses.replace(
             cfg.dataset, trajectories=col["trajectories"], out=str(run_dir / "dataset")))
+    with stages("sft"):
+        tuned = sft.main(dataclasses.replace(cfg.sft, dataset=ds["dataset"],
+                                             out=str(run_dir / "sft")))
+    with stages("evaluate"):
+        evals = evaluate_policies(cfg, tuned["adapter"], run_dir)
+    training = tr.return_stats([r["return"] for r in tr.episode_table(
+        tr.read_trajectories(col["trajectories"])).to_pylist()])
+    best_skill = max(s["return"]["mean"] for s in col["skills"].values())
+    checks = quality(evals["fine-tuned"], training, best_skill)
+    plot_target_vs_actual(evals["fine-tuned"], run_dir / "target_vs_actual.png",
+                          f"{cfg.sft.model} + LoRA on {cfg.env_id}",
+                          (training["min"], training["max"]), label="fine-tuned",
+                          baseline=evals.get("untrained"))
     metrics = {"experts": ex["experts"], "collect": {k: col[k] for k in ("episodes", "steps",
-               "skills")}, "dataset": ds["splits"], "stage_seconds": stages.seconds}
+               "skills")}, "training_returns": training, "dataset": ds["splits"],
+               "sft": {k: tuned[k] for k in ("adapter", "train_loss", "eval_loss", "train_tokens",
+                                             "train_tokens_per_s")},
+               "evaluate": {k: {"targets": v["targets"], "spearman_means": v["spearman_means"],
+                                "invalid_rate": v["invalid_rate"]} for k, v in evals.items()},
+               "quality": checks, "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", metrics)
-    (run_dir / "report.md").write_text(report(col, ex["experts"], ds, stages.seconds))
-    print(f"policylm demo: report in {run_dir / 'report.md'}")
+    (run_dir / "report.md").write_text(report(col, ex["experts"], ds, tuned, evals, checks,
+                                              stages.seconds))
+    print(f"policylm demo: report in {run_dir / 'report.md'} (quality bar "
+          f"{'met' if checks['passed'] else 'NOT met'})")
     return {"run_dir": str(run_dir), **metrics}
 
 

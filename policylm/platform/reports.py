@@ -16,20 +16,27 @@ def _plt():
 
 
 def plot_target_vs_actual(metrics: dict, path: str | Path, title: str,
-                          data_range: tuple[float, float] | None = None) -> Path:
-    """Mean +- std of the actual return per target, the y = x line, and (when given) the range
-    of returns in the training data shaded."""
+                          data_range: tuple[float, float] | None = None,
+                          baseline: dict | None = None, label: str = "actual return",
+                          baseline_label: str = "untrained model") -> Path:
+    """Mean +- std of the actual return per target, the y = x line, (when given) the range
+    of returns in the training data shaded and a baseline's curve (e.g. the untrained model)."""
     plt = _plt()
     rows = [v for v in metrics["targets"].values() if v.get("count")]
+    base = [v for v in (baseline or {}).get("targets", {}).values() if v.get("count")]
     xs = [r["target"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     if data_range is not None:
         ax.axhspan(*data_range, color="tab:green", alpha=0.12,
                    label=f"training returns ({data_range[0]:g} to {data_range[1]:g})")
-    lo, hi = min([0.0, *xs]), max([1.0, *xs, *(r["mean"] + r["std"] for r in rows)])
+    lo, hi = min([0.0, *xs]), max([1.0, *xs, *(r["mean"] + r["std"] for r in rows + base)])
     ax.plot([lo, hi], [lo, hi], "--", color="grey", label="actual = target")
+    if base:
+        ax.errorbar([r["target"] for r in base], [r["mean"] for r in base],
+                    yerr=[r["std"] for r in base], fmt="s:", capsize=3, color="tab:orange",
+                    label=f"{baseline_label} (mean ± std)")
     ax.errorbar(xs, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], fmt="o-",
-                capsize=4, color="tab:blue", label="actual return (mean ± std)")
+                capsize=4, color="tab:blue", label=f"{label} (mean ± std)")
     rho = metrics.get("spearman_means")
     ax.set_title(f"{title}\nSpearman(target, mean actual) = "
                  f"{'n/a' if rho is None else f'{rho:.2f}'}")

@@ -13,24 +13,52 @@ from policylm.platform.config import load_config
 pytestmark = pytest.mark.integration
 
 
-def test_demo_small(ray_local, tmp_path):
+def test_demo_small(ray_local, tmp_path, tiny_model_dir):
+    """Every stage at a tiny budget with a tiny model: experts, collection, dataset, SFT,
+    evaluation of the fine-tuned and the untrained model, report and quality checks."""
     cfg = load_config(DemoConfig, Path(__file__).parents[2] / "configs" / "demo.yaml", [
         "experts.select=iteration", "experts.skills={weak: 1, expert: 2}",
         "experts.train_batch_size=500", "experts.minibatch_size=100", "experts.eval_episodes=2",
         "collect.episodes_per_policy=4", "collect.envs_per_worker=2", "collect.chunk_size=2",
+        "skill_source=expert-mix", "dataset.max_rows_per_skill=0", f"sft.model={tiny_model_dir}",
+        "sft.max_steps=2",
+        "sft.batch_size=4", "sft.dtype=fp32", "sft.eval_steps=0", "sft.max_eval_rows=8",
+        "evaluate.targets=[10, 40, 200]", "evaluate.episodes=2", "evaluate.envs_per_worker=2",
         f"out={tmp_path / 'demo'}"])
     result = main(cfg)
     run = tmp_path / "demo"
-    for f in ("config.yaml", "metrics.json", "report.md", "experts/experts.json",
-              "collect/metadata.json", "dataset/stats.json", "dataset/dataset/train.jsonl"):
+    for f in ("config.yaml", "metrics.json", "report.md", "target_vs_actual.png",
+              "experts/experts.json", "collect/metadata.json", "dataset/stats.json",
+              "dataset/dataset/train.jsonl", "sft/adapter/adapter_model.safetensors",
+              "sft/loss.png", "evaluate-fine-tuned/metrics.json",
+              "evaluate-untrained/metrics.json"):
         assert (run / f).is_file(), f
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["collect"]["skills"]) == {"random", "weak", "expert"}
-    assert metrics["collect"]["episodes"] == 12
+    # expert-mix: weak and medium are the best checkpoint with 80% / 50% random actions
+    assert set(metrics["collect"]["skills"]) == {"random", "weak", "medium", "expert"}
+    assert metrics["collect"]["episodes"] == 16
+    col = json.loads((run / "collect" / "metadata.json").read_text())
+    uris = col["policies"]
+    assert uris["weak"] == f"mix:{uris['expert']}?eps=0.8"
+    assert uris["medium"] == f"mix:{uris['expert']}?eps=0.5"
     rows = sum(s["rows"] for s in metrics["dataset"].values())
     assert rows == metrics["collect"]["steps"]
-    assert "| expert |" in (run / "report.md").read_text()
-    assert set(result["stage_seconds"]) == {"train_experts", "collect", "build_dataset"}
+    # both policies played every target on the same number of episodes
+    for label in ("fine-tuned", "untrained"):
+        counts = [t["count"] for t in metrics["evaluate"][label]["targets"].values()]
+        assert counts == [2, 2, 2], (label, counts)
+    # the quality bar is computed from the evaluation and the collected returns
+    q = metrics["quality"]
+    tuned = metrics["evaluate"]["fine-tuned"]
+    assert q["spearman"]["value"] == tuned["spearman_means"]
+    assert q["highest_target"]["mean"] == tuned["targets"]["target_200"]["mean"]
+    assert q["highest_target"]["bar"] == metrics["training_returns"]["median"]
+    best_skill = max(s["return"]["mean"] for s in metrics["collect"]["skills"].values())
+    assert q["stretch"]["bar"] == best_skill
+    text = (run / "report.md").read_text()
+    assert "| expert |" in text and "## Quality bar" in text and "untrained mean" in text
+    assert set(result["stage_seconds"]) == {"train_experts", "collect", "build_dataset", "sft",
+                                            "evaluate"}
 
 
 def test_train_experts_on_minigrid(ray_local, tmp_path):

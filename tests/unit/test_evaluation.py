@@ -63,3 +63,27 @@ def test_summarize_steps():
 def test_markdown_table():
     assert markdown_table(["a", "b"], [[1, 2.5], [None, "x"]]).splitlines() == [
         "| a | b |", "|---|---|", "| 1 | 2.50 |", "| n/a | x |"]
+
+
+def test_demo_quality_bar_by_hand():
+    from policylm.jobs.demo import quality
+
+    def ev(means, rho):
+        return {"targets": {f"target_{t}": {"target": float(t), "count": 4, "mean": m}
+                            for t, m in means.items()}, "spearman_means": rho}
+
+    training = {"median": 103.5}
+    ok = quality(ev({25: 20.0, 100: 60.0, 250: 140.0, 500: 300.0}, 1.0), training, 445.4)
+    assert ok["passed"] and ok["spearman"]["passed"] and ok["highest_target"]["passed"]
+    assert ok["highest_target"]["target"] == 500.0 and ok["highest_target"]["mean"] == 300.0
+    assert not ok["stretch"]["passed"] and ok["stretch"]["best_mean"] == 300.0
+    # three targets are too few even with a perfect rank correlation
+    few = quality(ev({25: 20.0, 100: 60.0, 500: 470.0}, 1.0), training, 445.4)
+    assert not few["spearman"]["passed"] and not few["passed"] and few["stretch"]["passed"]
+    # the highest target below the training median fails the second criterion
+    low = quality(ev({25: 20.0, 100: 30.0, 250: 40.0, 500: 100.0}, 1.0), training, 445.4)
+    assert low["spearman"]["passed"] and not low["highest_target"]["passed"]
+    assert not low["passed"]
+    # a weak correlation fails the first
+    flat = quality(ev({25: 200.0, 100: 160.0, 250: 140.0, 500: 150.0}, -0.4), training, 445.4)
+    assert not flat["spearman"]["passed"] and flat["highest_target"]["passed"]
