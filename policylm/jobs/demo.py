@@ -195,7 +195,6 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
 
 
 def main(cfg: DemoConfig) -> dict:
-    from policylm.platform import trajectories as tr
     from policylm.platform.reports import plot_target_vs_actual
 
     run_dir = make_run_dir("demo", cfg.out).resolve()
@@ -218,8 +217,7 @@ def main(cfg: DemoConfig) -> dict:
                                              out=str(run_dir / "sft")))
     with stages("evaluate"):
         evals = evaluate_policies(cfg, tuned["adapter"], run_dir)
-    training = tr.return_stats([r["return"] for r in tr.episode_table(
-        tr.read_trajectories(col["trajectories"])).to_pylist()])
+    training = col["overall_return"]  # return statistics of every collected episode
     best_skill = max(s["return"]["mean"] for s in col["skills"].values())
     checks = quality(evals["fine-tuned"], training, best_skill)
     plot_target_vs_actual(evals["fine-tuned"], run_dir / "target_vs_actual.png",
