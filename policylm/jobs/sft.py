@@ -96,6 +96,12 @@ class SftJobConfig:
         require(self.lora.layers >= 0, "lora.layers", "must be >= 0 (0: every layer)")
         require(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0 (0: auto)")
 
+    def torch_dtype(self) -> Any:
+        """The training dtype ``dtype`` resolves to on this job's device."""
+        from policylm.platform.engine_hf import pick_dtype
+
+        return pick_dtype(self.dtype, "cuda" if self.use_gpu else "cpu")
+
 
 def dataset_dir(path: str) -> Path:
     """Accept a build-dataset run directory or its ``dataset/`` directory."""
@@ -136,10 +142,9 @@ def load_model(cfg: SftJobConfig) -> tuple[Any, Any, Any]:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from policylm.platform.engine_hf import pick_dtype
     from policylm.platform.models import resolve_model
 
-    dtype = pick_dtype(cfg.dtype, "cuda" if cfg.use_gpu else "cpu")
+    dtype = cfg.torch_dtype()
     path = resolve_model(cfg.model)
     attn = cfg.attn_implementation if cfg.attn_implementation != "auto" \
         else ("sdpa" if cfg.use_gpu else "eager")
@@ -173,9 +178,7 @@ def sft_args(cfg: SftJobConfig, output_dir: str, has_eval: bool, progress: bool 
     import torch
     from trl import SFTConfig
 
-    from policylm.platform.engine_hf import pick_dtype
-
-    dtype = pick_dtype(cfg.dtype, "cuda" if cfg.use_gpu else "cpu")
+    dtype = cfg.torch_dtype()
     return SFTConfig(
         output_dir=output_dir, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=2 * cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
