@@ -45,11 +45,11 @@ def in_process(data: Path, cfg: Any, out: Path, trl_defaults: bool = False) -> f
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from policylm.jobs.sft import load_model, sft_args, to_prompt_completion
+    from policylm.jobs.sft import TRAIN_COLUMNS, load_model, sft_args, to_prompt_completion
 
-    table = pa.concat_tables([pq.read_table(f, columns=["messages"])
+    table = pa.concat_tables([pq.read_table(f, columns=TRAIN_COLUMNS)
                               for f in sorted((data / "dataset" / "train").glob("*.parquet"))])
-    rows = to_prompt_completion(table).to_pylist()
+    rows = to_prompt_completion(table, cfg.prompt_form).to_pylist()
     if trl_defaults:
         cfg = dataclasses.replace(cfg, attn_implementation="sdpa", gradient_checkpointing=True)
     model, tokenizer, peft = load_model(cfg)
@@ -62,14 +62,14 @@ def in_process(data: Path, cfg: Any, out: Path, trl_defaults: bool = False) -> f
     return tokens / result.metrics["train_runtime"]
 
 
-def job_config(data: Path, model: str, steps: int, batch: int, out: Path) -> Any:
+def job_config(data: Path, model: str, steps: int, batch: int, out: Path, form: str) -> Any:
     from policylm.jobs.sft import SftJobConfig
     from policylm.platform.config import load_config
 
     return load_config(SftJobConfig, None, [
         f"dataset={data}", f"model={model}", f"max_steps={steps}", f"batch_size={batch}",
         "eval_steps=0", f"save_steps={steps}", "logging_steps=1", "num_workers=1",
-        f"out={out}"])
+        f"prompt_form={form}", f"out={out}"])
 
 
 def main() -> None:
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--prompt-form", default="compact", choices=["chat", "compact"])
     args = parser.parse_args()
     import dataclasses
     import statistics
@@ -87,7 +88,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cfg = job_config(root / "ds", args.model, args.steps, args.batch, root / "sft")
+        cfg = job_config(root / "ds", args.model, args.steps, args.batch, root / "sft",
+                         args.prompt_form)
         make_dataset(root)
         plain = [in_process(root / "ds", cfg, root / "plain")]
         packed = in_process(root / "ds", dataclasses.replace(cfg, packing=True), root / "packed")
@@ -99,7 +101,8 @@ def main() -> None:
     base = statistics.median(plain)
     print(json.dumps({
         "bench": "sft_throughput", "model": args.model, "steps": args.steps,
-        "batch": args.batch, "policylm_sft_tokens_per_s": round(ours, 1),
+        "batch": args.batch, "prompt_form": args.prompt_form,
+        "policylm_sft_tokens_per_s": round(ours, 1),
         "trl_in_process_tokens_per_s": round(base, 1),
         "trl_in_process_runs": [round(p, 1) for p in plain], "ratio": round(ours / base, 3),
         "target": 0.9, "trl_packed_tokens_per_s": round(packed, 1),

@@ -45,6 +45,10 @@ class BuildDatasetConfig:
     max_rows_per_skill: int = field(
         0, doc="training rows kept per skill label, sampled evenly over its steps (0: all); "
                "balances skills and bounds the SFT budget")
+    balance: str = field(
+        "skill", doc="with max_rows_per_skill: skill (even over each skill's steps) or step "
+                     "(the same total; within each step bucket 0-7, 8-15, 16-31, ... every "
+                     "skill keeps as many rows as it can, so early steps are not all weak)")
     num_shards: int = field(4, doc="Parquet files per split (Ray Train splits them over workers)")
     jsonl: bool = field(True, doc="also write train.jsonl / validation.jsonl")
     stats_only: bool = field(False, doc="print statistics of the selection and write nothing")
@@ -57,6 +61,7 @@ class BuildDatasetConfig:
         require(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         require(self.return_scale > 0, "return_scale", "must be > 0")
         require(self.max_rows_per_skill >= 0, "max_rows_per_skill", "must be >= 0 (0: all)")
+        require(self.balance in ("skill", "step"), "balance", "use skill or step")
         require(self.num_shards >= 1, "num_shards", "must be >= 1")
         require(self.max_length is None or self.max_length >= 1, "max_length", "must be >= 1")
 
@@ -117,7 +122,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
     system = make_adapter(env_ids[0]).system_text()
     keep = dsx.episode_ids(selected)
     split = {e: dsx.split_of(e, cfg.validation_fraction) for e in keep}
-    fractions = dsx.skill_fractions(selected, split, cfg.max_rows_per_skill) \
+    fractions = dsx.row_fractions(selected, split, cfg.max_rows_per_skill, cfg.balance) \
         if cfg.max_rows_per_skill else {}
 
     with stages("transform"):

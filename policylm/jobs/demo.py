@@ -20,6 +20,7 @@ from pathlib import Path
 from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
 from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
+from policylm.platform.prompts import read_form
 
 
 @dataclass
@@ -129,7 +130,8 @@ def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
     if tuned is not None:
         ev = tuned["eval_loss"][-1][1] if tuned["eval_loss"] else None
         lines += ["", "## SFT (Ray Train + TRL + PEFT LoRA)", "",
-                  f"- adapter: `{tuned['adapter']}`",
+                  f"- adapter: `{tuned['adapter']}` (prompt form "
+                  f"`{read_form(tuned['adapter'])}`)",
                   f"- steps: {tuned['train_loss'][-1][0] if tuned['train_loss'] else 0}, "
                   f"training tokens: {tuned['train_tokens']}, "
                   f"tokens/s: {_num(tuned['train_tokens_per_s'])}",

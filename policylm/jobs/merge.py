@@ -36,6 +36,7 @@ def merge(model: str, adapter: str, out: Path, dtype: str = "fp32") -> Path:
 
     from policylm.platform.engine_hf import merge_adapter
     from policylm.platform.models import resolve_model
+    from policylm.platform.prompts import read_form, write_form
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} has no adapter_config.json; pass an adapter dir")
@@ -45,6 +46,7 @@ def merge(model: str, adapter: str, out: Path, dtype: str = "fp32") -> Path:
     merged = merge_adapter(base, adapter, model)
     merged.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(path).save_pretrained(out)
+    write_form(out, read_form(adapter))  # the merged model prompts as the adapter did
     return out
 
 

@@ -24,6 +24,7 @@ from policylm.platform.returns import scale_returns, segment_returns_to_go
 TARGET_RETURN = "target_return"
 SYSTEM = "system"
 PROMPT = "prompt"
+OBSERVATION = "observation"
 COMPLETION = "completion"
 MESSAGES = "messages"
 SPLIT = "split"
@@ -38,6 +39,7 @@ CHAT_SCHEMA = pa.schema(
         pa.field(TARGET_RETURN, pa.float64()),
         pa.field(SYSTEM, pa.string()),
         pa.field(PROMPT, pa.string()),
+        pa.field(OBSERVATION, pa.string()),
         pa.field(COMPLETION, pa.string()),
         pa.field(tr.ACTION_INDEX, pa.int32()),
         pa.field(MESSAGES, MESSAGE_TYPE),
@@ -101,16 +103,63 @@ def split_of(episode_id: str, validation_fraction: float) -> str:
     return "validation" if h < validation_fraction else "train"
 
 
-def skill_fractions(episodes: pa.Table, split: dict[str, str], cap: int) -> dict[str, float]:
-    """Per skill, the share of its training rows to keep so that about ``cap`` remain (1.0 where
-    it has fewer); ``episodes`` is the episode table, ``split`` maps episode id to its split."""
-    steps: dict[str, int] = {}
+def step_bucket(t: int) -> int:
+    """Step bucket of doubling width: steps 0-7 -> 0, 8-15 -> 1, 16-31 -> 2, 32-63 -> 3, ..."""
+    return max(0, int(t).bit_length() - 3)
+
+
+def _bucket_steps(length: int) -> dict[int, int]:
+    """How many of an episode's steps ``0..length-1`` fall in each step bucket."""
+    out, b = {}, 0
+    while True:
+        lo, hi = (0, 8) if b == 0 else (2 ** (b + 2), 2 ** (b + 3))
+        if lo >= length:
+            return out
+        out[b] = min(length, hi) - lo
+        b += 1
+
+
+def water_level(counts: Sequence[int], budget: float) -> float:
+    """The cap ``c`` with ``sum(min(n, c)) == budget`` (every count when they sum to less)."""
+    rest, left = sorted(counts), float(budget)
+    for i, n in enumerate(rest):
+        share = left / (len(rest) - i)
+        if n >= share:
+            return share
+        left -= n
+    return float(rest[-1]) if rest else 0.0
+
+
+def row_fractions(episodes: pa.Table, split: dict[str, str], cap: int,
+                  balance: str = "skill") -> dict[str, float]:
+    """Shares of training rows to keep (see :func:`sample_rows`) so that about ``cap`` rows per
+    skill remain. ``episodes`` is the episode table, ``split`` maps episode id to its split.
+
+    ``balance="skill"``: per skill, ``min(1, cap / its training steps)``; keys are skills.
+    ``balance="step"``: the same total, spread so that within each step bucket every skill
+    present keeps the same number of rows (as far as it has them): keys are ``skill/bucket``.
+    Early steps then hold as many rows of the expert as of the weak policies, and the target
+    return is the only thing in a prompt that tells them apart; under uniform sampling an
+    expert's first steps are a few percent of its rows and the weak policies dominate them.
+    """
+    counts: dict[str, int] = {}
+    skills = set()
     for e, s, n in zip(episodes.column(tr.EPISODE_ID).to_pylist(),
                        episodes.column(tr.SKILL).to_pylist(),
                        episodes.column("length").to_pylist(), strict=True):
-        if split.get(e) == "train":
-            steps[s] = steps.get(s, 0) + int(n)
-    return {s: min(1.0, cap / n) for s, n in steps.items()}
+        if split.get(e) != "train":
+            continue
+        skills.add(s)
+        parts = {"": int(n)} if balance == "skill" else _bucket_steps(int(n))
+        for b, k in parts.items():
+            key = s if balance == "skill" else f"{s}/{b}"
+            counts[key] = counts.get(key, 0) + k
+    if balance == "skill":
+        return {k: min(1.0, cap / n) for k, n in counts.items()}
+    if balance != "step":
+        raise DatasetError(f"balance {balance!r} is unknown; use skill or step")
+    level = water_level(list(counts.values()), cap * len(skills))
+    return {k: min(1.0, level / n) for k, n in counts.items()}
 
 
 def row_draw(episode_id: str, t: int) -> float:
@@ -121,10 +170,13 @@ def row_draw(episode_id: str, t: int) -> float:
 
 
 def sample_rows(batch: pa.Table, fractions: dict[str, float]) -> pa.Table:
-    """Keep each row with its skill's probability (rows of skills not listed are kept)."""
-    keep = [row_draw(e, t) < fractions.get(s, 1.0) for e, t, s in zip(
-        batch.column(tr.EPISODE_ID).to_pylist(), batch.column(tr.T).to_pylist(),
-        batch.column(tr.SKILL).to_pylist(), strict=True)]
+    """Keep each row with its share from :func:`row_fractions` (keyed by skill, or by
+    ``skill/step bucket``); rows with no share listed are kept."""
+    by_step = any("/" in k for k in fractions)
+    keep = [row_draw(e, t) < fractions.get(f"{s}/{step_bucket(t)}" if by_step else s, 1.0)
+            for e, t, s in zip(batch.column(tr.EPISODE_ID).to_pylist(),
+                               batch.column(tr.T).to_pylist(),
+                               batch.column(tr.SKILL).to_pylist(), strict=True)]
     return batch.filter(pa.array(keep, pa.bool_()))
 
 
@@ -150,7 +202,9 @@ def add_rtg(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0) -> pa.Table
 
 def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
     """Trajectory rows -> chat rows: system / user (target return, step, obs text) /
-    assistant (action text). ``target_return`` is the row's (scaled) return-to-go."""
+    assistant (action text). ``target_return`` is the row's (scaled) return-to-go; the
+    observation text has its own column, so other prompt forms (``policylm.platform.prompts``)
+    can be rendered from the same rows."""
     n = batch.num_rows
     rtg = batch.column(tr.RTG).to_pylist()
     steps = batch.column(tr.T).to_pylist()
@@ -171,6 +225,7 @@ def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
             TARGET_RETURN: pa.array(rtg, pa.float64()),
             SYSTEM: pa.array([system] * n, pa.string()),
             PROMPT: pa.array(prompts, pa.string()),
+            OBSERVATION: pa.array(obs_text, pa.string()),
             COMPLETION: pa.array(act_text, pa.string()),
             tr.ACTION_INDEX: batch.column(tr.ACTION_INDEX),
             MESSAGES: pa.array(messages, MESSAGE_TYPE),

@@ -28,7 +28,8 @@ def ranks(values: Sequence[float]) -> np.ndarray:
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman rank correlation (Pearson correlation of the ranks); ``None`` when undefined
-    (fewer than two points, or one side constant)."""
+    (fewer than two points, or one side constant). Rounded to 12 decimals: of ranks it is a
+    ratio of small integers, and a bar such as 0.8 must not fail on 0.7999999999999999."""
     if len(x) != len(y):
         raise ValueError("spearman needs two sequences of one length")
     if len(x) < 2:
@@ -36,7 +37,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     rx, ry = ranks(x), ranks(y)
     if rx.std() == 0 or ry.std() == 0:
         return None
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return round(float(np.corrcoef(rx, ry)[0, 1]), 12)
 
 
 def target_label(target: float) -> str:

@@ -2,8 +2,9 @@
 
 Prompt: the env adapter's template (system = rules + valid actions; user = ``Target return: R``,
 ``Step: t``, observation text), formatted with the model's chat template; the answer is the
-action text. The same template writes the training rows (``policylm.platform.datasets``), so
-training and acting never drift apart.
+action text. Or, for adapters trained that way, the ``compact`` form (``R=.. t=.. <obs> ->``;
+see ``policylm.platform.prompts``, which the training rows are rendered with too, so training
+and acting never drift apart).
 
 Acting by scoring (default): the log-likelihood of every valid action in one batched forward
 pass, then sampling from their softmax at ``temperature`` (0: argmax). Return conditioning on
@@ -26,6 +27,13 @@ import numpy as np
 from policylm.platform.codecs import ActionParseError
 from policylm.platform.engines import Engine, softmax
 from policylm.platform.envs import EnvAdapter
+from policylm.platform.prompts import (
+    action_candidates,
+    check_form,
+    read_form,
+    render_prefix,
+    render_prompt,
+)
 
 log = logging.getLogger("policylm")
 
@@ -40,6 +48,7 @@ class LLMPolicyConfig:
     temperature: float = 1.0     # score: softmax temperature (0 = argmax); generate: sampling
     max_new_tokens: int = 16     # generate mode
     fallback: str = "first"      # generate mode, on invalid text: first valid action | random
+    prompt_form: str = "chat"    # chat | compact (policylm.platform.prompts)
 
 
 class LLMPolicy:
@@ -53,8 +62,9 @@ class LLMPolicy:
         if cfg.fallback not in ("first", "random"):
             raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
+        self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text()
-        self.prefix = engine.chat_prefix(self.system)
+        self.prefix = render_prefix(engine, self.form, self.system)
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
@@ -77,8 +87,8 @@ class LLMPolicy:
 
     def prompts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
         return [
-            self.engine.chat_prompt(self.system, self.adapter.user_text(
-                self.target(s), self.t.get(s, 0), self.adapter.encode(o)))
+            render_prompt(self.engine, self.form, self.system, self.target(s), self.t.get(s, 0),
+                          self.adapter.encode(o))
             for o, s in zip(observations, slots, strict=True)
         ]
 
@@ -89,7 +99,7 @@ class LLMPolicy:
         prompts = self.prompts(observations, slots)
         codec = self.adapter.codec
         if self.cfg.mode == "score":
-            valid = codec.valid_actions
+            valid = action_candidates(self.form, list(codec.valid_actions))
             logps = self.engine.score(prompts, [valid] * len(prompts), prefix=self.prefix)
             actions = [codec.from_index(self._choose(lp, s)) for lp, s in
                        zip(logps, slots, strict=True)]
@@ -130,11 +140,12 @@ class LLMPolicy:
 
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
-    &engine=hf|vllm&dtype=auto`` (the query already split into ``params``)."""
+    &engine=hf|vllm&dtype=auto&prompt=chat|compact`` (the query already split into ``params``).
+    Without ``prompt``, the form recorded with the adapter (or model directory) is used."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
-             "fallback", "engine", "dtype"}
+             "fallback", "engine", "dtype", "prompt"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -145,6 +156,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         temperature=float(params.get("temperature", 1.0)),
         max_new_tokens=int(params.get("max_new_tokens", 16)),
         fallback=params.get("fallback", "first"),
+        prompt_form=params.get("prompt") or read_form(params.get("adapter"), model),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"))

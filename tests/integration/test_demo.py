@@ -9,6 +9,7 @@ from policylm.jobs.demo import DemoConfig, main
 from policylm.jobs.train_experts import TrainExpertsConfig
 from policylm.jobs.train_experts import main as train_main
 from policylm.platform.config import load_config
+from policylm.platform.prompts import read_form
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,8 @@ def test_demo_small(ray_local, tmp_path, tiny_model_dir):
     assert q["highest_target"]["bar"] == metrics["training_returns"]["median"]
     best_skill = max(s["return"]["mean"] for s in metrics["collect"]["skills"].values())
     assert q["stretch"]["bar"] == best_skill
+    # the adapter prompts in the form it was trained in; the untrained model in chat form
+    assert read_form(str(run / "sft" / "adapter")) == cfg.sft.prompt_form
     text = (run / "report.md").read_text()
     assert "| expert |" in text and "## Quality bar" in text and "untrained mean" in text
     assert set(result["stage_seconds"]) == {"train_experts", "collect", "build_dataset", "sft",

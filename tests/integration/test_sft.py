@@ -13,6 +13,7 @@ from policylm.jobs.build_dataset import main as build_main
 from policylm.jobs.collect import CollectConfig, PolicySource
 from policylm.jobs.collect import main as collect_main
 from policylm.jobs.sft import SftJobConfig, main
+from policylm.platform.prompts import read_form
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +81,18 @@ def test_sft_on_two_workers_learns(small_dataset, tiny_model_dir, tmp_path):
         peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                                          str(adapter))(ids).logits
     assert torch.allclose(merged, peft, atol=1e-4)
+    assert read_form(str(adapter)) == read_form(str(merged_dir)) == "chat"
 
 
 def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_path):
     result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", kill_at_step=4,
-                          num_workers=1, cpus_per_worker=1, max_failures=2))
+                          num_workers=1, cpus_per_worker=1, max_failures=2,
+                          prompt_form="compact"))
     assert (tmp_path / "run" / ".fault-injected").read_text().startswith("killed at step 4")
     assert result["attempts"] == 2 and result["resumed"]  # restarted from the step-3 checkpoint
     assert [s for s, _ in result["train_loss"]][-1] == 6  # and finished the run
+    # trained in the compact prompt form, which the adapter records for the policy
+    assert read_form(result["adapter"]) == "compact"
     # the same out= again would silently continue this run: refused unless resume=true
     from policylm.platform.config import ConfigError
 

@@ -105,7 +105,7 @@ def test_skill_fractions_and_row_sampling():
                          "length": [300, 100, 40, 60]})
     split = {"a": "train", "b": "train", "c": "train", "d": "validation"}
     # x has 400 training steps -> 100/400; y has 40 (d is held out) -> capped at 1.0
-    fr = dsx.skill_fractions(episodes, split, cap=100)
+    fr = dsx.row_fractions(episodes, split, cap=100)
     assert fr == {"x": 0.25, "y": 1.0}
     n = 4000
     batch = pa.table({tr.EPISODE_ID: [f"e{i % 40}" for i in range(n)], tr.T: list(range(n)),
@@ -118,3 +118,23 @@ def test_skill_fractions_and_row_sampling():
     again = dsx.sample_rows(batch.slice(1000, 1000), {"x": 0.25})
     ts = set(kept.column(tr.T).to_pylist())
     assert set(again.column(tr.T).to_pylist()) == {t for t in ts if 1000 <= t < 2000}
+
+
+def test_step_balanced_fractions_by_hand():
+    # x: one 40-step episode -> buckets 0-7: 8, 8-15: 8, 16-31: 16, 32-39: 8 steps;
+    # y: one 10-step episode -> 8 and 2 steps. Budget 2 skills x 10 rows = 20 over 6 cells
+    # (2, 8, 8, 8, 8, 16): water level c with 2 + 5c = 20 -> c = 3.6
+    episodes = pa.table({tr.EPISODE_ID: ["a", "b"], tr.SKILL: ["x", "y"], "length": [40, 10]})
+    fr = dsx.row_fractions(episodes, {"a": "train", "b": "train"}, cap=10, balance="step")
+    assert fr == pytest.approx({"x/0": 3.6 / 8, "x/1": 3.6 / 8, "x/2": 3.6 / 16, "x/3": 3.6 / 8,
+                                "y/0": 3.6 / 8, "y/1": 1.0})
+    assert [dsx.step_bucket(t) for t in (0, 7, 8, 15, 16, 31, 32, 64)] == [0, 0, 1, 1, 2, 2, 3, 4]
+    assert dsx.water_level([1, 2], 10) == 2.0  # fewer rows than the budget: keep all
+    # rows are drawn per (skill, bucket): bucket 2 of x keeps 3.6/16 of its rows on average
+    n = 16000
+    batch = pa.table({tr.EPISODE_ID: [f"e{i}" for i in range(n)], tr.T: [16 + i % 16
+                                                                        for i in range(n)],
+                      tr.SKILL: ["x"] * n})
+    assert abs(dsx.sample_rows(batch, fr).num_rows / n - 3.6 / 16) < 0.02
+    with pytest.raises(dsx.DatasetError, match="skill or step"):
+        dsx.row_fractions(episodes, {"a": "train"}, cap=10, balance="time")

@@ -23,6 +23,9 @@ def test_spearman_by_hand():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # ranks y = [1, 3, 2]: d = [0, -1, 1], rho = 1 - 6*2/(3*8) = 0.5
     assert spearman([1, 2, 3], [5, 9, 7]) == pytest.approx(0.5)
+    # one swap of neighbours in 5: 1 - 6 * 2 / (5 * 24) = 0.9; two: 0.8 exactly (the bar)
+    assert spearman([25, 100, 250, 500, 600], [19, 116, 106, 163, 123]) == 0.8
+    assert spearman([1, 2, 3, 4, 5], [1, 3, 2, 4, 5]) == 0.9
     assert spearman([1, 2], [3, 3]) is None and spearman([1], [2]) is None
 
 

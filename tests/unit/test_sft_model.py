@@ -1,8 +1,10 @@
-"""The SFT job's model builder: LoRA on the top layers only (tiny model, no Ray)."""
+"""The SFT job's model builder (LoRA on the top layers only) and its label-only loss against
+TRL's own (tiny model, no Ray)."""
 
+import pytest
 from peft import get_peft_model
 
-from policylm.jobs.sft import LoraSettings, SftJobConfig, load_model
+from policylm.jobs.sft import LoraSettings, SftJobConfig, load_model, sft_args, trainer_class
 
 
 def lora_layers(model) -> set[int]:
@@ -28,3 +30,41 @@ def test_lora_on_every_layer_by_default(tiny_model_dir):
     model, _, peft = load_model(cfg)
     wrapped = get_peft_model(model, peft)
     assert lora_layers(wrapped) == set(range(model.config.num_hidden_layers))
+
+
+@pytest.mark.parametrize("form", ["chat", "compact"])
+def test_label_only_loss_equals_trl_loss_and_gradients(tiny_model_dir, tmp_path, form):
+    """The job's trainer projects to the vocabulary only at label positions; its loss and LoRA
+    gradients equal TRL's own (fused head over every position) on the same batch."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from policylm.platform.prompts import training_pair
+
+    cfg = SftJobConfig(dataset="x", model=tiny_model_dir, dtype="fp32", batch_size=4,
+                       max_steps=1, lora=LoraSettings(rank=4, alpha=8))
+    model, tokenizer, peft = load_model(cfg)
+    rows = [training_pair(form, "CartPole.", r, t, f"x={t / 10} v=0", a)
+            for r, t, a in [(20, 0, "left"), (7.5, 3, "right"), (300, 12, "left"),
+                            (1, 140, "right")]]
+    data = Dataset.from_list([{"prompt": p, "completion": c} for p, c in rows])
+    trainer = trainer_class()(model=model, args=sft_args(cfg, str(tmp_path), False, False),
+                              train_dataset=data, processing_class=tokenizer, peft_config=peft)
+    batch = next(iter(trainer.get_train_dataloader()))
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    # per row: the action token and the end token (chat: and the newline after <|im_end|>)
+    assert n == 4 * (3 if form == "chat" else 2)
+    trainer.model.train()
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    losses, grads = [], []
+    for fn in (trainer.compute_loss, lambda m, b, **k: SFTTrainer.compute_loss(trainer, m, b, **k)):
+        trainer.model.zero_grad()
+        loss = fn(trainer.model, dict(batch), num_items_in_batch=torch.tensor(n))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-6)
+    assert float(grads[0].abs().sum()) > 0
+    assert trainer._metrics["train"]["mean_token_accuracy"]  # metrics still logged
