@@ -294,6 +294,9 @@ def train_loop_per_worker(config: dict) -> None:
             resume = os.path.join(config["work_dir"], "resume")
             shutil.rmtree(resume, ignore_errors=True)
             shutil.copytree(os.path.join(d, "checkpoint"), resume)
+    else:  # the controller learns of a report at its next poll (2 s): a worker that died
+        # sooner leaves Ray no checkpoint, but this node may still hold the trainer's own
+        resume = latest_local_checkpoint(config["work_dir"])
     if rank0:
         _note(config["notes"], {"attempt": "start", "resumed": resume is not None})
     out = trainer.train(resume_from_checkpoint=resume)
@@ -303,6 +306,15 @@ def train_loop_per_worker(config: dict) -> None:
         _note(config["notes"], {"final_eval_loss": final, "step": trainer.state.global_step,
                                 "train_runtime": out.metrics.get("train_runtime"),
                                 "num_tokens": tokens})
+
+
+def latest_local_checkpoint(work_dir: str) -> str | None:
+    """The newest complete ``checkpoint-N`` the HF trainer saved in ``work_dir`` (on this node,
+    by an earlier attempt of this run), or None."""
+    done = [p for p in Path(work_dir).glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+            and (p / "optimizer.pt").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 def _note(path: str, record: dict) -> None:

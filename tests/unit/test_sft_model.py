@@ -68,3 +68,18 @@ def test_label_only_loss_equals_trl_loss_and_gradients(tiny_model_dir, tmp_path,
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-6)
     assert float(grads[0].abs().sum()) > 0
     assert trainer._metrics["train"]["mean_token_accuracy"]  # metrics still logged
+
+
+def test_latest_local_checkpoint_skips_incomplete(tmp_path):
+    from policylm.jobs.sft import latest_local_checkpoint
+
+    assert latest_local_checkpoint(str(tmp_path)) is None
+    for step, files in ((3, ("optimizer.pt", "trainer_state.json")), (10, ("optimizer.pt",)),
+                        (6, ("optimizer.pt", "trainer_state.json"))):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        for f in files:
+            (d / f).write_text("x")
+    (tmp_path / "checkpoint-final").mkdir()
+    # checkpoint-10 died mid-save (no trainer_state.json, written last): the newest complete is 6
+    assert latest_local_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-6")
