@@ -251,6 +251,13 @@ def trainer_class() -> type:
                 for key, value in (("entropy", entropy), ("mean_token_accuracy", correct)):
                     total = self.accelerator.gather_for_metrics(value.float()).sum()
                     self._metrics["train"][key].append((total / count).item())
+                # tokens seen, counted as TRL counts them (num_tokens / train_runtime = tokens/s)
+                mask = inputs.get("attention_mask")
+                local = mask.sum() if mask is not None else torch.as_tensor(
+                    inputs["position_ids"].size(1), device=logits.device)
+                self._total_train_tokens += int(self.accelerator.gather_for_metrics(local).sum()) \
+                    // self._tp_size
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
     return LabelOnlySFTTrainer

@@ -68,6 +68,8 @@ def test_label_only_loss_equals_trl_loss_and_gradients(tiny_model_dir, tmp_path,
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-6)
     assert float(grads[0].abs().sum()) > 0
     assert trainer._metrics["train"]["mean_token_accuracy"]  # metrics still logged
+    # both paths counted the batch's tokens (what tokens/s is computed from)
+    assert trainer._metrics["train"]["num_tokens"] == [2 * int(batch["attention_mask"].sum())]
 
 
 def test_latest_local_checkpoint_skips_incomplete(tmp_path):
