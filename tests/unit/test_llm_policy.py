@@ -11,18 +11,6 @@ from policylm.platform.policies import PolicyError, policy_from_uri
 from policylm.platform.rollout import EpisodeRunner, plan_chunks
 
 
-@pytest.fixture(scope="module")
-def cartpole():
-    return make_adapter("CartPole-v1")
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    from policylm.platform.engines import get_engine
-
-    return get_engine(tiny_model_dir, "", "hf", "fp32")
-
-
 def test_training_rows_and_acting_prompts_are_the_same(cartpole, engine):
     """The dataset's chat messages rendered by the model's chat template equal the prompt the
     policy acts with, for the same observation, step and (remaining) target."""

@@ -8,7 +8,6 @@ import pytest
 
 from policylm.jobs.sft import to_prompt_completion
 from policylm.platform import datasets as dsx
-from policylm.platform.envs import make_adapter
 from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
 from policylm.platform.prompts import (
     PromptFormError,
@@ -18,18 +17,6 @@ from policylm.platform.prompts import (
     write_form,
 )
 from policylm.platform.rollout import EpisodeRunner, plan_chunks
-
-
-@pytest.fixture(scope="module")
-def cartpole():
-    return make_adapter("CartPole-v1")
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    from policylm.platform.engines import get_engine
-
-    return get_engine(tiny_model_dir, "", "hf", "fp32")
 
 
 def test_compact_text_by_hand():
