@@ -146,7 +146,8 @@ def main(cfg: BuildDatasetConfig) -> dict:
             if not fractions:
                 return batch
             train = pc.equal(batch.column(dsx.SPLIT), "train")
-            return pa.concat_tables([dsx.sample_rows(batch.filter(train), fractions),
+            return pa.concat_tables([dsx.sample_rows(batch.filter(train), fractions,
+                                                     cfg.balance == "step"),
                                      batch.filter(pc.invert(train))])
 
         ds = ds.map_batches(tag, batch_format="pyarrow").materialize()

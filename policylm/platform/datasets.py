@@ -142,6 +142,8 @@ def row_fractions(episodes: pa.Table, split: dict[str, str], cap: int,
     return is the only thing in a prompt that tells them apart; under uniform sampling an
     expert's first steps are a few percent of its rows and the weak policies dominate them.
     """
+    if balance not in ("skill", "step"):
+        raise DatasetError(f"balance {balance!r} is unknown; use skill or step")
     counts: dict[str, int] = {}
     skills = set()
     for e, s, n in zip(episodes.column(tr.EPISODE_ID).to_pylist(),
@@ -150,14 +152,12 @@ def row_fractions(episodes: pa.Table, split: dict[str, str], cap: int,
         if split.get(e) != "train":
             continue
         skills.add(s)
-        parts = {"": int(n)} if balance == "skill" else _bucket_steps(int(n))
-        for b, k in parts.items():
-            key = s if balance == "skill" else f"{s}/{b}"
+        parts = {s: int(n)} if balance == "skill" else {
+            f"{s}/{b}": k for b, k in _bucket_steps(int(n)).items()}
+        for key, k in parts.items():
             counts[key] = counts.get(key, 0) + k
     if balance == "skill":
         return {k: min(1.0, cap / n) for k, n in counts.items()}
-    if balance != "step":
-        raise DatasetError(f"balance {balance!r} is unknown; use skill or step")
     level = water_level(list(counts.values()), cap * len(skills))
     return {k: min(1.0, level / n) for k, n in counts.items()}
 
@@ -169,10 +169,9 @@ def row_draw(episode_id: str, t: int) -> float:
     return int.from_bytes(h, "little") / 2.0**64
 
 
-def sample_rows(batch: pa.Table, fractions: dict[str, float]) -> pa.Table:
-    """Keep each row with its share from :func:`row_fractions` (keyed by skill, or by
-    ``skill/step bucket``); rows with no share listed are kept."""
-    by_step = any("/" in k for k in fractions)
+def sample_rows(batch: pa.Table, fractions: dict[str, float], by_step: bool = False) -> pa.Table:
+    """Keep each row with its share from :func:`row_fractions`, keyed by skill or, with
+    ``by_step`` (``balance="step"``), by ``skill/step bucket``; rows with no share are kept."""
     keep = [row_draw(e, t) < fractions.get(f"{s}/{step_bucket(t)}" if by_step else s, 1.0)
             for e, t, s in zip(batch.column(tr.EPISODE_ID).to_pylist(),
                                batch.column(tr.T).to_pylist(),

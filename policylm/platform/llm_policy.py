@@ -65,6 +65,7 @@ class LLMPolicy:
         self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text()
         self.prefix = render_prefix(engine, self.form, self.system)
+        self.candidates = action_candidates(self.form, list(adapter.codec.valid_actions or []))
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
@@ -99,8 +100,8 @@ class LLMPolicy:
         prompts = self.prompts(observations, slots)
         codec = self.adapter.codec
         if self.cfg.mode == "score":
-            valid = action_candidates(self.form, list(codec.valid_actions))
-            logps = self.engine.score(prompts, [valid] * len(prompts), prefix=self.prefix)
+            logps = self.engine.score(prompts, [self.candidates] * len(prompts),
+                                      prefix=self.prefix)
             actions = [codec.from_index(self._choose(lp, s)) for lp, s in
                        zip(logps, slots, strict=True)]
         else:

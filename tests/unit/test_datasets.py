@@ -135,6 +135,6 @@ def test_step_balanced_fractions_by_hand():
     batch = pa.table({tr.EPISODE_ID: [f"e{i}" for i in range(n)], tr.T: [16 + i % 16
                                                                         for i in range(n)],
                       tr.SKILL: ["x"] * n})
-    assert abs(dsx.sample_rows(batch, fr).num_rows / n - 3.6 / 16) < 0.02
+    assert abs(dsx.sample_rows(batch, fr, by_step=True).num_rows / n - 3.6 / 16) < 0.02
     with pytest.raises(dsx.DatasetError, match="skill or step"):
         dsx.row_fractions(episodes, {"a": "train"}, cap=10, balance="time")
