@@ -148,7 +148,13 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of keys, got {loaded!r}")
         data = loaded
-    data = _apply(data, parse_overrides(list(overrides)))
+    return config_from_dict(cls, _apply(data, parse_overrides(list(overrides))))
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build ``cls`` from a mapping (nested sections as mappings), coerce types, validate."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of {cls.__name__} keys, got {data!r}")
     cfg = _build(cls, data)
     validate = getattr(cfg, "validate", None)
     if validate is not None:

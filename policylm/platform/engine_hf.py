@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from policylm.platform.engines import EngineError, chat_prefix, end_of_turn_id, render_chat
+from policylm.platform.engines import (
+    EngineError,
+    chat_prefix,
+    end_of_turn_id,
+    render_chat,
+    render_messages,
+)
 
 log = logging.getLogger("policylm")
 
@@ -108,6 +114,9 @@ class HFEngine:
 
     def chat_prefix(self, system: str) -> str:
         return chat_prefix(self, system)
+
+    def chat_messages(self, messages: Sequence[dict]) -> str:
+        return render_messages(self.tokenizer, messages)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from policylm.platform.engines import EngineError, chat_prefix, end_of_turn_id, render_chat
+from policylm.platform.engines import (
+    EngineError,
+    chat_prefix,
+    end_of_turn_id,
+    render_chat,
+    render_messages,
+)
 
 
 def vllm_unavailable_reason() -> str | None:
@@ -63,7 +69,10 @@ class VLLMEngine:
     def chat_prefix(self, system: str) -> str:
         return chat_prefix(self, system)
 
-    def _encode(self, text: str) -> list[int]:
+    def chat_messages(self, messages: Sequence[dict]) -> str:
+        return render_messages(self.tokenizer, messages)
+
+    def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
@@ -73,9 +82,9 @@ class VLLMEngine:
 
         requests, spans = [], []
         for i, (p, cs) in enumerate(zip(prompts, candidates, strict=True)):
-            ids = self._encode(p)
+            ids = self.encode(p)
             for j, c in enumerate(cs):
-                cand = [*self._encode(c), self.end_id]
+                cand = [*self.encode(c), self.end_id]
                 requests.append(TokensPrompt(prompt_token_ids=ids + cand))
                 spans.append((i, j, len(ids), cand))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)

@@ -5,7 +5,8 @@ of its candidate continuations (natural log, summed over the candidate's tokens)
 a hint: text every prompt starts with (the chat-formatted system turn), whose key/value cache
 the engine keeps across calls. ``generate(prompts, ...)`` continues each prompt.
 ``chat_prompt(system, user)`` formats a conversation with the model's chat template, ending
-where the assistant's answer starts; ``chat_prefix(system)`` is its system part.
+where the assistant's answer starts; ``chat_prefix(system)`` is its system part;
+``chat_messages(messages)`` formats any conversation; ``encode(text)`` gives token ids.
 
 ``hf`` (transformers; CPU or GPU) is the default; ``vllm`` needs a GPU and the ``vllm`` extra.
 """
@@ -38,6 +39,10 @@ class Engine(Protocol):
 
     def chat_prefix(self, system: str) -> str: ...
 
+    def chat_messages(self, messages: Sequence[dict]) -> str: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
 
 @functools.lru_cache(maxsize=4)
 def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "auto") -> Engine:
@@ -56,8 +61,15 @@ def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "
 
 def render_chat(tokenizer: Any, system: str, user: str) -> str:
     """System and user turns in the tokenizer's chat template, ending where the answer starts."""
-    msgs = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return render_messages(tokenizer, [{"role": "system", "content": system},
+                                       {"role": "user", "content": user}])
+
+
+def render_messages(tokenizer: Any, messages: Sequence[dict]) -> str:
+    """A conversation (``[{"role", "content"}]``) in the tokenizer's chat template, ending where
+    the assistant's answer starts."""
+    return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def end_of_turn_id(tokenizer: Any) -> int:

@@ -39,6 +39,18 @@ log = logging.getLogger("policylm")
 
 
 @dataclass
+class Decision:
+    """One chosen action: its env value and text, whether it came from a valid answer (False:
+    generated text that did not parse, replaced by the fallback), and in score mode the
+    log-likelihood of every valid action (natural log, in the codec's order)."""
+
+    action: Any
+    text: str
+    valid: bool
+    scores: list[float] | None
+
+
+@dataclass
 class LLMPolicyConfig:
     """What an ``hf://`` URI sets (see README, Policy URIs)."""
 
@@ -97,31 +109,46 @@ class LLMPolicy:
         for s in slots:
             if s not in self.rngs:
                 self.reset(s, s)
-        prompts = self.prompts(observations, slots)
+        decisions = self.decide([self.adapter.encode(o) for o in observations],
+                                [self.target(s) for s in slots],
+                                [self.t.get(s, 0) for s in slots], [self.rngs[s] for s in slots])
+        for s in slots:
+            self.t[s] = self.t.get(s, 0) + 1
+        return [d.action for d in decisions]
+
+    def decide(self, obs_texts: Sequence[str], targets: Sequence[float], steps: Sequence[int],
+               rngs: Sequence[np.random.Generator]) -> list[Decision]:
+        """One engine call for a batch of (observation text, target in the prompt, step,
+        random stream): the state-free core of :meth:`act`, which the Serve deployment calls
+        with its per-episode state."""
+        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text)
+                   for text, target, t in zip(obs_texts, targets, steps, strict=True)]
         codec = self.adapter.codec
         if self.cfg.mode == "score":
             logps = self.engine.score(prompts, [self.candidates] * len(prompts),
                                       prefix=self.prefix)
-            actions = [codec.from_index(self._choose(lp, s)) for lp, s in
-                       zip(logps, slots, strict=True)]
+            out = []
+            for lp, rng in zip(logps, rngs, strict=True):
+                i = self._choose(lp, rng)
+                out.append(Decision(codec.from_index(i), codec.valid_actions[i], True,
+                                    [float(x) for x in lp]))
         else:
             texts = self.engine.generate(prompts, self.cfg.max_new_tokens, self.cfg.temperature)
-            actions = [self._parse(text, s) for text, s in zip(texts, slots, strict=True)]
-        for s in slots:
-            self.t[s] = self.t.get(s, 0) + 1
-        self.counts["actions"] += len(slots)
-        return actions
+            out = [self._parse(text, rng) for text, rng in zip(texts, rngs, strict=True)]
+        self.counts["actions"] += len(out)
+        return out
 
-    def _choose(self, logps: np.ndarray, slot: int) -> int:
+    def _choose(self, logps: np.ndarray, rng: np.random.Generator) -> int:
         if self.cfg.temperature <= 0:
             return int(np.argmax(logps))
         p = softmax(logps, self.cfg.temperature)
-        return int(self.rngs[slot].choice(len(p), p=p))
+        return int(rng.choice(len(p), p=p))
 
-    def _parse(self, text: str, slot: int) -> Any:
+    def _parse(self, text: str, rng: np.random.Generator) -> Decision:
         codec = self.adapter.codec
         try:
-            return codec.parse(text)
+            action = codec.parse(text)
+            return Decision(action, codec.to_text(action), True, None)
         except ActionParseError:
             self.counts["invalid"] += 1
             if self.counts["invalid"] in (1, 10, 100, 1000):
@@ -129,9 +156,11 @@ class LLMPolicy:
                             self.counts["invalid"], self.cfg.fallback)
             if self.cfg.fallback == "random" or not codec.valid_actions:
                 space = self.adapter.action_space
-                space.seed(int(self.rngs[slot].integers(2**31)))
-                return space.sample()
-            return codec.from_index(0)
+                space.seed(int(rng.integers(2**31)))
+                action = space.sample()
+            else:
+                action = codec.from_index(0)
+            return Decision(action, codec.to_text(action), False, None)
 
     def stats(self) -> dict[str, float]:
         """Actions taken, invalid generations and their rate."""

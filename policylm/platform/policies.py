@@ -7,7 +7,9 @@ the same seeds give the same actions however episodes are spread over actors and
 URIs: ``random:``, ``constant:<action text>``, ``mix:<uri>?eps=<p>``, ``file://<path>`` (native
 MLP checkpoint), ``pytorch://<path>?class=<module:Class>&init=<json>`` (external
 ``torch.nn.Module``), ``rllib://<checkpoint dir>``, ``hf://<model>?target_return=R&...`` (the
-LLM policy, ``policylm.platform.llm_policy``). Networks act greedily unless ``?sample=1``.
+LLM policy, ``policylm.platform.llm_policy``), ``http://<host:port>`` (a policylm Serve
+endpoint) and ``openai://<host:port>/v1?model=<name>`` (an OpenAI-compatible chat server; both
+in ``policylm.platform.remote_policies``). Networks act greedily unless ``?sample=1``.
 Policies may also have ``observe(slots, rewards)`` (called after each step) and ``stats()``.
 """
 
@@ -192,6 +194,14 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
         if not body:
             raise PolicyError(f"{uri!r}: name a model, e.g. hf://smollm2-135m or hf:///path/dir")
         return llm_policy_from_params(body, params, adapter)
+    if scheme in ("http", "https", "openai"):
+        from policylm.platform import remote_policies
+
+        if not body:
+            raise PolicyError(f"{uri!r}: name the server, e.g. http://127.0.0.1:8000")
+        if scheme == "openai":
+            return remote_policies.openai_policy(body, params, adapter)
+        return remote_policies.http_policy(body, params, adapter, scheme)
     if scheme in ("file", "pytorch", "rllib"):
         from policylm.platform import network_policies
 
@@ -209,7 +219,7 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
     raise PolicyError(
         f"policy URI {uri!r}: unknown scheme {scheme!r}; known: random:, constant:<action>, "
         "mix:<uri>?eps=<p>, file://<path>, pytorch://<path>?class=<module:Class>, rllib://<dir>, "
-        "hf://<model>?target_return=<R>"
+        "hf://<model>?target_return=<R>, http://<host:port>, openai://<host:port>/v1?model=<m>"
     )
 
 
@@ -220,4 +230,5 @@ def policy_from_uri(uri: str, adapter: EnvAdapter) -> Policy:
     except PolicyError:
         raise
     except (ValueError, OSError, TypeError, KeyError, ImportError, RuntimeError) as err:
+        # RemoteError (a RuntimeError) included: a server that is not there fails here
         raise PolicyError(f"policy URI {uri!r}: {err}") from err

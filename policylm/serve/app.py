@@ -1,0 +1,269 @@
+"""Ray Serve application for LLM policy inference.
+
+Import path for ``serve run`` / ``serve deploy``: ``policylm.serve.app:build_app`` with the keys
+of :class:`ServeConfig` as ``args`` (see ``configs/serve_cartpole.yaml``). ``policylm serve
+policy=<uri>`` runs the same application.
+
+HTTP API (FastAPI; OpenAPI schema at ``/docs`` and ``/openapi.json``):
+
+- ``POST /v1/act``: observations (raw or text) -> actions, batched across concurrent requests
+  into one engine call (``@serve.batch``);
+- ``POST /v1/episodes/{id}/reward``, ``DELETE /v1/episodes/{id}``: server-side adaptive target;
+- ``GET /v1/health``, ``GET /v1/policy``;
+- ``POST /v1/chat/completions``: OpenAI-compatible chat with the policy's model.
+
+Safe by default: the HTTP proxy binds to 127.0.0.1; with an API key (``api_key`` or the
+``POLICYLM_API_KEY`` variable) every route but health and the schema needs
+``Authorization: Bearer <key>`` (else 401); bodies over ``max_body_bytes`` get 413; malformed
+bodies 422 naming the field; a failing engine call 500 with the reason, and the replica stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from policylm.platform.config import field, require
+
+# FastAPI reads the route annotations at run time, so the schemas are imported here, not in
+# make_api (pydantic and numpy only; Ray and torch stay lazy)
+from policylm.platform.serving import (
+    ActRequest,
+    ActResponse,
+    ChatRequest,
+    EpisodeOut,
+    RequestError,
+    RewardRequest,
+)
+
+log = logging.getLogger("policylm")
+
+API_KEY_ENV = "POLICYLM_API_KEY"
+OPEN_PATHS = ("/v1/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+
+
+@dataclass
+class ServeConfig:
+    """Serve an LLM policy over HTTP with Ray Serve."""
+
+    policy: str = field("hf://smollm2-135m?temperature=0", doc="LLM policy URI (hf://...); its "
+                        "target_return is the default target of requests that give none")
+    env_id: str = field("CartPole-v1", doc="Gymnasium env id the policy acts in")
+    env_options: dict = field(factory=dict, doc="options for the env adapter")
+    host: str = field("127.0.0.1", doc="HTTP bind address (0.0.0.0 exposes it to the network)")
+    port: int = field(8000, doc="HTTP port")
+    name: str = field("policylm", doc="Serve application name")
+    route_prefix: str = field("/", doc="HTTP route prefix of the application")
+    api_key: str = field("", doc=f"bearer key required on every route but health and the "
+                         f"schema; empty: read {API_KEY_ENV}; both empty: no key")
+    max_batch_size: int = field(16, doc="requests batched into one engine call")
+    batch_wait_timeout_s: float = field(0.01, doc="longest wait for a batch to fill")
+    max_ongoing_requests: int = field(64, doc="requests a replica holds at once (>= batch size)")
+    num_replicas: int = field(1, doc="replicas (ignored when autoscaling is set)")
+    autoscaling: dict = field(factory=dict, doc="Serve autoscaling_config, e.g. {min_replicas: "
+                              "1, max_replicas: 4, target_ongoing_requests: 16}")
+    num_cpus: float = field(1.0, doc="CPUs reserved per replica")
+    num_gpus: float = field(0.0, doc="GPUs per replica (engine=vllm needs 1)")
+    torch_threads: int = field(0, doc="torch threads per replica (0: num_cpus, at least 1)")
+    episode_ttl_s: float = field(600.0, doc="drop an episode's state after this idle time")
+    max_body_bytes: int = field(1_000_000, doc="larger request bodies get 413")
+    block: bool = field(True, doc="policylm serve: keep running until Ctrl-C")
+
+    def validate(self) -> None:
+        require(self.policy.startswith("hf://"), "policy", "serve an LLM policy: hf://<model>")
+        require(0 < self.port < 65536, "port", "must be 1-65535")
+        require(self.max_batch_size >= 1, "max_batch_size", "must be >= 1")
+        require(self.batch_wait_timeout_s >= 0, "batch_wait_timeout_s", "must be >= 0")
+        require(self.max_ongoing_requests >= self.max_batch_size, "max_ongoing_requests",
+                "must be >= max_batch_size, or batches can never fill")
+        require(self.num_replicas >= 1, "num_replicas", "must be >= 1")
+        require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
+        require(self.episode_ttl_s > 0, "episode_ttl_s", "must be > 0")
+
+    def key(self) -> str:
+        return self.api_key or os.environ.get(API_KEY_ENV, "")
+
+
+def make_api(backend: Any, cfg: ServeConfig) -> Any:
+    """The FastAPI app over ``backend``, which offers ``service`` (a ``PolicyService``) and the
+    async ``act(request)`` and ``chat(request)`` (batched in the deployment)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI(title="policylm policy server", version="1",
+                  description="Acts in an environment with a return-conditioned LLM policy.")
+    key = cfg.key()
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        path = request.url.path[len(cfg.route_prefix.rstrip("/")):] or "/"
+        if key and path not in OPEN_PATHS:
+            sent = request.headers.get("authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
+                return JSONResponse({"detail": "missing or wrong API key: send the header "
+                                     "'Authorization: Bearer <key>'"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        length = request.headers.get("content-length")
+        too_big = f"request body over {cfg.max_body_bytes} bytes; send fewer observations per " \
+                  "request or raise max_body_bytes"
+        if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
+            return JSONResponse({"detail": too_big}, status_code=413)
+        chunked = length is None and request.method in ("POST", "PUT", "PATCH")
+        if chunked and len(await request.body()) > cfg.max_body_bytes:  # count what came
+            return JSONResponse({"detail": too_big}, status_code=413)
+        return await call_next(request)
+
+    def failed(err: Exception) -> JSONResponse:
+        if isinstance(err, RequestError):
+            return JSONResponse({"detail": str(err), "field": err.field},
+                                status_code=err.status)
+        log.exception("engine call failed")
+        return JSONResponse({"detail": f"the engine call failed: {type(err).__name__}: {err}"},
+                            status_code=500)
+
+    @app.get("/v1/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/policy")
+    async def policy() -> dict:
+        return backend.service.info()
+
+    @app.post("/v1/act", response_model=ActResponse, responses={422: {}, 500: {}})
+    async def act(body: ActRequest) -> Any:
+        try:
+            result = await backend.act(body)
+        except Exception as err:
+            return failed(err)
+        return failed(result) if isinstance(result, Exception) else result
+
+    @app.post("/v1/episodes/{episode_id}/reward", response_model=EpisodeOut)
+    async def reward(episode_id: str, body: RewardRequest) -> Any:
+        try:
+            return backend.service.reward(episode_id, body.reward)
+        except RequestError as err:
+            return failed(err)
+
+    @app.delete("/v1/episodes/{episode_id}", response_model=EpisodeOut)
+    async def end(episode_id: str) -> Any:
+        try:
+            return backend.service.end(episode_id)
+        except RequestError as err:
+            return failed(err)
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest) -> Any:
+        try:
+            return await backend.chat(body)
+        except Exception as err:
+            return failed(err)
+
+    return app
+
+
+class PolicyBackend:
+    """The Ray-free backend of :func:`make_api`: the service called in a worker thread, one
+    request per engine call (what the deployment batches). For tests and local debugging."""
+
+    def __init__(self, service: Any):
+        self.service = service
+
+    async def act(self, request: Any) -> Any:
+        return (await asyncio.to_thread(self.service.act, [request]))[0]
+
+    async def chat(self, request: Any) -> Any:
+        return (await asyncio.to_thread(self.service.chat, [request]))[0]
+
+
+def _deployment_class() -> Any:
+    """The Serve deployment (defined on first use, so importing this module needs no Ray)."""
+    from ray import serve
+
+    @serve.deployment
+    @serve.ingress()
+    class PolicyDeployment:
+        """One replica: the policy service, batched acting and chat, the FastAPI app."""
+
+        def __init__(self, config: dict):
+            import torch
+
+            from policylm.platform.serving import PolicyService
+
+            self.cfg = ServeConfig(**config)
+            torch.set_num_threads(self.cfg.torch_threads or max(1, int(self.cfg.num_cpus)))
+            self.service = PolicyService(self.cfg.policy, self.cfg.env_id, self.cfg.env_options,
+                                         self.cfg.episode_ttl_s)
+            for method in (self.act_batch, self.chat_batch):
+                method.set_max_batch_size(self.cfg.max_batch_size)
+                method.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+
+        def __serve_build_asgi_app__(self) -> Any:
+            return make_api(self, self.cfg)
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+        async def act_batch(self, requests: list[Any]) -> list[Any]:
+            # a thread, so the event loop keeps queueing the next batch while this one runs
+            return await asyncio.to_thread(self.service.act, requests)
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+        async def chat_batch(self, requests: list[Any]) -> list[Any]:
+            return await asyncio.to_thread(self.service.chat, requests)
+
+        async def act(self, request: Any) -> Any:
+            return await self.act_batch(request)
+
+        async def chat(self, request: Any) -> Any:
+            return await self.chat_batch(request)
+
+    return PolicyDeployment
+
+
+def deployment_options(cfg: ServeConfig) -> dict:
+    """Replica settings of the deployment from the config."""
+    opts: dict[str, Any] = {"max_ongoing_requests": cfg.max_ongoing_requests,
+                            "ray_actor_options": {"num_cpus": cfg.num_cpus,
+                                                  "num_gpus": cfg.num_gpus}}
+    if cfg.autoscaling:
+        opts["autoscaling_config"] = dict(cfg.autoscaling)
+    else:
+        opts["num_replicas"] = cfg.num_replicas
+    return opts
+
+
+def application(cfg: ServeConfig) -> Any:
+    """The bound Serve application for ``cfg``."""
+    from policylm.jobs.common import RUNTIME_ENV
+    from policylm.platform.policies import absolute_paths
+
+    cfg.policy = absolute_paths(cfg.policy)
+    opts = deployment_options(cfg)
+    opts["ray_actor_options"]["runtime_env"] = RUNTIME_ENV
+    return _deployment_class().options(**opts).bind(asdict(cfg))
+
+
+def build_app(args: dict) -> Any:
+    """Application builder for ``serve run policylm.serve.app:build_app key=value`` and the
+    ``import_path`` of a Serve config file: ``args`` are :class:`ServeConfig` keys."""
+    from policylm.platform.config import config_from_dict
+
+    return application(config_from_dict(ServeConfig, dict(args or {})))
+
+
+def start(cfg: ServeConfig) -> str:
+    """Deploy ``cfg``'s application on the running (or a new local) Ray and return its base
+    URL once the replicas are ready."""
+    from ray import serve
+
+    from policylm.jobs.common import init_ray
+    from policylm.platform.models import resolve_model
+    from policylm.platform.policies import split_uri
+
+    resolve_model(split_uri(cfg.policy)[1])  # convert/cache the embedded model once
+    init_ray()
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(application(cfg), name=cfg.name, route_prefix=cfg.route_prefix)
+    return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"

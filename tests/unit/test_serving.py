@@ -1,0 +1,174 @@
+"""The policy service behind the HTTP API, without Ray: episode state and the adaptive target,
+raw vs text observations, request errors, the FastAPI app's status codes (in-process client),
+and the Serve config files against Ray's own schema."""
+
+import numpy as np
+import pytest
+
+from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
+from policylm.platform.serving import (
+    ActRequest,
+    ChatRequest,
+    EpisodeStore,
+    PolicyService,
+    RequestError,
+    from_json,
+)
+
+OBS = [[0.01, -0.2, 0.03, 0.25], [-0.04, 0.5, -0.02, -0.4]]
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_dir):
+    return PolicyService(f"hf://{tiny_model_dir}?temperature=0&target_return=50&dtype=fp32")
+
+
+def test_episode_store_adaptive_target_and_expiry():
+    now = [100.0]
+    store = EpisodeStore(ttl_s=10, clock=lambda: now[0])
+    e = store.get("a", 20.0, 500.0)
+    assert (e.target, e.earned, e.t) == (20.0, 0.0, 0)
+    store.reward("a", 1.5)
+    store.reward("a", 2.0)
+    assert store.get("a", None, 500.0).earned == 3.5
+    assert store.get("b", None, 500.0).target == 500.0  # the default target
+    now[0] = 105.0
+    store.get("a", None, 500.0)  # a is seen again at 105, b last at 100
+    now[0] = 112.0
+    assert store.expire() == 1 and set(store.episodes) == {"a"}
+    with pytest.raises(RequestError, match="unknown or expired") as err:
+        store.reward("b", 1.0)
+    assert err.value.status == 404
+
+
+def test_act_matches_the_in_process_policy(service, tiny_model_dir, cartpole):
+    from policylm.platform.engines import get_engine
+
+    policy = LLMPolicy(cartpole, get_engine(tiny_model_dir, "", "hf", "fp32"),
+                       LLMPolicyConfig(target_return=50, temperature=0))
+    for slot in (0, 1):
+        policy.reset(slot, slot)
+    want = policy.act([np.asarray(o, np.float32) for o in OBS], [0, 1])
+    (raw,) = service.act([ActRequest(observations=OBS, steps=[0, 0])])
+    texts = [cartpole.encode(np.asarray(o, np.float32)) for o in OBS]
+    (text,) = service.act([ActRequest(texts=texts)])
+    assert [a.action for a in raw.actions] == want == [a.action for a in text.actions]
+    for a in raw.actions:
+        assert set(a.scores) == {"left", "right"}
+        assert a.text == ["left", "right"][a.action]
+        assert a.text == max(a.scores, key=a.scores.get)  # temperature 0: the best score
+        assert (a.target_return, a.step) == (50.0, 0)
+
+
+def test_server_side_adaptive_target_across_calls(service):
+    obs = OBS[:1]
+    first = service.act([ActRequest(observations=obs, episode_ids=["ep"], target_return=20)])
+    service.reward("ep", 1.0)
+    second = service.act([ActRequest(observations=obs, episode_ids=["ep"])])
+    third = service.act([ActRequest(observations=obs, episode_ids=["ep"], rewards=[2.5])])
+    got = [(r.actions[0].target_return, r.actions[0].step) for r in (first[0], second[0],
+                                                                     third[0])]
+    assert got == [(20.0, 0), (19.0, 1), (16.5, 2)]  # 20 - 1, then 20 - 1 - 2.5
+    ended = service.end("ep")
+    assert (ended.earned, ended.remaining_target, ended.step) == (3.5, 16.5, 3)
+
+
+def test_one_bad_request_does_not_fail_its_batch(service):
+    good, bad = service.act([ActRequest(observations=OBS[:1]),
+                             ActRequest(observations=[[0.1, 0.2, 0.3]])])
+    assert len(good.actions) == 1
+    assert isinstance(bad, RequestError)
+    assert "requests[1].observations[0]" in str(bad) and "expected shape [4]" in str(bad)
+
+
+def test_request_schema_names_what_is_wrong():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="exactly one of observations"):
+        ActRequest(observations=OBS, texts=["x"])
+    with pytest.raises(ValidationError, match="episode_ids has 1 entries for 2"):
+        ActRequest(observations=OBS, episode_ids=["a"])
+    with pytest.raises(ValidationError, match="target_return has 3 entries"):
+        ActRequest(observations=OBS, target_return=[1, 2, 3])
+
+
+def test_from_json_spaces():
+    import gymnasium as gym
+
+    space = gym.spaces.Dict({"pos": gym.spaces.Box(0, 1, (2,)), "k": gym.spaces.Discrete(3)})
+    out = from_json(space, {"pos": [0.5, 0.25], "k": 2})
+    assert out["k"] == 2 and out["pos"].dtype == np.float32
+    assert out["pos"].tolist() == [0.5, 0.25]
+    with pytest.raises(RequestError, match=r"observation\.k: expected an integer"):
+        from_json(space, {"pos": [0.5, 0.25], "k": "two"})
+    with pytest.raises(RequestError, match="expected an object with keys"):
+        from_json(space, [0.5, 0.25])
+
+
+def test_chat_completions_shape(service):
+    req = ChatRequest(messages=[{"role": "user", "content": "Say left or right."}],
+                      max_tokens=3, n=2, temperature=0)
+    (out,) = service.chat([req])
+    assert out["object"] == "chat.completion" and len(out["choices"]) == 2
+    assert out["choices"][0]["message"]["content"] == out["choices"][1]["message"]["content"]
+    assert out["usage"]["completion_tokens"] <= 6 and out["usage"]["prompt_tokens"] > 5
+
+
+def test_api_status_codes_in_process(service):
+    """401 without the key, 413 over the size limit, 422 naming the field, 404 for an unknown
+    episode, and 500 with the reason when the engine fails, after which the app still answers."""
+    from starlette.testclient import TestClient
+
+    from policylm.serve.app import PolicyBackend, ServeConfig, make_api
+
+    cfg = ServeConfig(api_key="s3cret", max_body_bytes=2048)
+    client = TestClient(make_api(PolicyBackend(service), cfg))
+    auth = {"Authorization": "Bearer s3cret"}
+    assert client.get("/v1/health").status_code == 200  # open for probes
+    assert client.post("/v1/act", json={"observations": OBS}).status_code == 401
+    wrong = client.post("/v1/act", json={"observations": OBS},
+                        headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert client.post("/v1/act", json={"observations": OBS}, headers=auth).status_code == 200
+    big = client.post("/v1/act", json={"texts": ["x" * 3000]}, headers=auth)
+    assert big.status_code == 413 and "max_body_bytes" in big.json()["detail"]
+    missing = client.post("/v1/act", json={"target_return": 5}, headers=auth)
+    assert missing.status_code == 422 and "exactly one of" in missing.text
+    typed = client.post("/v1/act", json={"observations": OBS, "rewards": ["a", 1]},
+                        headers=auth)
+    assert typed.status_code == 422 and "rewards" in typed.text
+    shape = client.post("/v1/act", json={"observations": [[1, 2]]}, headers=auth)
+    assert shape.status_code == 422 and shape.json()["field"] == "requests[0].observations[0]"
+    gone = client.post("/v1/episodes/nope/reward", json={"reward": 1}, headers=auth)
+    assert gone.status_code == 404
+
+    engine = service.policy.engine
+    real = engine.score
+    engine.score = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory"))
+    try:
+        failed = client.post("/v1/act", json={"observations": OBS}, headers=auth)
+    finally:
+        engine.score = real
+    assert failed.status_code == 500 and "RuntimeError: out of memory" in failed.json()["detail"]
+    assert client.post("/v1/act", json={"observations": OBS}, headers=auth).status_code == 200
+
+
+def test_serve_config_files_match_rays_schema():
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from policylm.platform.config import load_config
+    from policylm.serve.app import ServeConfig
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    deploy = ServeDeploySchema.model_validate(yaml.safe_load((root / "serve_app.yaml")
+                                                             .read_text()))
+    (app,) = deploy.applications
+    assert app.import_path == "policylm.serve.app:build_app"
+    from policylm.platform.config import config_from_dict
+
+    assert config_from_dict(ServeConfig, app.args).autoscaling["max_replicas"] == 2
+    cfg = load_config(ServeConfig, root / "serve_cartpole.yaml")
+    assert cfg.host == "127.0.0.1" and cfg.policy.startswith("hf://")
