@@ -1,12 +1,14 @@
 """Training tokens per second through `policylm sft` (1 Ray Train worker) against TRL's
-`SFTTrainer` run in this process on the same data, model and settings; TRL with packing against
-plain padded batches; and the job's CPU settings (eager attention, no gradient checkpointing)
-against TRL's defaults (sdpa, gradient checkpointing on).
+`SFTTrainer` run in this process on the same data, model and settings; the job's trainer (TRL's
+SFTTrainer with the label-only loss) in this process, which isolates Ray Train's overhead; TRL
+with packing against plain padded batches; and the job's CPU settings (eager attention, no
+gradient checkpointing) against TRL's defaults (sdpa, gradient checkpointing on).
 
 Every side counts tokens and time the way the trainer does (``num_tokens`` / ``train_runtime``),
-so Ray start-up and tokenisation are outside the figure. The in-process sides run first, then
-`policylm sft`, then the in-process side once more (its median is the baseline). The last line is
-one JSON object with the figures, ``ratio`` (policylm / in-process, target >= 0.9),
+so Ray start-up and tokenisation are outside the figure. The in-process sides run first (Ray
+stopped), then `policylm sft`, then plain TRL once more (its median is the baseline). The last
+line is one JSON object with the figures, ``ratio`` (policylm / plain TRL in-process, target >=
+0.9), ``ray_train_ratio`` (policylm / the same trainer in-process), ``label_only_ratio``,
 ``packing_ratio`` and ``settings_ratio`` (job settings / TRL defaults).
 Run: .venv/bin/python bench/sft_throughput.py [--model smollm2-135m --steps 12]
 """
@@ -35,30 +37,32 @@ def make_dataset(root: Path) -> Path:
     return root / "ds"
 
 
-def in_process(data: Path, cfg: Any, out: Path, trl_defaults: bool = False) -> float:
+def in_process(data: Path, cfg: Any, out: Path, trl_defaults: bool = False,
+               job_trainer: bool = False) -> float:
     """TRL SFTTrainer here with the model and SFTConfig `policylm sft` builds from ``cfg`` (or
-    with TRL's default attention and gradient checkpointing); returns tokens/s."""
+    with TRL's default attention and gradient checkpointing; or the job's own trainer class);
+    returns tokens/s."""
     import dataclasses
+    import gc
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from policylm.jobs.sft import TRAIN_COLUMNS, load_model, sft_args, to_prompt_completion
+    from policylm.jobs.sft import load_model, read_rows, sft_args, trainer_class
 
-    table = pa.concat_tables([pq.read_table(f, columns=TRAIN_COLUMNS)
-                              for f in sorted((data / "dataset" / "train").glob("*.parquet"))])
-    rows = to_prompt_completion(table, cfg.prompt_form).to_pylist()
+    rows = read_rows(data / "dataset", "train", cfg.prompt_form)
     if trl_defaults:
         cfg = dataclasses.replace(cfg, attn_implementation="sdpa", gradient_checkpointing=True)
     model, tokenizer, peft = load_model(cfg)
     args = sft_args(cfg, str(out), has_eval=False, progress=False)
     args.save_strategy = "no"
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=peft)
+    cls = trainer_class() if job_trainer else SFTTrainer
+    trainer = cls(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                  processing_class=tokenizer, peft_config=peft)
     result = trainer.train()
     tokens = max(h.get("num_tokens", 0) for h in trainer.state.log_history)
+    del trainer, model
+    gc.collect()
     return tokens / result.metrics["train_runtime"]
 
 
@@ -91,8 +95,13 @@ def main() -> None:
         cfg = job_config(root / "ds", args.model, args.steps, args.batch, root / "sft",
                          args.prompt_form)
         make_dataset(root)
+        ray.shutdown()  # building the dataset started Ray; the in-process sides run without it
         plain = [in_process(root / "ds", cfg, root / "plain")]
-        packed = in_process(root / "ds", dataclasses.replace(cfg, packing=True), root / "packed")
+        same = in_process(root / "ds", cfg, root / "same", job_trainer=True)
+        # a packed step holds ~7x the tokens of a padded one (and runs on one core here):
+        # a third of the steps measures its tokens/s as well
+        packed = in_process(root / "ds", dataclasses.replace(
+            cfg, packing=True, max_steps=max(3, args.steps // 3)), root / "packed")
         defaults = in_process(root / "ds", cfg, root / "defaults", trl_defaults=True)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ours = sft_main(cfg)["train_tokens_per_s"]
@@ -105,7 +114,9 @@ def main() -> None:
         "policylm_sft_tokens_per_s": round(ours, 1),
         "trl_in_process_tokens_per_s": round(base, 1),
         "trl_in_process_runs": [round(p, 1) for p in plain], "ratio": round(ours / base, 3),
-        "target": 0.9, "trl_packed_tokens_per_s": round(packed, 1),
+        "target": 0.9, "job_trainer_in_process_tokens_per_s": round(same, 1),
+        "ray_train_ratio": round(ours / same, 3), "label_only_ratio": round(same / base, 3),
+        "trl_packed_tokens_per_s": round(packed, 1),
         "packing_ratio": round(packed / base, 3),
         "trl_defaults_tokens_per_s": round(defaults, 1),
         "settings_ratio": round(base / defaults, 3),

@@ -19,6 +19,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "merge": ("merge", "merge a LoRA adapter into its base model (a plain model directory)"),
     "evaluate": ("evaluate", "play a policy at several target returns; metrics, plot, report"),
     "compare": ("compare", "two policies or trajectory sets side by side (pre/post fine-tuning)"),
+    "sweep": ("sweep", "Ray Tune sweeps: target returns, or LoRA/lr settings with ASHA"),
     "serve": ("serve", "serve an LLM policy over HTTP with Ray Serve (act, chat completions)"),
     "export-minari": ("export_minari", "write trajectories as a Minari dataset"),
     "import-minari": ("import_minari", "read a local Minari dataset into the trajectory schema"),

@@ -99,6 +99,30 @@ def write_json(path: Path, obj: Any) -> Path:
     return path
 
 
+def flag_overrides(argv: list[str]) -> list[str]:
+    """``--policy X`` / ``--policy=X`` / ``--max-batch-size 8`` -> ``policy=X`` /
+    ``max_batch_size=8``: every config key also works as a flag (``--config`` and
+    ``--help-config`` stay flags)."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:].split("=", 1)[0]
+        if not arg.startswith("--") or name in ("config", "help-config", "help", ""):
+            out.append(arg)
+            if arg == "--config" and i + 1 < len(argv):
+                out.append(argv[i + 1])
+                i += 1
+        elif "=" in arg:
+            out.append(f"{name.replace('-', '_')}={arg.split('=', 1)[1]}")
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            out.append(f"{name.replace('-', '_')}={argv[i + 1]}")
+            i += 1
+        else:
+            out.append(f"{name.replace('-', '_')}=true")  # a bare flag: a true boolean
+        i += 1
+    return out
+
+
 def parse_args(job: str, cfg_cls: type[C], argv: list[str] | None) -> C:
     """``--config F key=value ...`` -> validated config (``--help-config`` lists every key)."""
     parser = argparse.ArgumentParser(
@@ -109,7 +133,10 @@ def parse_args(job: str, cfg_cls: type[C], argv: list[str] | None) -> C:
     parser.add_argument("--config", help="YAML config file (see configs/)")
     parser.add_argument("--help-config", action="store_true", help="list config keys and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(flag_overrides(list(sys.argv[1:] if argv is None
+                                                              else argv)))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.help_config:
         for key, default, doc in describe_config(cfg_cls):
             print(f"{key:28s} {default:24s} {doc}")

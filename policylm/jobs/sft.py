@@ -263,6 +263,34 @@ def trainer_class() -> type:
     return LabelOnlySFTTrainer
 
 
+def read_rows(data: Path, split: str, form: str) -> list[dict]:
+    """A split's rows in TRL's prompt-completion form, read here (no Ray Data): for in-process
+    training (Tune trials, the benchmark)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted((data / split).glob("*.parquet"))
+    if not files:
+        return []
+    table = pa.concat_tables([pq.read_table(f, columns=TRAIN_COLUMNS) for f in files])
+    return to_prompt_completion(table, form).to_pylist()
+
+
+def build_trainer(cfg: SftJobConfig, train: Any, valid: Any, work_dir: str, callbacks: list,
+                  progress: bool, max_eval_rows: int) -> Any:
+    """The job's trainer (label-only loss) over ``train``/``valid`` (``datasets.Dataset`` or
+    None), with the model, LoRA and SFTConfig the settings say; validation capped at a fixed
+    subset of ``max_eval_rows`` rows. Shared by the Ray Train workers and Tune trials."""
+    if valid is not None and len(valid) > max_eval_rows:
+        valid = valid.select(range(max_eval_rows))
+    model, tokenizer, peft = load_model(cfg)
+    has_eval = valid is not None and len(valid) > 0
+    args = sft_args(cfg, work_dir, has_eval, progress=progress)
+    return trainer_class()(model=model, args=args, train_dataset=train,
+                           eval_dataset=valid if has_eval else None,
+                           processing_class=tokenizer, peft_config=peft, callbacks=callbacks)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """One Ray Train worker: its data shard, TRL SFTTrainer, Ray reporting."""
     import ray.train
@@ -281,18 +309,13 @@ def train_loop_per_worker(config: dict) -> None:
         return Dataset.from_list(rows) if rows else None
 
     train, valid = shard("train"), shard("validation")
-    if valid is not None and len(valid) > cfg.max_eval_rows // config["num_workers"]:
-        valid = valid.select(range(max(1, cfg.max_eval_rows // config["num_workers"])))
-    model, tokenizer, peft = load_model(cfg)
-    has_eval = valid is not None and len(valid) > 0
     rank0 = ray.train.get_context().get_world_rank() == 0
-    args = sft_args(cfg, config["work_dir"], has_eval, progress=rank0)
     callbacks = [RayTrainReportCallback()]
     if cfg.kill_at_step:
         callbacks.append(_fault_callback(cfg.kill_at_step, config["fault_marker"]))
-    trainer = trainer_class()(model=model, args=args, train_dataset=train,
-                              eval_dataset=valid if has_eval else None,
-                              processing_class=tokenizer, peft_config=peft, callbacks=callbacks)
+    trainer = build_trainer(cfg, train, valid, config["work_dir"], callbacks, rank0,
+                            max(1, cfg.max_eval_rows // config["num_workers"]))
+    has_eval = trainer.eval_dataset is not None
     trainer = prepare_trainer(trainer)
     resume = None
     checkpoint = ray.train.get_checkpoint()

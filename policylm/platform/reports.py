@@ -83,12 +83,53 @@ def plot_comparison(summaries: dict[str, dict], path: str | Path, title: str) ->
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub markdown table; floats with 2 decimals."""
+    """A GitHub markdown table; floats with 2 decimals (3 significant digits below 0.01, so a
+    learning rate of 5e-4 does not read 0.00)."""
     def cell(v: object) -> str:
         if isinstance(v, float):
-            return f"{v:.2f}"
+            return f"{v:.2f}" if v == 0 or abs(v) >= 0.01 else f"{v:.3g}"
         return "n/a" if v is None else str(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_results(rows: Sequence[dict], csv_path: str | Path, md_path: str | Path) -> None:
+    """Rows (dicts, in order) as CSV and as a markdown table; columns in first-seen order."""
+    import csv
+
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    Path(md_path).write_text(markdown_table(cols, [[r.get(c) for c in cols] for r in rows])
+                             + "\n")
+
+
+def plot_objective(rows: Sequence[dict], keys: Sequence[str], metric: str,
+                   path: str | Path) -> Path:
+    """The objective against each swept setting: one panel per key, one point per trial that
+    has a value (log x axis where a setting spans more than a factor of 20)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        pts = [(r[key], r[metric]) for r in rows
+               if isinstance(r.get(key), int | float) and isinstance(r.get(metric), int | float)]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, "o", color="tab:blue")
+            if min(xs) > 0 and max(xs) / min(xs) > 20:
+                ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{metric} per trial")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -324,22 +324,25 @@ class PolicyService:
         """OpenAI chat completions: every choice of every request in one ``generate`` call per
         temperature (the engine samples a batch at one temperature)."""
         engine = self.policy.engine
-        jobs = [(i, engine.chat_messages([m.model_dump() for m in r.messages]), r)
-                for i, r in enumerate(requests) for _ in range(r.n)]
+        prompts = [engine.chat_messages([m.model_dump() for m in r.messages]) for r in requests]
+        jobs = [(i, r) for i, r in enumerate(requests) for _ in range(r.n)]  # one per choice
         texts: list[str] = [""] * len(jobs)
         with self.lock:
-            for key in sorted({(r.temperature, r.max_tokens) for _, _, r in jobs}):
-                idx = [k for k, (_, _, r) in enumerate(jobs) if (r.temperature, r.max_tokens)
-                       == key]
-                seed = next((jobs[k][2].seed for k in idx if jobs[k][2].seed is not None), None)
-                out = engine.generate([jobs[k][1] for k in idx], key[1], key[0], seed=seed)
+            for temperature, max_tokens in sorted({(r.temperature, r.max_tokens)
+                                                   for _, r in jobs}):
+                idx = [k for k, (_, r) in enumerate(jobs)
+                       if (r.temperature, r.max_tokens) == (temperature, max_tokens)]
+                seed = next((jobs[k][1].seed for k in idx if jobs[k][1].seed is not None), None)
+                out = engine.generate([prompts[jobs[k][0]] for k in idx], max_tokens,
+                                      temperature, seed=seed)
                 for k, text in zip(idx, out, strict=True):
                     texts[k] = text
         created = int(time.time())
         responses = []
         for i, r in enumerate(requests):
-            mine = [texts[k] for k, (j, _, _) in enumerate(jobs) if j == i]
-            prompt_tokens = len(engine.encode(jobs[[j for j, _, _ in jobs].index(i)][1]))
+            mine = [texts[k] for k, (j, _) in enumerate(jobs) if j == i]
+            prompt_tokens = len(engine.encode(prompts[i]))
+            # tokens of the returned text (special tokens and end of turn are not counted)
             completion_tokens = sum(len(engine.encode(t)) for t in mine)
             responses.append({
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",

@@ -60,3 +60,15 @@ def test_bad_input_error_has_no_traceback(tmp_path):
     assert out.returncode == 1
     assert "error:" in out.stderr and "no such trajectory file or directory" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_config_keys_work_as_flags():
+    from policylm.jobs.common import flag_overrides, parse_args
+    from policylm.serve.app import ServeConfig
+
+    argv = ["--policy", "hf://m?x=1", "--max-batch-size=4", "--config", "c.yaml", "port=9000",
+            "--block"]
+    assert flag_overrides(argv) == ["policy=hf://m?x=1", "max_batch_size=4", "--config",
+                                    "c.yaml", "port=9000", "block=true"]
+    cfg = parse_args("serve", ServeConfig, ["--policy", "hf://m", "--port", "9001"])
+    assert (cfg.policy, cfg.port) == ("hf://m", 9001)
