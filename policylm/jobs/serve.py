@@ -9,27 +9,37 @@ Ctrl-C (``block=false`` returns once the replicas are up, for a cluster given by
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from policylm.jobs.common import log, run_job
 from policylm.serve.app import ServeConfig, start
 
 
 def main(cfg: ServeConfig) -> dict:
+    stop = stop_event() if cfg.block else None  # before start: a Ctrl-C during start-up counts
     url = start(cfg)
     log.info("policy served at %s (API schema: %s/docs; health: %s/v1/health)", url, url, url)
     print(f"policylm serve: {cfg.policy} on {cfg.env_id} at {url}", flush=True)
-    if cfg.block:
-        import time
-
+    if stop is not None:
+        while not stop.wait(1.0):
+            pass
+        log.info("stopping the policy server")
         from ray import serve
 
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            log.info("stopping the policy server")
-            serve.shutdown()
+        serve.shutdown()
     return {"url": url}
+
+
+def stop_event() -> Any:
+    """An event set by SIGINT (Ctrl-C) or SIGTERM. Handled here because Ray's driver replaces
+    Python's default SIGINT behaviour, so a KeyboardInterrupt never reaches a waiting loop."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 CONFIG = ServeConfig
