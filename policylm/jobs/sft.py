@@ -15,20 +15,14 @@ Writes ``adapter/`` (LoRA safetensors + tokenizer: ``hf://<model>?adapter=<run>/
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from policylm.jobs.common import (
-    RUNTIME_ENV,
-    Stages,
-    init_ray,
     log,
-    make_run_dir,
     run_job,
-    save_config,
     write_json,
 )
 from policylm.platform.config import field, require
@@ -263,17 +257,20 @@ def trainer_class() -> type:
     return LabelOnlySFTTrainer
 
 
-def read_rows(data: Path, split: str, form: str) -> list[dict]:
-    """A split's rows in TRL's prompt-completion form, read here (no Ray Data): for in-process
-    training (Tune trials, the benchmark)."""
+def read_rows(data: Path, split: str, form: str, fn: Any = None) -> list[dict]:
+    """A split's rows in TRL's prompt-completion form (or mapped by ``fn(table, form)``), read
+    here (no Ray Data): for in-process training (Tune trials, the benchmarks)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted((data / split).glob("*.parquet"))
     if not files:
         return []
-    table = pa.concat_tables([pq.read_table(f, columns=TRAIN_COLUMNS) for f in files])
-    return to_prompt_completion(table, form).to_pylist()
+    from policylm.platform.trajectories import ENV_STATE
+
+    columns = TRAIN_COLUMNS + [c for c in (ENV_STATE,) if c in pq.read_schema(files[0]).names]
+    table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    return (fn or to_prompt_completion)(table, form).to_pylist()
 
 
 def build_trainer(cfg: SftJobConfig, train: Any, valid: Any, work_dir: str, callbacks: list,
@@ -298,6 +295,8 @@ def train_loop_per_worker(config: dict) -> None:
     from datasets import Dataset
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
+    from policylm.jobs.ray_train import note, resume_point
+
     cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
 
@@ -305,7 +304,7 @@ def train_loop_per_worker(config: dict) -> None:
         if name not in config["splits"]:
             return None
         it = ray.train.get_dataset_shard(name)
-        rows = [r for b in it.iter_batches(batch_size=1024) for r in _rows(b)]
+        rows = [r for b in it.iter_batches(batch_size=1024) for r in batch_rows(b)]
         return Dataset.from_list(rows) if rows else None
 
     train, valid = shard("train"), shard("validation")
@@ -317,104 +316,41 @@ def train_loop_per_worker(config: dict) -> None:
                             max(1, cfg.max_eval_rows // config["num_workers"]))
     has_eval = trainer.eval_dataset is not None
     trainer = prepare_trainer(trainer)
-    resume = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            resume = os.path.join(config["work_dir"], "resume")
-            shutil.rmtree(resume, ignore_errors=True)
-            shutil.copytree(os.path.join(d, "checkpoint"), resume)
-    else:  # the controller learns of a report at its next poll (2 s): a worker that died
-        # sooner leaves Ray no checkpoint, but this node may still hold the trainer's own
-        resume = latest_local_checkpoint(config["work_dir"])
+    resume = resume_point(config["work_dir"])
     if rank0:
-        _note(config["notes"], {"attempt": "start", "resumed": resume is not None})
+        note(config["notes"], {"attempt": "start", "resumed": resume is not None})
     out = trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate()["eval_loss"] if has_eval else None  # every rank takes part
     if rank0:
         tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
-        _note(config["notes"], {"final_eval_loss": final, "step": trainer.state.global_step,
+        note(config["notes"], {"final_eval_loss": final, "step": trainer.state.global_step,
                                 "train_runtime": out.metrics.get("train_runtime"),
                                 "num_tokens": tokens})
 
 
-def latest_local_checkpoint(work_dir: str) -> str | None:
-    """The newest complete ``checkpoint-N`` the HF trainer saved in ``work_dir`` (on this node,
-    by an earlier attempt of this run), or None."""
-    done = [p for p in Path(work_dir).glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-            and (p / "optimizer.pt").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
-
-
-def _note(path: str, record: dict) -> None:
-    """Append one JSON line to the run's notes (attempts, resumes, final validation loss)."""
-    import json
-
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _rows(batch: dict) -> list[dict]:
+def batch_rows(batch: dict) -> list[dict]:
+    """A Ray Data batch (column -> values) as a list of row dicts."""
     keys = list(batch)
     return [dict(zip(keys, vals, strict=True)) for vals in zip(*batch.values(), strict=True)]
 
 
 def main(cfg: SftJobConfig) -> dict:
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from policylm.jobs import ray_train
 
-    from policylm.platform.config import ConfigError
-    from policylm.platform.models import resolve_model
-
-    if cfg.out and (Path(cfg.out) / "ray_results" / "sft").exists() and not cfg.resume:
-        raise ConfigError(
-            f"out={cfg.out} already holds an SFT run; pass resume=true to continue it from its "
-            "latest checkpoint, or choose a new out= directory (nothing was changed)")
-    run_dir = make_run_dir("sft", cfg.out).resolve()
-    save_config(cfg, run_dir)
-    stages = Stages()
-    data = dataset_dir(cfg.dataset)
-    check_columns(data)
-    resolve_model(cfg.model)  # convert/cache the embedded model once, before workers race
-    init_ray()
+    run_dir, stages, data = ray_train.start_run(cfg, "sft")
     with stages("data"):
-        splits = {}
-        for name in ("train", "validation"):
-            if (data / name).is_dir():
-                # materialized here, so no read task competes with the workers for CPUs
-                splits[name] = ray.data.read_parquet(str(data / name), columns=TRAIN_COLUMNS) \
-                    .map_batches(to_prompt_completion, fn_kwargs={"form": cfg.prompt_form},
-                                 batch_format="pyarrow").materialize()
-    cpus = cfg.cpus_per_worker or max(1.0, float(
-        int(ray.cluster_resources().get("CPU", 1) // cfg.num_workers)))
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
-                           "num_workers": cfg.num_workers, "splits": sorted(splits),
-                           "cpus_per_worker": cpus,
-                           "notes": str(run_dir / "train_notes.jsonl"),
-                           "fault_marker": str(run_dir / ".fault-injected")},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cpus}),
-        datasets=splits,
-        run_config=RunConfig(
-            name="sft", storage_path=str(run_dir / "ray_results"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            worker_runtime_env=RUNTIME_ENV,
-        ),
-    )
+        splits = ray_train.read_splits(data, TRAIN_COLUMNS, to_prompt_completion,
+                                       {"form": cfg.prompt_form})
+    cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
+    loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
+                   "num_workers": cfg.num_workers, "splits": sorted(splits),
+                   "cpus_per_worker": cpus, "notes": str(run_dir / "train_notes.jsonl"),
+                   "fault_marker": str(run_dir / ".fault-injected")}
     with stages("train"):
-        result = trainer.fit()
-    if result.error:
-        raise result.error
-    adapter = run_dir / ("model" if cfg.full_finetune else "adapter")
-    with result.checkpoint.as_directory() as d:
-        shutil.copytree(Path(d) / "checkpoint", adapter, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*",
-                                                      "trainer_state.json", "training_args.bin"))
+        result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus, run_dir,
+                               "sft")
+    adapter = ray_train.export_checkpoint(
+        result, run_dir / ("model" if cfg.full_finetune else "adapter"))
     write_form(adapter, cfg.prompt_form)
     metrics = summarize(result, run_dir / "train_notes.jsonl", stages.seconds)
     write_json(run_dir / "metrics.json", metrics)
@@ -428,11 +364,9 @@ def summarize(result: Any, notes_path: Path, seconds: dict) -> dict:
     the run's notes (attempts, resumes, final validation loss)."""
     import json
 
-    history: list[dict] = []
-    with result.checkpoint.as_directory() as d:
-        state = Path(d) / "checkpoint" / "trainer_state.json"
-        if state.is_file():
-            history = json.loads(state.read_text()).get("log_history", [])
+    from policylm.jobs.ray_train import log_history
+
+    history = log_history(result)
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
@@ -455,22 +389,11 @@ def summarize(result: Any, notes_path: Path, seconds: dict) -> dict:
 
 
 def plot_losses(metrics: dict, path: Path) -> None:
-    from policylm.platform.reports import _plt
+    from policylm.platform.reports import plot_curves
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    if metrics["train_loss"]:
-        ax.plot(*zip(*metrics["train_loss"], strict=True), label="training loss")
-    if metrics["eval_loss"]:
-        ax.plot(*zip(*metrics["eval_loss"], strict=True), "o-", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats per action token)")
-    ax.set_title("SFT loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_curves([("training loss", metrics["train_loss"], "-"),
+                 ("validation loss", metrics["eval_loss"], "o-")], path, "optimizer step",
+                "loss (nats per action token)", "SFT loss")
 
 
 CONFIG = SftJobConfig

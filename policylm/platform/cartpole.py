@@ -52,4 +52,13 @@ def cartpole_adapter(
         ),
         codec=NamedDiscreteCodec(["left", "right"]),
         rules=CARTPOLE_RULES,
+        save_state=lambda env: [float(v) for v in env.unwrapped.state],
+        restore_state=restore_cartpole,
     )
+
+
+def restore_cartpole(env: gym.Env, state: list[float]) -> None:
+    """Put ``[x, v, a, w]`` back into a reset CartPole env (the observation is the state)."""
+    inner = env.unwrapped
+    inner.state = np.asarray(state, dtype=np.float64)
+    inner.steps_beyond_terminated = None

@@ -43,6 +43,7 @@ CHAT_SCHEMA = pa.schema(
         pa.field(COMPLETION, pa.string()),
         pa.field(tr.ACTION_INDEX, pa.int32()),
         pa.field(MESSAGES, MESSAGE_TYPE),
+        tr.ENV_STATE_FIELD,  # null where the env cannot restore its state
     ]
 )
 
@@ -228,6 +229,8 @@ def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
             COMPLETION: pa.array(act_text, pa.string()),
             tr.ACTION_INDEX: batch.column(tr.ACTION_INDEX),
             MESSAGES: pa.array(messages, MESSAGE_TYPE),
+            tr.ENV_STATE: batch.column(tr.ENV_STATE) if tr.ENV_STATE in batch.schema.names
+            else pa.nulls(n, tr.ENV_STATE_FIELD.type),
         },
         schema=CHAT_SCHEMA,
     )

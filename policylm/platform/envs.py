@@ -45,6 +45,10 @@ class EnvAdapter:
     # and a function from a step's ``info`` to ``{field name: value}``
     extra_fields: list[pa.Field] = field(default_factory=list)
     info_extras: Callable[[dict], dict] | None = None
+    # the simulator state as numbers, and putting it back into an env that was reset (for
+    # env-grounded rewards); None where the env cannot restore its state
+    save_state: Callable[[gym.Env], list[float]] | None = None
+    restore_state: Callable[[gym.Env, list[float]], None] | None = None
 
     def flatten(self, obs: Any) -> np.ndarray:
         """Observation as a flat float32 vector: ``flatten_obs`` when the adapter sets one,
@@ -52,6 +56,14 @@ class EnvAdapter:
         if self.flatten_obs is not None:
             return np.asarray(self.flatten_obs(obs), dtype=np.float32)
         return np.asarray(gym.spaces.flatten(self.observation_space, obs), dtype=np.float32)
+
+    @property
+    def trajectory_fields(self) -> list[pa.Field]:
+        """The env's own trajectory columns: its extras, and ``env_state`` when it can save
+        and restore its state."""
+        from policylm.platform.trajectories import ENV_STATE_FIELD
+
+        return [*self.extra_fields, *([ENV_STATE_FIELD] if self.save_state else [])]
 
     @property
     def obs_dim(self) -> int:

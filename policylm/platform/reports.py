@@ -133,3 +133,23 @@ def plot_objective(rows: Sequence[dict], keys: Sequence[str], metric: str,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_curves(curves: Sequence[tuple[str, Sequence[Sequence[float]], str]], path: str | Path,
+                xlabel: str, ylabel: str, title: str) -> Path:
+    """Line plot of ``(label, [(x, y), ...], matplotlib format)`` curves; empty ones skipped."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, points, fmt in curves:
+        if points:
+            ax.plot(*zip(*points, strict=True), fmt, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -85,6 +85,7 @@ class _Episode:
     truncated: list = field(default_factory=list)
     final_obs: np.ndarray | None = None
     extras: list = field(default_factory=list)
+    env_state: list = field(default_factory=list)
 
 
 class EpisodeRunner:
@@ -146,6 +147,8 @@ class EpisodeRunner:
             for slot, action in zip(slots, actions, strict=True):
                 ep, obs = live[slot]
                 self._record_obs(ep, obs)
+                if self.adapter.save_state is not None:
+                    ep.env_state.append(self.adapter.save_state(self.envs[slot]))
                 ep.action.append(np.asarray(action, dtype=np.float32).reshape(-1))
                 ep.action_index.append(codec.index(action))
                 ep.action_text.append(codec.to_text(action))
@@ -195,12 +198,14 @@ class EpisodeRunner:
         }
         for f in self.adapter.extra_fields:
             cols[f.name] = [row.get(f.name) for row in ep.extras] if ep.extras else const(None)
+        if self.adapter.save_state is not None:
+            cols[tr.ENV_STATE] = ep.env_state
         return pa.table(cols, schema=self.schema)
 
     @property
     def schema(self) -> pa.Schema:
         """The trajectory schema with this env's extra columns."""
-        return tr.trajectory_schema(self.adapter.extra_fields)
+        return tr.trajectory_schema(self.adapter.trajectory_fields)
 
     def policy_stats(self) -> dict[str, dict]:
         """``{uri: policy.stats()}`` for the policies that report statistics."""

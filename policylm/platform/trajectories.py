@@ -39,6 +39,10 @@ TRUNCATED = "truncated"
 EPISODE_RETURN = "episode_return"
 EPISODE_LENGTH = "episode_length"
 FINAL_OBS = "final_obs"  # the observation after the last step; set on an episode's last row only
+# optional: the simulator state before the step's action, for envs whose adapter can save and
+# restore it (env-grounded GRPO rewards restore it to try other actions)
+ENV_STATE = "env_state"
+ENV_STATE_FIELD = pa.field(ENV_STATE, pa.list_(pa.float64()), nullable=True)
 
 BASE_FIELDS = [
     pa.field(RUN_ID, pa.string(), nullable=False),

@@ -1,0 +1,253 @@
+"""GRPO on Ray Train over dataset states (TRL ``GRPOTrainer`` + PEFT LoRA).
+
+Usage: ``policylm grpo --config configs/grpo_cartpole.yaml dataset=runs/dataset
+adapter=runs/sft/adapter`` (or ``python -m policylm.jobs.grpo ...``).
+
+``mode: states``: prompts are the states of a return-conditioned dataset in the prompt form the
+policy uses (the one recorded with the starting adapter, by default); each prompt gets
+``num_generations`` sampled completions, scored by the weighted reward functions of
+``policylm.platform.rewards`` (``format``, ``bc``), and the LoRA adapter is updated with TRL's
+clipped GRPO objective (KL to the starting policy with ``beta`` > 0). Starts from an SFT
+adapter (``adapter=``, trained further) or the base model with a new adapter. Writes
+``adapter/`` (``hf://<model>?adapter=<run>/adapter``), ``metrics.json`` (reward per step, per
+function) and ``reward.png``. ``use_vllm`` generates with vLLM on GPU workers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from policylm.jobs.common import (
+    log,
+    run_job,
+    write_json,
+)
+from policylm.jobs.sft import TRAIN_COLUMNS, LoraSettings
+from policylm.platform.config import field, require
+from policylm.platform.prompts import FORMS
+from policylm.platform.rewards import REWARDS
+
+MODES = ("states",)
+
+
+@dataclass
+class GrpoJobConfig:
+    """Improve the LLM policy with GRPO over dataset states on Ray Train (TRL + PEFT)."""
+
+    mode: str = field("states", doc="states: prompts are dataset states (single-step GRPO)")
+    dataset: str = field("", doc="build-dataset run directory (or its dataset/ directory)")
+    env_id: str = field("CartPole-v1", doc="env whose action codec the rewards parse with")
+    env_options: dict = field(factory=dict, doc="options for the env adapter")
+    model: str = field("smollm2-135m", doc="base model: smollm2-135m or a local directory")
+    adapter: str = field("", doc="start from this LoRA adapter (an sft run's adapter/); "
+                                 "empty: a new adapter on the base model")
+    prompt_form: str = field("", doc=f"{' | '.join(FORMS)}; empty: the form recorded with the "
+                                     "adapter, else chat")
+    lora: LoraSettings = field(factory=LoraSettings, doc="settings of a new adapter (lora.<key>)")
+    rewards: dict = field(factory=lambda: {"format": 0.5, "bc": 1.0},
+                          doc=f"reward function -> weight; known: {', '.join(REWARDS)}")
+    env_reward: dict = field(factory=lambda: {"policy": "random:", "horizon": 20, "gamma": 0.99},
+                             doc="env reward: the rollout policy URI after the completion's "
+                                 "action, the horizon in steps (the action's included), gamma")
+    num_generations: int = field(8, doc="completions per prompt (the GRPO group)")
+    max_completion_length: int = field(8, doc="tokens per completion")
+    temperature: float = field(1.0, doc="sampling temperature of the completions")
+    beta: float = field(0.0, doc="KL coefficient to the starting policy (0: no reference model)")
+    epsilon: float = field(0.2, doc="clipping range of the policy ratio")
+    lr: float = field(1e-5, doc="learning rate")
+    max_steps: int = field(50, doc="optimizer steps")
+    batch_size: int = field(16, doc="completions per worker per step (a multiple of "
+                                    "num_generations: batch_size / num_generations prompts)")
+    max_rows: int = field(0, doc="use at most this many training states (0: all)")
+    logging_steps: int = field(1, doc="log rewards every N steps")
+    save_steps: int = field(25, doc="checkpoint every N steps")
+    num_workers: int = field(1, doc="Ray Train workers")
+    use_gpu: bool = field(False, doc="one GPU per worker")
+    use_vllm: bool = field(False, doc="generate with vLLM (GPU workers, the vllm extra)")
+    cpus_per_worker: float = field(0.0, doc="CPUs per worker; 0: the cluster's CPUs shared out")
+    dtype: str = field("auto", doc="auto (bf16 where fast), bf16 or fp32")
+    max_failures: int = field(2, doc="restarts from the latest checkpoint after worker failures")
+    seed: int = field(0, doc="seed")
+    resume: bool = field(False, doc="continue the run already in out= from its checkpoint")
+    out: str = field("", doc="run directory (default runs/grpo-<timestamp>)")
+
+    def validate(self) -> None:
+        require(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
+        require(bool(self.dataset), "dataset", "give the build-dataset run directory")
+        require(self.num_generations >= 2, "num_generations", "must be >= 2 (a group)")
+        require(self.batch_size % self.num_generations == 0, "batch_size",
+                f"must be a multiple of num_generations ({self.num_generations})")
+        require(self.max_steps >= 1, "max_steps", "must be >= 1")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(bool(self.rewards) and set(self.rewards) <= set(REWARDS), "rewards",
+                f"give weights for some of {', '.join(REWARDS)}")
+        require(self.prompt_form in ("", *FORMS), "prompt_form", f"use one of {FORMS}")
+        require(self.num_workers >= 1, "num_workers", "must be >= 1")
+
+    def sft_view(self) -> Any:
+        """The SFT settings that load the model (dtype, attention, LoRA) the same way."""
+        from policylm.jobs.sft import SftJobConfig
+
+        return SftJobConfig(dataset=self.dataset, model=self.model, lora=self.lora,
+                            dtype=self.dtype, use_gpu=self.use_gpu,
+                            prompt_form=self.prompt_form or "chat")
+
+
+def to_grpo_rows(batch: Any, form: str = "chat") -> Any:
+    """Dataset rows -> ``prompt`` (in the policy's form), ``expected`` (the dataset's action
+    text, for the bc reward), ``t`` and, when the dataset has it, ``env_state`` (for the env
+    reward)."""
+    import pyarrow as pa
+
+    from policylm.jobs.sft import to_prompt_completion
+    from policylm.platform.rewards import completion_text
+    from policylm.platform.trajectories import ENV_STATE
+
+    pairs = to_prompt_completion(batch, form)
+    cols = {"prompt": pairs.column("prompt"),
+            "expected": [completion_text(c).strip()
+                         for c in pairs.column("completion").to_pylist()],
+            "t": batch.column("t")}
+    if ENV_STATE in batch.schema.names:
+        cols[ENV_STATE] = batch.column(ENV_STATE)
+    return pa.table(cols)
+
+
+def grpo_columns(data: Path) -> list[str]:
+    """The dataset columns GRPO reads: the training columns, and ``env_state`` where present."""
+    import pyarrow.parquet as pq
+
+    from policylm.platform.trajectories import ENV_STATE
+
+    first = next((data / "train").glob("*.parquet"))
+    return TRAIN_COLUMNS + ([ENV_STATE] if ENV_STATE in pq.read_schema(first).names else [])
+
+
+def load_policy(cfg: GrpoJobConfig) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, peft config or None)``: the base model with the starting adapter
+    loaded trainable, or with a new LoRA adapter's config."""
+    from policylm.jobs.sft import load_model
+
+    model, tokenizer, peft = load_model(cfg.sft_view())
+    if cfg.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, cfg.adapter, is_trainable=True)
+        peft = None
+    return model, tokenizer, peft
+
+
+def grpo_args(cfg: GrpoJobConfig, output_dir: str, weights: list[float], progress: bool) -> Any:
+    """TRL ``GRPOConfig`` for the job's settings."""
+    import torch
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=output_dir, per_device_train_batch_size=cfg.batch_size,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.epsilon,
+        learning_rate=cfg.lr, max_steps=cfg.max_steps, logging_steps=cfg.logging_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        reward_weights=weights, report_to="none", seed=cfg.seed, use_cpu=not cfg.use_gpu,
+        bf16=cfg.sft_view().torch_dtype() == torch.bfloat16, use_vllm=cfg.use_vllm,
+        vllm_mode="colocate", disable_tqdm=not progress, gradient_checkpointing=False,
+        dataloader_num_workers=0, ddp_find_unused_parameters=False,
+    )
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """One Ray Train worker: its shard of states, TRL GRPOTrainer, Ray reporting."""
+    import ray.train
+    import torch
+    from datasets import Dataset
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+    from trl import GRPOTrainer
+
+    from policylm.jobs.ray_train import note, resume_point
+    from policylm.jobs.sft import batch_rows
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.rewards import reward_funcs
+
+    cfg = GrpoJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
+    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    it = ray.train.get_dataset_shard("train")
+    rows = [r for b in it.iter_batches(batch_size=1024) for r in batch_rows(b)]
+    env = make_adapter(cfg.env_id, **cfg.env_options)
+    funcs, weights = reward_funcs(cfg.rewards, env, cfg.env_reward)
+    model, tokenizer, peft = load_policy(cfg)
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs,
+                          args=grpo_args(cfg, config["work_dir"], weights, rank0),
+                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                          peft_config=peft, callbacks=[RayTrainReportCallback()])
+    trainer = prepare_trainer(trainer)
+    out = trainer.train(resume_from_checkpoint=resume_point(config["work_dir"]))
+    if rank0:
+        note(config["notes"], {"step": trainer.state.global_step,
+                               "train_runtime": out.metrics.get("train_runtime")})
+
+
+def main(cfg: GrpoJobConfig) -> dict:
+    from policylm.jobs import ray_train
+    from policylm.platform.prompts import read_form, write_form
+
+    if cfg.adapter:
+        cfg.adapter = str(Path(cfg.adapter).resolve())
+    cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
+    run_dir, stages, data = ray_train.start_run(cfg, "grpo")
+    with stages("data"):
+        splits = ray_train.read_splits(data, grpo_columns(data), to_grpo_rows,
+                                       {"form": cfg.prompt_form})
+        splits = {"train": splits["train"]}
+        if cfg.max_rows:
+            splits["train"] = splits["train"].random_shuffle(seed=cfg.seed) \
+                .limit(cfg.max_rows).materialize()
+    cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
+    loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
+                   "cpus_per_worker": cpus, "notes": str(run_dir / "train_notes.jsonl")}
+    with stages("train"):
+        result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus, run_dir,
+                               "grpo")
+    adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
+    write_form(adapter, cfg.prompt_form)
+    metrics = summarize(ray_train.log_history(result), stages.seconds)
+    notes = (run_dir / "train_notes.jsonl").read_text().splitlines() \
+        if (run_dir / "train_notes.jsonl").is_file() else []
+    # the trainer's time of the last attempt (a resumed run's rate would mix attempts)
+    metrics["train_runtime_s"] = json.loads(notes[-1])["train_runtime"] \
+        if len(notes) == 1 else None
+    write_json(run_dir / "metrics.json", metrics)
+    plot_rewards(metrics, run_dir / "reward.png")
+    log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
+    return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}
+
+
+def summarize(history: list[dict], seconds: dict) -> dict:
+    """Reward per logged step (total and per function), KL and clip fraction where logged."""
+    steps = [h for h in history if "reward" in h]
+    per_func = sorted({k for h in steps for k in h if k.startswith("rewards/")
+                       and k.endswith("/mean")})
+    return {"reward": [(h["step"], h["reward"]) for h in steps],
+            "reward_std": [(h["step"], h.get("reward_std")) for h in steps],
+            "rewards": {k.split("/")[1]: [(h["step"], h[k]) for h in steps if k in h]
+                        for k in per_func},
+            "kl": [(h["step"], h["kl"]) for h in steps if "kl" in h],
+            "stage_seconds": seconds}
+
+
+def plot_rewards(metrics: dict, path: Path) -> None:
+    from policylm.platform.reports import plot_curves
+
+    plot_curves([("total (weighted)", metrics["reward"], "-"),
+                 *((name, curve, "--") for name, curve in metrics["rewards"].items())],
+                path, "optimizer step", "mean reward of the completions", "GRPO reward")
+
+
+CONFIG = GrpoJobConfig
+
+if __name__ == "__main__":
+    run_job("grpo", GrpoJobConfig, main, sys.argv[1:])

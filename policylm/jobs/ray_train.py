@@ -1,0 +1,137 @@
+"""What the Ray Train jobs (``sft``, ``grpo``) share: refusing to silently continue an old run,
+reading dataset splits through Ray Data, a worker's CPUs, the ``TorchTrainer`` with fault
+tolerance, resuming a worker, and exporting the final adapter."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from policylm.jobs.common import RUNTIME_ENV
+
+
+def refuse_reuse(out: str, name: str, resume: bool) -> None:
+    """A ConfigError when ``out`` already holds a ``name`` run and ``resume`` is off."""
+    from policylm.platform.config import ConfigError
+
+    if out and (Path(out) / "ray_results" / name).exists() and not resume:
+        raise ConfigError(
+            f"out={out} already holds a {name} run; pass resume=true to continue it from its "
+            "latest checkpoint, or choose a new out= directory (nothing was changed)")
+
+
+def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
+    """The opening every Ray Train job shares: refuse a reused ``out=`` (unless ``resume``), the
+    run directory with the resolved config, the stage timer, the dataset directory (checked for
+    the columns the jobs read), the model converted/cached once before workers race, and Ray.
+    Returns ``(run_dir, stages, data)``."""
+    from policylm.jobs.common import Stages, init_ray, make_run_dir, save_config
+    from policylm.jobs.sft import check_columns, dataset_dir
+    from policylm.platform.models import resolve_model
+
+    refuse_reuse(cfg.out, name, cfg.resume)
+    run_dir = make_run_dir(name, cfg.out).resolve()
+    save_config(cfg, run_dir)
+    data = dataset_dir(cfg.dataset)
+    check_columns(data)
+    resolve_model(cfg.model)
+    init_ray()
+    return run_dir, Stages(), data
+
+
+def read_splits(data: Path, columns: list[str], fn: Callable, fn_kwargs: dict) -> dict:
+    """``{split: Ray Dataset}`` of the splits present, mapped by ``fn`` over Arrow batches and
+    materialized here, so no read task competes with the workers for CPUs."""
+    import ray
+
+    return {name: ray.data.read_parquet(str(data / name), columns=columns)
+            .map_batches(fn, fn_kwargs=fn_kwargs, batch_format="pyarrow").materialize()
+            for name in ("train", "validation") if (data / name).is_dir()}
+
+
+def worker_cpus(cpus_per_worker: float, num_workers: int) -> float:
+    """``cpus_per_worker``, or (0) the cluster's CPUs divided among the workers."""
+    import ray
+
+    return cpus_per_worker or max(1.0, float(
+        int(ray.cluster_resources().get("CPU", 1) // num_workers)))
+
+
+def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, run_dir: Path,
+        name: str) -> Any:
+    """A ``TorchTrainer`` run of ``loop`` on ``cfg.num_workers`` workers (``cfg.use_gpu``),
+    restarted up to ``cfg.max_failures`` times from its latest checkpoint; its result."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cpus}),
+        datasets=splits,
+        run_config=RunConfig(
+            name=name, storage_path=str(run_dir / "ray_results"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            worker_runtime_env=RUNTIME_ENV,
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return result
+
+
+def resume_point(work_dir: str) -> str | None:
+    """Inside a worker: the trainer checkpoint to resume from: Ray Train's latest (copied to
+    ``work_dir/resume``), else this node's newest complete one (the controller learns of a
+    report at its next poll, 2 s: a worker that died sooner leaves Ray none)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            resume = os.path.join(work_dir, "resume")
+            shutil.rmtree(resume, ignore_errors=True)
+            shutil.copytree(os.path.join(d, "checkpoint"), resume)
+            return resume
+    return latest_local_checkpoint(work_dir)
+
+
+def latest_local_checkpoint(work_dir: str) -> str | None:
+    """The newest complete ``checkpoint-N`` the HF trainer saved in ``work_dir`` (on this node,
+    by an earlier attempt of this run), or None."""
+    done = [p for p in Path(work_dir).glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+            and (p / "optimizer.pt").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def export_checkpoint(result: Any, dest: Path) -> Path:
+    """The result's final checkpoint (adapter or model, tokenizer) to ``dest``, without the
+    optimizer and trainer state."""
+    with result.checkpoint.as_directory() as d:
+        shutil.copytree(Path(d) / "checkpoint", dest, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*",
+                                                      "trainer_state.json", "training_args.bin"))
+    return dest
+
+
+def log_history(result: Any) -> list[dict]:
+    """The trainer's log history from the final checkpoint's ``trainer_state.json``."""
+    import json
+
+    with result.checkpoint.as_directory() as d:
+        state = Path(d) / "checkpoint" / "trainer_state.json"
+        return json.loads(state.read_text()).get("log_history", []) if state.is_file() else []
+
+
+def note(path: str, record: dict) -> None:
+    """Append one JSON line to the run's notes (attempts, resumes, final figures)."""
+    import json
+
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,87 @@
+"""GRPO over dataset states on Ray Train with a tiny model: the mean behaviour-cloning reward
+rises on a task a tiny model learns in a minute (the dataset always answers ``right``), starting
+from an SFT model that answers left or right at random. (The tiny model ties its output head to
+small random embeddings, so its prior needs full fine-tuning: LoRA alone cannot make it name an
+action. GRPO then trains a LoRA adapter on top. A prompt-conditional task, answering the action
+the prompt names, rose only from 0.32 to 0.44 in 24 steps through LoRA on this 2-layer model:
+too slow and noisy for a test.)"""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def write_dataset(root: Path, n: int, labels: str, seed: int = 0) -> Path:
+    """Rows in build-dataset's layout: the observation names an action; the completion is that
+    action (``labels="named"``), ``right`` (``"right"``) or a random one (``"random"``)."""
+    rng = np.random.default_rng(seed)
+    named = rng.choice(["left", "right"], size=n)
+    completion = {"named": named, "right": np.full(n, "right"),
+                  "random": rng.choice(["left", "right"], size=n)}[labels]
+    table = pa.table({"system": ["Answer left or right."] * n, "target_return": [0.0] * n,
+                      "t": [0] * n, "observation": [f"say {a}" for a in named],
+                      "completion": list(completion)})
+    for split in ("train", "validation"):
+        (root / "dataset" / split).mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, root / "dataset" / split / "part-00000.parquet")
+    return root
+
+
+def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path):
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo import main as grpo
+    from policylm.jobs.sft import SftJobConfig
+    from policylm.jobs.sft import main as sft
+    from policylm.platform.config import config_from_dict
+    from policylm.platform.prompts import read_form
+
+    prior = sft(config_from_dict(SftJobConfig, {
+        "dataset": str(write_dataset(tmp_path / "random", 64, "random")),
+        "model": tiny_model_dir, "prompt_form": "compact", "max_steps": 30, "batch_size": 16,
+        "lr": 1e-2, "eval_steps": 0, "save_steps": 30, "dtype": "fp32", "full_finetune": True,
+        "out": str(tmp_path / "sft")}))
+    result = grpo(config_from_dict(GrpoJobConfig, {
+        "dataset": str(write_dataset(tmp_path / "right", 64, "right", seed=1)),
+        "model": prior["adapter"], "rewards": {"bc": 1.0},
+        "num_generations": 8, "batch_size": 32, "max_completion_length": 2, "lr": 1e-2,
+        "max_steps": 32, "save_steps": 32, "dtype": "fp32", "out": str(tmp_path / "grpo")}))
+    bc = [r for _, r in result["rewards"]["bc_reward"]]
+    assert len(bc) == 32
+    first, last = np.mean(bc[:8]), np.mean(bc[-8:])
+    assert 0.2 < first < 0.7  # the SFT prior answers left or right at random (or neither)
+    assert last > first + 0.10, bc  # GRPO moved it to the rewarded answer (~3 sigma)
+    adapter = Path(result["adapter"])
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert read_form(str(adapter)) == "compact"  # taken from the starting model
+    assert (Path(result["run_dir"]) / "reward.png").is_file()
+
+
+def test_env_reward_reads_collected_states(ray_local, tiny_model_dir, tmp_path):
+    """CartPole states travel from collection through the dataset to the env reward."""
+    from policylm.jobs.build_dataset import BuildDatasetConfig
+    from policylm.jobs.build_dataset import main as build
+    from policylm.jobs.collect import CollectConfig, PolicySource
+    from policylm.jobs.collect import main as collect
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo import main as grpo
+    from policylm.platform.config import config_from_dict
+
+    collect(CollectConfig(policies=[PolicySource("random", "random:")], episodes_per_policy=4,
+                          num_workers=0, out=str(tmp_path / "collect")))
+    build(BuildDatasetConfig(trajectories=str(tmp_path / "collect"), validation_fraction=0.0,
+                             out=str(tmp_path / "ds")))
+    rows = pq.read_table(next((tmp_path / "ds" / "dataset" / "train").glob("*.parquet")))
+    assert rows.column("env_state").null_count == 0
+    result = grpo(config_from_dict(GrpoJobConfig, {
+        "dataset": str(tmp_path / "ds"), "model": tiny_model_dir, "prompt_form": "compact",
+        "rewards": {"env": 1.0}, "env_reward": {"policy": "random:", "horizon": 4, "gamma": 1.0},
+        "num_generations": 4, "batch_size": 8, "max_completion_length": 2, "max_steps": 2,
+        "save_steps": 2, "dtype": "fp32", "out": str(tmp_path / "grpo")}))
+    env = [r for _, r in result["rewards"]["env_reward"]]
+    # a random tiny model rarely names an action (0 for those); a named one earns 1 to 4
+    assert len(env) == 2 and all(0.0 <= r <= 4.0 for r in env)
