@@ -15,6 +15,15 @@ def _plt():
     return plt
 
 
+def _save(plt: object, fig: object, path: str | Path) -> Path:
+    """Lay out, write as PNG and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_target_vs_actual(metrics: dict, path: str | Path, title: str,
                           data_range: tuple[float, float] | None = None,
                           baseline: dict | None = None, label: str = "actual return",
@@ -44,11 +53,7 @@ def plot_target_vs_actual(metrics: dict, path: str | Path, title: str,
     ax.set_ylabel("actual episode return")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_comparison(summaries: dict[str, dict], path: str | Path, title: str) -> Path:
@@ -75,11 +80,7 @@ def plot_comparison(summaries: dict[str, dict], path: str | Path, title: str) ->
     axes[2].set_ylabel("share of steps")
     axes[2].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -128,11 +129,7 @@ def plot_objective(rows: Sequence[dict], keys: Sequence[str], metric: str,
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{metric} per trial")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_curves(curves: Sequence[tuple[str, Sequence[Sequence[float]], str]], path: str | Path,
@@ -148,8 +145,4 @@ def plot_curves(curves: Sequence[tuple[str, Sequence[Sequence[float]], str]], pa
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
