@@ -72,3 +72,24 @@ def scale_returns(values: np.ndarray, scale: float) -> np.ndarray:
     if scale <= 0:
         raise ValueError(f"return scale must be > 0, got {scale}")
     return np.asarray(values, dtype=np.float64) / scale
+
+
+def group_advantages(returns: np.ndarray, groups: np.ndarray, eps: float = 1e-6
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """GRPO advantages of episodes: each return normalised within its group (the episodes played
+    from one seed): ``(R - mean) / std`` with the population std. A group whose returns have no
+    spread (std <= ``eps``) carries no signal: its advantages are 0 and ``keep`` is False.
+
+    Returns ``(advantages[N], keep[N])``, aligned with the inputs.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    g = np.asarray(groups)
+    adv = np.zeros_like(r)
+    keep = np.zeros(len(r), dtype=bool)
+    for key in np.unique(g):
+        idx = np.flatnonzero(g == key)
+        std = r[idx].std()
+        if len(idx) > 1 and std > eps:
+            adv[idx] = (r[idx] - r[idx].mean()) / std
+            keep[idx] = True
+    return adv, keep
