@@ -46,6 +46,8 @@ class RolloutWorker:
         self.runner = EpisodeRunner(make_adapter(spec.env_id, **spec.env_options),
                                     spec.num_envs, spec.gamma)
         self.episodes_done = 0
+        self.lora: tuple[dict, float, int] | None = None
+        self.lora_versions: dict[int, int] = {}
         try:  # small networks act faster on one thread, and actors share the cores
             import torch
 
@@ -64,8 +66,44 @@ class RolloutWorker:
 
     def collect(self, chunk: Chunk) -> list[dict]:
         """Play and write one chunk; returns its episode summaries."""
+        if self.lora is not None:  # the chunk's policy may be new: give its engine the weights
+            self.runner.policy(chunk.specs[0].policy_uri)
+            self._apply_lora()
         return collect_chunk(self.runner, chunk, self.spec.out_dir, self.spec.run_id,
                              self._on_episode)
+
+    def set_lora(self, weights: dict, scaling: float, version: int) -> int:
+        """New LoRA weights for the LLM policies' engines (applied now to the engines built so
+        far, and to later ones when their first chunk comes). Returns the engines updated."""
+        self.lora = (weights, scaling, version)
+        return self._apply_lora()
+
+    def _apply_lora(self) -> int:
+        weights, scaling, version = self.lora
+        done = 0
+        for policy in self.runner.policies.values():
+            engine = getattr(policy, "engine", None)
+            if engine is None or not hasattr(engine, "set_lora"):
+                continue
+            if self.lora_versions.get(id(engine)) != version:
+                engine.set_lora(weights, scaling)
+                self.lora_versions[id(engine)] = version
+                done += 1
+        return done
+
+    def action_scores(self, uri: str, observations: list) -> list[list[float] | None]:
+        """What the LLM policy at ``uri`` scores the valid actions for these observations (step
+        0, its target), with the weights this worker holds: for checking weight sync."""
+        import numpy as np
+
+        policy = self.runner.policy(uri)
+        if self.lora is not None:
+            self._apply_lora()
+        n = len(observations)
+        texts = [self.runner.adapter.encode(np.asarray(o)) for o in observations]
+        decisions = policy.decide(texts, [policy.cfg.target_return] * n, [0] * n,
+                                  [np.random.default_rng(0)] * n)
+        return [d.scores for d in decisions]
 
     def steps_taken(self) -> int:
         return self.runner.steps_taken
@@ -145,6 +183,16 @@ class RolloutGroup:
                 if on_chunk:
                     on_chunk(chunk, results[chunk.chunk_id])
             idle.append(i)
+
+    def set_lora(self, weights: dict, scaling: float, version: int) -> None:
+        """Send LoRA weights to every worker through the object store (put once)."""
+        if self.local is not None:
+            self.local.set_lora(weights, scaling, version)
+            return
+        import ray
+
+        ref = ray.put(weights)
+        ray.get([a.set_lora.remote(ref, scaling, version) for a in self.actors])
 
     def steps_taken(self) -> int:
         """Env steps taken by the live workers (restarted actors count from zero)."""

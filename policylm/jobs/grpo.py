@@ -31,15 +31,16 @@ from policylm.platform.config import field, require
 from policylm.platform.prompts import FORMS
 from policylm.platform.rewards import REWARDS
 
-MODES = ("states",)
+MODES = ("states", "episodes")
 
 
 @dataclass
 class GrpoJobConfig:
     """Improve the LLM policy with GRPO over dataset states on Ray Train (TRL + PEFT)."""
 
-    mode: str = field("states", doc="states: prompts are dataset states (single-step GRPO)")
-    dataset: str = field("", doc="build-dataset run directory (or its dataset/ directory)")
+    mode: str = field("states", doc="states: prompts are dataset states (single-step GRPO); "
+                                    "episodes: online GRPO on episodes played by rollout actors")
+    dataset: str = field("", doc="mode=states: build-dataset run directory (or its dataset/)")
     env_id: str = field("CartPole-v1", doc="env whose action codec the rewards parse with")
     env_options: dict = field(factory=dict, doc="options for the env adapter")
     model: str = field("smollm2-135m", doc="base model: smollm2-135m or a local directory")
@@ -65,7 +66,15 @@ class GrpoJobConfig:
     max_rows: int = field(0, doc="use at most this many training states (0: all)")
     logging_steps: int = field(1, doc="log rewards every N steps")
     save_steps: int = field(25, doc="checkpoint every N steps")
-    num_workers: int = field(1, doc="Ray Train workers")
+    iterations: int = field(10, doc="mode=episodes: rollout + update rounds")
+    seeds_per_iteration: int = field(4, doc="mode=episodes: env seeds (groups) per iteration")
+    group_size: int = field(4, doc="mode=episodes: episodes per seed (the GRPO group)")
+    target_return: float = field(500.0, doc="mode=episodes: the target in the prompt")
+    epochs_per_iteration: int = field(1, doc="mode=episodes: passes over an iteration's steps")
+    minibatch: int = field(64, doc="mode=episodes: steps per optimizer step")
+    rollout_workers: int = field(2, doc="mode=episodes: rollout actors (0: in this process)")
+    envs_per_worker: int = field(8, doc="mode=episodes: envs per rollout actor")
+    num_workers: int = field(1, doc="Ray Train workers (mode=states)")
     use_gpu: bool = field(False, doc="one GPU per worker")
     use_vllm: bool = field(False, doc="generate with vLLM (GPU workers, the vllm extra)")
     cpus_per_worker: float = field(0.0, doc="CPUs per worker; 0: the cluster's CPUs shared out")
@@ -77,6 +86,11 @@ class GrpoJobConfig:
 
     def validate(self) -> None:
         require(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
+        if self.mode == "episodes":
+            require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
+            require(self.iterations >= 1, "iterations", "must be >= 1")
+            require(self.seeds_per_iteration >= 1, "seeds_per_iteration", "must be >= 1")
+            return
         require(bool(self.dataset), "dataset", "give the build-dataset run directory")
         require(self.num_generations >= 2, "num_generations", "must be >= 2 (a group)")
         require(self.batch_size % self.num_generations == 0, "batch_size",
@@ -192,6 +206,10 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def main(cfg: GrpoJobConfig) -> dict:
+    if cfg.mode == "episodes":
+        from policylm.jobs.grpo_episodes import main as episodes
+
+        return episodes(cfg)
     from policylm.jobs import ray_train
     from policylm.platform.prompts import read_form, write_form
 

@@ -107,6 +107,42 @@ class HFEngine:
         self.forward_tokens = 0
         self.attention_pairs = 0
 
+    # --- weights -------------------------------------------------------------------------
+
+    def set_lora(self, weights: dict[str, Any], scaling: float) -> int:
+        """Apply LoRA weights (a PEFT state dict: ``...<module>.lora_A.weight`` and
+        ``...lora_B.weight``) on top of the weights this engine loaded: ``W = W0 + scaling *
+        B @ A`` for each adapted linear layer (``W0`` kept from the first call, so successive
+        calls replace the delta instead of adding to it). Clears the prefix caches, which were
+        computed with the old weights. Returns the number of layers changed."""
+        import torch
+
+        modules = dict(self.model.named_modules())
+        pairs: dict[str, dict[str, Any]] = {}
+        for key, value in weights.items():
+            for part in ("lora_A", "lora_B"):
+                marker = f".{part}."
+                if marker in key:
+                    name = key.split(marker)[0].removeprefix("base_model.model.")
+                    pairs.setdefault(name, {})[part] = value
+        if not hasattr(self, "_base_weights"):
+            self._base_weights: dict[str, Any] = {}
+        changed = 0
+        with torch.no_grad():
+            for name, ab in pairs.items():
+                layer = modules.get(name)
+                if layer is None or "lora_A" not in ab or "lora_B" not in ab:
+                    raise EngineError(f"LoRA weights name layer {name!r}, which model "
+                                      f"{self.model_name!r} does not have")
+                base = self._base_weights.setdefault(name, layer.weight.detach().clone())
+                a = torch.as_tensor(ab["lora_A"], dtype=torch.float32)
+                b = torch.as_tensor(ab["lora_B"], dtype=torch.float32)
+                delta = (b @ a) * scaling
+                layer.weight.copy_((base.float() + delta.to(base.device)).to(base.dtype))
+                changed += 1
+        self._prefixes.clear()
+        return changed
+
     # --- prompts -------------------------------------------------------------------------
 
     def chat_prompt(self, system: str, user: str) -> str:

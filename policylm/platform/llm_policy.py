@@ -61,6 +61,8 @@ class LLMPolicyConfig:
     max_new_tokens: int = 16     # generate mode
     fallback: str = "first"      # generate mode, on invalid text: first valid action | random
     prompt_form: str = "chat"    # chat | compact (policylm.platform.prompts)
+    seed_offset: int = 0         # a second stream per episode seed (GRPO groups: same env
+                                 # seed, different sampling)
 
 
 class LLMPolicy:
@@ -85,7 +87,8 @@ class LLMPolicy:
 
     def reset(self, slot: int, seed: int) -> None:
         self.t[slot], self.earned[slot] = 0, 0.0
-        self.rngs[slot] = np.random.default_rng(seed)
+        self.rngs[slot] = np.random.default_rng(
+            [seed, self.cfg.seed_offset] if self.cfg.seed_offset else seed)
 
     def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
         """Rewards of the last step, per slot (for the adaptive target)."""
@@ -175,7 +178,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
-             "fallback", "engine", "dtype", "prompt"}
+             "fallback", "engine", "dtype", "prompt", "seed_offset"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -187,6 +190,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         max_new_tokens=int(params.get("max_new_tokens", 16)),
         fallback=params.get("fallback", "first"),
         prompt_form=params.get("prompt") or read_form(params.get("adapter"), model),
+        seed_offset=int(params.get("seed_offset", 0)),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"))

@@ -85,3 +85,63 @@ def test_env_reward_reads_collected_states(ray_local, tiny_model_dir, tmp_path):
     env = [r for _, r in result["rewards"]["env_reward"]]
     # a random tiny model rarely names an action (0 for those); a named one earns 1 to 4
     assert len(env) == 2 and all(0.0 <= r <= 4.0 for r in env)
+
+
+def test_lora_weights_reach_the_rollout_actors(ray_local, tiny_model_dir, tmp_path):
+    """Weights sent through the object store change what a rollout actor's engine scores, to
+    exactly what the learner's model scores."""
+    import ray
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.episodic_grpo import EpisodicLearner
+    from policylm.platform.prompts import compact_prompt
+
+    cartpole = make_adapter("CartPole-v1")
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                      init_lora_weights=False))
+    learner = EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), cartpole,
+                              "compact")
+    group = RolloutGroup(RolloutSpec("CartPole-v1", num_envs=2, out_dir=str(tmp_path)),
+                         num_workers=1)
+    uri = f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact&target_return=50"
+    obs = [[0.01, -0.2, 0.03, 0.25]]
+    try:
+        before = ray.get(group.actors[0].action_scores.remote(uri, obs))
+        group.set_lora(*learner.lora_weights(), version=1)
+        after = ray.get(group.actors[0].action_scores.remote(uri, obs))
+    finally:
+        group.shutdown()
+    with torch.no_grad():
+        want = learner.scores([compact_prompt(50, 0, cartpole.encode(np.asarray(obs[0])))])
+    assert not np.allclose(before, after)
+    assert np.allclose(after, want.numpy(), atol=1e-4)
+
+
+def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path):
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo import main as grpo
+    from policylm.platform.config import config_from_dict
+
+    result = grpo(config_from_dict(GrpoJobConfig, {
+        "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
+        "env_options": {"max_episode_steps": 12}, "iterations": 2, "seeds_per_iteration": 2,
+        "group_size": 3, "rollout_workers": 1, "envs_per_worker": 3, "target_return": 12,
+        "lr": 1e-3, "out": str(tmp_path / "ep")}))
+    its = result["iterations"]
+    assert [i["iteration"] for i in its] == [0, 1]
+    for i in its:
+        assert i["episodes"] == 6 and i["groups"] == 2 and 0 <= i["filtered_groups"] <= 2
+        assert 1 <= i["mean_return"] <= i["max_return"] <= 12
+        assert i["rollout_s"] > 0 and i["train_s"] >= 0 and i["sync_s"] >= 0
+        # every step of every kept episode is trained on
+        assert (i["steps_trained"] > 0) == (i["filtered_groups"] < 2)
+    run = Path(result["run_dir"])
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run / "return_per_iteration.png").is_file()
+    assert len(list((run / "trajectories").glob("it0001-*.parquet"))) == 3

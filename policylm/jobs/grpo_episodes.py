@@ -1,0 +1,107 @@
+"""Online episodic GRPO (``policylm grpo mode=episodes``): rollout actors play G episodes from
+each of B env seeds with the current policy; the learner (``policylm.platform.episodic_grpo``,
+in this process) turns their group-normalised returns into advantages and updates the LoRA
+adapter with the clipped objective; the new LoRA weights reach the actors through the object
+store before the next iteration (no files on shared disk). Per iteration it logs the mean and
+max return, the share of groups without spread (filtered), KL, the clip fraction and the seconds
+spent in rollout, training and weight sync. Writes ``adapter/``, ``metrics.json`` and
+``return_per_iteration.png``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from policylm.jobs.common import init_ray, log, make_run_dir, save_config, write_json
+
+
+def main(cfg: Any) -> dict:
+    from pathlib import Path
+
+    import pyarrow as pa
+    from peft import get_peft_model
+    from tqdm import tqdm
+
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.jobs.grpo import load_policy
+    from policylm.platform import trajectories as tr
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.episodic_grpo import EpisodicLearner, build_batch
+    from policylm.platform.models import resolve_model
+    from policylm.platform.policies import with_params
+    from policylm.platform.prompts import read_form, write_form
+    from policylm.platform.rollout import plan_chunks
+
+    if cfg.adapter:
+        cfg.adapter = str(Path(cfg.adapter).resolve())
+    if Path(cfg.model).exists():
+        cfg.model = str(Path(cfg.model).resolve())
+    cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
+    run_dir = make_run_dir("grpo", cfg.out).resolve()
+    save_config(cfg, run_dir)
+    resolve_model(cfg.model)
+    env = make_adapter(cfg.env_id, **cfg.env_options)
+    model, tokenizer, peft = load_policy(cfg)
+    if peft is not None:
+        model = get_peft_model(model, peft)
+    learner = EpisodicLearner(model, tokenizer, env, cfg.prompt_form, cfg.temperature, cfg.lr,
+                              cfg.epsilon, cfg.beta, cfg.minibatch)
+    # the actors load the base model; the learner's LoRA weights (the starting adapter's too)
+    # reach them before every iteration
+    base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"
+            f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}")
+    spec = RolloutSpec(cfg.env_id, cfg.env_options, cfg.envs_per_worker, 1.0,
+                       str(run_dir / "trajectories"), run_dir.name)
+    if cfg.rollout_workers:
+        init_ray()
+    group = RolloutGroup(spec, num_workers=cfg.rollout_workers)
+    history: list[dict] = []
+    try:
+        for it in tqdm(range(cfg.iterations), desc="GRPO iterations", unit="it"):
+            t0 = time.perf_counter()
+            weights, scaling = learner.lora_weights()
+            group.set_lora(weights, scaling, version=it)
+            t1 = time.perf_counter()
+            members = [(f"it{it:04d}-g{g}", with_params(base, seed_offset=g + 1))
+                       for g in range(cfg.group_size)]
+            group.run(plan_chunks(members, cfg.seeds_per_iteration, cfg.seed + 7919 * it,
+                                  cfg.envs_per_worker, shared_seeds=True))
+            t2 = time.perf_counter()
+            files = sorted((run_dir / "trajectories").glob(f"it{it:04d}-*.parquet"))
+            steps = pa.concat_tables([tr.read_trajectories(f) for f in files])
+            batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return)
+            stats = learner.update(batch, cfg.epochs_per_iteration)
+            t3 = time.perf_counter()
+            returns = tr.episode_table(steps).column("return").to_numpy()
+            row = {"iteration": it, "mean_return": float(returns.mean()),
+                   "max_return": float(returns.max()), "episodes": len(returns),
+                   "groups": batch.groups, "filtered_groups": batch.filtered_groups,
+                   "filtered_fraction": batch.filtered_groups / max(batch.groups, 1),
+                   "steps_trained": stats["rows"], "loss": stats["loss"], "kl": stats["kl"],
+                   "clip_fraction": stats["clip_fraction"], "sync_s": round(t1 - t0, 3),
+                   "rollout_s": round(t2 - t1, 3), "train_s": round(t3 - t2, 3)}
+            history.append(row)
+            log.info("iteration %d: mean return %.1f (max %.0f), %d/%d groups filtered, "
+                     "kl %.4f, clip %.3f, rollout %.1fs train %.1fs sync %.2fs", it,
+                     row["mean_return"], row["max_return"], row["filtered_groups"],
+                     row["groups"], row["kl"], row["clip_fraction"], row["rollout_s"],
+                     row["train_s"], row["sync_s"])
+    finally:
+        group.shutdown()
+    adapter = run_dir / "adapter"
+    learner.model.save_pretrained(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    write_form(adapter, cfg.prompt_form)
+    metrics = {"mode": "episodes", "iterations": history,
+               "target_return": cfg.target_return, "group_size": cfg.group_size,
+               "seeds_per_iteration": cfg.seeds_per_iteration}
+    write_json(run_dir / "metrics.json", metrics)
+    from policylm.platform.reports import plot_curves
+
+    plot_curves([("mean return", [(h["iteration"], h["mean_return"]) for h in history], "o-"),
+                 ("max return", [(h["iteration"], h["max_return"]) for h in history], "--")],
+                run_dir / "return_per_iteration.png", "iteration", "episode return",
+                f"episodic GRPO on {cfg.env_id} (target {cfg.target_return:g})")
+    log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
+    return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}

@@ -1,0 +1,93 @@
+"""Episodic GRPO without Ray: the batch (group-normalised advantages and prompts by hand), LoRA
+weights applied to an engine equal the PEFT model, and an update moves the policy."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from policylm.platform import trajectories as tr
+from policylm.platform.episodic_grpo import EpisodicLearner, build_batch, remaining_targets
+
+
+def steps_table(episodes):
+    """Trajectory rows for ``[(episode id, seed, rewards, actions)]`` (CartPole-like)."""
+    rows = {c: [] for c in (tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL,
+                            tr.SEED, tr.AGENT_ID, tr.T, tr.OBS_TEXT, tr.ACTION_INDEX, tr.REWARD,
+                            tr.TERMINATED, tr.TRUNCATED)}
+    for eid, seed, rewards, actions in episodes:
+        for t, (r, a) in enumerate(zip(rewards, actions, strict=True)):
+            for c, v in ((tr.RUN_ID, "r"), (tr.EPISODE_ID, eid), (tr.ENV_ID, "CartPole-v1"),
+                         (tr.POLICY_URI, "hf://x"), (tr.SKILL, "g"), (tr.SEED, seed),
+                         (tr.AGENT_ID, 0), (tr.T, t), (tr.OBS_TEXT, f"o{t}"),
+                         (tr.ACTION_INDEX, a), (tr.REWARD, r),
+                         (tr.TERMINATED, t == len(rewards) - 1), (tr.TRUNCATED, False)):
+                rows[c].append(v)
+    return pa.table(rows)
+
+
+class Compact:  # render_prompt needs a chat template only for the chat form
+    def chat_prompt(self, system, user):
+        raise AssertionError("compact form renders no chat template")
+
+
+def test_batch_advantages_and_prompts_by_hand(cartpole):
+    steps = steps_table([
+        ("a1", 7, [1, 1, 1], [1, 0, 1]),    # seed 7: returns 3 and 1: mean 2, std 1
+        ("a2", 7, [1], [0]),
+        ("b1", 9, [1, 1], [1, 1]),          # seed 9: returns 2 and 2: no spread, dropped
+        ("b2", 9, [1, 1], [0, 0]),
+    ])
+    batch = build_batch(steps, cartpole, "compact", Compact(), target=10)
+    assert (batch.groups, batch.filtered_groups) == (2, 1)
+    assert batch.advantages == [1.0, 1.0, 1.0, -1.0]
+    assert batch.chosen == [1, 0, 1, 0]
+    # adaptive: 10 minus the reward earned before each step
+    assert batch.prompts == ["R=10 t=0 o0 ->", "R=9 t=1 o1 ->", "R=8 t=2 o2 ->",
+                             "R=10 t=0 o0 ->"]
+    assert remaining_targets([1, 2.5, 1], 10, adaptive=False) == [10, 10, 10]
+
+
+@pytest.fixture()
+def learner(tiny_model_dir, cartpole):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                             init_lora_weights=False))  # B != 0: a real delta
+    return EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), cartpole,
+                           "compact", temperature=1.0, lr=5e-2)
+
+
+def test_engine_with_synced_lora_scores_as_the_learner(learner, tiny_model_dir):
+    from policylm.platform.engine_hf import HFEngine
+
+    engine = HFEngine(tiny_model_dir, dtype="fp32")
+    prompts = ["R=500 t=0 x=0.01 v=0 a=0.02 w=0 ->", "R=20 t=5 x=-1 v=0.5 a=0.1 w=-0.3 ->"]
+    before = np.stack(engine.score(prompts, [[" left", " right"]] * 2))
+    weights, scaling = learner.lora_weights()
+    assert scaling == 2.0 and any("lora_B" in k for k in weights)
+    assert engine.set_lora(weights, scaling) > 0
+    after = np.stack(engine.score(prompts, [[" left", " right"]] * 2))
+    with torch.no_grad():
+        want = learner.scores(prompts).numpy()
+    assert not np.allclose(before, after)  # the weights reached the engine
+    assert np.allclose(after, want, atol=1e-4)  # and it now scores as the learner's model
+    engine.set_lora(weights, scaling)  # applied again: replaces the delta, does not add it
+    assert np.allclose(np.stack(engine.score(prompts, [[" left", " right"]] * 2)), want,
+                       atol=1e-4)
+
+
+def test_update_raises_the_advantaged_action(learner):
+    from policylm.platform.episodic_grpo import StepBatch
+
+    prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->"] * 8
+    with torch.no_grad():
+        p0 = learner.action_logps(prompts[:1], [1]).exp().item()
+    batch = StepBatch(prompts, [1] * 4 + [0] * 4, [1.0] * 4 + [-1.0] * 4, 1, 0)
+    stats = learner.update(batch, epochs=3)
+    with torch.no_grad():
+        p1 = learner.action_logps(prompts[:1], [1]).exp().item()
+    assert p1 > p0 + 0.05 and stats["rows"] == 8
