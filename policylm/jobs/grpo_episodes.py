@@ -10,6 +10,7 @@ spent in rollout, training and weight sync. Writes ``adapter/``, ``metrics.json`
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -51,8 +52,10 @@ def main(cfg: Any) -> dict:
     # reach them before every iteration
     base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"
             f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}")
+    # rollout and training take turns, so the actors may use every core while they play
+    threads = max(1, (os.cpu_count() or 1) // max(1, cfg.rollout_workers))
     spec = RolloutSpec(cfg.env_id, cfg.env_options, cfg.envs_per_worker, 1.0,
-                       str(run_dir / "trajectories"), run_dir.name)
+                       str(run_dir / "trajectories"), run_dir.name, torch_threads=threads)
     if cfg.rollout_workers:
         init_ray()
     group = RolloutGroup(spec, num_workers=cfg.rollout_workers)
