@@ -71,3 +71,13 @@ def test_mapping_override_replaces_the_mapping(tmp_path):
     f.write_text("experts:\n  skills: {weak: 25, medium: 150, expert: 500}\n")
     cfg = load_config(DemoConfig, f, ["experts.skills={weak: 1}"])
     assert cfg.experts.skills == {"weak": 1}
+
+
+def test_exponent_without_a_dot_is_a_number():
+    """YAML 1.1 reads 5e-5 as a string; a float field takes it as the number users meant."""
+    from policylm.jobs.sft import SftJobConfig
+    from policylm.platform.config import ConfigError, load_config
+
+    assert load_config(SftJobConfig, None, ["dataset=d", "lr=5e-5"]).lr == 5e-5
+    with pytest.raises(ConfigError, match="lr: expected a number, got 'fast'"):
+        load_config(SftJobConfig, None, ["dataset=d", "lr=fast"])
