@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from textwrap import fill
 
 
 def _plt():
@@ -47,7 +48,7 @@ def plot_target_vs_actual(metrics: dict, path: str | Path, title: str,
     ax.errorbar(xs, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], fmt="o-",
                 capsize=4, color="tab:blue", label=f"{label} (mean ± std)")
     rho = metrics.get("spearman_means")
-    ax.set_title(f"{title}\nSpearman(target, mean actual) = "
+    ax.set_title(f"{fill(title, 60)}\nSpearman(target, mean actual) = "
                  f"{'n/a' if rho is None else f'{rho:.2f}'}")
     ax.set_xlabel("target return in the prompt")
     ax.set_ylabel("actual episode return")
