@@ -24,3 +24,22 @@ def experts(ray_local, tmp_path_factory):
                              train_batch_size=600, minibatch_size=200, num_epochs=4,
                              eval_episodes=2, out=str(out))
     return main(cfg)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(ray_local, tmp_path_factory):
+    """~200 chat rows of short CartPole episodes: a constant-right policy and a random one,
+    30% of the episodes held out for validation."""
+    from policylm.jobs.build_dataset import BuildDatasetConfig
+    from policylm.jobs.build_dataset import main as build
+    from policylm.jobs.collect import CollectConfig, PolicySource
+    from policylm.jobs.collect import main as collect
+
+    root = tmp_path_factory.mktemp("sftdata")
+    collect(CollectConfig(
+        policies=[PolicySource("right", "constant:right"), PolicySource("random", "random:")],
+        env_options={"max_episode_steps": 20}, episodes_per_policy=8, num_workers=0,
+        envs_per_worker=8, out=str(root / "collect")))
+    build(BuildDatasetConfig(trajectories=str(root / "collect"), validation_fraction=0.3,
+                             out=str(root / "ds")))
+    return root / "ds"

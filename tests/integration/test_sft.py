@@ -8,27 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from policylm.jobs.build_dataset import BuildDatasetConfig
-from policylm.jobs.build_dataset import main as build_main
-from policylm.jobs.collect import CollectConfig, PolicySource
-from policylm.jobs.collect import main as collect_main
 from policylm.jobs.sft import SftJobConfig, main
 from policylm.platform.prompts import read_form
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def small_dataset(ray_local, tmp_path_factory):
-    """~200 chat rows: a constant-right policy and a random one, short episodes."""
-    root = tmp_path_factory.mktemp("sftdata")
-    collect_main(CollectConfig(
-        policies=[PolicySource("right", "constant:right"), PolicySource("random", "random:")],
-        env_options={"max_episode_steps": 20}, episodes_per_policy=8, num_workers=0,
-        envs_per_worker=8, out=str(root / "collect")))
-    build_main(BuildDatasetConfig(trajectories=str(root / "collect"), validation_fraction=0.3,
-                                  out=str(root / "ds")))
-    return root / "ds"
 
 
 def sft_cfg(data, model, out, **kw):

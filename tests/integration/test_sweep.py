@@ -52,29 +52,12 @@ def test_target_sweep_writes_table_curve_and_best_config(ray_local, tiny_model_d
         main(cfg)
 
 
-@pytest.fixture(scope="module")
-def sweep_dataset(ray_local, tmp_path_factory):
-    from policylm.jobs.build_dataset import BuildDatasetConfig
-    from policylm.jobs.build_dataset import main as build
-    from policylm.jobs.collect import CollectConfig, PolicySource
-    from policylm.jobs.collect import main as collect
-
-    root = tmp_path_factory.mktemp("sweepdata")
-    collect(CollectConfig(
-        policies=[PolicySource("right", "constant:right"), PolicySource("random", "random:")],
-        env_options={"max_episode_steps": 20}, episodes_per_policy=8, num_workers=0,
-        envs_per_worker=8, out=str(root / "collect")))
-    build(BuildDatasetConfig(trajectories=str(root / "collect"), validation_fraction=0.3,
-                             out=str(root / "ds")))
-    return root / "ds"
-
-
-def test_training_sweep_with_asha(sweep_dataset, tiny_model_dir, tmp_path):
+def test_training_sweep_with_asha(small_dataset, tiny_model_dir, tmp_path):
     from policylm.jobs.sft import SftJobConfig
 
     cfg = config_from_dict(SweepConfig, {
         "kind": "train", "space": {"lora.rank": [2, 8], "lr": [3e-3]},
-        "sft": {"dataset": str(sweep_dataset), "model": tiny_model_dir, "max_steps": 4,
+        "sft": {"dataset": str(small_dataset), "model": tiny_model_dir, "max_steps": 4,
                 "batch_size": 8, "eval_steps": 1, "max_eval_rows": 16, "dtype": "fp32",
                 "prompt_form": "compact", "lora": {"rank": 4, "alpha": 8}},
         "target_return": 20, "episodes": 2, "out": str(tmp_path / "t")})
@@ -90,7 +73,7 @@ def test_training_sweep_with_asha(sweep_dataset, tiny_model_dir, tmp_path):
     best = yaml.safe_load((tmp_path / "t" / "best_config.yaml").read_text())
     sft = config_from_dict(SftJobConfig, best)  # ready to run
     assert sft.lora.rank == int(finished[0]["lora.rank"]) and sft.lr == 3e-3
-    assert sft.dataset == str(sweep_dataset.resolve())
+    assert sft.dataset == str(small_dataset.resolve())
 
 
 def test_killed_sweep_resumes_without_rerunning(ray_local, tiny_model_dir, tmp_path):
