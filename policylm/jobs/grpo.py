@@ -1,4 +1,5 @@
-"""GRPO on Ray Train over dataset states (TRL ``GRPOTrainer`` + PEFT LoRA).
+"""GRPO: over dataset states on Ray Train (TRL ``GRPOTrainer`` + PEFT LoRA), or online over
+episodes played by rollout actors (``mode: episodes``, ``policylm.jobs.grpo_episodes``).
 
 Usage: ``policylm grpo --config configs/grpo_cartpole.yaml dataset=runs/dataset
 adapter=runs/sft/adapter`` (or ``python -m policylm.jobs.grpo ...``).
@@ -6,8 +7,8 @@ adapter=runs/sft/adapter`` (or ``python -m policylm.jobs.grpo ...``).
 ``mode: states``: prompts are the states of a return-conditioned dataset in the prompt form the
 policy uses (the one recorded with the starting adapter, by default); each prompt gets
 ``num_generations`` sampled completions, scored by the weighted reward functions of
-``policylm.platform.rewards`` (``format``, ``bc``), and the LoRA adapter is updated with TRL's
-clipped GRPO objective (KL to the starting policy with ``beta`` > 0). Starts from an SFT
+``policylm.platform.rewards`` (``format``, ``bc``, ``env``), and the LoRA adapter is updated
+with TRL's clipped GRPO objective (KL to the starting policy with ``beta`` > 0). Starts from an SFT
 adapter (``adapter=``, trained further) or the base model with a new adapter. Writes
 ``adapter/`` (``hf://<model>?adapter=<run>/adapter``), ``metrics.json`` (reward per step, per
 function) and ``reward.png``. ``use_vllm`` generates with vLLM on GPU workers.
@@ -26,7 +27,7 @@ from policylm.jobs.common import (
     run_job,
     write_json,
 )
-from policylm.jobs.sft import TRAIN_COLUMNS, LoraSettings
+from policylm.jobs.sft import LoraSettings, dataset_columns
 from policylm.platform.config import field, require
 from policylm.platform.prompts import FORMS
 from policylm.platform.rewards import REWARDS
@@ -86,6 +87,8 @@ class GrpoJobConfig:
 
     def validate(self) -> None:
         require(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(self.prompt_form in ("", *FORMS), "prompt_form", f"use one of {FORMS}")
         if self.mode == "episodes":
             require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
             require(self.iterations >= 1, "iterations", "must be >= 1")
@@ -96,10 +99,8 @@ class GrpoJobConfig:
         require(self.batch_size % self.num_generations == 0, "batch_size",
                 f"must be a multiple of num_generations ({self.num_generations})")
         require(self.max_steps >= 1, "max_steps", "must be >= 1")
-        require(self.lr > 0, "lr", "must be > 0")
         require(bool(self.rewards) and set(self.rewards) <= set(REWARDS), "rewards",
                 f"give weights for some of {', '.join(REWARDS)}")
-        require(self.prompt_form in ("", *FORMS), "prompt_form", f"use one of {FORMS}")
         require(self.num_workers >= 1, "num_workers", "must be >= 1")
 
     def sft_view(self) -> Any:
@@ -131,14 +132,17 @@ def to_grpo_rows(batch: Any, form: str = "chat") -> Any:
     return pa.table(cols)
 
 
-def grpo_columns(data: Path) -> list[str]:
-    """The dataset columns GRPO reads: the training columns, and ``env_state`` where present."""
-    import pyarrow.parquet as pq
+def resolve_start(cfg: GrpoJobConfig) -> None:
+    """Make the starting adapter and a local model path absolute (actors and workers run in
+    other directories), and settle the prompt form: the one given, else the one recorded with
+    the adapter or model, else chat."""
+    from policylm.platform.prompts import read_form
 
-    from policylm.platform.trajectories import ENV_STATE
-
-    first = next((data / "train").glob("*.parquet"))
-    return TRAIN_COLUMNS + ([ENV_STATE] if ENV_STATE in pq.read_schema(first).names else [])
+    if cfg.adapter:
+        cfg.adapter = str(Path(cfg.adapter).resolve())
+    if Path(cfg.model).exists():
+        cfg.model = str(Path(cfg.model).resolve())
+    cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
 
 
 def load_policy(cfg: GrpoJobConfig) -> tuple[Any, Any, Any]:
@@ -206,19 +210,17 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def main(cfg: GrpoJobConfig) -> dict:
+    resolve_start(cfg)
     if cfg.mode == "episodes":
         from policylm.jobs.grpo_episodes import main as episodes
 
         return episodes(cfg)
     from policylm.jobs import ray_train
-    from policylm.platform.prompts import read_form, write_form
+    from policylm.platform.prompts import write_form
 
-    if cfg.adapter:
-        cfg.adapter = str(Path(cfg.adapter).resolve())
-    cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
     run_dir, stages, data = ray_train.start_run(cfg, "grpo")
     with stages("data"):
-        splits = ray_train.read_splits(data, grpo_columns(data), to_grpo_rows,
+        splits = ray_train.read_splits(data, dataset_columns(data), to_grpo_rows,
                                        {"form": cfg.prompt_form})
         splits = {"train": splits["train"]}
         if cfg.max_rows:
@@ -245,7 +247,7 @@ def main(cfg: GrpoJobConfig) -> dict:
 
 
 def summarize(history: list[dict], seconds: dict) -> dict:
-    """Reward per logged step (total and per function), KL and clip fraction where logged."""
+    """Reward per logged step (total and per function, with its spread) and KL where logged."""
     steps = [h for h in history if "reward" in h]
     per_func = sorted({k for h in steps for k in h if k.startswith("rewards/")
                        and k.endswith("/mean")})

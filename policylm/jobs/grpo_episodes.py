@@ -18,8 +18,7 @@ from policylm.jobs.common import init_ray, log, make_run_dir, save_config, write
 
 
 def main(cfg: Any) -> dict:
-    from pathlib import Path
-
+    """Run ``cfg`` (a ``GrpoJobConfig`` whose start ``policylm.jobs.grpo.main`` resolved)."""
     import pyarrow as pa
     from peft import get_peft_model
     from tqdm import tqdm
@@ -31,14 +30,9 @@ def main(cfg: Any) -> dict:
     from policylm.platform.episodic_grpo import EpisodicLearner, build_batch
     from policylm.platform.models import resolve_model
     from policylm.platform.policies import with_params
-    from policylm.platform.prompts import read_form, write_form
+    from policylm.platform.prompts import write_form
     from policylm.platform.rollout import plan_chunks
 
-    if cfg.adapter:
-        cfg.adapter = str(Path(cfg.adapter).resolve())
-    if Path(cfg.model).exists():
-        cfg.model = str(Path(cfg.model).resolve())
-    cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
     run_dir = make_run_dir("grpo", cfg.out).resolve()
     save_config(cfg, run_dir)
     resolve_model(cfg.model)

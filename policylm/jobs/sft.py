@@ -257,6 +257,17 @@ def trainer_class() -> type:
     return LabelOnlySFTTrainer
 
 
+def dataset_columns(data: Path) -> list[str]:
+    """The columns training reads: :data:`TRAIN_COLUMNS`, and ``env_state`` (for env-grounded
+    rewards) where the dataset has it."""
+    import pyarrow.parquet as pq
+
+    from policylm.platform.trajectories import ENV_STATE
+
+    first = next((data / "train").glob("*.parquet"))
+    return TRAIN_COLUMNS + ([ENV_STATE] if ENV_STATE in pq.read_schema(first).names else [])
+
+
 def read_rows(data: Path, split: str, form: str, fn: Any = None) -> list[dict]:
     """A split's rows in TRL's prompt-completion form (or mapped by ``fn(table, form)``), read
     here (no Ray Data): for in-process training (Tune trials, the benchmarks)."""
@@ -266,9 +277,7 @@ def read_rows(data: Path, split: str, form: str, fn: Any = None) -> list[dict]:
     files = sorted((data / split).glob("*.parquet"))
     if not files:
         return []
-    from policylm.platform.trajectories import ENV_STATE
-
-    columns = TRAIN_COLUMNS + [c for c in (ENV_STATE,) if c in pq.read_schema(files[0]).names]
+    columns = dataset_columns(data)
     table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
     return (fn or to_prompt_completion)(table, form).to_pylist()
 

@@ -82,13 +82,15 @@ def trainable(cfg: SweepConfig) -> Any:
     resources."""
     from ray import tune
 
+    from policylm.platform.policies import absolute_paths
     from policylm.tune.trials import target_trial, train_trial
 
     base: dict[str, Any] = {"env_id": cfg.env_id, "env_options": cfg.env_options,
                             "episodes": cfg.episodes, "seed": cfg.seed,
                             "threads": cfg.cpus_per_trial}
     if cfg.kind == "target":
-        fn = tune.with_parameters(target_trial, base={**base, "policy": _abs(cfg.policy)})
+        fn = tune.with_parameters(target_trial,
+                                  base={**base, "policy": absolute_paths(cfg.policy)})
     else:
         sft = asdict(cfg.sft)
         sft["dataset"] = str(Path(cfg.sft.dataset).resolve())
@@ -98,12 +100,6 @@ def trainable(cfg: SweepConfig) -> Any:
             **base, "sft": sft, "target_return": cfg.target_return,
             "temperature": cfg.temperature})
     return tune.with_resources(fn, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
-
-
-def _abs(uri: str) -> str:
-    from policylm.platform.policies import absolute_paths
-
-    return absolute_paths(uri)
 
 
 def tuner(cfg: SweepConfig, run_dir: Path) -> Any:
@@ -211,11 +207,12 @@ def write_best_config(cfg: SweepConfig, best: dict, run_dir: Path) -> Path:
     ``policylm sft`` with the best settings (plus the target to evaluate it at)."""
     import yaml
 
-    from policylm.platform.policies import with_params
+    from policylm.platform.policies import absolute_paths, with_params
 
     path = run_dir / "best_config.yaml"
     if cfg.kind == "target":
-        data = {"policy": with_params(_abs(cfg.policy), target_return=best["target_return"]),
+        policy = with_params(absolute_paths(cfg.policy), target_return=best["target_return"])
+        data = {"policy": policy,
                 "env_id": cfg.env_id, "env_options": cfg.env_options,
                 "targets": [best["target_return"]], "episodes": cfg.episodes}
         head = f"# policylm evaluate --config {path}\n"

@@ -13,7 +13,6 @@ true, int: false}}`` (sampled ``num_samples`` times); keys are dotted config key
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +127,3 @@ def train_trial(config: dict, base: dict) -> None:
                    out / "evaluate")
     tune.report({"eval_loss": final_loss, "step": int(trainer.state.global_step),
                  "adapter": str(adapter), **result})
-
-
-def is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
