@@ -17,6 +17,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "build-dataset": ("build_dataset", "return-to-go chat dataset with Ray Data (Parquet, JSONL)"),
     "sft": ("sft", "fine-tune the LLM policy with Ray Train + TRL + PEFT LoRA"),
     "grpo": ("grpo", "improve the LLM policy with GRPO on Ray Train (TRL; rewards: format, bc)"),
+    "bc-ppo": ("bc_ppo", "demos -> RLlib BC -> PPO, against PPO from scratch and transfer"),
     "merge": ("merge", "merge a LoRA adapter into its base model (a plain model directory)"),
     "evaluate": ("evaluate", "play a policy at several target returns; metrics, plot, report"),
     "compare": ("compare", "two policies or trajectory sets side by side (pre/post fine-tuning)"),

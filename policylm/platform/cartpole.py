@@ -62,3 +62,19 @@ def restore_cartpole(env: gym.Env, state: list[float]) -> None:
     inner = env.unwrapped
     inner.state = np.asarray(state, dtype=np.float64)
     inner.steps_beyond_terminated = None
+
+
+class CartPoleHeuristic:
+    """Scripted CartPole player: push towards the side the pole falls to (angle plus half the
+    angular velocity); returns 500 on CartPole-v1. ``python:policylm.platform.cartpole:
+    CartPoleHeuristic`` (a demonstrator of known quality)."""
+
+    def __init__(self, adapter: EnvAdapter):
+        if not adapter.env_id.startswith("CartPole-"):
+            raise ValueError(f"CartPoleHeuristic plays CartPole, not {adapter.env_id}")
+
+    def reset(self, slot: int, seed: int) -> None:
+        pass
+
+    def act(self, observations: Any, slots: Any) -> list[int]:
+        return [int(o[2] + 0.5 * o[3] > 0) for o in np.asarray(observations, dtype=np.float64)]

@@ -143,12 +143,17 @@ def rllib_module_dir(path: str | Path) -> Path:
 
 def rllib_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
     """Load the RLModule of an RLlib checkpoint; its ``forward_inference`` gives the logits."""
-    import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     module = RLModule.from_checkpoint(str(rllib_module_dir(path)))
     obs_dim = int(np.prod(module.observation_space.shape))
     _check_fit(path, obs_dim, int(getattr(module.action_space, "n", -1)), adapter)
+    return module_logits_fn(module)
+
+
+def module_logits_fn(module: Any) -> LogitsFn:
+    """``obs[B, D] -> logits[B, A]`` from a (torch) RLModule's ``forward_inference``."""
+    import torch
 
     def logits(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():

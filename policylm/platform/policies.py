@@ -9,13 +9,16 @@ MLP checkpoint), ``pytorch://<path>?class=<module:Class>&init=<json>`` (external
 ``torch.nn.Module``), ``rllib://<checkpoint dir>``, ``hf://<model>?target_return=R&...`` (the
 LLM policy, ``policylm.platform.llm_policy``), ``http://<host:port>`` (a policylm Serve
 endpoint) and ``openai://<host:port>/v1?model=<name>`` (an OpenAI-compatible chat server; both
-in ``policylm.platform.remote_policies``). Networks act greedily unless ``?sample=1``.
+in ``policylm.platform.remote_policies``) and ``python:<module:Class>?k=v`` (a scripted policy:
+a class implementing :class:`Policy`, built as ``Class(adapter, k=v, ...)``). Networks act
+greedily unless ``?sample=1``.
 Policies may also have ``observe(slots, rewards)`` (called after each step) and ``stats()``.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -176,6 +179,21 @@ def _flag(params: dict[str, str], key: str) -> bool:
     return params.pop(key, "0").lower() in ("1", "true", "yes")
 
 
+def _python_policy(uri: str, body: str, params: dict[str, str], adapter: EnvAdapter) -> Policy:
+    module_name, _, cls_name = body.partition(":")
+    if not module_name or not cls_name:
+        raise PolicyError(f"{uri!r}: write python:<module>:<Class>, e.g. "
+                          "python:policylm.platform.minigrid_bot:MiniGridBot")
+    cls = getattr(importlib.import_module(module_name), cls_name, None)
+    if cls is None:
+        raise PolicyError(f"{uri!r}: module {module_name} has no {cls_name}")
+    policy = cls(adapter, **params)
+    if not (callable(getattr(policy, "act", None)) and callable(getattr(policy, "reset", None))):
+        raise PolicyError(f"{uri!r}: {cls_name} must have act(observations, slots) and "
+                          "reset(slot, seed)")
+    return policy
+
+
 def _build(uri: str, adapter: EnvAdapter) -> Policy:
     scheme, body, params = split_uri(uri)
     if scheme == "random":
@@ -194,6 +212,8 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
         if not body:
             raise PolicyError(f"{uri!r}: name a model, e.g. hf://smollm2-135m or hf:///path/dir")
         return llm_policy_from_params(body, params, adapter)
+    if scheme == "python":
+        return _python_policy(uri, body, params, adapter)
     if scheme in ("http", "https", "openai"):
         from policylm.platform import remote_policies
 
@@ -218,7 +238,8 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
         return LogitsPolicy(adapter, fn, sample=sample)
     raise PolicyError(
         f"policy URI {uri!r}: unknown scheme {scheme!r}; known: random:, constant:<action>, "
-        "mix:<uri>?eps=<p>, file://<path>, pytorch://<path>?class=<module:Class>, rllib://<dir>, "
+        "mix:<uri>?eps=<p>, python:<module:Class>, file://<path>, "
+        "pytorch://<path>?class=<module:Class>, rllib://<dir>, "
         "hf://<model>?target_return=<R>, http://<host:port>, openai://<host:port>/v1?model=<m>"
     )
 

@@ -147,3 +147,53 @@ def plot_curves(curves: Sequence[tuple[str, Sequence[Sequence[float]], str]], pa
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(plt, fig, path)
+
+
+def plot_return_vs_frames(curves: dict[str, Sequence], path: str | Path, title: str,
+                          threshold: float | None = None) -> Path:
+    """Mean +- std across seeds of return against environment frames, one line per method
+    (``curves``: method -> list of per-seed ``[(frames, return), ...]``)."""
+    from policylm.platform.sample_efficiency import mean_std
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    for method, seeds in curves.items():
+        grid, mean, std = mean_std(seeds)
+        ax.plot(grid, mean, label=f"{method} ({len(seeds)} seeds)")
+        ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", color="grey", label=f"threshold {threshold:g}")
+    ax.set_xlabel("environment frames (PPO)")
+    ax.set_ylabel("episode return (mean ± std over seeds)")
+    ax.set_title(fill(title, 70))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def plot_visitation(positions: Sequence[tuple[float, float]], path: str | Path, title: str,
+                    grid: tuple[int, int] | None = None,
+                    labels: tuple[str, str] = ("x", "y")) -> Path:
+    """Heatmap of visited positions: cell counts on a ``grid`` (width, height) with y down, as
+    MiniGrid draws it, or a 2-D histogram of continuous points (e.g. CartPole x and angle)."""
+    import numpy as np
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    pts = np.asarray(positions, dtype=np.float64).reshape(-1, 2)
+    if grid is not None:
+        counts = np.zeros((grid[1], grid[0]))
+        np.add.at(counts, (pts[:, 1].astype(int), pts[:, 0].astype(int)), 1)
+        im = ax.imshow(counts, cmap="viridis", origin="upper")
+        ax.set_xticks(range(grid[0]))
+        ax.set_yticks(range(grid[1]))
+    else:
+        counts, xe, ye = np.histogram2d(pts[:, 0], pts[:, 1], bins=30) if len(pts) else (
+            np.zeros((1, 1)), np.array([0.0, 1.0]), np.array([0.0, 1.0]))
+        im = ax.imshow(counts.T, cmap="viridis", origin="lower", aspect="auto",
+                       extent=(xe[0], xe[-1], ye[0], ye[-1]))
+    fig.colorbar(im, ax=ax, label="steps")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(fill(title, 50), fontsize=9)
+    return _save(plt, fig, path)

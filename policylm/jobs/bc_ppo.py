@@ -1,0 +1,258 @@
+"""Demonstrations -> behaviour cloning (RLlib BC) -> PPO, against PPO from scratch and transfer.
+
+Usage: ``python -m policylm.jobs.bc_ppo --config configs/bc_ppo_doorkey.yaml`` (or ``policylm
+bc-ppo ...``). Stages:
+
+1. demos: trajectories from ``demo_policy`` (any policy URI, e.g. an LLM), optionally filtered;
+   their quality (success rate, mean return) goes into the report.
+2. convert: Ray Data maps the trajectory Parquet to RLlib's offline columns (``rllib_demos/``).
+3. bc: RLlib BC (new API stack) reads that through Ray Data and trains a PPO-shaped module.
+4. transfer source: PPO on ``transfer_env_id`` (same spaces) unless a checkpoint is given.
+5. ppo: one Tune trial per (method, seed), the same frame budget each: ``bc-ppo`` (policy
+   from BC, value head zeroed), ``scratch`` (random init), ``transfer`` (the source's weights).
+6. report: ``return_vs_frames.png``, ``visitation_<method>.png``, ``report.md``,
+   ``metrics.json``; TensorBoard logs under ``trials/*/tensorboard``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from policylm.jobs.common import (
+    Stages,
+    init_ray,
+    log,
+    make_run_dir,
+    run_job,
+    save_config,
+    write_json,
+)
+from policylm.platform.config import field, require
+
+METHODS = ("bc-ppo", "scratch", "transfer")
+
+
+@dataclass
+class PPOSettings:
+    """PPO settings shared by every trial (RLlib names)."""
+
+    lr: float = field(3e-4, doc="learning rate")
+    train_batch_size: int = field(2048, doc="env frames per PPO iteration")
+    minibatch_size: int = field(256, doc="PPO minibatch size")
+    num_epochs: int = field(4, doc="passes over each iteration's batch")
+    entropy_coeff: float = field(0.01, doc="entropy bonus")
+    gamma: float = field(0.99, doc="discount")
+    lambda_: float = field(0.95, doc="GAE lambda")
+    vf_loss_coeff: float = field(0.5, doc="value loss weight")
+    hidden: list = field(factory=lambda: [64, 64], doc="MLP hidden sizes (BC uses the same)")
+    envs: int = field(8, doc="vectorised envs per trial")
+
+
+@dataclass
+class BcPpoConfig:
+    """Demonstrations -> BC -> PPO, with PPO from scratch and transfer as baselines."""
+
+    env_id: str = field("MiniGrid-DoorKey-5x5-v0", doc="Gymnasium env id")
+    env_options: dict = field(factory=dict, doc="options for the env adapter")
+    demo_policy: str = field("python:policylm.platform.minigrid_bot:MiniGridBot",
+                             doc="policy URI that demonstrates (hf://.., openai://.., python:..)")
+    demo_episodes: int = field(100, doc="demonstration episodes to play")
+    demos: str = field("", doc="existing trajectories (a collect run's trajectories/ directory) "
+                       "to use instead of playing demo_policy")
+    demo_min_return: float | None = field(None, doc="keep demo episodes with return >= this "
+                                          "(MiniGrid: 0.01 keeps successes only)")
+    demo_top_k: int = field(0, doc="keep only the k best demo episodes (0 = all)")
+    num_workers: int = field(2, doc="rollout actors playing the demos (0 = in this process)")
+    bc_steps: int = field(400, doc="BC gradient steps")
+    bc_batch_size: int = field(256, doc="BC minibatch size")
+    bc_lr: float = field(1e-3, doc="BC learning rate")
+    methods: list = field(factory=lambda: list(METHODS), doc=f"methods to run, of {METHODS}")
+    transfer_env_id: str = field("MiniGrid-Empty-5x5-v0",
+                                 doc="env the transfer baseline is pretrained on (same spaces)")
+    transfer_frames: int = field(30_000, doc="PPO frames on transfer_env_id")
+    transfer_checkpoint: str = field("", doc="an RLModule directory to transfer from instead")
+    seeds: list = field(factory=lambda: [0, 1, 2], doc="seeds per method")
+    frames: int = field(150_000, doc="PPO frame budget per method and seed")
+    threshold: float = field(0.9, doc="return that counts as solved (MiniGrid: 0.9 of the "
+                             "maximum 1.0; CartPole-v1: 450)")
+    ppo: PPOSettings = field(factory=PPOSettings, doc="PPO settings shared by all methods")
+    eval_episodes: int = field(20, doc="episodes per evaluation (before and after PPO)")
+    max_concurrent_trials: int = field(2, doc="PPO trials at once (one CPU each)")
+    out: str = field("", doc="run directory (default runs/bc-ppo-<timestamp>)")
+
+    def validate(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        require(bool(self.methods) and not bad, "methods", f"use some of {list(METHODS)}")
+        require(bool(self.seeds) and all(isinstance(s, int) for s in self.seeds), "seeds",
+                "give a list of integer seeds, e.g. [0, 1, 2]")
+        require(self.demo_episodes >= 1, "demo_episodes", "must be >= 1")
+        require(self.demo_top_k >= 0, "demo_top_k", "must be >= 0 (0 keeps all)")
+        require(self.bc_steps >= 1, "bc_steps", "must be >= 1")
+        require(self.frames >= self.ppo.train_batch_size, "frames",
+                f"must be at least one PPO batch ({self.ppo.train_batch_size})")
+        require(self.ppo.minibatch_size <= self.ppo.train_batch_size, "ppo.minibatch_size",
+                "must not exceed ppo.train_batch_size")
+        require(self.eval_episodes >= 1, "eval_episodes", "must be >= 1")
+        require(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
+
+
+def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
+    """Play (or read) the demos, filter them, and return the kept trajectory directory and the
+    statistics of all and kept episodes."""
+    import pyarrow.compute as pc
+
+    from policylm.jobs.collect import CollectConfig, PolicySource, collect
+    from policylm.platform import trajectories as tr
+    from policylm.platform.datasets import EpisodeFilter, keep_rows, select_episodes
+
+    source = Path(cfg.demos) if cfg.demos else run_dir / "demos" / "trajectories"
+    if not cfg.demos:
+        collect(CollectConfig(env_id=cfg.env_id, env_options=cfg.env_options,
+                              policies=[PolicySource("demo", cfg.demo_policy)],
+                              episodes_per_policy=cfg.demo_episodes, num_workers=cfg.num_workers,
+                              envs_per_worker=4, chunk_size=10, seed=10_000),
+                run_dir / "demos")
+    steps = tr.read_trajectories(source)
+    episodes = tr.episode_table(steps)
+    kept = select_episodes(episodes, EpisodeFilter(min_return=cfg.demo_min_return))
+    if cfg.demo_top_k:
+        kept = kept.sort_by([("return", "descending")]).slice(0, cfg.demo_top_k)
+    if kept.num_rows == 0:
+        raise ValueError(f"no demonstration episode passed the filter (demo_min_return="
+                         f"{cfg.demo_min_return}); lower it or play more demo_episodes")
+    out = run_dir / "demos" / "kept"
+    tr.write_atomic(keep_rows(steps, kept.column("episode_id").to_pylist()),
+                    out / "kept.parquet")
+
+    def stats(table: object) -> dict:
+        returns = table.column("return")
+        return {"episodes": table.num_rows, "frames": int(pc.sum(table.column("length")).as_py()),
+                "mean_return": float(pc.mean(returns).as_py()),
+                "success_rate": float(pc.mean(pc.greater(returns, 0.0).cast("float64")).as_py())}
+
+    return out, {"policy": cfg.demos or cfg.demo_policy, "all": stats(episodes),
+                 "kept": stats(kept)}
+
+
+def convert(traj_dir: Path, out: Path) -> Path:
+    """Ray Data: trajectory Parquet -> RLlib offline columns (one block per file keeps episodes
+    whole)."""
+    import ray
+
+    from policylm.platform.rllib_offline import to_rllib_rows
+
+    ds = ray.data.read_parquet(str(traj_dir.resolve()), file_extensions=["parquet"])
+    ds.map_batches(to_rllib_rows, batch_format="pyarrow", batch_size=None).write_parquet(
+        str(out.resolve()))
+    return out
+
+
+def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path) -> dict:
+    """RLlib BC over the converted demos into a PPO-shaped module; returns its directory and
+    its accuracy on the demonstrated actions."""
+    import pyarrow.parquet as pq
+    from ray.rllib.algorithms.bc import BCConfig
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import (
+        DefaultPPOTorchRLModule,
+    )
+    from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
+    from tqdm import tqdm
+
+    from policylm.platform.envs import FlatObsEnv
+    from policylm.platform.network_policies import module_logits_fn
+    from policylm.platform.rllib_offline import action_accuracy
+    from policylm.tune.ppo_trials import model_config, module_dir
+
+    env = FlatObsEnv({"env_id": cfg.env_id, "env_options": cfg.env_options})
+    bc = (
+        BCConfig()
+        .environment(observation_space=env.observation_space, action_space=env.action_space)
+        # one pre-learner actor of one CPU leaves a CPU for Ray Data's read tasks on 2 cores
+        .offline_data(input_=[str(data.resolve())], dataset_num_iters_per_learner=1,
+                      map_batches_kwargs={"concurrency": 1, "num_cpus": 1})
+        .training(lr=cfg.bc_lr, train_batch_size_per_learner=cfg.bc_batch_size)
+        .rl_module(rl_module_spec=RLModuleSpec(
+            module_class=DefaultPPOTorchRLModule,
+            model_config=model_config(cfg.ppo.hidden)))
+        .debugging(seed=int(cfg.seeds[0]))
+    )
+    env.close()
+    algo = bc.build_algo()
+    losses = []
+    for _ in tqdm(range(cfg.bc_steps), desc="BC steps", unit="step"):
+        result = algo.train()
+        losses.append(float(result["learners"]["default_policy"]["policy_loss"]))
+    path = module_dir(algo.save_to_path(str((run_dir / "bc").resolve())))
+    algo.stop()
+    table = pq.read_table(data, columns=["obs", "actions"])
+    obs = table.column("obs").to_numpy(zero_copy_only=False)
+    import numpy as np
+
+    logits = module_logits_fn(RLModule.from_checkpoint(str(path)))(np.stack(obs))
+    actions = table.column("actions").to_numpy()
+    counts = np.bincount(actions, minlength=logits.shape[1])
+    return {"module": str(path), "accuracy": action_accuracy(logits, actions),
+            "chance": 1.0 / logits.shape[1], "majority": float(counts.max() / counts.sum()),
+            "loss_first": losses[0], "loss_last": losses[-1], "rows": len(actions)}
+
+
+def trial_spec(cfg: BcPpoConfig, run_dir: Path, method: str, seed: int, init_path: str,
+               env_id: str | None = None, frames: int | None = None) -> dict:
+    init = {"bc-ppo": "bc", "scratch": "scratch", "transfer": "transfer"}[method]
+    name = f"{method}-seed{seed}"
+    return {"name": name, "method": method, "env_id": env_id or cfg.env_id,
+            "env_options": cfg.env_options if env_id is None else {}, "seed": seed,
+            "frames": frames or cfg.frames, "ppo": asdict(cfg.ppo), "init": init,
+            "init_path": init_path, "eval_episodes": cfg.eval_episodes,
+            "out_dir": str((run_dir / "trials" / name).resolve())}
+
+
+def main(cfg: BcPpoConfig) -> dict:
+    from policylm.jobs.bc_ppo_report import write_report
+    from policylm.tune.ppo_trials import run_trials
+
+    run_dir = make_run_dir("bc-ppo", cfg.out)
+    save_config(cfg, run_dir)
+    stages = Stages()
+    init_ray()
+    metrics: dict = {"env_id": cfg.env_id, "threshold": cfg.threshold, "frames": cfg.frames}
+    inits = {"scratch": ""}
+    if "bc-ppo" in cfg.methods:
+        with stages("demos"):
+            kept, metrics["demos"] = demonstrations(cfg, run_dir)
+            log.info("demos: %s", metrics["demos"])
+        with stages("convert"):
+            data = convert(kept, run_dir / "rllib_demos")
+        with stages("bc"):
+            metrics["bc"] = behaviour_cloning(cfg, data, run_dir)
+            log.info("BC accuracy %.3f (chance %.3f)", metrics["bc"]["accuracy"],
+                     metrics["bc"]["chance"])
+        inits["bc-ppo"] = metrics["bc"]["module"]
+    if "transfer" in cfg.methods:
+        with stages("transfer_source"):
+            source = cfg.transfer_checkpoint
+            if not source:
+                (res,) = run_trials([trial_spec(cfg, run_dir / "source", "scratch", cfg.seeds[0],
+                                                "", cfg.transfer_env_id, cfg.transfer_frames)],
+                                    run_dir / "tune", "transfer-source")
+                source = res["module"]
+                metrics["transfer_source"] = {"env_id": cfg.transfer_env_id,
+                                              "frames": res["frames"],
+                                              "eval_return": res["eval_after"]["mean"]}
+            inits["transfer"] = source
+    with stages("ppo"):
+        specs = [trial_spec(cfg, run_dir, m, s, inits[m]) for m in cfg.methods for s in cfg.seeds]
+        results = run_trials(specs, run_dir / "tune", "ppo", cfg.max_concurrent_trials)
+    with stages("report"):
+        metrics.update(write_report(cfg, run_dir, results, metrics))
+    metrics["stage_seconds"] = stages.seconds
+    write_json(run_dir / "metrics.json", metrics)
+    return {"run_dir": str(run_dir), **metrics}
+
+
+CONFIG = BcPpoConfig
+
+if __name__ == "__main__":
+    run_job("bc-ppo", BcPpoConfig, main, sys.argv[1:])

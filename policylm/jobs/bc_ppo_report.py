@@ -1,0 +1,91 @@
+"""The bc-ppo report: frames to threshold per method and seed, curves, heatmaps, report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.reports import markdown_table, plot_return_vs_frames, plot_visitation
+from policylm.platform.sample_efficiency import frames_to_threshold, grid_shape, median_or_none
+
+
+def summarise(results: list[dict], threshold: float) -> dict:
+    """Per method: frames to threshold per seed and their median, final evaluation returns; and
+    the ratio of bc-ppo's median to scratch's (below 0.5 meets the issue's bar)."""
+    methods: dict[str, dict] = {}
+    for r in results:
+        m = methods.setdefault(r["method"], {"seeds": {}, "final": [], "before": []})
+        m["seeds"][str(r["seed"])] = frames_to_threshold(r["curve"], threshold)
+        m["final"].append(r["eval_after"]["mean"])
+        m["before"].append(r["eval_before"]["mean"])
+    for m in methods.values():
+        m["median_frames"] = median_or_none(list(m["seeds"].values()))
+        m["final_mean"], m["final_std"] = float(np.mean(m["final"])), float(np.std(m["final"]))
+        m["before_mean"] = float(np.mean(m["before"]))
+    out: dict[str, Any] = {"methods": methods}
+    bc, scratch = methods.get("bc-ppo", {}), methods.get("scratch", {})
+    if bc.get("median_frames") is not None and scratch.get("median_frames"):
+        out["bc_over_scratch"] = bc["median_frames"] / scratch["median_frames"]
+    return out
+
+
+def _frames(v: float | None, budget: int) -> str:
+    return f"> {budget:,} (not reached)" if v is None else f"{int(v):,}"
+
+
+def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) -> dict:
+    """Write the plots and ``report.md``; returns the summary that joins ``metrics.json``."""
+    from policylm.platform.envs import make_adapter
+
+    summary = summarise(results, cfg.threshold)
+    curves: dict[str, list] = {}
+    for r in results:
+        curves.setdefault(r["method"], []).append(r["curve"])
+    plot_return_vs_frames(curves, run_dir / "return_vs_frames.png",
+                          f"{cfg.env_id}: PPO return against frames", cfg.threshold)
+    grid = grid_shape(make_adapter(cfg.env_id, **cfg.env_options))
+    labels = ("x", "y") if grid else ("cart position", "pole angle")
+    for method in curves:
+        pts = np.concatenate([np.load(Path(r["out_dir"]) / "positions.npy").reshape(-1, 2)
+                              for r in results if r["method"] == method])
+        plot_visitation(pts, run_dir / f"visitation_{method}.png",
+                        f"{method}: positions in the final evaluation ({cfg.env_id})",
+                        grid, labels)
+    lines = [f"# bc-ppo on {cfg.env_id}", ""]
+    demos = metrics.get("demos")
+    if demos:
+        a, k = demos["all"], demos["kept"]
+        lines += [f"Demonstrations from `{demos['policy']}`: {a['episodes']} episodes, success "
+                  f"rate {a['success_rate']:.2f}, mean return {a['mean_return']:.3f}; kept "
+                  f"{k['episodes']} ({k['frames']} frames, mean return {k['mean_return']:.3f}).",
+                  ""]
+    bc = metrics.get("bc")
+    if bc:
+        lines += [f"BC (RLlib, {cfg.bc_steps} steps): accuracy on the demonstrated actions "
+                  f"{bc['accuracy']:.3f} (chance {bc['chance']:.3f}, majority action "
+                  f"{bc['majority']:.3f}); loss {bc['loss_first']:.3f} -> {bc['loss_last']:.3f}.",
+                  ""]
+    src = metrics.get("transfer_source")
+    if src:
+        lines += [f"Transfer source: PPO on {src['env_id']} for {src['frames']:,} frames "
+                  f"(evaluation return {src['eval_return']:.3f}).", ""]
+    lines += [f"Frames to reach return {cfg.threshold:g} (budget {cfg.frames:,} per run; frame 0 "
+              "is the evaluation before PPO):", ""]
+    methods = summary["methods"]
+    seeds = sorted({s for m in methods.values() for s in m["seeds"]}, key=int)
+    rows = [[name, *(_frames(m["seeds"].get(s), cfg.frames) for s in seeds),
+             _frames(m["median_frames"], cfg.frames), f"{m['before_mean']:.3f}",
+             f"{m['final_mean']:.3f} ± {m['final_std']:.3f}"] for name, m in methods.items()]
+    lines += [markdown_table(["method", *(f"seed {s}" for s in seeds), "median",
+                              "return before PPO", "final return"], rows), ""]
+    if "bc_over_scratch" in summary:
+        ratio = summary["bc_over_scratch"]
+        lines += [f"bc-ppo needs {ratio:.2f}x the frames of scratch (median); the bar is <= "
+                  f"0.5: {'met' if ratio <= 0.5 else 'not met'}.", ""]
+    lines += ["![return vs frames](return_vs_frames.png)", ""]
+    lines += [f"![{m}](visitation_{m}.png)" for m in curves]
+    lines += ["", "TensorBoard: `tensorboard --logdir " + str(run_dir / "trials") + "`"]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    return summary
