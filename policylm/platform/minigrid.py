@@ -50,6 +50,15 @@ class MiniGridTextObs(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
             }
         )
 
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        # what save_minigrid needs to rebuild the state: the episode's seed and its actions
+        self.episode_seed, self.actions = seed, []
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.actions.append(int(action))
+        return super().step(action)
+
     def observation(self, observation: dict) -> dict:
         carrying = self.env.unwrapped.carrying
         held = [0, 0] if carrying is None else [OBJECTS.index(carrying.type),
@@ -126,6 +135,34 @@ def flatten_minigrid(obs: dict) -> np.ndarray:
     return np.concatenate([image, heading, carrying])
 
 
+def _text_obs(env: gym.Env) -> MiniGridTextObs:
+    e = env
+    while not isinstance(e, MiniGridTextObs):
+        if not isinstance(e, gym.Wrapper):
+            raise ValueError("not a policylm MiniGrid env (no MiniGridTextObs wrapper)")
+        e = e.env
+    return e
+
+
+def save_minigrid(env: gym.Env) -> list[float]:
+    """The state as ``[seed, a0, a1, ...]``: MiniGrid has no settable state, but an episode is
+    fixed by its seed and actions (replayed by :func:`restore_minigrid`). The list grows with
+    the step, so a whole episode stores O(length^2) numbers: fine at MiniGrid's lengths."""
+    w = _text_obs(env)
+    if getattr(w, "episode_seed", None) is None:
+        raise ValueError("a MiniGrid state is its seed and actions: reset the env with a seed")
+    return [float(w.episode_seed), *(float(a) for a in w.actions)]
+
+
+def restore_minigrid(env: gym.Env, state: list[float]) -> None:
+    """Reset ``env`` with the state's seed and replay its actions."""
+    if not state:
+        raise ValueError("empty MiniGrid state: expected [seed, actions...]")
+    env.reset(seed=int(state[0]))
+    for a in state[1:]:
+        env.step(int(a))
+
+
 def minigrid_adapter(
     env_id: str, *, max_episode_steps: int | None = None, env_kwargs: dict | None = None
 ) -> EnvAdapter:
@@ -148,5 +185,7 @@ def minigrid_adapter(
         codec=NamedDiscreteCodec(ACTION_NAMES[: int(act_space.n)]),
         rules=RULES,
         flatten_obs=flatten_minigrid,
+        save_state=save_minigrid,
+        restore_state=restore_minigrid,
     )
 

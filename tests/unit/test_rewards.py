@@ -85,3 +85,32 @@ def test_cartpole_trajectories_record_the_env_state(cartpole):
     states = np.asarray(steps.column(ENV_STATE).to_pylist())
     # CartPole's observation is its state (as float32)
     assert np.allclose(states, np.asarray(steps.column(OBS).to_pylist()), atol=1e-6)
+
+
+def test_minigrid_state_is_seed_and_action_replay():
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.rewards import EnvReward
+    from policylm.platform.rollout import EpisodeRunner, plan_chunks
+    from policylm.platform.trajectories import ACTION_TEXT, ENV_STATE, EPISODE_RETURN, OBS, T
+
+    adapter = make_adapter("MiniGrid-DoorKey-5x5-v0")
+    bot = "python:policylm.platform.minigrid_bot:MiniGridBot"
+    (chunk,) = plan_chunks([("bot", bot)], 1, 3, 1)
+    steps = EpisodeRunner(adapter, 1).run(chunk.specs, "run").to_pylist()
+    assert steps[0][ENV_STATE] == [float(chunk.specs[0].seed)]  # step 0: the seed alone
+    assert all(len(r[ENV_STATE]) == r[T] + 1 for r in steps)
+    env = adapter.make_env()
+    for row in (steps[len(steps) // 2], steps[-1]):  # replay lands on the recorded observation
+        adapter.restore_state(env, row[ENV_STATE])
+        assert env.unwrapped.step_count == row[T]
+        obs = env.unwrapped.gen_obs()
+        assert np.array_equal(adapter.flatten(env.observation(obs)), np.asarray(row[OBS]))
+    # the env reward from the last state: the recorded action ends the episode with its return
+    last = steps[-1]
+    reward = EnvReward(adapter, policy=bot, horizon=3, gamma=1.0)
+    assert reward([last[ACTION_TEXT]], [last[ENV_STATE]], [last[T]]) == pytest.approx(
+        [last[EPISODE_RETURN]])
+    with pytest.raises(ValueError, match="reset the env with a seed"):
+        fresh = adapter.make_env()
+        fresh.reset()
+        adapter.save_state(fresh)
