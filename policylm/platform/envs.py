@@ -191,7 +191,8 @@ def generic_adapter(
 
 
 def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
-    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid) or the generic one.
+    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid, MuJoCo) or the generic
+    one.
 
     Unknown env ids fail with gymnasium's own message plus a hint on registration.
     """
@@ -203,6 +204,10 @@ def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
         from policylm.platform.minigrid import minigrid_adapter
 
         return minigrid_adapter(env_id, **options)
+    from policylm.platform.mujoco import is_mujoco, mujoco_adapter
+
+    if is_mujoco(env_id):
+        return mujoco_adapter(env_id, **options)
     try:
         return generic_adapter(env_id, **options)
     except gym.error.Error as err:
