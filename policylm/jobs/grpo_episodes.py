@@ -2,10 +2,11 @@
 each of B env seeds with the current policy; the learner (``policylm.platform.episodic_grpo``,
 in this process) turns their group-normalised returns into advantages and updates the LoRA
 adapter with the clipped objective; the new LoRA weights reach the actors through the object
-store before the next iteration (no files on shared disk). Per iteration it logs the mean and
-max return, the share of groups without spread (filtered), KL, the clip fraction and the seconds
-spent in rollout, training and weight sync. Writes ``adapter/``, ``metrics.json`` and
-``return_per_iteration.png``.
+store before the next iteration (no files on shared disk). Continuous actions are generated
+(``max_completion_length`` tokens at ``temperature``) and trained token by token. Per iteration
+it logs the mean and max return, the share of groups without spread (filtered), KL, the clip
+fraction and the seconds spent in rollout, training and weight sync. Writes ``adapter/``,
+``metrics.json`` and ``return_per_iteration.png``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def main(cfg: Any) -> dict:
     # reach them before every iteration
     base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"
             f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}")
+    if learner.generated:  # continuous actions: generated text, parsed by the codec
+        base += f"&mode=generate&max_new_tokens={cfg.max_completion_length}&fallback=random"
     # rollout and training take turns, so the actors may use every core while they play
     threads = max(1, (os.cpu_count() or 1) // max(1, cfg.rollout_workers))
     spec = RolloutSpec(cfg.env_id, cfg.env_options, cfg.envs_per_worker, 1.0,

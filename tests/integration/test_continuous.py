@@ -66,3 +66,23 @@ def test_halfcheetah_collect_sft_grpo_evaluate(ray_local, tiny_model_dir, tmp_pa
     (stats,) = out["targets"].values()
     assert stats["count"] == 1 and np.isfinite(stats["mean"])
     assert Path(out["run_dir"], "report.md").is_file()
+
+
+def test_episodic_grpo_with_generated_actions(ray_local, tiny_model_dir, tmp_path):
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo import main as grpo
+    from policylm.platform.config import config_from_dict
+
+    result = grpo(config_from_dict(GrpoJobConfig, {
+        "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
+        "env_id": "HalfCheetah-v5", "env_options": {"max_episode_steps": 3}, "iterations": 1,
+        "seeds_per_iteration": 1, "group_size": 2, "rollout_workers": 1, "envs_per_worker": 2,
+        "max_completion_length": 24, "target_return": 0, "lr": 1e-3,
+        "out": str(tmp_path / "ep")}))
+    (it,) = result["iterations"]
+    assert it["episodes"] == 2 and it["groups"] == 1
+    # random fallbacks make the two returns differ, so the group is kept and all 6 steps train
+    assert it["filtered_groups"] == 0 and it["steps_trained"] == 6
+    assert np.isfinite(it["loss"])
+    steps = pq.read_table(Path(result["run_dir"]) / "trajectories")
+    assert all(t.startswith("<action>") for t in steps.column("action_text").to_pylist())

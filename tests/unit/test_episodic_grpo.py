@@ -91,3 +91,45 @@ def test_update_raises_the_advantaged_action(learner):
     with torch.no_grad():
         p1 = learner.action_logps(prompts[:1], [1]).exp().item()
     assert p1 > p0 + 0.05 and stats["rows"] == 8
+
+
+def test_generated_actions_logps_batch_and_update(tiny_model_dir):
+    """Continuous actions: the batch carries each step's action text; the learner's
+    log-probability is the text's, token by token at the temperature (checked by hand), and an
+    update with a positive advantage makes that text more likely."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.episodic_grpo import StepBatch
+
+    cheetah = make_adapter("HalfCheetah-v5")
+    steps = steps_table([("a", 1, [1.0, 0.5], [-1, -1]), ("b", 1, [-1.0], [-1])])
+    texts = ["<action>0.10 0 0 0 0 0</action>", "<action>1 1 1 1 1 1</action>",
+             "<action>0 0 0 0 0 0</action>"]
+    steps = steps.append_column(tr.ACTION_TEXT, pa.array(texts))
+    batch = build_batch(steps, cheetah, "compact", Compact(), target=10)
+    assert batch.completions == [" " + t for t in texts] and batch.advantages == [1, 1, -1]
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir,
+                                                                dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    learner = EpisodicLearner(model, tok, cheetah, "compact", temperature=0.7, lr=1e-3)
+    assert learner.generated
+    prompt, completion = "R=10 t=0 <observation>0 1</observation> ->", " " + texts[0]
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    c_ids = [*tok(completion, add_special_tokens=False)["input_ids"], learner.end]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([p_ids + c_ids])).logits[0].float() / 0.7
+        want = sum(torch.log_softmax(logits[len(p_ids) - 1 + j], -1)[c].item()
+                   for j, c in enumerate(c_ids))
+        got = learner.action_logps([prompt], [-1], [completion]).item()
+    assert got == pytest.approx(want, abs=1e-4)
+    before = got
+    learner.update(StepBatch([prompt] * 4, [-1] * 4, [1.0] * 4, 1, 0, [completion] * 4),
+                   epochs=2)
+    with torch.no_grad():
+        after = learner.action_logps([prompt], [-1], [completion]).item()
+    assert after > before + 0.5
