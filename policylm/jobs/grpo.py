@@ -73,6 +73,8 @@ class GrpoJobConfig:
     target_return: float = field(500.0, doc="mode=episodes: the target in the prompt")
     epochs_per_iteration: int = field(1, doc="mode=episodes: passes over an iteration's steps")
     minibatch: int = field(64, doc="mode=episodes: steps per optimizer step")
+    train_steps: int = field(0, doc="mode=episodes: train on at most this many steps per "
+                             "iteration, drawn uniformly from the kept episodes (0: all)")
     rollout_workers: int = field(2, doc="mode=episodes: rollout actors (0: in this process)")
     envs_per_worker: int = field(8, doc="mode=episodes: envs per rollout actor")
     num_workers: int = field(1, doc="Ray Train workers (mode=states)")

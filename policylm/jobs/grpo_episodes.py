@@ -28,7 +28,7 @@ def main(cfg: Any) -> dict:
     from policylm.jobs.grpo import load_policy
     from policylm.platform import trajectories as tr
     from policylm.platform.envs import make_adapter
-    from policylm.platform.episodic_grpo import EpisodicLearner, build_batch
+    from policylm.platform.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.models import resolve_model
     from policylm.platform.policies import with_params
     from policylm.platform.prompts import write_form
@@ -71,6 +71,8 @@ def main(cfg: Any) -> dict:
             files = sorted((run_dir / "trajectories").glob(f"it{it:04d}-*.parquet"))
             steps = pa.concat_tables([tr.read_trajectories(f) for f in files])
             batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return)
+            kept_steps = len(batch.prompts)
+            batch = subsample(batch, cfg.train_steps, cfg.seed + it)
             stats = learner.update(batch, cfg.epochs_per_iteration)
             t3 = time.perf_counter()
             returns = tr.episode_table(steps).column("return").to_numpy()
@@ -78,7 +80,8 @@ def main(cfg: Any) -> dict:
                    "max_return": float(returns.max()), "episodes": len(returns),
                    "groups": batch.groups, "filtered_groups": batch.filtered_groups,
                    "filtered_fraction": batch.filtered_groups / max(batch.groups, 1),
-                   "steps_trained": stats["rows"], "loss": stats["loss"], "kl": stats["kl"],
+                   "steps_kept": kept_steps, "steps_trained": stats["rows"],
+                   "loss": stats["loss"], "kl": stats["kl"],
                    "clip_fraction": stats["clip_fraction"], "sync_s": round(t1 - t0, 3),
                    "rollout_s": round(t2 - t1, 3), "train_s": round(t3 - t2, 3)}
             history.append(row)

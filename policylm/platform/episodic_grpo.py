@@ -89,6 +89,19 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, targ
     return out
 
 
+def subsample(batch: StepBatch, k: int, seed: int) -> StepBatch:
+    """At most ``k`` steps of ``batch`` drawn uniformly without replacement (every step of an
+    episode carries the same advantage, so a uniform draw keeps the gradient unbiased and the
+    update's cost bounded however long the episodes are)."""
+    n = len(batch.prompts)
+    if k <= 0 or n <= k:
+        return batch
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    pick = lambda xs: [xs[i] for i in idx] if xs else []  # noqa: E731
+    return StepBatch(pick(batch.prompts), pick(batch.chosen), pick(batch.advantages),
+                     batch.groups, batch.filtered_groups, pick(batch.completions))
+
+
 class EpisodicLearner:
     """The policy's LoRA adapter under training (transformers + PEFT, CPU or GPU)."""
 

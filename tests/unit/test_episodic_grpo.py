@@ -133,3 +133,17 @@ def test_generated_actions_logps_batch_and_update(tiny_model_dir):
     with torch.no_grad():
         after = learner.action_logps([prompt], [-1], [completion]).item()
     assert after > before + 0.5
+
+
+def test_subsample_keeps_rows_aligned():
+    from policylm.platform.episodic_grpo import StepBatch, subsample
+
+    batch = StepBatch([f"p{i}" for i in range(10)], list(range(10)), [float(i) for i in range(10)],
+                      3, 1)
+    assert subsample(batch, 0, 0) is batch and subsample(batch, 10, 0) is batch
+    small = subsample(batch, 4, seed=1)
+    assert len(small.prompts) == 4 and len(set(small.chosen)) == 4
+    assert all(p == f"p{c}" and a == float(c) for p, c, a in
+               zip(small.prompts, small.chosen, small.advantages, strict=True))
+    assert (small.groups, small.filtered_groups, small.completions) == (3, 1, [])
+    assert small.chosen == sorted(small.chosen)  # episode order kept
