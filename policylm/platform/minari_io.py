@@ -46,13 +46,16 @@ def export_minari(steps: pa.Table, dataset_id: str, action_space: gym.Space,
     df = steps.select([tr.EPISODE_ID, tr.SEED, tr.T, tr.OBS, tr.ACTION, tr.REWARD,
                        tr.TERMINATED, tr.TRUNCATED, tr.FINAL_OBS]).to_pandas()
     df = df.sort_values([tr.EPISODE_ID, tr.T])
-    buffers, dim = [], None
+    dim = len(df[tr.OBS].iloc[0]) if len(df) else 0
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
+    if isinstance(observation_space, gym.spaces.Box) and observation_space.shape == (dim,):
+        obs_space = observation_space  # stored in the space's own dtype (MuJoCo: float64)
+    buffers = []
     for i, (ep_id, g) in enumerate(df.groupby(tr.EPISODE_ID, sort=True)):
         final = g[tr.FINAL_OBS].iloc[-1]
         if final is None:
             raise tr.TrajectoryError(f"episode {ep_id}: last row has no final_obs to export")
-        obs = np.stack([*g[tr.OBS].to_list(), final]).astype(np.float32)
-        dim = obs.shape[1]
+        obs = np.stack([*g[tr.OBS].to_list(), final]).astype(obs_space.dtype)
         buffers.append(EpisodeBuffer(
             id=i, seed=int(g[tr.SEED].iloc[0]), observations=obs,
             actions=_actions(action_space, g[tr.ACTION].to_list()),
@@ -62,9 +65,6 @@ def export_minari(steps: pa.Table, dataset_id: str, action_space: gym.Space,
         ))
     if not buffers:
         raise tr.TrajectoryError("no episodes to export")
-    obs_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
-    if isinstance(observation_space, gym.spaces.Box) and observation_space.shape == (dim,):
-        obs_space = observation_space
     return minari.create_dataset_from_buffers(
         dataset_id, buffers, env=env_id, observation_space=obs_space, action_space=action_space,
         algorithm_name="policylm", description=description or f"policylm trajectories of {env_id}",
