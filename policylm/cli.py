@@ -14,6 +14,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the main job: experts -> collect -> dataset (embedded defaults)"),
     "train-experts": ("train_experts", "train PPO with RLlib, save weak/medium/expert checkpoints"),
     "collect": ("collect", "collect trajectories from policy URIs with rollout actors"),
+    "filter": ("filter", "keep the best episodes (achievements, reward, length); --stats-only"),
     "build-dataset": ("build_dataset", "return-to-go chat dataset with Ray Data (Parquet, JSONL)"),
     "sft": ("sft", "fine-tune the LLM policy with Ray Train + TRL + PEFT LoRA"),
     "grpo": ("grpo", "improve the LLM policy with GRPO on Ray Train (TRL; rewards: format, bc)"),

@@ -191,8 +191,8 @@ def generic_adapter(
 
 
 def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
-    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid, MuJoCo) or the generic
-    one.
+    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid, MuJoCo, ``Crafter``)
+    or the generic one.
 
     Unknown env ids fail with gymnasium's own message plus a hint on registration.
     """
@@ -204,6 +204,10 @@ def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
         from policylm.platform.minigrid import minigrid_adapter
 
         return minigrid_adapter(env_id, **options)
+    if env_id.startswith("Crafter"):
+        from policylm.platform.crafter import crafter_adapter
+
+        return crafter_adapter(env_id, **options)
     from policylm.platform.mujoco import is_mujoco, mujoco_adapter
 
     if is_mujoco(env_id):

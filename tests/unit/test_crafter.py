@@ -1,0 +1,174 @@
+"""Crafter: text of a known state, the typed achievement columns, the Crafter score, and the
+quality filter counted against hand-made episode tables."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from policylm.platform import trajectories as tr
+from policylm.platform.achievements import (
+    QualityFilter,
+    episodes_with_achievements,
+    quality_stats,
+    select_quality,
+)
+from policylm.platform.crafter import (
+    ACHIEVEMENTS,
+    INVENTORY,
+    KINDS,
+    crafter_json,
+    crafter_score,
+    encode_crafter,
+)
+from policylm.platform.datasets import DatasetError
+
+
+def _state():
+    """A 9x7 view of grass, the agent in the middle facing down, 2 wood, collect_wood done."""
+    view = np.full((9, 7), KINDS.index("grass"))
+    view[4, 3] = KINDS.index("player")
+    inv = np.zeros(len(INVENTORY), np.int64)
+    inv[:4] = [9, 7, 3, 9]
+    inv[INVENTORY.index("wood")] = 2
+    ach = np.zeros(len(ACHIEVEMENTS), np.int8)
+    ach[ACHIEVEMENTS.index("collect_wood")] = 1
+    return {"view": view, "inventory": inv, "achievements": ach, "facing": 3}  # down
+
+
+def test_text_of_a_known_state():
+    obs = _state()
+    obs["view"][4, 4] = KINDS.index("tree")         # adjacent, below: what it faces
+    obs["view"][2, 3] = KINDS.index("water")        # 2 left
+    obs["view"][7, 0] = KINDS.index("zombie")       # 3 right 3 up
+    obs["view"][5, 4] = KINDS.index("tree")         # a farther tree is not listed again
+    j = crafter_json(obs)
+    assert j["vitals"] == {"health": 9, "food": 7, "drink": 3, "energy": 9}
+    assert j["inventory"] == {"wood": 2}
+    assert j["facing"] == {"direction": "down", "target": "tree"}
+    assert [(n["kind"], n["distance"]) for n in j["nearby"]] == [
+        ("tree", 1), ("water", 2), ("zombie", 6)]
+    assert encode_crafter(obs) == (
+        "Health 9, food 7, drink 3, energy 9. Inventory: wood 2. Facing tree (down). "
+        "Nearby: tree 1 down; water 2 left; zombie 3 right 3 up. Achievements: collect_wood.")
+    assert len(crafter_json(obs, max_entities=1)["nearby"]) == 1
+
+
+def test_env_records_achievements_per_step():
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.rollout import EpisodeRunner, plan_chunks
+
+    adapter = make_adapter("Crafter", length=60)
+    env = adapter.make_env()
+    a, _ = env.reset(seed=3)
+    b, _ = env.reset(seed=3)
+    assert np.array_equal(a["view"], b["view"])  # the same seed, the same world
+    (chunk,) = plan_chunks([("r", "random:")], 2, 0, 2)
+    steps = EpisodeRunner(adapter, 2).run(chunk.specs, "run")
+    assert steps.num_rows == 120  # 60-step cap, truncated
+    assert steps.column("truncated").to_pylist().count(True) == 2
+    count = steps.column("achievement_count").to_pylist()
+    unlocked = steps.column("achievements_unlocked").to_pylist()
+    eps = steps.column(tr.EPISODE_ID).to_pylist()
+    for e in set(eps):  # the count is the running total of what was unlocked
+        rows = [i for i, x in enumerate(eps) if x == e]
+        assert count[rows[-1]] == sum(len(unlocked[i]) for i in rows)
+
+
+def test_crafter_score_of_known_rates():
+    assert crafter_score({}) == 0.0
+    assert crafter_score(dict.fromkeys(ACHIEVEMENTS, 1.0)) == pytest.approx(100.0)
+    # one achievement always, the rest never: exp(ln(101) / 22) - 1
+    assert crafter_score({"collect_wood": 1.0}) == pytest.approx(np.exp(np.log(101) / 22) - 1)
+    half = crafter_score(dict.fromkeys(ACHIEVEMENTS, 0.5))
+    assert half == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="unknown Crafter achievements"):
+        crafter_score({"fly": 1.0})
+
+
+def _steps(episodes):
+    """Trajectory-like rows for ``[(episode, rewards, unlocked per step)]``."""
+    rows = {c: [] for c in (tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL,
+                            tr.SEED, tr.AGENT_ID, tr.T, tr.REWARD, tr.TERMINATED, tr.TRUNCATED,
+                            "achievements_unlocked")}
+    for eid, rewards, unlocked in episodes:
+        for t, (r, u) in enumerate(zip(rewards, unlocked, strict=True)):
+            for c, v in ((tr.RUN_ID, "r"), (tr.EPISODE_ID, eid), (tr.ENV_ID, "Crafter"),
+                         (tr.POLICY_URI, "random:"), (tr.SKILL, "s"), (tr.SEED, 0),
+                         (tr.AGENT_ID, 0), (tr.T, t), (tr.REWARD, r),
+                         (tr.TERMINATED, False), (tr.TRUNCATED, t == len(rewards) - 1),
+                         ("achievements_unlocked", u)):
+                rows[c].append(v)
+    return pa.table(rows).cast(pa.schema([
+        (tr.RUN_ID, pa.string()), (tr.EPISODE_ID, pa.string()), (tr.ENV_ID, pa.string()),
+        (tr.POLICY_URI, pa.string()), (tr.SKILL, pa.string()), (tr.SEED, pa.int64()),
+        (tr.AGENT_ID, pa.int32()), (tr.T, pa.int32()), (tr.REWARD, pa.float64()),
+        (tr.TERMINATED, pa.bool_()), (tr.TRUNCATED, pa.bool_()),
+        ("achievements_unlocked", pa.list_(pa.string()))]))
+
+
+STEPS = [
+    ("a", [1, 0, 1, 1], [["collect_wood"], [], ["place_table"], ["make_wood_pickaxe"]]),
+    ("b", [1, 1], [["collect_wood"], ["eat_cow"]]),
+    ("c", [0, 0, 0, 1, 0, 0], [[], [], [], ["collect_drink"], [], []]),
+    ("d", [1, 1, 1, 1], [["collect_wood"], ["collect_sapling"], ["place_plant"], ["eat_cow"]]),
+]
+
+
+def test_filters_count_as_by_hand():
+    episodes = episodes_with_achievements(_steps(STEPS))
+    assert episodes.column("n_achievements").to_pylist() == [3, 2, 1, 4]
+    assert episodes.column("achievements").to_pylist()[0] == [
+        "collect_wood", "make_wood_pickaxe", "place_table"]
+
+    def kept(**kw):
+        return select_quality(episodes, QualityFilter(**kw), True).column(
+            tr.EPISODE_ID).to_pylist()
+
+    assert kept(min_achievements=3) == ["a", "d"]
+    assert kept(min_reward=2.0) == ["a", "b", "d"]
+    assert kept(max_turns=4) == ["a", "b", "d"]
+    assert kept(max_turns=4, min_reward=3) == ["a", "d"]
+    assert kept(achievement_types=["eat_cow", "collect_wood"]) == ["b", "d"]  # both
+    assert kept(achievement_types=["eat_cow", "place_table", "collect_drink"],
+                min_achievement_types=1) == ["a", "b", "c", "d"]
+    stats = quality_stats(episodes, select_quality(episodes, QualityFilter(
+        min_achievements=3), True))
+    assert stats == {"total_episodes": 4, "high_quality": 2, "high_quality_share": 0.5,
+                     "mean_achievements": 2.5, "mean_reward": 2.5, "kept": 2,
+                     "kept_share": 0.5}
+
+
+def test_filter_job_writes_a_collect_like_run(tmp_path, capsys):
+    from policylm.jobs.filter import FilterConfig, main
+
+    src = tmp_path / "src" / "trajectories"
+    src.mkdir(parents=True)
+    full = _full_rows(_steps(STEPS))
+    tr.write_atomic(full, src / "part.parquet")
+    out = main(FilterConfig(trajectories=str(tmp_path / "src"), min_achievements=3,
+                            out=str(tmp_path / "best")))
+    assert out["kept"] == 2 and json.loads(capsys.readouterr().out)["kept"] == 2
+    back = tr.read_trajectories(tmp_path / "best" / "trajectories")
+    assert sorted(set(back.column(tr.EPISODE_ID).to_pylist())) == ["a", "d"]
+    assert main(FilterConfig(trajectories=str(src), stats_only=True))["total_episodes"] == 4
+    plain = full.drop_columns(["achievements_unlocked"])
+    tr.write_atomic(plain, tmp_path / "plain" / "p.parquet")
+    with pytest.raises(DatasetError, match="no achievements_unlocked column"):
+        main(FilterConfig(trajectories=str(tmp_path / "plain"), min_achievements=1,
+                          stats_only=True))
+
+
+def _full_rows(steps: pa.Table) -> pa.Table:
+    """Fill the remaining trajectory columns with placeholders so files validate."""
+    n = steps.num_rows
+    extra = {tr.OBS: [[0.0]] * n, tr.OBS_TEXT: [""] * n, tr.OBS_JSON: ["{}"] * n,
+             tr.ACTION: [[0.0]] * n, tr.ACTION_INDEX: [0] * n, tr.ACTION_TEXT: ["noop"] * n,
+             tr.RTG: [0.0] * n, tr.EPISODE_RETURN: [0.0] * n, tr.EPISODE_LENGTH: [1] * n,
+             tr.FINAL_OBS: [[0.0]] * n}
+    table = steps
+    for name, values in extra.items():
+        table = table.append_column(name, pa.array(values))
+    schema = tr.trajectory_schema([pa.field("achievements_unlocked", pa.list_(pa.string()))])
+    return table.select(schema.names).cast(schema)
