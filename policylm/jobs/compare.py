@@ -5,7 +5,10 @@ Usage: ``python -m policylm.jobs.compare inputs=[runs/evaluate-a, runs/evaluate-
 labels=[base, tuned]`` or with policy URIs (``inputs=["hf://smollm2-135m?target_return=500",
 "hf://smollm2-135m?adapter=runs/sft/adapter&target_return=500"]``), which are played first on
 the same env seeds. Writes ``comparison.json``, ``comparison.png`` (return, length, action
-distribution) and ``report.md``.
+distribution) and ``report.md``. Runs with achievements (Crafter) also get the achievement rate,
+per-achievement success rates (``achievements.png``) and the Crafter score; ``eval_fn=
+module:function`` adds the user's own metrics (the function takes one input's trajectory table
+and returns a number or a dict of numbers).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
@@ -31,6 +35,11 @@ class CompareConfig:
     envs_per_worker: int = field(8, doc="envs per actor")
     success_return: float | None = field(None, doc="an episode above this return counts as a "
                                          "success (default: 0 on MiniGrid, none elsewhere)")
+    high_quality: int = field(3, doc="achievements that count an episode in the achievement "
+                              "rate (runs with achievements)")
+    eval_fn: str = field("", doc="module:function over one input's trajectory table returning "
+                         "a number or {name: number}; joins the report")
+    top_actions: int = field(5, doc="most common actions listed per input")
     seed: int = field(0, doc="base seed")
     out: str = field("", doc="run directory (default runs/compare-<timestamp>)")
 
@@ -39,18 +48,46 @@ class CompareConfig:
         require(not self.labels or len(self.labels) == len(self.inputs), "labels",
                 "give one label per input, or none")
         require(len(set(self.labels)) == len(self.labels), "labels", "labels must differ")
+        require(not self.eval_fn or ":" in self.eval_fn, "eval_fn",
+                "write module:function, e.g. eval_fn=mypkg.metrics:survival")
 
 
 def is_directory_input(item: str) -> bool:
     return Path(item).is_dir()
 
 
+def load_eval_fn(spec: str) -> Any:
+    """``module:function`` -> the function (errors name the spec)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"eval_fn {spec!r} cannot be loaded ({err})") from err
+    if not callable(fn):
+        raise ValueError(f"eval_fn {spec!r} is not a function")
+    return fn
+
+
+def custom_metrics(fn: Any, steps: Any, spec: str) -> dict[str, float]:
+    """Run the user's function and check it returned numbers."""
+    value = fn(steps)
+    items = value.items() if isinstance(value, dict) else [(spec.partition(":")[2], value)]
+    try:
+        return {str(k): float(v) for k, v in items}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"eval_fn {spec!r} must return a number or {{name: number}}, got "
+                         f"{value!r}") from err
+
+
 def main(cfg: CompareConfig) -> dict:
     from policylm.jobs.build_dataset import trajectory_dir
     from policylm.jobs.evaluate import play
     from policylm.platform import trajectories as tr
+    from policylm.platform.achievements import UNLOCKED, achievement_summary
     from policylm.platform.evaluation import summarize_steps
-    from policylm.platform.reports import markdown_table, plot_comparison
+    from policylm.platform.reports import markdown_table, plot_achievements, plot_comparison
 
     labels = cfg.labels or [chr(ord("A") + i) for i in range(len(cfg.inputs))]
     run_dir = make_run_dir("compare", cfg.out)
@@ -63,6 +100,7 @@ def main(cfg: CompareConfig) -> dict:
             play(uris, cfg.env_id, cfg.env_options, cfg.episodes, run_dir, cfg.num_workers,
                  cfg.envs_per_worker, 1, cfg.seed)
     summaries: dict[str, dict] = {}
+    user_fn = load_eval_fn(cfg.eval_fn) if cfg.eval_fn else None
     played = tr.read_trajectories(run_dir / "trajectories") if uris else None
     for label, item in zip(labels, cfg.inputs, strict=True):
         if is_directory_input(item):
@@ -76,6 +114,10 @@ def main(cfg: CompareConfig) -> dict:
         if success is None and envs and all(e.startswith("MiniGrid-") for e in envs):
             success = 0.0  # MiniGrid pays a positive reward only for reaching the goal
         summaries[label] = {"input": item, **summarize_steps(steps, success)}
+        if UNLOCKED in steps.column_names:
+            summaries[label]["achievements"] = achievement_summary(steps, cfg.high_quality)
+        if user_fn is not None:
+            summaries[label]["custom"] = custom_metrics(user_fn, steps, cfg.eval_fn)
     plot_comparison(summaries, run_dir / "comparison.png", "policylm compare")
     rows = [[label, s["episodes"], s["return"].get("mean"), s["return"].get("std"),
              s["length_mean"], s["reward_per_step"], s.get("success_rate")]
@@ -87,11 +129,42 @@ def main(cfg: CompareConfig) -> dict:
                 for a in actions]
     act_table = markdown_table(["action", *labels], act_rows)
     sources = "\n".join(f"- {label}: `{s['input']}`" for label, s in summaries.items())
+    top = "\n".join(f"- {label}: " + ", ".join(
+        f"{a} {share:.0%}" for a, share in sorted(s["actions"].items(), key=lambda kv: -kv[1])
+        [: cfg.top_actions]) for label, s in summaries.items())
+    extra = achievements_section(summaries, run_dir, cfg.high_quality, plot_achievements,
+                                 markdown_table)
+    custom = sorted({k for s in summaries.values() for k in s.get("custom", {})})
+    if custom:
+        extra += "\n## " + cfg.eval_fn + "\n\n" + markdown_table(
+            ["input", *custom], [[label, *(s["custom"].get(k) for k in custom)]
+                                 for label, s in summaries.items()]) + "\n"
     (run_dir / "report.md").write_text(
-        f"# Comparison\n\n{sources}\n\n{table}\n\n## Action distribution (share of steps)\n\n"
-        f"{act_table}\n\n![comparison](comparison.png)\n")
+        f"# Comparison\n\n{sources}\n\n{table}\n\n## Most common actions\n\n{top}\n\n"
+        f"## Action distribution (share of steps)\n\n{act_table}\n\n"
+        f"![comparison](comparison.png)\n{extra}")
     write_json(run_dir / "comparison.json", summaries)
     return {"run_dir": str(run_dir), "summaries": summaries}
+
+
+def achievements_section(summaries: dict, run_dir: Path, high_quality: int, plot: Any,
+                         table: Any) -> str:
+    """Report lines and ``achievements.png`` for inputs that record achievements."""
+    runs = {label: s["achievements"] for label, s in summaries.items() if "achievements" in s}
+    if not runs:
+        return ""
+    plot({label: a["success_rates"] for label, a in runs.items()},
+         run_dir / "achievements.png", "achievement success rates")
+    rows = [[label, f"{a['achievement_rate']:.0%}", a["mean_achievements"],
+             summaries[label]["return"].get("mean"), summaries[label]["reward_per_step"],
+             a.get("crafter_score")] for label, a in runs.items()]
+    names = sorted({n for a in runs.values() for n in a["success_rates"]})
+    per = [[n, *(f"{a['success_rates'].get(n, 0.0):.0%}" for a in runs.values())]
+           for n in names]
+    return ("\n## Achievements\n\n" + table(
+        ["input", f"achievement rate (>= {high_quality})", "mean achievements", "mean reward",
+         "reward/step", "Crafter score (%)"], rows) + "\n\n" +
+        table(["achievement", *runs], per) + "\n\n![achievements](achievements.png)\n")
 
 
 CONFIG = CompareConfig

@@ -105,3 +105,24 @@ def quality_stats(episodes: pa.Table, kept: pa.Table, high_quality: int = 3) -> 
             "mean_achievements": float(ach.mean()) if n else 0.0,
             "mean_reward": float(ret.mean()) if n else 0.0,
             "kept": kept.num_rows, "kept_share": kept.num_rows / n if n else 0.0}
+
+
+def achievement_summary(steps: pa.Table, high_quality: int = 3,
+                        names: Sequence[str] = ()) -> dict:
+    """Per run: achievement rate (share of episodes with >= ``high_quality`` achievements),
+    mean achievements, the success rate of each achievement (share of episodes that unlocked it;
+    every name in ``names`` listed, seen or not) and, for Crafter, the Crafter score."""
+    from policylm.platform.crafter import ACHIEVEMENTS, crafter_score
+
+    episodes = episodes_with_achievements(steps)
+    n = episodes.num_rows
+    per_episode = episodes.column("achievements").to_pylist()
+    counts = np.asarray([len(a) for a in per_episode], np.float64)
+    seen = sorted({a for ach in per_episode for a in ach} | set(names))
+    rates = {a: (sum(a in ach for ach in per_episode) / n if n else 0.0) for a in seen}
+    out = {"achievement_rate": float((counts >= high_quality).mean()) if n else 0.0,
+           "mean_achievements": float(counts.mean()) if n else 0.0, "success_rates": rates}
+    envs = set(steps.column(tr.ENV_ID).to_pylist())
+    if envs and all(e.startswith("Crafter") for e in envs):
+        out["crafter_score"] = crafter_score({a: r for a, r in rates.items() if a in ACHIEVEMENTS})
+    return out

@@ -197,3 +197,27 @@ def plot_visitation(positions: Sequence[tuple[float, float]], path: str | Path, 
     ax.set_ylabel(labels[1])
     ax.set_title(fill(title, 50), fontsize=9)
     return _save(plt, fig, path)
+
+
+def plot_achievements(rates: dict[str, dict[str, float]], path: str | Path, title: str) -> Path:
+    """Grouped horizontal bars: each achievement's success rate (share of episodes) per run."""
+    import numpy as np
+
+    plt = _plt()
+    names = sorted({a for r in rates.values() for a in r})
+    runs = list(rates)
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * max(len(names), 4) * max(len(runs), 1) ** 0.5
+                                    + 1.2))
+    height = 0.8 / max(len(runs), 1)
+    ys = np.arange(len(names))
+    for i, run in enumerate(runs):
+        ax.barh(ys + i * height, [100 * rates[run].get(a, 0.0) for a in names], height,
+                label=run)
+    ax.set_yticks(ys + height * (len(runs) - 1) / 2)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("success rate (% of episodes)")
+    ax.set_xlim(0, 100)
+    ax.set_title(fill(title, 70))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(plt, fig, path)

@@ -172,3 +172,41 @@ def _full_rows(steps: pa.Table) -> pa.Table:
         table = table.append_column(name, pa.array(values))
     schema = tr.trajectory_schema([pa.field("achievements_unlocked", pa.list_(pa.string()))])
     return table.select(schema.names).cast(schema)
+
+
+def steps_survival(steps):
+    """A user metric for compare's eval_fn: mean episode length and share truncated."""
+    import pyarrow.compute as pc
+
+    ends = steps.filter(pc.or_(steps.column(tr.TERMINATED), steps.column(tr.TRUNCATED)))
+    return {"survived": float(np.mean(ends.column(tr.TRUNCATED).to_pylist()))}
+
+
+def test_compare_reports_achievements_score_and_user_metrics(tmp_path):
+    from policylm.jobs.compare import CompareConfig, main
+
+    full = _full_rows(_steps(STEPS))
+    for name, keep in (("good", ["a", "d"]), ("poor", ["b", "c"])):
+        import pyarrow.compute as pc
+
+        part = full.filter(pc.is_in(full.column(tr.EPISODE_ID), pa.array(keep)))
+        tr.write_atomic(part, tmp_path / name / "trajectories" / "p.parquet")
+    out = main(CompareConfig(inputs=[str(tmp_path / "good"), str(tmp_path / "poor")],
+                             labels=["good", "poor"], eval_fn=f"{__name__}:steps_survival",
+                             out=str(tmp_path / "cmp")))
+    good, poor = out["summaries"]["good"], out["summaries"]["poor"]
+    assert good["achievements"]["achievement_rate"] == 1.0  # 3 and 4 achievements
+    assert poor["achievements"]["achievement_rate"] == 0.0  # 2 and 1
+    assert good["achievements"]["success_rates"]["collect_wood"] == 1.0
+    assert poor["achievements"]["success_rates"]["eat_cow"] == 0.5
+    # a: wood, table, pickaxe; d: wood, sapling, plant, cow -> 6 achievements, rates 1 and 0.5
+    want = crafter_score({"collect_wood": 1.0, "place_table": 0.5, "make_wood_pickaxe": 0.5,
+                          "collect_sapling": 0.5, "place_plant": 0.5, "eat_cow": 0.5})
+    assert good["achievements"]["crafter_score"] == pytest.approx(want)
+    assert good["custom"] == {"survived": 1.0}
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "Crafter score" in report and "steps_survival" in report
+    assert (tmp_path / "cmp" / "achievements.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        main(CompareConfig(inputs=[str(tmp_path / "good"), str(tmp_path / "poor")],
+                           eval_fn="nowhere:fn", out=str(tmp_path / "cmp2")))
