@@ -15,6 +15,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "train-experts": ("train_experts", "train PPO with RLlib, save weak/medium/expert checkpoints"),
     "collect": ("collect", "collect trajectories from policy URIs with rollout actors"),
     "filter": ("filter", "keep the best episodes (achievements, reward, length); --stats-only"),
+    "self-improve": ("self_improve", "play -> keep the best -> SFT -> play again -> compare"),
     "build-dataset": ("build_dataset", "return-to-go chat dataset with Ray Data (Parquet, JSONL)"),
     "sft": ("sft", "fine-tune the LLM policy with Ray Train + TRL + PEFT LoRA"),
     "grpo": ("grpo", "improve the LLM policy with GRPO on Ray Train (TRL; rewards: format, bc)"),

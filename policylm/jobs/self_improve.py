@@ -1,0 +1,140 @@
+"""Play -> keep the best episodes -> fine-tune -> play again -> compare (the Crafter workflow,
+for any env).
+
+Usage: ``policylm self-improve --config configs/crafter_self_improve.yaml``. Stages:
+
+1. play: the base LLM (``policy``, sampling at ``temperature``) plays ``episodes`` episodes;
+2. filter: ``policylm filter`` keeps the best (``filter.*``: achievements, reward, turns);
+3. dataset + sft: the kept episodes become chat rows (every kept step, target = its return to
+   go) and SFT trains an adapter on them (``sft.*``);
+4. replay: the fine-tuned policy plays the same seeds;
+5. compare: ``policylm compare`` over both (achievement rate, per-achievement success,
+   Crafter score, reward per step, most common actions, charts, ``eval_fn``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from policylm.jobs import build_dataset, sft
+from policylm.jobs.common import (
+    Stages,
+    init_ray,
+    log,
+    make_run_dir,
+    run_job,
+    save_config,
+    write_json,
+)
+from policylm.platform.config import field, require
+
+
+@dataclass
+class FilterSettings:
+    """Which played episodes train (see ``policylm filter``)."""
+
+    min_achievements: int | None = field(None, doc="at least N achievements")
+    min_reward: float | None = field(None, doc="return at least R")
+    max_turns: int | None = field(None, doc="at most T steps")
+    achievement_types: str = field("", doc="comma-separated achievement names")
+    min_achievement_types: int | None = field(None, doc="how many of achievement_types")
+    top_k: int = field(0, doc="then keep only the k best by return (0: all that pass)")
+
+
+@dataclass
+class SelfImproveConfig:
+    """Play with the base LLM, keep the best episodes, fine-tune on them, play again, compare."""
+
+    env_id: str = field("Crafter", doc="env id (Crafter, or any env policylm adapts)")
+    env_options: dict = field(factory=lambda: {"length": 100},
+                              doc="adapter options (Crafter: length = episode step cap)")
+    policy: str = field("hf://smollm2-135m", doc="the base policy URI (an LLM)")
+    temperature: float = field(1.0, doc="sampling temperature while playing")
+    episodes: int = field(16, doc="episodes each policy plays (the same seeds for both)")
+    num_workers: int = field(2, doc="rollout actors")
+    envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
+    filter: FilterSettings = field(factory=FilterSettings, doc="filter.<key>")
+    sft: sft.SftJobConfig = field(factory=lambda: sft.SftJobConfig(max_steps=60, batch_size=16,
+                                                                    eval_steps=0, save_steps=60),
+                                  doc="SFT settings (sft.<key>; dataset and out are set here)")
+    eval_fn: str = field("", doc="module:function with your own metric for compare")
+    seed: int = field(0, doc="base seed of the played episodes")
+    out: str = field("", doc="run directory (default runs/self-improve-<timestamp>)")
+
+    def validate(self) -> None:
+        require(self.episodes >= 1, "episodes", "must be >= 1")
+        require(self.temperature >= 0, "temperature", "must be >= 0")
+        require(self.filter.top_k >= 0, "filter.top_k", "must be >= 0")
+        require(self.policy.startswith("hf://"), "policy",
+                "the fine-tuned model is trained from an hf:// policy's model")
+
+
+def _model_of(uri: str) -> str:
+    from policylm.platform.policies import split_uri
+
+    return split_uri(uri)[1]
+
+
+def main(cfg: SelfImproveConfig) -> dict:
+    from policylm.jobs import compare
+    from policylm.jobs import filter as quality
+    from policylm.jobs.evaluate import play
+    from policylm.platform.policies import with_params
+
+    run_dir = make_run_dir("self-improve", cfg.out).resolve()
+    save_config(cfg, run_dir)
+    stages = Stages()
+    init_ray()
+    base = with_params(cfg.policy, temperature=cfg.temperature)
+    with stages("play"):
+        play([("base", base)], cfg.env_id, cfg.env_options, cfg.episodes, run_dir / "base",
+             cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
+    with stages("filter"):
+        f = cfg.filter
+        kept = quality.main(quality.FilterConfig(
+            trajectories=str(run_dir / "base"), min_achievements=f.min_achievements,
+            min_reward=f.min_reward, max_turns=f.max_turns,
+            achievement_types=f.achievement_types,
+            min_achievement_types=f.min_achievement_types, out=str(run_dir / "kept")))
+        if kept["kept"] == 0:
+            raise ValueError("no played episode passed the filter; loosen filter.* or play "
+                             "more episodes")
+    with stages("dataset"):
+        where = ""
+        if f.top_k:
+            import pyarrow.parquet as pq
+
+            best = pq.read_table(run_dir / "kept" / "episodes.parquet").sort_by(
+                [("return", "descending")]).slice(0, f.top_k)
+            ids = ", ".join(f"'{e}'" for e in best.column("episode_id").to_pylist())
+            where = f"episode_id IN ({ids})"
+        build_dataset.main(build_dataset.BuildDatasetConfig(
+            trajectories=str(run_dir / "kept"), where=where, validation_fraction=0.0,
+            out=str(run_dir / "dataset")))
+    with stages("sft"):
+        import dataclasses
+
+        tuned = sft.main(dataclasses.replace(cfg.sft, dataset=str(run_dir / "dataset"),
+                                             model=_model_of(cfg.policy),
+                                             out=str(run_dir / "sft")))
+    adapter = tuned["adapter"]
+    fine = with_params(base, adapter=adapter)
+    with stages("replay"):
+        play([("tuned", fine)], cfg.env_id, cfg.env_options, cfg.episodes, run_dir / "tuned",
+             cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
+    with stages("compare"):
+        cmp = compare.main(compare.CompareConfig(
+            inputs=[str(run_dir / "base"), str(run_dir / "tuned")], labels=["base", "tuned"],
+            eval_fn=cfg.eval_fn, out=str(run_dir / "compare")))
+    log.info("report: %s", run_dir / "compare" / "report.md")
+    metrics = {"kept": kept, "adapter": adapter, "summaries": cmp["summaries"],
+               "stage_seconds": stages.seconds}
+    write_json(run_dir / "metrics.json", metrics)
+    return {"run_dir": str(run_dir), **metrics}
+
+
+CONFIG = SelfImproveConfig
+
+if __name__ == "__main__":
+    run_job("self-improve", SelfImproveConfig, main, sys.argv[1:])
