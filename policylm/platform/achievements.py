@@ -65,8 +65,10 @@ def _sql_list(names: Sequence[str]) -> str:
 
 
 def select_quality(episodes: pa.Table, flt: QualityFilter, has_achievements: bool) -> pa.Table:
-    """Rows of :func:`episodes_with_achievements` that pass ``flt``."""
-    import duckdb
+    """Rows of :func:`episodes_with_achievements` that pass ``flt`` (the reward and length
+    bounds are :func:`policylm.platform.datasets.select_episodes`'s; the achievement ones are
+    its SQL condition)."""
+    from policylm.platform.datasets import EpisodeFilter, select_episodes
 
     if flt.needs_achievements and not has_achievements:
         raise DatasetError("these trajectories have no achievements_unlocked column; the "
@@ -75,23 +77,14 @@ def select_quality(episodes: pa.Table, flt: QualityFilter, has_achievements: boo
     conds = []
     if flt.min_achievements is not None:
         conds.append(f"n_achievements >= {int(flt.min_achievements)}")
-    if flt.min_reward is not None:
-        conds.append(f"return >= {float(flt.min_reward)!r}")
-    if flt.max_turns is not None:
-        conds.append(f"length <= {int(flt.max_turns)}")
     if flt.achievement_types:
         need = len(flt.achievement_types) if flt.min_achievement_types is None \
             else int(flt.min_achievement_types)
         conds.append(f"len(list_intersect(achievements, {_sql_list(flt.achievement_types)})) "
                      f">= {need}")
-    con = duckdb.connect()
-    try:
-        con.register("episodes", episodes)
-        where = " WHERE " + " AND ".join(conds) if conds else ""
-        return con.sql(f"SELECT * FROM episodes{where} ORDER BY episode_id, agent_id"
-                       ).to_arrow_table()
-    finally:
-        con.close()
+    return select_episodes(episodes, EpisodeFilter(min_return=flt.min_reward,
+                                                   max_length=flt.max_turns,
+                                                   where=" AND ".join(conds)))
 
 
 def quality_stats(episodes: pa.Table, kept: pa.Table, high_quality: int = 3) -> dict:
