@@ -6,7 +6,7 @@ store before the next iteration (no files on shared disk). Continuous actions ar
 (``max_completion_length`` tokens at ``temperature``) and trained token by token. Per iteration
 it logs the mean and max return, the share of groups without spread (filtered), KL, the clip
 fraction and the seconds spent in rollout, training and weight sync. Writes ``adapter/``,
-``metrics.json`` and ``return_per_iteration.png``.
+``metrics.json``, ``return_per_iteration.png`` and ``report.md`` (per-iteration table and budget).
 """
 
 from __future__ import annotations
@@ -106,5 +106,26 @@ def main(cfg: Any) -> dict:
                  ("max return", [(h["iteration"], h["max_return"]) for h in history], "--")],
                 run_dir / "return_per_iteration.png", "iteration", "episode return",
                 f"episodic GRPO on {cfg.env_id} (target {cfg.target_return:g})")
+    write_report(cfg, history, run_dir)
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}
+
+
+def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
+    """``report.md``: the budget, the return curve and one row per iteration."""
+    from policylm.platform.reports import markdown_table
+
+    episodes = sum(h["episodes"] for h in history)
+    seconds = sum(h["rollout_s"] + h["train_s"] + h["sync_s"] for h in history)
+    rows = [[h["iteration"], h["mean_return"], h["max_return"],
+             f"{h['filtered_groups']}/{h['groups']}", h["steps_trained"], h["kl"],
+             h["clip_fraction"], h["rollout_s"], h["train_s"], h["sync_s"]] for h in history]
+    (run_dir / "report.md").write_text(
+        f"# Episodic GRPO on {cfg.env_id}\n\nStart: `{cfg.adapter or cfg.model}`; target "
+        f"{cfg.target_return:g}, temperature {cfg.temperature:g}, lr {cfg.lr:g}.\n\nBudget: "
+        f"{len(history)} iterations x {cfg.seeds_per_iteration} seeds x {cfg.group_size} "
+        f"episodes = {episodes} episodes; {sum(h['steps_trained'] for h in history)} steps "
+        f"trained; {seconds / 60:.1f} min of rollout, training and sync.\n\n"
+        "![return per iteration](return_per_iteration.png)\n\n" + markdown_table(
+            ["iteration", "mean return", "max return", "filtered groups", "steps trained",
+             "KL", "clip fraction", "rollout s", "train s", "sync s"], rows) + "\n")

@@ -144,4 +144,5 @@ def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path):
     run = Path(result["run_dir"])
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert (run / "return_per_iteration.png").is_file()
+    assert "2 iterations x 2 seeds x 3 episodes = 12 episodes" in (run / "report.md").read_text()
     assert len(list((run / "trajectories").glob("it0001-*.parquet"))) == 3
