@@ -81,3 +81,25 @@ def test_exponent_without_a_dot_is_a_number():
     assert load_config(SftJobConfig, None, ["dataset=d", "lr=5e-5"]).lr == 5e-5
     with pytest.raises(ConfigError, match="lr: expected a number, got 'fast'"):
         load_config(SftJobConfig, None, ["dataset=d", "lr=fast"])
+
+
+def test_every_example_config_loads_with_its_job():
+    """Each configs/*.yaml whose first line is ``# policylm <job> --config ...`` validates as
+    that job's config (so the README's commands do not drift from the code)."""
+    import importlib
+    import shlex
+    from pathlib import Path
+
+    from policylm.cli import JOBS
+    from policylm.platform.config import load_config
+
+    checked = 0
+    for path in sorted(Path(__file__).parents[2].joinpath("configs").glob("*.yaml")):
+        words = shlex.split(path.read_text().splitlines()[0].lstrip("# "))
+        if len(words) < 2 or words[0] != "policylm" or words[1] not in JOBS:
+            continue
+        module = importlib.import_module(f"policylm.jobs.{JOBS[words[1]][0]}")
+        # the header's own overrides (the paths it names need not exist to validate)
+        load_config(module.CONFIG, str(path), [w for w in words[2:] if "=" in w])
+        checked += 1
+    assert checked >= 12
