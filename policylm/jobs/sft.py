@@ -337,6 +337,47 @@ def train_loop_per_worker(config: dict) -> None:
                                 "num_tokens": tokens})
 
 
+def row_tokens(rows: list[dict], tokenizer: Any) -> list[int]:
+    """Tokens of each prompt-completion row as the trainer sees it (chat rows through the
+    chat template, compact rows as prompt + completion)."""
+    out = []
+    for r in rows:
+        if isinstance(r["prompt"], list):
+            text = tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
+        else:
+            text = r["prompt"] + r["completion"]
+        out.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return out
+
+
+def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256) -> dict:
+    """Fail early when the rows do not fit ``max_length``: TRL cuts a long row from the end, so
+    its action (the only labelled tokens) is lost and the row dropped; with every row too long
+    training would stop on an empty dataset. Some rows too long: a warning."""
+    from transformers import AutoTokenizer
+
+    from policylm.platform.models import resolve_model
+
+    rows = read_rows(data, "train", cfg.prompt_form)[:sample]
+    if not rows or cfg.packing:
+        return {}
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
+    lengths = row_tokens(rows, tokenizer)
+    over = sum(n > cfg.max_length for n in lengths)
+    info = {"row_tokens_max": max(lengths), "row_tokens_median": sorted(lengths)[len(lengths) // 2],
+            "rows_over_max_length": f"{over}/{len(lengths)}"}
+    hint = (f"raise max_length (e.g. max_length={1 << max(lengths).bit_length()}) or use "
+            "prompt_form=compact (no system text)")
+    if over == len(lengths):
+        raise DatasetError(f"every sampled row is longer than max_length={cfg.max_length} tokens "
+                         f"(median {info['row_tokens_median']}, longest {max(lengths)}), so the "
+                         f"actions would be cut off and no row would train; {hint}")
+    if over:
+        log.warning("%d of %d sampled rows exceed max_length=%d and will be dropped; %s", over,
+                    len(lengths), cfg.max_length, hint)
+    return info
+
+
 def batch_rows(batch: dict) -> list[dict]:
     """A Ray Data batch (column -> values) as a list of row dicts."""
     keys = list(batch)
@@ -348,6 +389,7 @@ def main(cfg: SftJobConfig) -> dict:
 
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
     with stages("data"):
+        lengths = check_lengths(cfg, data)
         splits = ray_train.read_splits(data, TRAIN_COLUMNS, to_prompt_completion,
                                        {"form": cfg.prompt_form})
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
@@ -361,7 +403,7 @@ def main(cfg: SftJobConfig) -> dict:
     adapter = ray_train.export_checkpoint(
         result, run_dir / ("model" if cfg.full_finetune else "adapter"))
     write_form(adapter, cfg.prompt_form)
-    metrics = summarize(result, run_dir / "train_notes.jsonl", stages.seconds)
+    metrics = {**summarize(result, run_dir / "train_notes.jsonl", stages.seconds), **lengths}
     write_json(run_dir / "metrics.json", metrics)
     plot_losses(metrics, run_dir / "loss.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)

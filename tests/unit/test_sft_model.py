@@ -85,3 +85,28 @@ def test_latest_local_checkpoint_skips_incomplete(tmp_path):
     (tmp_path / "checkpoint-final").mkdir()
     # checkpoint-10 died mid-save (no trainer_state.json, written last): the newest complete is 6
     assert latest_local_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-6")
+
+
+def test_rows_longer_than_max_length_fail_early(tmp_path, tiny_model_dir):
+    """Rows whose action would be cut off by max_length: an error that names the fix (TRL would
+    otherwise drop every row and stop on an empty dataset deep inside the trainer)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from policylm.jobs.sft import SftJobConfig, check_lengths
+    from policylm.platform.datasets import DatasetError
+
+    n = 4
+    table = pa.table({"system": ["long rules " * 40] * n, "target_return": [1.0] * n,
+                      "t": [0] * n, "observation": ["x=1"] * n, "completion": ["right"] * n})
+    (tmp_path / "train").mkdir()
+    pq.write_table(table, tmp_path / "train" / "part-0.parquet")
+    cfg = SftJobConfig(dataset=str(tmp_path), model=tiny_model_dir, max_length=64)
+    with pytest.raises(DatasetError, match=r"raise max_length .* or use prompt_form=compact"):
+        check_lengths(cfg, tmp_path)
+    info = check_lengths(SftJobConfig(dataset=str(tmp_path), model=tiny_model_dir,
+                                      max_length=512), tmp_path)
+    assert info["rows_over_max_length"] == "0/4" and 64 < info["row_tokens_max"] <= 512
+    compact = check_lengths(SftJobConfig(dataset=str(tmp_path), model=tiny_model_dir,
+                                         max_length=64, prompt_form="compact"), tmp_path)
+    assert compact["row_tokens_max"] < 64  # no system text in the compact form
