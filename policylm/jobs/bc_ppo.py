@@ -152,6 +152,7 @@ def convert(traj_dir: Path, out: Path) -> Path:
 def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path) -> dict:
     """RLlib BC over the converted demos into a PPO-shaped module; returns its directory and
     its accuracy on the demonstrated actions."""
+    import numpy as np
     import pyarrow.parquet as pq
     from ray.rllib.algorithms.bc import BCConfig
     from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import (
@@ -188,8 +189,6 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path) -> dict:
     algo.stop()
     table = pq.read_table(data, columns=["obs", "actions"])
     obs = table.column("obs").to_numpy(zero_copy_only=False)
-    import numpy as np
-
     logits = module_logits_fn(RLModule.from_checkpoint(str(path)))(np.stack(obs))
     actions = table.column("actions").to_numpy()
     counts = np.bincount(actions, minlength=logits.shape[1])

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from policylm.platform.codecs import NamedDiscreteCodec
-from policylm.platform.envs import EnvAdapter
+from policylm.platform.envs import EnvAdapter, probe_spaces
 
 # crafter.constants, copied so text encoding needs no crafter import (the ids are stable)
 ACTIONS = ["noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep",
@@ -174,12 +174,12 @@ def crafter_adapter(env_id: str = "Crafter", *, length: int = 10000, max_entitie
     def make() -> gym.Env:
         return CrafterEnv(length=length, area=area)
 
-    probe = make()
+    obs_space, act_space = probe_spaces(make)
     return EnvAdapter(
         env_id=env_id,
         make_env=make,
-        observation_space=probe.observation_space,
-        action_space=probe.action_space,
+        observation_space=obs_space,
+        action_space=act_space,
         encode=lambda obs: encode_crafter(obs, max_entities),
         to_json=lambda obs: crafter_json(obs, max_entities),
         codec=NamedDiscreteCodec(list(ACTIONS)),

@@ -124,7 +124,9 @@ class MiniGridBot:
             a = plan(image, int(np.asarray(obs["carrying"]).reshape(-1)[0]))
             if a is None:
                 ahead = passable(image, image.shape[0] // 2, image.shape[1] - 2)
-                a = FORWARD if ahead and rng.random() < self.explore else int(rng.choice([LEFT,
-                                                                                       RIGHT]))
+                if ahead and rng.random() < self.explore:
+                    a = FORWARD
+                else:
+                    a = int(rng.choice([LEFT, RIGHT]))
             out.append(int(a))
         return out

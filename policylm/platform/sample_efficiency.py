@@ -92,23 +92,21 @@ def evaluate_logits(adapter: EnvAdapter, logits_fn: Callable[[np.ndarray], np.nd
     """Play ``episodes`` episodes (seeds ``seed``, ``seed+1``, ...) choosing actions from
     ``logits_fn(obs[1, D]) -> logits[1, A]`` (sampled, or argmax when ``sample`` is False) and
     record returns and visited positions."""
+    from policylm.platform.policies import LogitsPolicy
+
     env = adapter.make_env()
-    rng = np.random.default_rng(seed)
+    policy = LogitsPolicy(adapter, logits_fn, sample=sample)
     out = Evaluation()
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
+            policy.reset(0, seed + ep)
             total, steps, done = 0.0, 0, False
             while not done:
                 pos = agent_position(env)
                 if pos is not None:
                     out.positions.append(pos)
-                logits = np.asarray(logits_fn(adapter.flatten(obs)[None]), np.float64)[0]
-                if sample:
-                    p = np.exp(logits - logits.max())
-                    action = int(rng.choice(len(p), p=p / p.sum()))
-                else:
-                    action = int(logits.argmax())
+                (action,) = policy.act([obs], [0])
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total, steps, done = total + float(reward), steps + 1, terminated or truncated
             out.returns.append(total)

@@ -71,10 +71,11 @@ def value_head(module: Any) -> Any:
     return layers[-1]
 
 
-def load_policy(algo: Any, path: str | Path, zero_value: bool) -> None:
+def load_policy(algo: Any, path: str | Path, zero_value: bool) -> Any:
     """Load the RLModule saved at ``path`` (a BC or PPO module directory) into the PPO learner
     and its env runner; with ``zero_value`` the value head's output layer is zeroed (V = 0
-    everywhere, as in RLlib's BC-then-PPO pattern, so the critic starts neutral)."""
+    everywhere, as in RLlib's BC-then-PPO pattern, so the critic starts neutral). Returns the
+    saved module, for checks."""
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
@@ -97,6 +98,7 @@ def load_policy(algo: Any, path: str | Path, zero_value: bool) -> None:
             layer.bias.zero_()
     algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group,
                                        inference_only=True)
+    return saved
 
 
 def policy_weights(module: Any) -> dict[str, np.ndarray]:
@@ -133,10 +135,7 @@ def run_ppo(spec: dict, report: Callable[[dict], None] = lambda _: None) -> dict
     algo = ppo_config(spec["env_id"], spec["env_options"], spec["ppo"], spec["seed"]).build_algo()
     check: dict[str, Any] = {}
     if spec["init"] != "scratch":
-        load_policy(algo, spec["init_path"], zero_value=spec["init"] == "bc")
-        from ray.rllib.core.rl_module.rl_module import RLModule
-
-        saved = RLModule.from_checkpoint(str(spec["init_path"]))
+        saved = load_policy(algo, spec["init_path"], zero_value=spec["init"] == "bc")
         check["policy_max_abs_diff"] = max_weight_diff(
             policy_weights(saved), policy_weights(algo.get_module()))
         if spec["init"] == "bc":
