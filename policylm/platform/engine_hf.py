@@ -3,9 +3,12 @@ and batched generation.
 
 Scoring runs one forward pass per batch: the prefix (the system turn, given as a hint) is
 encoded once and its key/value cache reused for every row and call; each row is a prompt's
-remaining tokens (plus, when a candidate is longer than one token, the candidate and the
-end-of-turn token). Rows are right-padded, so padding never reaches a position that is read, and
-only the positions that are read go through the output head.
+remaining tokens. When a candidate is longer than one token, every candidate's tokens follow
+the prompt in the same row ("packed"), with an attention mask that lets each candidate see the
+prompt and its own earlier tokens only, at positions that continue the prompt: the prompt is
+encoded once for all its candidates instead of once per candidate. Rows are right-padded, so
+padding never reaches a position that is read, and only the positions that are read go through
+the output head.
 """
 
 from __future__ import annotations
@@ -191,8 +194,10 @@ class HFEngine:
                           f"({self.truncated} prompts so far)", stacklevel=3)
         return ids[: room - keep_tail] + ids[len(ids) - keep_tail:]
 
-    def _hidden(self, rows: list[list[int]], n_pre: int, cache: Any) -> Any:
-        """Last hidden states of right-padded ``rows`` after the prefix cache."""
+    def _hidden(self, rows: list[list[int]], n_pre: int, cache: Any,
+                packed: tuple[Any, Any] | None = None) -> Any:
+        """Last hidden states of right-padded ``rows`` after the prefix cache; ``packed`` is
+        ``(allowed, positions)`` from :meth:`_packed_layout` (else plain causal attention)."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -200,9 +205,17 @@ class HFEngine:
         for i, r in enumerate(rows):
             batch[i, : len(r)] = torch.tensor(r)
         self.forward_tokens += len(rows) * width
-        self.attention_pairs += len(rows) * width * (n_pre + (width + 1) / 2)
         kwargs: dict[str, Any] = {"input_ids": batch.to(self.device),
                                   "use_cache": cache is not None}
+        if packed is None:
+            self.attention_pairs += len(rows) * width * (n_pre + (width + 1) / 2)
+        else:
+            allowed, positions = packed
+            self.attention_pairs += int(allowed.sum())
+            blocked = torch.finfo(self.dtype).min
+            kwargs["attention_mask"] = torch.where(allowed, 0.0, blocked).to(
+                self.dtype).unsqueeze(1).to(self.device)
+            kwargs["position_ids"] = positions.to(self.device)
         if cache is not None:
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(len(rows))
@@ -240,26 +253,68 @@ class HFEngine:
                     for i, cs in enumerate(cand[lo:hi]):
                         out.append(lp[i, [c[0] for c in cs]].cpu().numpy().astype(np.float64))
                 return out
-            # one row per (prompt, candidate): prompt rest + candidate + end of turn
-            rows, owners = [], []
-            for i, (r, cs) in enumerate(zip(ids, cand, strict=True)):
-                for j, c in enumerate(cs):
-                    rows.append((r[n_pre:], [*c, self.end_id]))
-                    owners.append((i, j))
             scores = [np.zeros(len(cs)) for cs in cand]
-            for lo, hi in self._batches([len(a) + len(b) for a, b in rows]):
-                part = rows[lo:hi]
-                hidden = self._hidden([a + b for a, b in part], n_pre, cache)
-                picks, spans = [], []
-                for k, (a, b) in enumerate(part):
-                    spans.append((len(picks), b))
-                    picks += [(k, len(a) - 1 + t) for t in range(len(b))]
+            sizes = [len(r) - n_pre + sum(len(c) for c in cs) for r, cs in zip(ids, cand,
+                                                                             strict=True)]
+            for lo, hi in self._batches(sizes):
+                rows, reads = self._packed_rows(ids[lo:hi], cand[lo:hi], n_pre)
+                hidden = self._hidden(rows, n_pre, cache, self._packed_layout(rows, reads, n_pre))
+                picks = sorted({(k, p) for k, row in enumerate(reads) for _, ps, _ in row
+                                for p in ps})
                 lp = self._logprobs_at(hidden, picks)
-                for k, (start, b) in enumerate(spans):
-                    i, j = owners[lo + k]
-                    idx = torch.arange(start, start + len(b), device=lp.device)
-                    scores[i][j] = float(lp[idx, torch.tensor(b, device=lp.device)].sum())
+                at = {pick: n for n, pick in enumerate(picks)}
+                for k, row in enumerate(reads):
+                    for j, ps, toks in row:
+                        idx = torch.tensor([at[(k, p)] for p in ps], device=lp.device)
+                        scores[lo + k][j] = float(lp[idx, torch.tensor(toks, device=lp.device)]
+                                                  .sum())
             return scores
+
+    def _packed_rows(self, ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
+                     ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:
+        """One row per prompt: its tokens after the prefix, then each candidate's tokens. And
+        per row, per candidate ``(j, positions, tokens)``: the row positions whose next-token
+        distribution scores the candidate's tokens and the end of turn."""
+        rows, reads = [], []
+        for r, cs in zip(ids, cand, strict=True):
+            row = list(r[n_pre:])
+            last, mine = len(row) - 1, []
+            for j, c in enumerate(cs):
+                start = len(row)
+                row += c
+                mine.append((j, [last, *range(start, start + len(c))], [*c, self.end_id]))
+            rows.append(row)
+            reads.append(mine)
+        return rows, reads
+
+    @staticmethod
+    def _packed_layout(rows: list[list[int]], reads: list[list[tuple[int, list[int], list[int]]]],
+                       n_pre: int) -> tuple[Any, Any]:
+        """``(allowed [B, W, n_pre + W] bool, positions [B, W])`` for packed rows: prompt
+        tokens attend causally to the prefix and the prompt; a candidate's tokens attend to the
+        prefix, the prompt and their own earlier tokens, at positions continuing the prompt;
+        padding attends to itself."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        allowed = torch.zeros((len(rows), width, n_pre + width), dtype=torch.bool)
+        positions = torch.full((len(rows), width), n_pre, dtype=torch.long)
+        allowed[:, :, :n_pre] = True
+        for b, (row, mine) in enumerate(zip(rows, reads, strict=True)):
+            n_prompt = mine[0][1][0] + 1 if mine else len(row)
+            spans = [(0, n_prompt)] + [(ps[1], len(ps) - 1) for _, ps, _ in mine]
+            for start, length in spans:
+                tri = torch.ones((length, length), dtype=torch.bool).tril()
+                allowed[b, start:start + length, n_pre + start:n_pre + start + length] = tri
+                if start:  # a candidate: sees the whole prompt, continues its positions
+                    allowed[b, start:start + length, n_pre:n_pre + n_prompt] = True
+                    positions[b, start:start + length] = torch.arange(
+                        n_pre + n_prompt, n_pre + n_prompt + length)
+                else:
+                    positions[b, :length] = torch.arange(n_pre, n_pre + length)
+            for k in range(len(row), width):
+                allowed[b, k, n_pre + k] = True
+        return allowed, positions
 
     def _batches(self, lengths: list[int]) -> list[tuple[int, int]]:
         """Split rows into consecutive batches of at most ``max_batch_tokens`` padded tokens."""
