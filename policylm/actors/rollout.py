@@ -1,4 +1,5 @@
-"""Rollout actors: thin Ray shells around :class:`policylm.platform.rollout.EpisodeRunner`.
+"""Rollout actors: thin Ray shells around :class:`policylm.platform.rollout.EpisodeRunner`
+(or its multi-agent form, :class:`policylm.platform.multi_agent.MultiAgentRunner`).
 
 A :class:`RolloutGroup` spreads the chunks of a collection plan over ``num_workers`` actors
 (``num_workers=0``: everything in this process, no Ray). Actors restart when their process dies
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policylm.platform.rollout import Chunk, EpisodeRunner, collect_chunk
+from policylm.platform.rollout import Chunk, collect_chunk
 
 FAULT_MARKER = ".fault-injected"
 
@@ -41,10 +42,11 @@ class RolloutWorker:
 
     def __init__(self, spec: RolloutSpec):
         from policylm.platform.envs import make_adapter
+        from policylm.platform.multi_agent import make_runner
 
         self.spec = spec
-        self.runner = EpisodeRunner(make_adapter(spec.env_id, **spec.env_options),
-                                    spec.num_envs, spec.gamma)
+        self.runner = make_runner(make_adapter(spec.env_id, **spec.env_options),
+                                  spec.num_envs, spec.gamma)
         self.episodes_done = 0
         self.lora: tuple[dict, float, int] | None = None
         self.lora_versions: dict[int, int] = {}

@@ -81,7 +81,7 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
     total = len(sources) * cfg.episodes_per_policy
     with tqdm(total=total, desc="episodes", unit="ep") as bar:
         def on_chunk(chunk, summaries):
-            bar.update(len(summaries))
+            bar.update(len(chunk.specs))
             bar.set_postfix(last=chunk.chunk_id)
 
         try:
@@ -91,8 +91,10 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
     steps = tr.read_trajectories(traj_dir)
     episodes = tr.episode_table(steps)
     tr.write_atomic(episodes, run_dir / "episodes.parquet")
+    agents = adapter.num_agents
     metadata = {
         "env_id": cfg.env_id,
+        "agents": agents,  # > 1: episodes, returns and skill statistics are per agent
         "episodes": episodes.num_rows,
         "steps": steps.num_rows,
         "policies": {s: u for s, u in sources},

@@ -48,11 +48,16 @@ class DemoConfig:
     """Experts -> collection -> return-conditioned dataset -> SFT -> evaluation, on one env."""
 
     env_id: str = field("CartPole-v1", doc="Gymnasium env id (used by every stage)")
+    env_options: dict = field(factory=dict, doc="env adapter options for every stage (e.g. "
+                              "MettaGrid-Arena's num_agents, hearts, max_steps)")
     include_random: bool = field(True, doc="also collect from a random policy (skill 'random')")
     skill_source: str = field(
         "checkpoints", doc="what each skill label plays: 'checkpoints' (its own PPO checkpoint, "
-                          "greedy) or 'expert-mix' (the expert checkpoint with the epsilon of "
-                          "expert_noise: lower skills are noisier experts)")
+                          "greedy), 'expert-mix' (the expert checkpoint with the epsilon of "
+                          "expert_noise: lower skills are noisier experts) or 'policies' (the "
+                          "URIs of skill_policies, e.g. scripted agents; no PPO training)")
+    skill_policies: list[collect.PolicySource] = field(
+        factory=list, doc="skill_source=policies: [{skill, uri}] to collect from")
     expert_noise: dict = field(factory=lambda: {"weak": 0.8, "medium": 0.5},
                                doc="expert-mix: share of random actions per lower skill")
     experts: train_experts.TrainExpertsConfig = field(
@@ -69,8 +74,10 @@ class DemoConfig:
     def validate(self) -> None:
         require(not self.collect.kill_after_episodes, "collect.kill_after_episodes",
                 "fault injection is for tests; leave it 0 in the demo")
-        require(self.skill_source in ("checkpoints", "expert-mix"), "skill_source",
-                "use 'checkpoints' or 'expert-mix'")
+        require(self.skill_source in ("checkpoints", "expert-mix", "policies"), "skill_source",
+                "use 'checkpoints', 'expert-mix' or 'policies'")
+        require(self.skill_source != "policies" or bool(self.skill_policies), "skill_policies",
+                "skill_source=policies needs [{skill, uri}, ...]")
         require(all(isinstance(v, int | float) and 0 <= v <= 1
                     for v in self.expert_noise.values()), "expert_noise",
                 "give each skill an epsilon in [0, 1], e.g. {weak: 0.8, medium: 0.5}")
@@ -113,11 +120,16 @@ def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
     """Markdown summary of the run."""
     from policylm.platform.reports import markdown_table
 
-    lines = ["# policylm demo", "", f"Env: `{metadata['env_id']}`", "", "## Experts (RLlib PPO)",
-             "", markdown_table(["skill", "iteration", "greedy return (mean)"],
-                                [[k, e["iteration"], round(e["eval"]["mean"], 1)]
-                                 for k, e in experts.items()]),
-             "", "## Collected episodes", ""]
+    lines = ["# policylm demo", "", f"Env: `{metadata['env_id']}`", ""]
+    if experts:
+        lines += ["## Experts (RLlib PPO)", "",
+                  markdown_table(["skill", "iteration", "greedy return (mean)"],
+                                 [[k, e["iteration"], round(e["eval"]["mean"], 1)]
+                                  for k, e in experts.items()]), ""]
+    lines += ["## Collected episodes", ""]
+    if metadata.get("agents", 1) > 1:
+        lines += [f"{metadata['agents']} agents per episode; one row per agent (returns are "
+                  "per agent).", ""]
     lines.append(markdown_table(
         ["skill", "episodes", "mean", "median", "min", "max", "std"],
         [[k, s["episodes"], *(round(s["return"][c], 1) for c in ("mean", "median", "min", "max",
@@ -166,6 +178,8 @@ def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
 
 def skill_policies(cfg: DemoConfig, experts: dict) -> list[collect.PolicySource]:
     """The policy each skill label collects with (see ``skill_source``)."""
+    if cfg.skill_source == "policies":
+        return list(cfg.skill_policies)
     if cfg.skill_source == "checkpoints":
         return [collect.PolicySource(skill, e["uri"]) for skill, e in experts.items()]
     best = max(experts, key=lambda s: experts[s]["eval"]["mean"])  # labelled "expert"
@@ -189,7 +203,8 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
     out = {}
     for label, uri in todo.items():
         out[label] = evaluate.main(evaluate.EvaluateConfig(
-            policy=uri, env_id=cfg.env_id, targets=list(ev.targets), episodes=ev.episodes,
+            policy=uri, env_id=cfg.env_id, env_options=dict(cfg.env_options),
+            targets=list(ev.targets), episodes=ev.episodes,
             num_workers=ev.num_workers, envs_per_worker=ev.envs_per_worker,
             seed=cfg.collect.seed + 10_000,  # fresh seeds: not the training episodes'
             dataset=str(run_dir / "collect"), out=str(run_dir / f"evaluate-{label}")))
@@ -202,15 +217,21 @@ def main(cfg: DemoConfig) -> dict:
     run_dir = make_run_dir("demo", cfg.out).resolve()
     save_config(cfg, run_dir)
     stages = Stages()
-    with stages("train_experts"):
-        ex = train_experts.main(dataclasses.replace(
-            cfg.experts, env_id=cfg.env_id, out=str(run_dir / "experts")))
+    ex: dict = {"experts": {}}
+    if cfg.skill_source != "policies":
+        with stages("train_experts"):
+            ex = train_experts.main(dataclasses.replace(
+                cfg.experts, env_id=cfg.env_id,
+                env_options={**cfg.experts.env_options, **cfg.env_options},
+                out=str(run_dir / "experts")))
     policies = skill_policies(cfg, ex["experts"])
     if cfg.include_random:
         policies.insert(0, collect.PolicySource("random", "random:"))
     with stages("collect"):
         col = collect.main(dataclasses.replace(
-            cfg.collect, env_id=cfg.env_id, policies=policies, out=str(run_dir / "collect")))
+            cfg.collect, env_id=cfg.env_id, policies=policies,
+            env_options={**cfg.collect.env_options, **cfg.env_options},
+            out=str(run_dir / "collect")))
     with stages("build_dataset"):
         ds = build_dataset.main(dataclasses.replace(
             cfg.dataset, trajectories=col["trajectories"], out=str(run_dir / "dataset")))

@@ -76,7 +76,7 @@ def play(policies: list[tuple[str, str]], env_id: str, env_options: dict, episod
     group = RolloutGroup(spec, num_workers=num_workers)
     with tqdm(total=len(policies) * episodes, desc="episodes", unit="ep") as bar:
         try:
-            group.run(chunks, lambda chunk, summaries: bar.update(len(summaries)))
+            group.run(chunks, lambda chunk, summaries: bar.update(len(chunk.specs)))
             return group.policy_stats()
         finally:
             group.shutdown()

@@ -49,6 +49,14 @@ class EnvAdapter:
     # env-grounded rewards); None where the env cannot restore its state
     save_state: Callable[[gym.Env], list[float]] | None = None
     restore_state: Callable[[gym.Env, list[float]], None] | None = None
+    # multi-agent envs (MettaGrid): agents acting each step, their env taking and giving one
+    # entry per agent (see policylm.platform.multi_agent)
+    num_agents: int = 1
+    # what external policies are built from (pytorch:// constructors that take the env): the
+    # env's own description (MettaGrid's PolicyEnvInterface); None: spaces and action names
+    env_info: Any = None
+    # what external policies see of an observation (MettaGrid: the token array); None: flatten
+    policy_obs: Callable[[Any], np.ndarray] | None = None
 
     def flatten(self, obs: Any) -> np.ndarray:
         """Observation as a flat float32 vector: ``flatten_obs`` when the adapter sets one,
@@ -191,8 +199,8 @@ def generic_adapter(
 
 
 def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
-    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid, MuJoCo, ``Crafter``)
-    or the generic one.
+    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid, MuJoCo, ``Crafter``,
+    ``MettaGrid-Arena``) or the generic one.
 
     Unknown env ids fail with gymnasium's own message plus a hint on registration.
     """
@@ -204,6 +212,10 @@ def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
         from policylm.platform.minigrid import minigrid_adapter
 
         return minigrid_adapter(env_id, **options)
+    if env_id.startswith("MettaGrid"):
+        from policylm.platform.mettagrid import mettagrid_adapter
+
+        return mettagrid_adapter(env_id, **options)
     if env_id.startswith("Crafter"):
         from policylm.platform.crafter import crafter_adapter
 

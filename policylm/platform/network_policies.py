@@ -1,12 +1,12 @@
-"""Network policies from checkpoints: native MLP (``file://``), external ``torch.nn.Module``
-(``pytorch://``) and RLlib (``rllib://``). Each loader returns ``logits_fn(obs[B, D]) ->
+"""Network policies from checkpoints: native MLP (``file://``) and RLlib (``rllib://``);
+external ``torch.nn.Module`` policies (``pytorch://``) are in
+``policylm.platform.external_policies``. Each loader returns ``logits_fn(obs[B, D]) ->
 logits[B, n]`` after checking that the checkpoint fits the env (observation size, number of
 actions); :class:`policylm.platform.policies.LogitsPolicy` turns that into actions.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ def _check_fit(source: str, obs_dim: int, n_actions: int, adapter: EnvAdapter) -
         )
 
 
-def _torch_fn(net: Any) -> LogitsFn:
+def torch_logits_fn(net: Any) -> LogitsFn:
+    """``obs[B, D] -> logits[B, A]`` from a module whose ``forward`` takes the batch."""
     import torch
 
     net.eval()
@@ -100,17 +101,12 @@ def mlp_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
     _check_fit(path, ckpt["obs_dim"], ckpt["n_actions"], adapter)
     net = build_mlp(ckpt["obs_dim"], ckpt["n_actions"], ckpt["hidden"])
     net.load_state_dict(ckpt["state_dict"])
-    return _torch_fn(net)
+    return torch_logits_fn(net)
 
 
-def external_logits_fn(path: str, class_path: str, init: dict, adapter: EnvAdapter) -> LogitsFn:
-    """Build ``module:Class(**init)``, load its state dict from ``path`` (``weights_only``) and
-    check its output size on one observation."""
-    module_name, _, cls_name = class_path.partition(":")
-    if not cls_name:
-        raise ValueError(f"class {class_path!r} must be written module:Class")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    net = cls(**init)
+def load_state_dict(net: Any, path: str, class_path: str) -> None:
+    """Load the weights in ``path`` (``weights_only``; a dict holding ``state_dict`` is
+    unwrapped) into ``net``; a mismatch names the class and the file."""
     state = _load_weights(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -118,14 +114,6 @@ def external_logits_fn(path: str, class_path: str, init: dict, adapter: EnvAdapt
         net.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"weights in {path} do not fit {class_path}: {err}") from err
-    fn = _torch_fn(net)
-    out = fn(adapter.flatten(adapter.observation_space.sample())[None])
-    if out.shape[-1] != _n_actions(adapter):
-        raise ValueError(
-            f"{class_path} outputs {out.shape[-1]} logits, {adapter.env_id} has "
-            f"{_n_actions(adapter)} actions"
-        )
-    return fn
 
 
 def rllib_module_dir(path: str | Path) -> Path:

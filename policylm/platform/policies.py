@@ -6,12 +6,13 @@ the same seeds give the same actions however episodes are spread over actors and
 
 URIs: ``random:``, ``constant:<action text>``, ``mix:<uri>?eps=<p>``, ``file://<path>`` (native
 MLP checkpoint), ``pytorch://<path>?class=<module:Class>&init=<json>`` (external
-``torch.nn.Module``), ``rllib://<checkpoint dir>``, ``hf://<model>?target_return=R&...`` (the
-LLM policy, ``policylm.platform.llm_policy``), ``http://<host:port>`` (a policylm Serve
-endpoint) and ``openai://<host:port>/v1?model=<name>`` (an OpenAI-compatible chat server; both
-in ``policylm.platform.remote_policies``) and ``python:<module:Class>?k=v`` (a scripted policy:
-a class implementing :class:`Policy`, built as ``Class(adapter, k=v, ...)``). Networks act
-greedily unless ``?sample=1``.
+``torch.nn.Module``, plain or in the external-policy shape with recurrent state; see
+``policylm.platform.external_policies``), ``rllib://<checkpoint dir>``,
+``hf://<model>?target_return=R&...`` (the LLM policy, ``policylm.platform.llm_policy``),
+``http://<host:port>`` (a policylm Serve endpoint) and ``openai://<host:port>/v1?model=<name>``
+(an OpenAI-compatible chat server; both in ``policylm.platform.remote_policies``) and
+``python:<module:Class>?k=v`` (a scripted policy: a class implementing :class:`Policy`, built as
+``Class(adapter, k=v, ...)``). Networks act greedily unless ``?sample=1``.
 Policies may also have ``observe(slots, rewards)`` (called after each step) and ``stats()``.
 """
 
@@ -229,10 +230,13 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
         if scheme == "file":
             fn = network_policies.mlp_logits_fn(body, adapter)
         elif scheme == "pytorch":
+            from policylm.platform.external_policies import external_policy
+
             if "class" not in params:
-                raise PolicyError(f"{uri!r}: pytorch:// needs ?class=<module:Class>")
+                raise PolicyError(f"{uri!r}: pytorch:// needs ?class=<module:Class> (or "
+                                  "path/to/file.py:Class)")
             init = json.loads(params.get("init", "{}"))
-            fn = network_policies.external_logits_fn(body, params["class"], init, adapter)
+            return external_policy(body, params["class"], init, adapter, sample)
         else:
             fn = network_policies.rllib_logits_fn(body, adapter)
         return LogitsPolicy(adapter, fn, sample=sample)

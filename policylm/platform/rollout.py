@@ -74,6 +74,8 @@ def plan_chunks(
 @dataclass
 class _Episode:
     spec: EpisodeSpec
+    agent: int = 0
+    episode_id: str = ""  # multi-agent: one episode id per agent (see multi_agent)
     obs: list = field(default_factory=list)
     obs_text: list = field(default_factory=list)
     obs_json: list = field(default_factory=list)
@@ -107,6 +109,16 @@ class EpisodeRunner:
             self.policies[uri] = policy_from_uri(uri, self.adapter)
         return self.policies[uri]
 
+    def _record_step(self, ep: _Episode, obs: Any, env: Any, action: Any) -> None:
+        """The step's observation, saved state and action, before the env takes it."""
+        self._record_obs(ep, obs)
+        if self.adapter.save_state is not None:
+            ep.env_state.append(self.adapter.save_state(env))
+        codec = self.adapter.codec
+        ep.action.append(np.asarray(action, dtype=np.float32).reshape(-1))
+        ep.action_index.append(codec.index(action))
+        ep.action_text.append(codec.to_text(action))
+
     def _record_obs(self, ep: _Episode, obs: Any) -> None:
         ep.obs.append(self.adapter.flatten(obs))
         ep.obs_text.append(self.adapter.encode(obs))
@@ -125,7 +137,6 @@ class EpisodeRunner:
         if len(uris) != 1:
             raise ValueError(f"a chunk holds episodes of one policy, got {sorted(uris)}")
         policy = self.policy(specs[0].policy_uri)
-        codec = self.adapter.codec
         queue = list(specs)
         live: dict[int, tuple[_Episode, Any]] = {}
         done_tables: dict[str, pa.Table] = {}
@@ -146,12 +157,7 @@ class EpisodeRunner:
                 stepped: list[tuple[int, float]] = []
             for slot, action in zip(slots, actions, strict=True):
                 ep, obs = live[slot]
-                self._record_obs(ep, obs)
-                if self.adapter.save_state is not None:
-                    ep.env_state.append(self.adapter.save_state(self.envs[slot]))
-                ep.action.append(np.asarray(action, dtype=np.float32).reshape(-1))
-                ep.action_index.append(codec.index(action))
-                ep.action_text.append(codec.to_text(action))
+                self._record_step(ep, obs, self.envs[slot], action)
                 obs, reward, term, trunc, info = self.envs[slot].step(action)
                 if self.adapter.info_extras is not None:
                     ep.extras.append(self.adapter.info_extras(info))
@@ -186,9 +192,9 @@ class EpisodeRunner:
             return [v] * n
 
         cols = {
-            tr.RUN_ID: const(run_id), tr.EPISODE_ID: const(spec.episode_id),
+            tr.RUN_ID: const(run_id), tr.EPISODE_ID: const(ep.episode_id or spec.episode_id),
             tr.ENV_ID: const(self.adapter.env_id), tr.POLICY_URI: const(spec.policy_uri),
-            tr.SKILL: const(spec.skill), tr.SEED: const(spec.seed), tr.AGENT_ID: const(0),
+            tr.SKILL: const(spec.skill), tr.SEED: const(spec.seed), tr.AGENT_ID: const(ep.agent),
             tr.T: list(range(n)), tr.OBS: ep.obs, tr.OBS_TEXT: ep.obs_text,
             tr.OBS_JSON: ep.obs_json, tr.ACTION: ep.action, tr.ACTION_INDEX: ep.action_index,
             tr.ACTION_TEXT: ep.action_text, tr.REWARD: rewards, tr.RTG: rtg,
