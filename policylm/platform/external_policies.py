@@ -146,13 +146,10 @@ class ExternalPolicy:
         for s in slots:
             if s not in self.rngs:
                 self.reset(s, s)
+        from policylm.platform.policies import choose
+
         logits, self.values = self.forward(observations, slots)
-        if not self.sample:
-            return [int(i) + self.start for i in logits.argmax(-1)]
-        z = np.exp(logits - logits.max(-1, keepdims=True))
-        p = z / z.sum(-1, keepdims=True)
-        return [int(self.rngs[s].choice(len(row), p=row)) + self.start
-                for row, s in zip(p, slots, strict=True)]
+        return choose(logits, [self.rngs[s] for s in slots], self.sample, self.start)
 
 
 def check_actions(n_out: int, adapter: EnvAdapter, class_path: str) -> None:

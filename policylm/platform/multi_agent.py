@@ -51,10 +51,7 @@ class MultiAgentRunner(EpisodeRunner):
         agent by agent. ``on_episode`` gets each finished multi-agent episode's table."""
         if not specs:
             return self.schema.empty_table()
-        uris = {s.policy_uri for s in specs}
-        if len(uris) != 1:
-            raise ValueError(f"a chunk holds episodes of one policy, got {sorted(uris)}")
-        policy = self.policy(specs[0].policy_uri)
+        policy = self.chunk_policy(specs)
         observe = getattr(policy, "observe", None)
         n = self.adapter.num_agents
         queue = list(specs)

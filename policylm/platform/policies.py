@@ -126,13 +126,20 @@ class LogitsPolicy:
 
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
         batch = np.stack([self.adapter.flatten(o) for o in observations])
-        logits = np.asarray(self.logits_fn(batch), dtype=np.float64)
-        if not self.sample:
-            return [int(i) + self.start for i in logits.argmax(-1)]
-        z = np.exp(logits - logits.max(-1, keepdims=True))
-        p = z / z.sum(-1, keepdims=True)
-        return [int(self.rngs[s].choice(len(row), p=row)) + self.start
-                for row, s in zip(p, slots, strict=True)]
+        return choose(self.logits_fn(batch), [self.rngs[s] for s in slots], self.sample,
+                      self.start)
+
+
+def choose(logits: Any, rngs: Sequence[np.random.Generator], sample: bool,
+           start: int = 0) -> list[int]:
+    """Actions from ``logits [B, n]``: argmax, or sampled from the softmax with each row's own
+    random stream; ``start`` is the action space's first value."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if not sample:
+        return [int(i) + start for i in logits.argmax(-1)]
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    p = z / z.sum(-1, keepdims=True)
+    return [int(rng.choice(len(row), p=row)) + start for row, rng in zip(p, rngs, strict=True)]
 
 
 def split_uri(uri: str) -> tuple[str, str, dict[str, str]]:

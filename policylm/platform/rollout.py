@@ -109,6 +109,13 @@ class EpisodeRunner:
             self.policies[uri] = policy_from_uri(uri, self.adapter)
         return self.policies[uri]
 
+    def chunk_policy(self, specs: Sequence[EpisodeSpec]) -> Policy:
+        """The one policy a chunk's specs play."""
+        uris = {s.policy_uri for s in specs}
+        if len(uris) != 1:
+            raise ValueError(f"a chunk holds episodes of one policy, got {sorted(uris)}")
+        return self.policy(specs[0].policy_uri)
+
     def _record_step(self, ep: _Episode, obs: Any, env: Any, action: Any) -> None:
         """The step's observation, saved state and action, before the env takes it."""
         self._record_obs(ep, obs)
@@ -133,10 +140,7 @@ class EpisodeRunner:
         """Play every spec (all of one policy) and return their steps, episode by episode."""
         if not specs:
             return self.schema.empty_table()
-        uris = {s.policy_uri for s in specs}
-        if len(uris) != 1:
-            raise ValueError(f"a chunk holds episodes of one policy, got {sorted(uris)}")
-        policy = self.policy(specs[0].policy_uri)
+        policy = self.chunk_policy(specs)
         queue = list(specs)
         live: dict[int, tuple[_Episode, Any]] = {}
         done_tables: dict[str, pa.Table] = {}

@@ -72,3 +72,28 @@ def test_train_experts_on_minigrid(ray_local, tmp_path):
     weak = result["experts"]["weak"]
     assert weak["uri"].startswith("rllib://") and weak["eval"]["count"] == 1
     assert -1e-9 <= weak["eval"]["mean"] <= 1.0  # MiniGrid returns lie in [0, 1]
+
+
+def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
+    """The MettaGrid workflow config at a tiny budget: scripted skills play a 6-agent arena
+    (rows per agent), the dataset and SFT run, the tuned and untrained model play every target
+    with every agent counted."""
+    cfg = load_config(DemoConfig, Path(__file__).parents[2] / "configs" / "mettagrid_arena.yaml", [
+        "env_options={num_agents: 6, hearts: 20, max_steps: 6, width: 13, height: 13}",
+        "collect.episodes_per_policy=2", f"sft.model={tiny_model_dir}", "sft.max_steps=2",
+        "sft.batch_size=4", "sft.dtype=fp32", "sft.max_eval_rows=8", "sft.save_steps=2",
+        "dataset.max_rows_per_skill=0", "evaluate.targets=[0, 2, 4]", "evaluate.episodes=1",
+        f"out={tmp_path / 'arena'}"])
+    main(cfg)
+    run = tmp_path / "arena"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["collect"]["skills"]) == {"random", "weak", "expert"}
+    assert metrics["collect"]["episodes"] == 3 * 2 * 6  # skills x arenas x agents
+    assert metrics["collect"]["steps"] == 3 * 2 * 6 * 6
+    assert metrics["experts"] == {}  # scripted skills: no PPO stage
+    assert "train_experts" not in metrics["stage_seconds"]
+    for label in ("fine-tuned", "untrained"):
+        counts = [t["count"] for t in metrics["evaluate"][label]["targets"].values()]
+        assert counts == [6, 6, 6], (label, counts)  # one arena per target, 6 agents each
+    report = (run / "report.md").read_text()
+    assert "6 agents per episode" in report and "MettaGrid-Arena" in report
