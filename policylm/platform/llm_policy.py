@@ -63,6 +63,9 @@ class LLMPolicyConfig:
     prompt_form: str = "chat"    # chat | compact (policylm.platform.prompts)
     seed_offset: int = 0         # a second stream per episode seed (GRPO groups: same env
                                  # seed, different sampling)
+    norm: str = "sum"            # score mode: choose by the summed log-likelihood of an action's
+                                 # tokens, or by their mean ("mean": long action names are not
+                                 # penalised for their length; for untrained models)
 
 
 class LLMPolicy:
@@ -75,11 +78,15 @@ class LLMPolicy:
             raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
         if cfg.fallback not in ("first", "random"):
             raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
+        if cfg.norm not in ("sum", "mean"):
+            raise ValueError(f"norm must be sum or mean, got {cfg.norm!r}")
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
         self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text()
         self.prefix = render_prefix(engine, self.form, self.system)
         self.candidates = action_candidates(self.form, list(adapter.codec.valid_actions or []))
+        # only for norm=mean: remote engines (openai://) have no tokenizer here
+        self.lengths = candidate_lengths(engine, self.candidates) if cfg.norm == "mean" else None
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
@@ -132,7 +139,7 @@ class LLMPolicy:
                                       prefix=self.prefix)
             out = []
             for lp, rng in zip(logps, rngs, strict=True):
-                i = self._choose(lp, rng)
+                i = self._choose(lp if self.lengths is None else lp / self.lengths, rng)
                 out.append(Decision(codec.from_index(i), codec.valid_actions[i], True,
                                     [float(x) for x in lp]))
         else:
@@ -171,14 +178,24 @@ class LLMPolicy:
         return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else 0.0}
 
 
+def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
+    """Tokens each candidate's score sums over: its own, plus the end of turn when some
+    candidate is longer than one token (the engine contract)."""
+    if not candidates:
+        return np.ones(0)
+    n = np.array([len(engine.encode(c)) for c in candidates], dtype=np.float64)
+    return n + 1 if n.max() > 1 else n
+
+
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
-    &engine=hf|vllm&dtype=auto&prompt=chat|compact`` (the query already split into ``params``).
+    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean`` (the query already split
+    into ``params``).
     Without ``prompt``, the form recorded with the adapter (or model directory) is used."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
-             "fallback", "engine", "dtype", "prompt", "seed_offset"}
+             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -191,6 +208,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         fallback=params.get("fallback", "first"),
         prompt_form=params.get("prompt") or read_form(params.get("adapter"), model),
         seed_offset=int(params.get("seed_offset", 0)),
+        norm=params.get("norm", "sum"),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"))

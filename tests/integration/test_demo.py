@@ -82,18 +82,18 @@ def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
         "env_options={num_agents: 6, hearts: 20, max_steps: 6, width: 13, height: 13}",
         "collect.episodes_per_policy=2", f"sft.model={tiny_model_dir}", "sft.max_steps=2",
         "sft.batch_size=4", "sft.dtype=fp32", "sft.max_eval_rows=8", "sft.save_steps=2",
-        "dataset.max_rows_per_skill=0", "evaluate.targets=[0, 2, 4]", "evaluate.episodes=1",
+        "dataset.max_rows_per_skill=0", "evaluate.targets=[0, 4]", "evaluate.episodes=1",
         f"out={tmp_path / 'arena'}"])
     main(cfg)
     run = tmp_path / "arena"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["collect"]["skills"]) == {"random", "weak", "expert"}
-    assert metrics["collect"]["episodes"] == 3 * 2 * 6  # skills x arenas x agents
-    assert metrics["collect"]["steps"] == 3 * 2 * 6 * 6
+    assert set(metrics["collect"]["skills"]) == {"random", "idle", "weak", "expert"}
+    assert metrics["collect"]["episodes"] == 4 * 2 * 6  # skills x arenas x agents
+    assert metrics["collect"]["steps"] == 4 * 2 * 6 * 6
     assert metrics["experts"] == {}  # scripted skills: no PPO stage
     assert "train_experts" not in metrics["stage_seconds"]
     for label in ("fine-tuned", "untrained"):
         counts = [t["count"] for t in metrics["evaluate"][label]["targets"].values()]
-        assert counts == [6, 6, 6], (label, counts)  # one arena per target, 6 agents each
+        assert counts == [6, 6], (label, counts)  # one arena per target, 6 agents each
     report = (run / "report.md").read_text()
     assert "6 agents per episode" in report and "MettaGrid-Arena" in report

@@ -101,3 +101,22 @@ def test_llm_policy_plays_episodes_in_the_runner(cartpole, tiny_model_dir):
     assert table.num_rows == runner.policy_stats()[uri]["actions"]
     again = EpisodeRunner(cartpole, 1).run(chunk.specs, "r")  # seeded per episode
     assert again.column("action").to_pylist() == table.column("action").to_pylist()
+
+
+def test_mean_norm_chooses_by_log_likelihood_per_token(engine):
+    crafter = make_adapter("Crafter", length=10)  # action names of 1 to 6 tokens
+    env = crafter.make_env()
+    obs = [env.reset(seed=0)[0]]
+    env.close()
+    cfg = dict(target_return=5, temperature=0, prompt_form="compact")
+    summed = LLMPolicy(crafter, engine, LLMPolicyConfig(**cfg))
+    mean = LLMPolicy(crafter, engine, LLMPolicyConfig(**cfg, norm="mean"))
+    for p in (summed, mean):
+        p.reset(0, 0)
+    logp = engine.score(summed.prompts(obs, [0]), [summed.candidates], prefix=summed.prefix)[0]
+    tokens = np.array([len(engine.encode(c)) + 1 for c in summed.candidates])  # + end of turn
+    assert tokens.min() == 2 and tokens.max() > 3
+    assert summed.act(obs, [0]) == [int(np.argmax(logp))]
+    assert mean.act(obs, [0]) == [int(np.argmax(logp / tokens))]
+    with pytest.raises(ValueError, match="norm must be sum or mean"):
+        LLMPolicy(crafter, engine, LLMPolicyConfig(norm="max"))
