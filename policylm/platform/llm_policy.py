@@ -64,8 +64,9 @@ class LLMPolicyConfig:
     seed_offset: int = 0         # a second stream per episode seed (GRPO groups: same env
                                  # seed, different sampling)
     norm: str = "sum"            # score mode: choose by the summed log-likelihood of an action's
-                                 # tokens, or by their mean ("mean": long action names are not
-                                 # penalised for their length; for untrained models)
+                                 # tokens; "mean": per token; "pmi": minus the action's
+                                 # log-likelihood without the observation (how much the
+                                 # observation raises it; cancels the names' prior and length)
 
 
 class LLMPolicy:
@@ -78,15 +79,16 @@ class LLMPolicy:
             raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
         if cfg.fallback not in ("first", "random"):
             raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
-        if cfg.norm not in ("sum", "mean"):
-            raise ValueError(f"norm must be sum or mean, got {cfg.norm!r}")
+        if cfg.norm not in ("sum", "mean", "pmi"):
+            raise ValueError(f"norm must be sum, mean or pmi, got {cfg.norm!r}")
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
         self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text()
         self.prefix = render_prefix(engine, self.form, self.system)
         self.candidates = action_candidates(self.form, list(adapter.codec.valid_actions or []))
-        # only for norm=mean: remote engines (openai://) have no tokenizer here
+        # norm=mean/pmi only: remote engines (openai://) have no tokenizer or scores here
         self.lengths = candidate_lengths(engine, self.candidates) if cfg.norm == "mean" else None
+        self.baseline = self._baseline() if cfg.norm == "pmi" else None
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
@@ -139,7 +141,7 @@ class LLMPolicy:
                                       prefix=self.prefix)
             out = []
             for lp, rng in zip(logps, rngs, strict=True):
-                i = self._choose(lp if self.lengths is None else lp / self.lengths, rng)
+                i = self._choose(self._normed(lp), rng)
                 out.append(Decision(codec.from_index(i), codec.valid_actions[i], True,
                                     [float(x) for x in lp]))
         else:
@@ -147,6 +149,20 @@ class LLMPolicy:
             out = [self._parse(text, rng) for text, rng in zip(texts, rngs, strict=True)]
         self.counts["actions"] += len(out)
         return out
+
+    def _baseline(self) -> np.ndarray:
+        """Each action's log-likelihood after a prompt with no observation (target 0, step 0):
+        the prior that ``norm=pmi`` subtracts."""
+        empty = render_prompt(self.engine, self.form, self.system, 0, 0, "")
+        return self.engine.score([empty], [self.candidates], prefix=self.prefix)[0]
+
+    def _normed(self, logps: np.ndarray) -> np.ndarray:
+        """The scores the choice is made on (see ``norm``)."""
+        if self.lengths is not None:
+            return logps / self.lengths
+        if self.baseline is not None:
+            return logps - self.baseline
+        return logps
 
     def _choose(self, logps: np.ndarray, rng: np.random.Generator) -> int:
         if self.cfg.temperature <= 0:
@@ -189,7 +205,7 @@ def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
 
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
-    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean`` (the query already split
+    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi`` (the query already split
     into ``params``).
     Without ``prompt``, the form recorded with the adapter (or model directory) is used."""
     from policylm.platform.engines import get_engine

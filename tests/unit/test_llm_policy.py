@@ -118,5 +118,10 @@ def test_mean_norm_chooses_by_log_likelihood_per_token(engine):
     assert tokens.min() == 2 and tokens.max() > 3
     assert summed.act(obs, [0]) == [int(np.argmax(logp))]
     assert mean.act(obs, [0]) == [int(np.argmax(logp / tokens))]
-    with pytest.raises(ValueError, match="norm must be sum or mean"):
+    pmi = LLMPolicy(crafter, engine, LLMPolicyConfig(**cfg, norm="pmi"))
+    pmi.reset(0, 0)
+    empty = engine.score(["R=0 t=0  ->"], [summed.candidates])[0]  # the compact prompt, no obs
+    assert np.allclose(pmi.baseline, empty)
+    assert pmi.act(obs, [0]) == [int(np.argmax(logp - empty))]
+    with pytest.raises(ValueError, match="norm must be sum, mean or pmi"):
         LLMPolicy(crafter, engine, LLMPolicyConfig(norm="max"))
