@@ -91,10 +91,9 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
     steps = tr.read_trajectories(traj_dir)
     episodes = tr.episode_table(steps)
     tr.write_atomic(episodes, run_dir / "episodes.parquet")
-    agents = adapter.num_agents
     metadata = {
         "env_id": cfg.env_id,
-        "agents": agents,  # > 1: episodes, returns and skill statistics are per agent
+        "agents": adapter.num_agents,  # > 1: episodes, returns and skill statistics are per agent
         "episodes": episodes.num_rows,
         "steps": steps.num_rows,
         "policies": {s: u for s, u in sources},

@@ -263,11 +263,16 @@ class HFEngine:
                                 for p in ps})
                 lp = self._logprobs_at(hidden, picks)
                 at = {pick: n for n, pick in enumerate(picks)}
+                where, toks, owner = [], [], []  # every scored token at once, then summed
                 for k, row in enumerate(reads):
-                    for j, ps, toks in row:
-                        idx = torch.tensor([at[(k, p)] for p in ps], device=lp.device)
-                        scores[lo + k][j] = float(lp[idx, torch.tensor(toks, device=lp.device)]
-                                                  .sum())
+                    for j, ps, ts in row:
+                        where += [at[(k, p)] for p in ps]
+                        toks += ts
+                        owner += [(k, j)] * len(ts)
+                got = lp[torch.tensor(where, device=lp.device),
+                         torch.tensor(toks, device=lp.device)].cpu().numpy().astype(np.float64)
+                for (k, j), v in zip(owner, got, strict=True):
+                    scores[lo + k][j] += v
             return scores
 
     def _packed_rows(self, ids: list[list[int]], cand: list[list[list[int]]], n_pre: int

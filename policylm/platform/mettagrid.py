@@ -64,6 +64,9 @@ class TokenDecoder:
     view: tuple[int, int] = (13, 13)
     actions: list[str] = field(default_factory=list)
     max_entities: int = 8
+    # the last observation's cells: a step's text, JSON and vector all decode the same tokens
+    _memo: tuple[bytes, tuple] | None = field(default=None, init=False, repr=False,
+                                              compare=False)
 
     @classmethod
     def from_interface(cls, interface: Any, max_entities: int = 8) -> TokenDecoder:
@@ -77,10 +80,14 @@ class TokenDecoder:
 
     def cells(self, tokens: np.ndarray) -> tuple[dict[str, int], dict[tuple[int, int], dict]]:
         """``(globals, cells)``: global feature values by name, and per visible (row, col) the
-        feature values there by name."""
+        feature values there by name. Read-only: the last result is reused for the same
+        tokens."""
+        arr = np.asarray(tokens).reshape(-1, 3)
+        key = arr.tobytes()
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
         globals_: dict[str, int] = {}
         cells: dict[tuple[int, int], dict] = {}
-        arr = np.asarray(tokens).reshape(-1, 3)
         for loc, fid, value in arr[arr[:, 0] != EMPTY].tolist():
             if fid not in self.features:
                 continue
@@ -90,6 +97,7 @@ class TokenDecoder:
                 globals_[name] = int(value)
             elif where[0] < self.view[0] and where[1] < self.view[1]:
                 cells.setdefault(where, {})[name] = int(value)
+        self._memo = (key, (globals_, cells))
         return globals_, cells
 
     def kind(self, cell: dict) -> str:
@@ -103,7 +111,7 @@ class TokenDecoder:
         episode progress in percent) and ``entities`` (type, row/col offset, distance; agents
         with their id), nearest first, at most ``max_entities``, plus ``blocked`` directions."""
         globals_, cells = self.cells(obs["tokens"])
-        me = cells.pop(self.center, {})
+        me = cells.get(self.center, {})
         inventory = {k.removeprefix("inv:"): v for k, v in me.items()
                      if k.startswith("inv:") and ":p" not in k and v}
         last = globals_.get("last_action")
@@ -119,6 +127,8 @@ class TokenDecoder:
         cr, cc = self.center
         entities = []
         for (r, c), cell in cells.items():
+            if (r, c) == self.center:
+                continue
             e: dict[str, Any] = {"type": self.kind(cell), "dr": r - cr, "dc": c - cc,
                                  "distance": abs(r - cr) + abs(c - cc)}
             if "agent_id" in cell:
