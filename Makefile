@@ -24,6 +24,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check policylm tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 test-slow: setup
@@ -34,6 +35,7 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check policylm tests bench
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,7 +13,7 @@ ENV_ID = "MiniGrid-DoorKey-5x5-v0"  # CPU-bound in Python: grid step plus text e
 def plan(episodes: int, chunk_size: int, seed: int = 0, label: str = "random"):
     """``label`` names the chunk files: warm-up and timed plans must not share them, or the
     timed run would resume from the warm-up's files instead of playing."""
-    from policylm.platform.rollout import plan_chunks
+    from policylm.platform.rollout.runner import plan_chunks
 
     return plan_chunks([(label, "random:")], episodes, seed, chunk_size)
 

@@ -26,16 +26,16 @@ def in_process(cfg: Any, data: Path, out: Path) -> float:
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from policylm.jobs.grpo import grpo_args, load_policy, to_grpo_rows
-    from policylm.jobs.sft import read_rows
+    from policylm.jobs.grpo import grpo_args, to_grpo_rows
     from policylm.platform.envs import make_adapter
-    from policylm.platform.rewards import reward_funcs
+    from policylm.platform.training.rewards import reward_funcs
+    from policylm.platform.training.sft import load_trainable, read_rows
 
     rows = read_rows(data / "dataset", "train", cfg.prompt_form, to_grpo_rows)
     rows = rows[: cfg.max_rows or None]
     env = make_adapter(cfg.env_id)
     funcs, weights = reward_funcs(cfg.rewards, env, cfg.env_reward)
-    model, tokenizer, peft = load_policy(cfg)
+    model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
     args = grpo_args(cfg, str(out), weights, progress=False)
     args.save_strategy = "no"
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args,

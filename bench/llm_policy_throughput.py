@@ -86,7 +86,7 @@ def main() -> None:
 
     from policylm.platform.engines import get_engine
     from policylm.platform.envs import make_adapter
-    from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
+    from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
 
     adapter = make_adapter("CartPole-v1")
     engine = get_engine(args.model, "", "hf", "auto")

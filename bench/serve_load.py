@@ -114,7 +114,7 @@ def main() -> None:
     import ray
     import torch
 
-    from policylm.platform.models import resolve_model
+    from policylm.platform.engines.models import resolve_model
 
     resolve_model(args.model)
     policy = f"hf://{args.model}?temperature=0"

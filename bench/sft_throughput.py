@@ -48,7 +48,7 @@ def in_process(data: Path, cfg: Any, out: Path, trl_defaults: bool = False,
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from policylm.jobs.sft import load_model, read_rows, sft_args, trainer_class
+    from policylm.platform.training.sft import load_model, read_rows, sft_args, trainer_class
 
     rows = read_rows(data / "dataset", "train", cfg.prompt_form)
     if trl_defaults:

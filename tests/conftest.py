@@ -5,6 +5,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from policylm.platform.models import save_tiny_model
+    from policylm.platform.engines.models import save_tiny_model
 
     return str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))

@@ -89,7 +89,7 @@ def imitate(out: str, episodes: int, epochs: int, seed: int, bptt: int = 10) -> 
     import numpy as np
 
     from policylm.platform.envs import make_adapter
-    from policylm.platform.mettagrid import HeartSeeker
+    from policylm.platform.envs.mettagrid import HeartSeeker
 
     adapter = make_adapter("MettaGrid-Arena")
     env, expert = adapter.make_env(), HeartSeeker(adapter)

@@ -1,5 +1,5 @@
-"""Rollout actors: thin Ray shells around :class:`policylm.platform.rollout.EpisodeRunner`
-(or its multi-agent form, :class:`policylm.platform.multi_agent.MultiAgentRunner`).
+"""Rollout actors: thin Ray shells around :class:`policylm.platform.rollout.runner.EpisodeRunner`
+(or its multi-agent form, :class:`policylm.platform.rollout.multi_agent.MultiAgentRunner`).
 
 A :class:`RolloutGroup` spreads the chunks of a collection plan over ``num_workers`` actors
 (``num_workers=0``: everything in this process, no Ray). Actors restart when their process dies
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policylm.platform.rollout import Chunk, collect_chunk
+from policylm.platform.rollout.runner import Chunk, collect_chunk
+from policylm.runtime import init_ray
 
 FAULT_MARKER = ".fault-injected"
 
@@ -42,7 +43,7 @@ class RolloutWorker:
 
     def __init__(self, spec: RolloutSpec):
         from policylm.platform.envs import make_adapter
-        from policylm.platform.multi_agent import make_runner
+        from policylm.platform.rollout.multi_agent import make_runner
 
         self.spec = spec
         self.runner = make_runner(make_adapter(spec.env_id, **spec.env_options),
@@ -230,3 +231,37 @@ class RolloutGroup:
         for a in self.actors:
             ray.kill(a)
         self.actors = []
+
+
+def play_policies(policies: list[tuple[str, str]], env_id: str, env_options: dict,
+                  episodes: int, run_dir: Path, num_workers: int, envs_per_worker: int,
+                  torch_threads: int, seed: int) -> dict:
+    """Play ``episodes`` of each ``(label, uri)`` on the same env seeds with a
+    :class:`RolloutGroup` of ``num_workers`` actors (0: in this process), writing
+    ``run_dir/trajectories``; returns the policies' statistics (actions, invalid answers)."""
+    from tqdm import tqdm
+
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.policies import absolute_paths, policy_from_uri, split_uri
+    from policylm.platform.rollout.runner import plan_chunks
+
+    policies = [(label, absolute_paths(uri)) for label, uri in policies]
+    for _, uri in policies:
+        if split_uri(uri)[0] == "hf":  # convert/cache the model once, before the actors race
+            from policylm.platform.engines.models import resolve_model
+
+            resolve_model(split_uri(uri)[1])
+    policy_from_uri(policies[0][1], make_adapter(env_id, **env_options))  # fail early
+    chunks = plan_chunks(policies, episodes, seed, envs_per_worker, shared_seeds=True)
+    spec = RolloutSpec(env_id, env_options, envs_per_worker, 1.0,
+                       str((run_dir / "trajectories").resolve()), run_dir.name,
+                       torch_threads=torch_threads)
+    if num_workers:
+        init_ray()
+    group = RolloutGroup(spec, num_workers=num_workers)
+    with tqdm(total=len(policies) * episodes, desc="episodes", unit="ep") as bar:
+        try:
+            group.run(chunks, lambda chunk, summaries: bar.update(len(chunk.specs)))
+            return group.policy_stats()
+        finally:
+            group.shutdown()

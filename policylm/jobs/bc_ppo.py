@@ -20,16 +20,9 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from policylm.jobs.common import (
-    Stages,
-    init_ray,
-    log,
-    make_run_dir,
-    run_job,
-    save_config,
-    write_json,
-)
+from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
+from policylm.runtime import init_ray
 
 METHODS = ("bc-ppo", "scratch", "transfer")
 
@@ -56,7 +49,7 @@ class BcPpoConfig:
 
     env_id: str = field("MiniGrid-DoorKey-5x5-v0", doc="Gymnasium env id")
     env_options: dict = field(factory=dict, doc="options for the env adapter")
-    demo_policy: str = field("python:policylm.platform.minigrid_bot:MiniGridBot",
+    demo_policy: str = field("python:policylm.platform.envs.minigrid_bot:MiniGridBot",
                              doc="policy URI that demonstrates (hf://.., openai://.., python:..)")
     demo_episodes: int = field(100, doc="demonstration episodes to play")
     demos: str = field("", doc="existing trajectories (a collect run's trajectories/ directory) "
@@ -104,8 +97,8 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
     import pyarrow.compute as pc
 
     from policylm.jobs.collect import CollectConfig, PolicySource, collect
-    from policylm.platform import trajectories as tr
-    from policylm.platform.datasets import EpisodeFilter, keep_rows, select_episodes
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.data.datasets import EpisodeFilter, keep_rows, select_episodes
 
     source = Path(cfg.demos) if cfg.demos else run_dir / "demos" / "trajectories"
     if not cfg.demos:
@@ -141,7 +134,7 @@ def convert(traj_dir: Path, out: Path) -> Path:
     whole)."""
     import ray
 
-    from policylm.platform.rllib_offline import to_rllib_rows
+    from policylm.platform.data.rllib_offline import to_rllib_rows
 
     ds = ray.data.read_parquet(str(traj_dir.resolve()), file_extensions=["parquet"])
     ds.map_batches(to_rllib_rows, batch_format="pyarrow", batch_size=None).write_parquet(
@@ -161,9 +154,9 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path) -> dict:
     from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
     from tqdm import tqdm
 
+    from policylm.platform.data.rllib_offline import action_accuracy
     from policylm.platform.envs import FlatObsEnv
-    from policylm.platform.network_policies import module_logits_fn
-    from policylm.platform.rllib_offline import action_accuracy
+    from policylm.rllib.checkpoints import module_logits_fn
     from policylm.tune.ppo_trials import model_config, module_dir
 
     env = FlatObsEnv({"env_id": cfg.env_id, "env_options": cfg.env_options})

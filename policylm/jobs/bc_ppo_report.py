@@ -7,8 +7,16 @@ from typing import Any
 
 import numpy as np
 
-from policylm.platform.reports import markdown_table, plot_return_vs_frames, plot_visitation
-from policylm.platform.sample_efficiency import frames_to_threshold, grid_shape, median_or_none
+from policylm.platform.evaluation.reports import (
+    markdown_table,
+    plot_return_vs_frames,
+    plot_visitation,
+)
+from policylm.platform.evaluation.sample_efficiency import (
+    frames_to_threshold,
+    grid_shape,
+    median_or_none,
+)
 
 
 def summarise(results: list[dict], threshold: float) -> dict:

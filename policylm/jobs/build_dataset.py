@@ -15,18 +15,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from policylm.jobs.common import (
-    Stages,
-    init_ray,
-    log,
-    make_run_dir,
-    run_job,
-    save_config,
-    write_json,
-)
+from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
+from policylm.runtime import init_ray
 
 
 @dataclass
@@ -66,14 +58,8 @@ class BuildDatasetConfig:
         require(self.max_length is None or self.max_length >= 1, "max_length", "must be >= 1")
 
 
-def trajectory_dir(path: str) -> Path:
-    """Accept a trajectory directory or a collect run directory holding ``trajectories/``."""
-    p = Path(path)
-    return p / "trajectories" if (p / "trajectories").is_dir() else p
-
-
 def selection_stats(episodes, selected, rows: int | None = None) -> dict:
-    from policylm.platform import trajectories as tr
+    from policylm.platform.data import trajectories as tr
 
     kept_ids = set(selected.column(tr.EPISODE_ID).to_pylist())
     all_ids = episodes.column(tr.EPISODE_ID).to_pylist()
@@ -89,12 +75,12 @@ def selection_stats(episodes, selected, rows: int | None = None) -> dict:
 
 
 def main(cfg: BuildDatasetConfig) -> dict:
-    from policylm.platform import datasets as dsx
-    from policylm.platform import trajectories as tr
+    from policylm.platform.data import datasets as dsx
+    from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
 
     stages = Stages()
-    src = trajectory_dir(cfg.trajectories)
+    src = tr.trajectory_dir(cfg.trajectories)
     with stages("select"):
         files = tr.trajectory_files(src)
         steps = tr.read_trajectories(src, columns=[

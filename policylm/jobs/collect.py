@@ -12,8 +12,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from policylm.jobs.common import Stages, init_ray, make_run_dir, run_job, save_config, write_json
+from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
+from policylm.runtime import init_ray
 
 
 @dataclass
@@ -62,10 +63,10 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
     from tqdm import tqdm
 
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
-    from policylm.platform import trajectories as tr
+    from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import policy_from_uri
-    from policylm.platform.rollout import plan_chunks
+    from policylm.platform.rollout.runner import plan_chunks
 
     adapter = make_adapter(cfg.env_id, **cfg.env_options)
     for p in cfg.policies:  # fail before starting actors if a URI cannot work for this env

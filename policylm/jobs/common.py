@@ -1,4 +1,5 @@
-"""What every job shares: argument parsing, the run directory, Ray start-up and stage timing.
+"""What every job shares: argument parsing, the run directory and stage timing (Ray start-up is
+``policylm.runtime``).
 
 A job module defines a config dataclass and ``main(cfg) -> dict``; ``run_job`` turns
 ``--config F key=value ...`` into that config, and ``python -m policylm.jobs.<name>`` and the
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,17 +25,6 @@ from policylm.platform.config import ConfigError, config_to_dict, describe_confi
 
 log = logging.getLogger("policylm")
 C = TypeVar("C")
-
-# The one place the environment of Ray workers is declared. ``working_dir`` is added by
-# ``ray job submit --working-dir``; workers inherit the installed packages of the cluster image.
-RUNTIME_ENV: dict[str, Any] = {
-    "env_vars": {
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    }
-}
-
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -61,22 +50,6 @@ def save_config(cfg: Any, run_dir: Path) -> Path:
     path = run_dir / "config.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return path
-
-
-def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to ``RAY_ADDRESS`` when set (a cluster, or inside ``ray job submit``), else start
-    local Ray. Does nothing if Ray is already initialised in this process."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"runtime_env": RUNTIME_ENV, "log_to_driver": True}
-    if address:
-        log.info("connecting to Ray at %s", address)
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 class Stages:

@@ -82,12 +82,15 @@ def custom_metrics(fn: Any, steps: Any, spec: str) -> dict[str, float]:
 
 
 def main(cfg: CompareConfig) -> dict:
-    from policylm.jobs.build_dataset import trajectory_dir
-    from policylm.jobs.evaluate import play
-    from policylm.platform import trajectories as tr
-    from policylm.platform.achievements import UNLOCKED, achievement_summary
-    from policylm.platform.evaluation import summarize_steps
-    from policylm.platform.reports import markdown_table, plot_achievements, plot_comparison
+    from policylm.actors.rollout import play_policies
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.achievements import UNLOCKED, achievement_summary
+    from policylm.platform.evaluation.metrics import summarize_steps
+    from policylm.platform.evaluation.reports import (
+        markdown_table,
+        plot_achievements,
+        plot_comparison,
+    )
 
     labels = cfg.labels or [chr(ord("A") + i) for i in range(len(cfg.inputs))]
     run_dir = make_run_dir("compare", cfg.out)
@@ -97,14 +100,14 @@ def main(cfg: CompareConfig) -> dict:
             if not is_directory_input(item)]
     if uris:
         with stages("play"):
-            play(uris, cfg.env_id, cfg.env_options, cfg.episodes, run_dir, cfg.num_workers,
-                 cfg.envs_per_worker, 1, cfg.seed)
+            play_policies(uris, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
+                          cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
     summaries: dict[str, dict] = {}
     user_fn = load_eval_fn(cfg.eval_fn) if cfg.eval_fn else None
     played = tr.read_trajectories(run_dir / "trajectories") if uris else None
     for label, item in zip(labels, cfg.inputs, strict=True):
         if is_directory_input(item):
-            steps = tr.read_trajectories(trajectory_dir(item))
+            steps = tr.read_trajectories(tr.trajectory_dir(item))
         else:
             import pyarrow.compute as pc
 

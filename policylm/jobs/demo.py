@@ -118,7 +118,7 @@ def _num(x: object, fmt: str = ".1f") -> str:
 def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
            evals: dict[str, dict], checks: dict | None, seconds: dict) -> str:
     """Markdown summary of the run."""
-    from policylm.platform.reports import markdown_table
+    from policylm.platform.evaluation.reports import markdown_table
 
     lines = ["# policylm demo", "", f"Env: `{metadata['env_id']}`", ""]
     if experts:
@@ -212,7 +212,7 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
 
 
 def main(cfg: DemoConfig) -> dict:
-    from policylm.platform.reports import plot_target_vs_actual
+    from policylm.platform.evaluation.reports import plot_target_vs_actual
 
     run_dir = make_run_dir("demo", cfg.out).resolve()
     save_config(cfg, run_dir)

@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from policylm.jobs.common import (
-    Stages,
-    init_ray,
-    make_run_dir,
-    run_job,
-    save_config,
-    write_json,
-)
+from policylm.actors.rollout import play_policies
+from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
 
 
@@ -49,41 +42,8 @@ class EvaluateConfig:
         require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
 
 
-def play(policies: list[tuple[str, str]], env_id: str, env_options: dict, episodes: int,
-         run_dir: Path, num_workers: int, envs_per_worker: int, torch_threads: int,
-         seed: int) -> dict:
-    """Play ``episodes`` of each ``(label, uri)`` on the same seeds; returns policy stats."""
-    from tqdm import tqdm
-
-    from policylm.actors.rollout import RolloutGroup, RolloutSpec
-    from policylm.platform.envs import make_adapter
-    from policylm.platform.policies import absolute_paths, policy_from_uri, split_uri
-    from policylm.platform.rollout import plan_chunks
-
-    policies = [(label, absolute_paths(uri)) for label, uri in policies]
-    for _, uri in policies:
-        if split_uri(uri)[0] == "hf":  # convert/cache the model once, before the actors race
-            from policylm.platform.models import resolve_model
-
-            resolve_model(split_uri(uri)[1])
-    policy_from_uri(policies[0][1], make_adapter(env_id, **env_options))  # fail early
-    chunks = plan_chunks(policies, episodes, seed, envs_per_worker, shared_seeds=True)
-    spec = RolloutSpec(env_id, env_options, envs_per_worker, 1.0,
-                       str((run_dir / "trajectories").resolve()), run_dir.name,
-                       torch_threads=torch_threads)
-    if num_workers:
-        init_ray()
-    group = RolloutGroup(spec, num_workers=num_workers)
-    with tqdm(total=len(policies) * episodes, desc="episodes", unit="ep") as bar:
-        try:
-            group.run(chunks, lambda chunk, summaries: bar.update(len(chunk.specs)))
-            return group.policy_stats()
-        finally:
-            group.shutdown()
-
-
 def report(cfg: EvaluateConfig, metrics: dict) -> str:
-    from policylm.platform.reports import markdown_table
+    from policylm.platform.evaluation.reports import markdown_table
 
     rows = []
     for label, m in metrics["targets"].items():
@@ -99,10 +59,10 @@ def report(cfg: EvaluateConfig, metrics: dict) -> str:
 
 
 def main(cfg: EvaluateConfig) -> dict:
-    from policylm.platform import trajectories as tr
-    from policylm.platform.evaluation import target_label, target_metrics
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.metrics import target_label, target_metrics
+    from policylm.platform.evaluation.reports import plot_target_vs_actual
     from policylm.platform.policies import absolute_paths, with_params
-    from policylm.platform.reports import plot_target_vs_actual
 
     run_dir = make_run_dir("evaluate", cfg.out)
     save_config(cfg, run_dir)
@@ -110,17 +70,16 @@ def main(cfg: EvaluateConfig) -> dict:
     policies = [(target_label(t), absolute_paths(with_params(cfg.policy, target_return=t)))
                 for t in cfg.targets]
     with stages("play"):
-        stats = play(policies, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
-                     cfg.num_workers, cfg.envs_per_worker, cfg.torch_threads, cfg.seed)
+        stats = play_policies(policies, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
+                              cfg.num_workers, cfg.envs_per_worker, cfg.torch_threads, cfg.seed)
     episodes = tr.episode_table(tr.read_trajectories(run_dir / "trajectories"))
     metrics = target_metrics(episodes, cfg.targets)
     metrics["invalid_rate"] = {label: stats.get(uri, {}).get("invalid_rate", 0.0)
                                for label, uri in policies}
     data_range = None
     if cfg.dataset:
-        from policylm.jobs.build_dataset import trajectory_dir
 
-        data = tr.episode_table(tr.read_trajectories(trajectory_dir(cfg.dataset)))
+        data = tr.episode_table(tr.read_trajectories(tr.trajectory_dir(cfg.dataset)))
         returns = data.column("return").to_pylist()
         data_range = (min(returns), max(returns))
         metrics["training_returns"] = tr.return_stats(returns)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from policylm.jobs.build_dataset import trajectory_dir
 from policylm.jobs.common import log, run_job
 from policylm.platform.config import field, require
 
@@ -31,11 +30,11 @@ class ExportMinariConfig:
 
 
 def main(cfg: ExportMinariConfig) -> dict:
-    from policylm.platform import trajectories as tr
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.data.minari_io import export_minari
     from policylm.platform.envs import make_adapter
-    from policylm.platform.minari_io import export_minari
 
-    steps = tr.read_trajectories(trajectory_dir(cfg.trajectories))
+    steps = tr.read_trajectories(tr.trajectory_dir(cfg.trajectories))
     env_ids = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
     if len(env_ids) != 1:
         raise tr.TrajectoryError(f"trajectories mix envs {env_ids}; export one env at a time")

@@ -47,18 +47,17 @@ class FilterConfig:
 
 
 def main(cfg: FilterConfig) -> dict:
-    from policylm.jobs.build_dataset import trajectory_dir
-    from policylm.platform import trajectories as tr
-    from policylm.platform.achievements import (
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.data.datasets import keep_rows
+    from policylm.platform.evaluation.achievements import (
         UNLOCKED,
         QualityFilter,
         episodes_with_achievements,
         quality_stats,
         select_quality,
     )
-    from policylm.platform.datasets import keep_rows
 
-    steps = tr.read_trajectories(trajectory_dir(cfg.trajectories))
+    steps = tr.read_trajectories(tr.trajectory_dir(cfg.trajectories))
     episodes = episodes_with_achievements(steps)
     flt = QualityFilter(cfg.min_achievements, cfg.min_reward, cfg.max_turns, cfg.types(),
                         cfg.min_achievement_types)

@@ -1,5 +1,5 @@
-"""GRPO: over dataset states on Ray Train (TRL ``GRPOTrainer`` + PEFT LoRA), or online over
-episodes played by rollout actors (``mode: episodes``, ``policylm.jobs.grpo_episodes``).
+"""GRPO: over dataset states on Ray Train (TRL ``GRPOTrainer`` + PEFT LoRA), or online over episodes
+played by rollout actors (``mode: episodes``, ``policylm.jobs.grpo_episodes``).
 
 Usage: ``policylm grpo --config configs/grpo_cartpole.yaml dataset=runs/dataset
 adapter=runs/sft/adapter`` (or ``python -m policylm.jobs.grpo ...``).
@@ -7,9 +7,9 @@ adapter=runs/sft/adapter`` (or ``python -m policylm.jobs.grpo ...``).
 ``mode: states``: prompts are the states of a return-conditioned dataset in the prompt form the
 policy uses (the one recorded with the starting adapter, by default); each prompt gets
 ``num_generations`` sampled completions, scored by the weighted reward functions of
-``policylm.platform.rewards`` (``format``, ``bc``, ``env``), and the LoRA adapter is updated
-with TRL's clipped GRPO objective (KL to the starting policy with ``beta`` > 0). Starts from an SFT
-adapter (``adapter=``, trained further) or the base model with a new adapter. Writes
+``policylm.platform.training.rewards`` (``format``, ``bc``, ``env``), and the LoRA adapter is
+updated with TRL's clipped GRPO objective (KL to the starting policy with ``beta`` > 0). Starts from
+an SFT adapter (``adapter=``, trained further) or the base model with a new adapter. Writes
 ``adapter/`` (``hf://<model>?adapter=<run>/adapter``), ``metrics.json`` (reward per step, per
 function) and ``reward.png``. ``use_vllm`` generates with vLLM on GPU workers.
 """
@@ -27,10 +27,10 @@ from policylm.jobs.common import (
     run_job,
     write_json,
 )
-from policylm.jobs.sft import LoraSettings, dataset_columns
 from policylm.platform.config import field, require
 from policylm.platform.prompts import FORMS
-from policylm.platform.rewards import REWARDS
+from policylm.platform.training.rewards import REWARDS
+from policylm.platform.training.sft import LoraSettings, dataset_columns
 
 MODES = ("states", "episodes")
 
@@ -107,7 +107,7 @@ class GrpoJobConfig:
 
     def sft_view(self) -> Any:
         """The SFT settings that load the model (dtype, attention, LoRA) the same way."""
-        from policylm.jobs.sft import SftJobConfig
+        from policylm.platform.training.sft import SftJobConfig
 
         return SftJobConfig(dataset=self.dataset, model=self.model, lora=self.lora,
                             dtype=self.dtype, use_gpu=self.use_gpu,
@@ -120,9 +120,9 @@ def to_grpo_rows(batch: Any, form: str = "chat") -> Any:
     reward)."""
     import pyarrow as pa
 
-    from policylm.jobs.sft import to_prompt_completion
-    from policylm.platform.rewards import completion_text
-    from policylm.platform.trajectories import ENV_STATE
+    from policylm.platform.data.trajectories import ENV_STATE
+    from policylm.platform.training.rewards import completion_text
+    from policylm.platform.training.sft import to_prompt_completion
 
     pairs = to_prompt_completion(batch, form)
     cols = {"prompt": pairs.column("prompt"),
@@ -145,20 +145,6 @@ def resolve_start(cfg: GrpoJobConfig) -> None:
     if Path(cfg.model).exists():
         cfg.model = str(Path(cfg.model).resolve())
     cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
-
-
-def load_policy(cfg: GrpoJobConfig) -> tuple[Any, Any, Any]:
-    """``(model, tokenizer, peft config or None)``: the base model with the starting adapter
-    loaded trainable, or with a new LoRA adapter's config."""
-    from policylm.jobs.sft import load_model
-
-    model, tokenizer, peft = load_model(cfg.sft_view())
-    if cfg.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, cfg.adapter, is_trainable=True)
-        peft = None
-    return model, tokenizer, peft
 
 
 def grpo_args(cfg: GrpoJobConfig, output_dir: str, weights: list[float], progress: bool) -> Any:
@@ -188,9 +174,9 @@ def train_loop_per_worker(config: dict) -> None:
     from trl import GRPOTrainer
 
     from policylm.jobs.ray_train import note, resume_point
-    from policylm.jobs.sft import batch_rows
     from policylm.platform.envs import make_adapter
-    from policylm.platform.rewards import reward_funcs
+    from policylm.platform.training.rewards import reward_funcs
+    from policylm.platform.training.sft import batch_rows, load_trainable
 
     cfg = GrpoJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
@@ -198,7 +184,7 @@ def train_loop_per_worker(config: dict) -> None:
     rows = [r for b in it.iter_batches(batch_size=1024) for r in batch_rows(b)]
     env = make_adapter(cfg.env_id, **cfg.env_options)
     funcs, weights = reward_funcs(cfg.rewards, env, cfg.env_reward)
-    model, tokenizer, peft = load_policy(cfg)
+    model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
     rank0 = ray.train.get_context().get_world_rank() == 0
     trainer = GRPOTrainer(model=model, reward_funcs=funcs,
                           args=grpo_args(cfg, config["work_dir"], weights, rank0),
@@ -262,7 +248,7 @@ def summarize(history: list[dict], seconds: dict) -> dict:
 
 
 def plot_rewards(metrics: dict, path: Path) -> None:
-    from policylm.platform.reports import plot_curves
+    from policylm.platform.evaluation.reports import plot_curves
 
     plot_curves([("total (weighted)", metrics["reward"], "-"),
                  *((name, curve, "--") for name, curve in metrics["rewards"].items())],

@@ -1,12 +1,12 @@
-"""Online episodic GRPO (``policylm grpo mode=episodes``): rollout actors play G episodes from
-each of B env seeds with the current policy; the learner (``policylm.platform.episodic_grpo``,
-in this process) turns their group-normalised returns into advantages and updates the LoRA
-adapter with the clipped objective; the new LoRA weights reach the actors through the object
-store before the next iteration (no files on shared disk). Continuous actions are generated
-(``max_completion_length`` tokens at ``temperature``) and trained token by token. Per iteration
-it logs the mean and max return, the share of groups without spread (filtered), KL, the clip
-fraction and the seconds spent in rollout, training and weight sync. Writes ``adapter/``,
-``metrics.json``, ``return_per_iteration.png`` and ``report.md`` (per-iteration table and budget).
+"""Online episodic GRPO (``policylm grpo mode=episodes``): rollout actors play G episodes from each
+of B env seeds with the current policy; the learner (``policylm.platform.training.episodic_grpo``,
+in this process) turns their group-normalised returns into advantages and updates the LoRA adapter
+with the clipped objective; the new LoRA weights reach the actors through the object store before
+the next iteration (no files on shared disk). Continuous actions are generated
+(``max_completion_length`` tokens at ``temperature``) and trained token by token. Per iteration it
+logs the mean and max return, the share of groups without spread (filtered), KL, the clip fraction
+and the seconds spent in rollout, training and weight sync. Writes ``adapter/``, ``metrics.json``,
+``return_per_iteration.png`` and ``report.md`` (per-iteration table and budget).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import os
 import time
 from typing import Any
 
-from policylm.jobs.common import init_ray, log, make_run_dir, save_config, write_json
+from policylm.jobs.common import log, make_run_dir, save_config, write_json
+from policylm.runtime import init_ray
 
 
 def main(cfg: Any) -> dict:
@@ -25,20 +26,20 @@ def main(cfg: Any) -> dict:
     from tqdm import tqdm
 
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
-    from policylm.jobs.grpo import load_policy
-    from policylm.platform import trajectories as tr
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
-    from policylm.platform.episodic_grpo import EpisodicLearner, build_batch, subsample
-    from policylm.platform.models import resolve_model
     from policylm.platform.policies import with_params
     from policylm.platform.prompts import write_form
-    from policylm.platform.rollout import plan_chunks
+    from policylm.platform.rollout.runner import plan_chunks
+    from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
+    from policylm.platform.training.sft import load_trainable
 
     run_dir = make_run_dir("grpo", cfg.out).resolve()
     save_config(cfg, run_dir)
     resolve_model(cfg.model)
     env = make_adapter(cfg.env_id, **cfg.env_options)
-    model, tokenizer, peft = load_policy(cfg)
+    model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
     if peft is not None:
         model = get_peft_model(model, peft)
     learner = EpisodicLearner(model, tokenizer, env, cfg.prompt_form, cfg.temperature, cfg.lr,
@@ -100,7 +101,7 @@ def main(cfg: Any) -> dict:
                "target_return": cfg.target_return, "group_size": cfg.group_size,
                "seeds_per_iteration": cfg.seeds_per_iteration}
     write_json(run_dir / "metrics.json", metrics)
-    from policylm.platform.reports import plot_curves
+    from policylm.platform.evaluation.reports import plot_curves
 
     plot_curves([("mean return", [(h["iteration"], h["mean_return"]) for h in history], "o-"),
                  ("max return", [(h["iteration"], h["max_return"]) for h in history], "--")],
@@ -113,7 +114,7 @@ def main(cfg: Any) -> dict:
 
 def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
     """``report.md``: the budget, the return curve and one row per iteration."""
-    from policylm.platform.reports import markdown_table
+    from policylm.platform.evaluation.reports import markdown_table
 
     episodes = sum(h["episodes"] for h in history)
     seconds = sum(h["rollout_s"] + h["train_s"] + h["sync_s"] for h in history)

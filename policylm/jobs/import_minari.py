@@ -27,8 +27,8 @@ class ImportMinariConfig:
 
 
 def main(cfg: ImportMinariConfig) -> dict:
-    from policylm.platform import trajectories as tr
-    from policylm.platform.minari_io import import_minari
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.data.minari_io import import_minari
 
     steps = import_minari(cfg.dataset_id, run_id=cfg.dataset_id, skill=cfg.skill)
     run_dir = make_run_dir("import-minari", cfg.out)

@@ -34,8 +34,8 @@ def merge(model: str, adapter: str, out: Path, dtype: str = "fp32") -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from policylm.platform.engine_hf import merge_adapter
-    from policylm.platform.models import resolve_model
+    from policylm.platform.engines.hf import merge_adapter
+    from policylm.platform.engines.models import resolve_model
     from policylm.platform.prompts import read_form, write_form
 
     if not (Path(adapter) / "adapter_config.json").is_file():

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import RUNTIME_ENV
+from policylm.runtime import RUNTIME_ENV
 
 
 def refuse_reuse(out: str, name: str, resume: bool) -> None:
@@ -28,9 +28,10 @@ def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
     run directory with the resolved config, the stage timer, the dataset directory (checked for
     the columns the jobs read), the model converted/cached once before workers race, and Ray.
     Returns ``(run_dir, stages, data)``."""
-    from policylm.jobs.common import Stages, init_ray, make_run_dir, save_config
-    from policylm.jobs.sft import check_columns, dataset_dir
-    from policylm.platform.models import resolve_model
+    from policylm.jobs.common import Stages, make_run_dir, save_config
+    from policylm.platform.engines.models import resolve_model
+    from policylm.platform.training.sft import check_columns, dataset_dir
+    from policylm.runtime import init_ray
 
     refuse_reuse(cfg.out, name, cfg.resume)
     run_dir = make_run_dir(name, cfg.out).resolve()

@@ -18,16 +18,9 @@ import sys
 from dataclasses import dataclass
 
 from policylm.jobs import build_dataset, sft
-from policylm.jobs.common import (
-    Stages,
-    init_ray,
-    log,
-    make_run_dir,
-    run_job,
-    save_config,
-    write_json,
-)
+from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
+from policylm.runtime import init_ray
 
 
 @dataclass
@@ -77,9 +70,9 @@ def _model_of(uri: str) -> str:
 
 
 def main(cfg: SelfImproveConfig) -> dict:
+    from policylm.actors.rollout import play_policies
     from policylm.jobs import compare
     from policylm.jobs import filter as quality
-    from policylm.jobs.evaluate import play
     from policylm.platform.policies import with_params
 
     run_dir = make_run_dir("self-improve", cfg.out).resolve()
@@ -88,8 +81,8 @@ def main(cfg: SelfImproveConfig) -> dict:
     init_ray()
     base = with_params(cfg.policy, temperature=cfg.temperature)
     with stages("play"):
-        play([("base", base)], cfg.env_id, cfg.env_options, cfg.episodes, run_dir / "base",
-             cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
+        play_policies([("base", base)], cfg.env_id, cfg.env_options, cfg.episodes,
+                      run_dir / "base", cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
     with stages("filter"):
         f = cfg.filter
         kept = quality.main(quality.FilterConfig(
@@ -121,8 +114,8 @@ def main(cfg: SelfImproveConfig) -> dict:
     adapter = tuned["adapter"]
     fine = with_params(base, adapter=adapter)
     with stages("replay"):
-        play([("tuned", fine)], cfg.env_id, cfg.env_options, cfg.episodes, run_dir / "tuned",
-             cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
+        play_policies([("tuned", fine)], cfg.env_id, cfg.env_options, cfg.episodes,
+                      run_dir / "tuned", cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
     with stages("compare"):
         cmp = compare.main(compare.CompareConfig(
             inputs=[str(run_dir / "base"), str(run_dir / "tuned")], labels=["base", "tuned"],

@@ -16,17 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import (
-    Stages,
-    init_ray,
-    log,
-    make_run_dir,
-    run_job,
-    save_config,
-    write_json,
-)
-from policylm.jobs.sft import SftJobConfig
+from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import ConfigError, field, require
+from policylm.platform.training.sft import SftJobConfig
+from policylm.runtime import init_ray
 
 KINDS = ("target", "train")
 
@@ -151,13 +144,13 @@ def results_rows(grid: Any, keys: list[str]) -> list[dict]:
 
 
 def main(cfg: SweepConfig) -> dict:
-    from policylm.platform.reports import plot_objective, write_results
-    from policylm.platform.sweeps import best_row, sort_rows
+    from policylm.platform.evaluation.reports import plot_objective, write_results
+    from policylm.platform.evaluation.sweeps import best_row, sort_rows
 
     run_dir = make_run_dir("sweep", cfg.out).resolve()
     stages = Stages()
     if cfg.kind == "train":
-        from policylm.platform.models import resolve_model
+        from policylm.platform.engines.models import resolve_model
 
         resolve_model(cfg.sft.model)  # convert/cache the embedded model once
     init_ray()
@@ -188,8 +181,8 @@ def main(cfg: SweepConfig) -> dict:
 
 def target_curve(rows: list[dict], run_dir: Path, cfg: SweepConfig) -> dict:
     """The target-vs-actual curve of a target sweep (plot and Spearman)."""
-    from policylm.platform.evaluation import spearman, target_label
-    from policylm.platform.reports import plot_target_vs_actual
+    from policylm.platform.evaluation.metrics import spearman, target_label
+    from policylm.platform.evaluation.reports import plot_target_vs_actual
 
     rows = sorted(rows, key=lambda r: r["target_return"])
     per = {target_label(r["target_return"]): {
@@ -231,7 +224,7 @@ def write_best_config(cfg: SweepConfig, best: dict, run_dir: Path) -> Path:
 
 
 def report(cfg: SweepConfig, rows: list[dict], metrics: dict) -> str:
-    from policylm.platform.reports import markdown_table
+    from policylm.platform.evaluation.reports import markdown_table
 
     keys = list(cfg.space)
     cols = [*keys, "mean_return", "std_return", "eval_loss", "status"]

@@ -15,16 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from policylm.jobs.common import (
-    Stages,
-    init_ray,
-    log,
-    make_run_dir,
-    run_job,
-    save_config,
-    write_json,
-)
+from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
 from policylm.platform.config import field, require
+from policylm.runtime import init_ray
 
 
 @dataclass
@@ -70,9 +63,9 @@ class TrainExpertsConfig:
 
 def evaluate_uri(env_id: str, env_options: dict, uri: str, episodes: int, seed: int) -> dict:
     """Mean/median/min/max return of ``uri`` over ``episodes`` episodes, in-process."""
+    from policylm.platform.data.trajectories import episode_table, return_stats
     from policylm.platform.envs import make_adapter
-    from policylm.platform.rollout import EpisodeRunner, plan_chunks
-    from policylm.platform.trajectories import episode_table, return_stats
+    from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
     runner = EpisodeRunner(make_adapter(env_id, **env_options), num_envs=min(episodes, 8))
     (chunk,) = plan_chunks([("eval", uri)], episodes, seed, chunk_size=episodes)

@@ -3,12 +3,12 @@ their message, which names what was wrong and how to fix it, instead of a traceb
 
 from __future__ import annotations
 
-from policylm.platform.codecs import ActionParseError
 from policylm.platform.config import ConfigError
-from policylm.platform.datasets import DatasetError
+from policylm.platform.data.datasets import DatasetError
+from policylm.platform.data.trajectories import TrajectoryError
 from policylm.platform.engines import EngineError
+from policylm.platform.envs.codecs import ActionParseError
 from policylm.platform.policies import PolicyError
-from policylm.platform.trajectories import TrajectoryError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ActionParseError, ConfigError, DatasetError, EngineError, PolicyError, TrajectoryError,

@@ -21,6 +21,7 @@ from typing import Any
 from policylm.platform.envs import format_number, format_user
 
 FORMS = ("chat", "compact")
+PROMPT_TEMPLATE_VERSION = "v1"  # reported by the server with the prompt form
 FORM_FILE = "policylm.json"
 
 

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from policylm.platform.envs import PROMPT_TEMPLATE_VERSION, EnvAdapter
+from policylm.platform.envs import EnvAdapter
+from policylm.platform.envs.spaces import SpaceValueError, from_json, to_json
+from policylm.platform.prompts import PROMPT_TEMPLATE_VERSION
 
 
 class RequestError(ValueError):
@@ -170,50 +172,6 @@ class EpisodeStore:
 
 # --- the service -----------------------------------------------------------------------------
 
-def from_json(space: Any, value: Any, name: str = "observation") -> Any:
-    """A JSON value (observation or action) as the gymnasium ``space`` holds it (arrays of its
-    dtype and shape, ints, dicts, tuples); :class:`RequestError` naming ``name`` when it does
-    not fit."""
-    import gymnasium as gym
-
-    if isinstance(space, gym.spaces.Dict):
-        if not isinstance(value, dict) or set(value) != set(space.spaces):
-            raise RequestError(name, f"expected an object with keys {sorted(space.spaces)}")
-        return {k: from_json(s, value[k], f"{name}.{k}") for k, s in space.spaces.items()}
-    if isinstance(space, gym.spaces.Tuple):
-        if not isinstance(value, list) or len(value) != len(space.spaces):
-            raise RequestError(name, f"expected a list of {len(space.spaces)} parts")
-        return tuple(from_json(s, v, f"{name}[{i}]")
-                     for i, (s, v) in enumerate(zip(space.spaces, value, strict=True)))
-    if isinstance(space, gym.spaces.Discrete):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise RequestError(name, f"expected an integer for {space}")
-        return value
-    if isinstance(space, gym.spaces.Text):
-        return str(value)
-    try:
-        arr = np.asarray(value, dtype=space.dtype)
-    except (TypeError, ValueError) as err:
-        raise RequestError(name, f"expected numbers for {space} ({err})") from err
-    if arr.shape != space.shape:
-        raise RequestError(name, f"expected shape {list(space.shape)} for {space}, got "
-                                 f"{list(arr.shape)}")
-    return arr
-
-
-def to_json(value: Any) -> Any:
-    """An env action as plain JSON (numpy scalars and arrays become numbers and lists)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [to_json(v) for v in value]
-    return value
-
-
 class PolicyService:
     """Acts for batches of requests with one LLM policy (built from an ``hf://`` URI) and keeps
     the episodes' state. Engine calls are serialised by a lock, so threads may share it."""
@@ -221,8 +179,8 @@ class PolicyService:
     def __init__(self, policy_uri: str, env_id: str = "CartPole-v1",
                  env_options: dict | None = None, episode_ttl_s: float = 600.0):
         from policylm.platform.envs import make_adapter
-        from policylm.platform.llm_policy import LLMPolicy
         from policylm.platform.policies import PolicyError, policy_from_uri, split_uri
+        from policylm.platform.policies.llm import LLMPolicy
 
         self.uri, self.env_id = policy_uri, env_id
         self.adapter: EnvAdapter = make_adapter(env_id, **(env_options or {}))
@@ -252,8 +210,12 @@ class PolicyService:
         if req.texts is not None:
             return list(req.texts)
         space = self.adapter.observation_space
-        return [self.adapter.encode(from_json(space, o, f"requests[{index}].observations[{i}]"))
-                for i, o in enumerate(req.observations or [])]
+        try:
+            return [self.adapter.encode(from_json(space, o,
+                                                  f"requests[{index}].observations[{i}]"))
+                    for i, o in enumerate(req.observations or [])]
+        except SpaceValueError as err:
+            raise RequestError(err.field, err.reason) from err
 
     def act(self, requests: Sequence[ActRequest]) -> list[ActResponse | RequestError]:
         """One engine call for every observation of every request; a request that does not fit

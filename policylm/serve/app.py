@@ -236,8 +236,8 @@ def deployment_options(cfg: ServeConfig) -> dict:
 
 def application(cfg: ServeConfig) -> Any:
     """The bound Serve application for ``cfg``."""
-    from policylm.jobs.common import RUNTIME_ENV
     from policylm.platform.policies import absolute_paths
+    from policylm.runtime import RUNTIME_ENV
 
     cfg.policy = absolute_paths(cfg.policy)
     opts = deployment_options(cfg)
@@ -258,9 +258,9 @@ def start(cfg: ServeConfig) -> str:
     URL once the replicas are ready."""
     from ray import serve
 
-    from policylm.jobs.common import init_ray
-    from policylm.platform.models import resolve_model
+    from policylm.platform.engines.models import resolve_model
     from policylm.platform.policies import split_uri
+    from policylm.runtime import init_ray
 
     resolve_model(split_uri(cfg.policy)[1])  # convert/cache the embedded model once
     init_ray()

@@ -126,8 +126,8 @@ def _tensorboard(out_dir: Path) -> Any:
 def run_ppo(spec: dict, report: Callable[[dict], None] = lambda _: None) -> dict:
     """Train one PPO policy as ``spec`` says (see module docstring); returns the result."""
     from policylm.platform.envs import make_adapter
-    from policylm.platform.network_policies import module_logits_fn
-    from policylm.platform.sample_efficiency import evaluate_logits
+    from policylm.platform.evaluation.sample_efficiency import evaluate_logits
+    from policylm.rllib.checkpoints import module_logits_fn
 
     out_dir = Path(spec["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -47,14 +47,15 @@ def search_space(space: dict) -> dict:
 def _play(policy: str, target: float, env_id: str, env_options: dict, episodes: int,
           seed: int, out: Path) -> dict:
     """Play ``episodes`` at ``target`` in this process; the target's return statistics."""
-    from policylm.jobs.evaluate import play
-    from policylm.platform import trajectories as tr
-    from policylm.platform.evaluation import target_label, target_metrics
+    from policylm.actors.rollout import play_policies
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.metrics import target_label, target_metrics
     from policylm.platform.policies import with_params
 
     uri = with_params(policy, target_return=target)
-    stats = play([(target_label(target), uri)], env_id, env_options, episodes, out,
-                 num_workers=0, envs_per_worker=min(episodes, 8), torch_threads=1, seed=seed)
+    stats = play_policies([(target_label(target), uri)], env_id, env_options, episodes, out,
+                          num_workers=0, envs_per_worker=min(episodes, 8), torch_threads=1,
+                          seed=seed)
     episodes_table = tr.episode_table(tr.read_trajectories(out / "trajectories"))
     m = target_metrics(episodes_table, [target])["targets"][target_label(target)]
     return {"target_return": float(target), "mean_return": m["mean"], "std_return": m["std"],
@@ -93,9 +94,9 @@ def train_trial(config: dict, base: dict) -> None:
     from datasets import Dataset
     from ray import tune
 
-    from policylm.jobs.sft import SftJobConfig, build_trainer, dataset_dir, read_rows
     from policylm.platform.config import config_from_dict
     from policylm.platform.prompts import write_form
+    from policylm.platform.training.sft import SftJobConfig, build_trainer, dataset_dir, read_rows
 
     torch.set_num_threads(max(1, int(base["threads"])))
     out = Path(tune.get_context().get_trial_dir())

@@ -7,7 +7,7 @@ import pytest
 def ray_local():
     import ray
 
-    from policylm.jobs.common import RUNTIME_ENV
+    from policylm.runtime import RUNTIME_ENV
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=RUNTIME_ENV)
     yield ray

@@ -11,7 +11,8 @@ from policylm.jobs.bc_ppo import BcPpoConfig, PPOSettings, main
 
 def test_bc_ppo_on_cartpole(ray_local, tmp_path):
     cfg = BcPpoConfig(
-        env_id="CartPole-v1", demo_policy="python:policylm.platform.cartpole:CartPoleHeuristic",
+        env_id="CartPole-v1",
+        demo_policy="python:policylm.platform.envs.cartpole:CartPoleHeuristic",
         demo_episodes=4, num_workers=0, bc_steps=30, transfer_env_id="CartPole-v0",
         transfer_frames=1000, seeds=[0, 1], frames=2000, threshold=150, eval_episodes=3,
         ppo=PPOSettings(train_batch_size=1000, minibatch_size=250, envs=2),

@@ -12,9 +12,9 @@ import pytest
 from policylm.jobs.build_dataset import BuildDatasetConfig, main
 from policylm.jobs.collect import CollectConfig, PolicySource
 from policylm.jobs.collect import main as collect_main
-from policylm.platform import datasets as dsx
-from policylm.platform import trajectories as tr
-from policylm.platform.returns import returns_to_go
+from policylm.platform.data import datasets as dsx
+from policylm.platform.data import trajectories as tr
+from policylm.platform.data.returns import returns_to_go
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from policylm.jobs.collect import CollectConfig, PolicySource, main
-from policylm.platform import trajectories as tr
 from policylm.platform.config import load_config
+from policylm.platform.data import trajectories as tr
 from policylm.platform.envs import make_adapter
 from policylm.platform.policies import PolicyError, policy_from_uri
 

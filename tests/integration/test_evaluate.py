@@ -7,7 +7,7 @@ import pytest
 from policylm.jobs.compare import CompareConfig
 from policylm.jobs.compare import main as compare_main
 from policylm.jobs.evaluate import EvaluateConfig, main
-from policylm.platform import trajectories as tr
+from policylm.platform.data import trajectories as tr
 
 pytestmark = pytest.mark.integration
 

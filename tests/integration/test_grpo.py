@@ -97,8 +97,8 @@ def test_lora_weights_reach_the_rollout_actors(ray_local, tiny_model_dir, tmp_pa
 
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
     from policylm.platform.envs import make_adapter
-    from policylm.platform.episodic_grpo import EpisodicLearner
     from policylm.platform.prompts import compact_prompt
+    from policylm.platform.training.episodic_grpo import EpisodicLearner
 
     cartpole = make_adapter("CartPole-v1")
     torch.manual_seed(0)

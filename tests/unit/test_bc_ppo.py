@@ -6,21 +6,21 @@ import pyarrow as pa
 import pytest
 
 from policylm.jobs.bc_ppo_report import summarise
-from policylm.platform import trajectories as tr
+from policylm.platform.data import trajectories as tr
+from policylm.platform.data.rllib_offline import action_accuracy, to_rllib_rows
 from policylm.platform.envs import make_adapter
-from policylm.platform.minigrid_bot import FORWARD, LEFT, PICKUP, RIGHT, TOGGLE, plan
-from policylm.platform.policies import PolicyError, policy_from_uri
-from policylm.platform.rllib_offline import action_accuracy, to_rllib_rows
-from policylm.platform.sample_efficiency import (
+from policylm.platform.envs.minigrid_bot import FORWARD, LEFT, PICKUP, RIGHT, TOGGLE, plan
+from policylm.platform.evaluation.sample_efficiency import (
     evaluate_logits,
     frames_to_threshold,
     mean_std,
     median_or_none,
     on_grid,
 )
+from policylm.platform.policies import PolicyError, policy_from_uri
 from policylm.tune.ppo_trials import load_policy, max_weight_diff
 
-BOT = "python:policylm.platform.minigrid_bot:MiniGridBot"
+BOT = "python:policylm.platform.envs.minigrid_bot:MiniGridBot"
 
 
 def _steps(episode: str, length: int, base: float, agent: int = 0) -> dict:
@@ -138,7 +138,7 @@ def test_bot_and_heuristic_solve_their_envs():
 
     doorkey = evaluate_uri("MiniGrid-DoorKey-5x5-v0", {}, BOT, 10, 0)
     assert doorkey["min"] > 0.8  # every episode solved, quickly (return 1 - 0.9 * steps/250)
-    cartpole = evaluate_uri("CartPole-v1", {}, "python:policylm.platform.cartpole:"
+    cartpole = evaluate_uri("CartPole-v1", {}, "python:policylm.platform.envs.cartpole:"
                             "CartPoleHeuristic", 3, 0)
     assert cartpole["mean"] == 500.0
 
@@ -147,9 +147,9 @@ def test_python_scheme_errors_name_the_problem():
     minigrid = make_adapter("MiniGrid-DoorKey-5x5-v0")
     assert policy_from_uri(BOT + "?explore=0.5", minigrid).explore == 0.5
     with pytest.raises(PolicyError, match="write python:<module>:<Class>"):
-        policy_from_uri("python:policylm.platform.minigrid_bot", minigrid)
+        policy_from_uri("python:policylm.platform.envs.minigrid_bot", minigrid)
     with pytest.raises(PolicyError, match="has no Nope"):
-        policy_from_uri("python:policylm.platform.minigrid_bot:Nope", minigrid)
+        policy_from_uri("python:policylm.platform.envs.minigrid_bot:Nope", minigrid)
     with pytest.raises(PolicyError, match="plays MiniGrid envs"):
         policy_from_uri(BOT, make_adapter("CartPole-v1"))
     with pytest.raises(PolicyError, match="unexpected keyword"):

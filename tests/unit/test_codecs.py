@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from policylm.platform.codecs import (
+from policylm.platform.envs.codecs import (
     ActionParseError,
     BoxBinsCodec,
     BoxNumericCodec,

@@ -75,8 +75,8 @@ def test_mapping_override_replaces_the_mapping(tmp_path):
 
 def test_exponent_without_a_dot_is_a_number():
     """YAML 1.1 reads 5e-5 as a string; a float field takes it as the number users meant."""
-    from policylm.jobs.sft import SftJobConfig
     from policylm.platform.config import ConfigError, load_config
+    from policylm.platform.training.sft import SftJobConfig
 
     assert load_config(SftJobConfig, None, ["dataset=d", "lr=5e-5"]).lr == 5e-5
     with pytest.raises(ConfigError, match="lr: expected a number, got 'fast'"):

@@ -7,14 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from policylm.platform import trajectories as tr
-from policylm.platform.achievements import (
-    QualityFilter,
-    episodes_with_achievements,
-    quality_stats,
-    select_quality,
-)
-from policylm.platform.crafter import (
+from policylm.platform.data import trajectories as tr
+from policylm.platform.data.datasets import DatasetError
+from policylm.platform.envs.crafter import (
     ACHIEVEMENTS,
     INVENTORY,
     KINDS,
@@ -22,7 +17,12 @@ from policylm.platform.crafter import (
     crafter_score,
     encode_crafter,
 )
-from policylm.platform.datasets import DatasetError
+from policylm.platform.evaluation.achievements import (
+    QualityFilter,
+    episodes_with_achievements,
+    quality_stats,
+    select_quality,
+)
 
 
 def _state():
@@ -57,7 +57,7 @@ def test_text_of_a_known_state():
 
 def test_env_records_achievements_per_step():
     from policylm.platform.envs import make_adapter
-    from policylm.platform.rollout import EpisodeRunner, plan_chunks
+    from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
     adapter = make_adapter("Crafter", length=60)
     env = adapter.make_env()

@@ -5,10 +5,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from policylm.platform import datasets as dsx
-from policylm.platform import trajectories as tr
+from policylm.platform.data import datasets as dsx
+from policylm.platform.data import trajectories as tr
 from policylm.platform.envs import make_adapter
-from policylm.platform.rollout import EpisodeRunner, plan_chunks
+from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
 
 def episodes_table():

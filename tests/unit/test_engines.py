@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from policylm.platform.engine_vllm import vllm_unavailable_reason
 from policylm.platform.engines import EngineError, get_engine, softmax
+from policylm.platform.engines.vllm import vllm_unavailable_reason
 
 SYSTEM = "CartPole: keep the pole upright. Valid actions: left, right."
 USERS = [f"Target return: {r}\nStep: {t}\nx=0.1 v=0 a=0.02 w=-0.1"
@@ -47,7 +47,7 @@ def test_score_equals_brute_force_and_prefix_cache_is_exact(engine, cands):
 
 
 def test_batch_splitting_changes_nothing(tiny_model_dir):
-    from policylm.platform.engine_hf import HFEngine
+    from policylm.platform.engines.hf import HFEngine
 
     small = HFEngine(tiny_model_dir, dtype="fp32", max_batch_tokens=40)
     big = get_engine(tiny_model_dir, "", "hf", "fp32")
@@ -58,8 +58,8 @@ def test_batch_splitting_changes_nothing(tiny_model_dir):
 
 
 def test_prompt_longer_than_context_is_truncated_with_a_warning(tmp_path):
-    from policylm.platform.engine_hf import HFEngine
-    from policylm.platform.models import save_tiny_model
+    from policylm.platform.engines.hf import HFEngine
+    from policylm.platform.engines.models import save_tiny_model
 
     path = save_tiny_model(tmp_path / "short", seed=1)
     engine = HFEngine(str(path), dtype="fp32")
@@ -104,8 +104,8 @@ def test_lora_adapter_loads_and_changes_scores(tiny_model_dir, tmp_path):
 def test_bad_model_and_adapter_are_named(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from policylm.platform.engine_hf import HFEngine
-    from policylm.platform.models import save_tiny_model
+    from policylm.platform.engines.hf import HFEngine
+    from policylm.platform.engines.models import save_tiny_model
 
     with pytest.raises(EngineError, match=r"model '.*nowhere' could not be loaded"):
         HFEngine(str(tmp_path / "nowhere"))
@@ -125,7 +125,7 @@ def test_vllm_says_why_it_cannot_run():
     reason = vllm_unavailable_reason()
     if reason is None:
         pytest.skip("vllm can run here")
-    from policylm.platform.engine_vllm import VLLMEngine
+    from policylm.platform.engines.vllm import VLLMEngine
 
     with pytest.raises(EngineError, match="engine=vllm cannot run here"):
         VLLMEngine("smollm2-135m")

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from policylm.platform.cartpole import encode_cartpole
 from policylm.platform.envs import FlatObsEnv, format_number, format_user, make_adapter
-from policylm.platform.minigrid import view_rows
+from policylm.platform.envs.cartpole import encode_cartpole
+from policylm.platform.envs.minigrid import view_rows
 
 ENVS = ["CartPole-v1", "MiniGrid-DoorKey-5x5-v0", "MiniGrid-Empty-8x8-v0", "Pendulum-v1",
         "MountainCar-v0", "Acrobot-v1"]
@@ -28,7 +28,7 @@ def test_wrapped_envs_pass_check_env(env_id):
 def test_cartpole_text_by_hand_and_token_budget():
     assert encode_cartpole([0.0213, -0.1534, 0.0321, 0.2101]) == "x=0.02 v=-0.15 a=0.03 w=0.21"
     assert encode_cartpole([-2.4, 0.0, -0.00001, 3.0]) == "x=-2.4 v=0 a=0 w=3"
-    from policylm.platform.models import load_smollm2_tokenizer
+    from policylm.platform.engines.models import load_smollm2_tokenizer
 
     tok = load_smollm2_tokenizer()
     adapter = make_adapter("CartPole-v1")

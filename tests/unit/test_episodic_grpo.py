@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from policylm.platform import trajectories as tr
-from policylm.platform.episodic_grpo import EpisodicLearner, build_batch, remaining_targets
+from policylm.platform.data import trajectories as tr
+from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, remaining_targets
 
 
 def steps_table(episodes):
@@ -62,7 +62,7 @@ def learner(tiny_model_dir, cartpole):
 
 
 def test_engine_with_synced_lora_scores_as_the_learner(learner, tiny_model_dir):
-    from policylm.platform.engine_hf import HFEngine
+    from policylm.platform.engines.hf import HFEngine
 
     engine = HFEngine(tiny_model_dir, dtype="fp32")
     prompts = ["R=500 t=0 x=0.01 v=0 a=0.02 w=0 ->", "R=20 t=5 x=-1 v=0.5 a=0.1 w=-0.3 ->"]
@@ -81,7 +81,7 @@ def test_engine_with_synced_lora_scores_as_the_learner(learner, tiny_model_dir):
 
 
 def test_update_raises_the_advantaged_action(learner):
-    from policylm.platform.episodic_grpo import StepBatch
+    from policylm.platform.training.episodic_grpo import StepBatch
 
     prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->"] * 8
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_generated_actions_logps_batch_and_update(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policylm.platform.envs import make_adapter
-    from policylm.platform.episodic_grpo import StepBatch
+    from policylm.platform.training.episodic_grpo import StepBatch
 
     cheetah = make_adapter("HalfCheetah-v5")
     steps = steps_table([("a", 1, [1.0, 0.5], [-1, -1]), ("b", 1, [-1.0], [-1])])
@@ -136,7 +136,7 @@ def test_generated_actions_logps_batch_and_update(tiny_model_dir):
 
 
 def test_subsample_keeps_rows_aligned():
-    from policylm.platform.episodic_grpo import StepBatch, subsample
+    from policylm.platform.training.episodic_grpo import StepBatch, subsample
 
     batch = StepBatch([f"p{i}" for i in range(10)], list(range(10)), [float(i) for i in range(10)],
                       3, 1)

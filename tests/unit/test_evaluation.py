@@ -3,15 +3,15 @@
 import pyarrow as pa
 import pytest
 
-from policylm.platform import trajectories as tr
-from policylm.platform.evaluation import (
+from policylm.platform.data import trajectories as tr
+from policylm.platform.evaluation.metrics import (
     ranks,
     spearman,
     summarize_steps,
     target_label,
     target_metrics,
 )
-from policylm.platform.reports import markdown_table
+from policylm.platform.evaluation.reports import markdown_table
 
 
 def test_ranks_with_ties():

@@ -4,11 +4,11 @@ generation fallback counting, URI errors."""
 import numpy as np
 import pytest
 
-from policylm.platform import datasets as dsx
+from policylm.platform.data import datasets as dsx
 from policylm.platform.envs import make_adapter
-from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
 from policylm.platform.policies import PolicyError, policy_from_uri
-from policylm.platform.rollout import EpisodeRunner, plan_chunks
+from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
+from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
 
 def test_training_rows_and_acting_prompts_are_the_same(cartpole, engine):

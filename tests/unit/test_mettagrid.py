@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from policylm.platform import trajectories as tr
+from policylm.platform.data import trajectories as tr
 from policylm.platform.envs import make_adapter
-from policylm.platform.mettagrid import TokenDecoder, offset_text
-from policylm.platform.multi_agent import MultiAgentRunner, arena_episode_id, make_runner
+from policylm.platform.envs.mettagrid import TokenDecoder, offset_text
 from policylm.platform.policies import PolicyError, policy_from_uri
-from policylm.platform.rollout import plan_chunks
+from policylm.platform.rollout.multi_agent import MultiAgentRunner, arena_episode_id, make_runner
+from policylm.platform.rollout.runner import plan_chunks
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs/examples/mettagrid_token_policy.py"
 FEATURES = {0: "agent:group", 1: "episode_completion_pct", 2: "last_action", 3: "last_reward",
@@ -87,7 +87,7 @@ def test_real_arena_observations_decode_with_the_env_feature_names(arena):
 def test_collection_has_one_row_per_agent_per_step_and_rtg_per_agent(arena):
     runner = make_runner(arena, num_envs=2)
     assert isinstance(runner, MultiAgentRunner)
-    chunks = plan_chunks([("expert", "python:policylm.platform.mettagrid:HeartSeeker"),
+    chunks = plan_chunks([("expert", "python:policylm.platform.envs.mettagrid:HeartSeeker"),
                           ("random", "random:")], 2, 0, 2)
     tables = {c.specs[0].skill: runner.run(c.specs, "t") for c in chunks}
     steps = tables["expert"]
@@ -122,7 +122,7 @@ class CountingEngine:
 
 def test_a_24_agent_step_is_one_engine_call_with_a_target_per_agent(tiny_model_dir):
     from policylm.platform.engines import get_engine
-    from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
+    from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
 
     adapter = make_adapter("MettaGrid-Arena", num_agents=24, hearts=250, width=19, height=19,
                            max_steps=6)

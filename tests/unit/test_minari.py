@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from policylm.platform import trajectories as tr
+from policylm.platform.data import trajectories as tr
 from policylm.platform.envs import make_adapter
-from policylm.platform.rollout import EpisodeRunner, plan_chunks
+from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
 
 @pytest.fixture()
@@ -19,7 +19,7 @@ def store(tmp_path, monkeypatch):
 def test_export_then_load_and_import(store, env_id):
     import minari
 
-    from policylm.platform.minari_io import export_minari, import_minari
+    from policylm.platform.data.minari_io import export_minari, import_minari
 
     adapter = make_adapter(env_id, **({"max_episode_steps": 20} if "Cheetah" in env_id else {}))
     (chunk,) = plan_chunks([("weak", "random:")], 3, 0, 3)
@@ -49,7 +49,7 @@ def test_export_then_load_and_import(store, env_id):
 
 
 def test_import_missing_dataset_says_where_to_look(store):
-    from policylm.platform.minari_io import import_minari
+    from policylm.platform.data.minari_io import import_minari
 
     with pytest.raises(tr.TrajectoryError, match="MINARI_DATASETS_PATH"):
         import_minari("policylm/nothing-v0", "imp")

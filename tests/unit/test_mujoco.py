@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from policylm.platform.envs import make_adapter
-from policylm.platform.rewards import EnvReward, bc_reward
+from policylm.platform.training.rewards import EnvReward, bc_reward
 
 
 @pytest.fixture(scope="module")

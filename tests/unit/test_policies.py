@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from policylm.platform.envs import make_adapter
-from policylm.platform.network_policies import build_mlp, save_mlp_policy
 from policylm.platform.policies import PolicyError, policy_from_uri, split_uri
+from policylm.platform.policies.network import build_mlp, save_mlp_policy
 
 
 @pytest.fixture(scope="module")

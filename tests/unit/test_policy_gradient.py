@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from policylm.platform.policy_gradient import clipped_loss
-from policylm.platform.returns import group_advantages
+from policylm.platform.data.returns import group_advantages
+from policylm.platform.training.policy_gradient import clipped_loss
 
 
 def test_group_advantages_by_hand():

@@ -6,9 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from policylm.jobs.sft import to_prompt_completion
-from policylm.platform import datasets as dsx
-from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
+from policylm.platform.data import datasets as dsx
+from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
 from policylm.platform.prompts import (
     PromptFormError,
     compact_prompt,
@@ -16,7 +15,8 @@ from policylm.platform.prompts import (
     render_prompt,
     write_form,
 )
-from policylm.platform.rollout import EpisodeRunner, plan_chunks
+from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
+from policylm.platform.training.sft import to_prompt_completion
 
 
 def test_compact_text_by_hand():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from policylm.platform.returns import (
+from policylm.platform.data.returns import (
     episode_return,
     returns_to_go,
     scale_returns,

@@ -4,8 +4,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from policylm.platform.codecs import BoxNumericCodec, NamedDiscreteCodec
-from policylm.platform.rewards import bc_reward, format_reward, reward_funcs
+from policylm.platform.envs.codecs import BoxNumericCodec, NamedDiscreteCodec
+from policylm.platform.training.rewards import bc_reward, format_reward, reward_funcs
 
 LR = NamedDiscreteCodec(["left", "right"])
 
@@ -60,7 +60,7 @@ def test_grpo_rows_and_config_errors():
 
 
 def test_env_reward_restores_the_state(cartpole):
-    from policylm.platform.rewards import EnvReward
+    from policylm.platform.training.rewards import EnvReward
 
     reward = EnvReward(cartpole, policy="constant:right", horizon=5, gamma=0.9, invalid=-1.0)
     # at rest in the middle: 5 steps survive: 1 + .9 + .81 + .729 + .6561
@@ -77,8 +77,8 @@ def test_env_reward_restores_the_state(cartpole):
 
 
 def test_cartpole_trajectories_record_the_env_state(cartpole):
-    from policylm.platform.rollout import EpisodeRunner, plan_chunks
-    from policylm.platform.trajectories import ENV_STATE, OBS
+    from policylm.platform.data.trajectories import ENV_STATE, OBS
+    from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
     (chunk,) = plan_chunks([("r", "random:")], 2, 0, 2)
     steps = EpisodeRunner(cartpole, 2).run(chunk.specs, "run")
@@ -88,13 +88,13 @@ def test_cartpole_trajectories_record_the_env_state(cartpole):
 
 
 def test_minigrid_state_is_seed_and_action_replay():
+    from policylm.platform.data.trajectories import ACTION_TEXT, ENV_STATE, EPISODE_RETURN, OBS, T
     from policylm.platform.envs import make_adapter
-    from policylm.platform.rewards import EnvReward
-    from policylm.platform.rollout import EpisodeRunner, plan_chunks
-    from policylm.platform.trajectories import ACTION_TEXT, ENV_STATE, EPISODE_RETURN, OBS, T
+    from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
+    from policylm.platform.training.rewards import EnvReward
 
     adapter = make_adapter("MiniGrid-DoorKey-5x5-v0")
-    bot = "python:policylm.platform.minigrid_bot:MiniGridBot"
+    bot = "python:policylm.platform.envs.minigrid_bot:MiniGridBot"
     (chunk,) = plan_chunks([("bot", bot)], 1, 3, 1)
     steps = EpisodeRunner(adapter, 1).run(chunk.specs, "run").to_pylist()
     assert steps[0][ENV_STATE] == [float(chunk.specs[0].seed)]  # step 0: the seed alone

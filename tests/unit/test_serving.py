@@ -5,14 +5,14 @@ and the Serve config files against Ray's own schema."""
 import numpy as np
 import pytest
 
-from policylm.platform.llm_policy import LLMPolicy, LLMPolicyConfig
+from policylm.platform.envs.spaces import SpaceValueError, from_json
+from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
 from policylm.platform.serving import (
     ActRequest,
     ChatRequest,
     EpisodeStore,
     PolicyService,
     RequestError,
-    from_json,
 )
 
 OBS = [[0.01, -0.2, 0.03, 0.25], [-0.04, 0.5, -0.02, -0.4]]
@@ -99,9 +99,9 @@ def test_from_json_spaces():
     out = from_json(space, {"pos": [0.5, 0.25], "k": 2})
     assert out["k"] == 2 and out["pos"].dtype == np.float32
     assert out["pos"].tolist() == [0.5, 0.25]
-    with pytest.raises(RequestError, match=r"observation\.k: expected an integer"):
+    with pytest.raises(SpaceValueError, match=r"observation\.k: expected an integer"):
         from_json(space, {"pos": [0.5, 0.25], "k": "two"})
-    with pytest.raises(RequestError, match="expected an object with keys"):
+    with pytest.raises(SpaceValueError, match="expected an object with keys"):
         from_json(space, [0.5, 0.25])
 
 

@@ -4,7 +4,13 @@ TRL's own (tiny model, no Ray)."""
 import pytest
 from peft import get_peft_model
 
-from policylm.jobs.sft import LoraSettings, SftJobConfig, load_model, sft_args, trainer_class
+from policylm.platform.training.sft import (
+    LoraSettings,
+    SftJobConfig,
+    load_model,
+    sft_args,
+    trainer_class,
+)
 
 
 def lora_layers(model) -> set[int]:
@@ -93,8 +99,8 @@ def test_rows_longer_than_max_length_fail_early(tmp_path, tiny_model_dir):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from policylm.jobs.sft import SftJobConfig, check_lengths
-    from policylm.platform.datasets import DatasetError
+    from policylm.platform.data.datasets import DatasetError
+    from policylm.platform.training.sft import SftJobConfig, check_lengths
 
     n = 4
     table = pa.table({"system": ["long rules " * 40] * n, "target_return": [1.0] * n,

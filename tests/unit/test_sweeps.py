@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from policylm.platform.config import ConfigError
-from policylm.platform.sweeps import best_row, sort_rows
+from policylm.platform.evaluation.sweeps import best_row, sort_rows
 
 ROWS = [{"lr": 1e-3, "mean_return": 40.0}, {"lr": 5e-4, "mean_return": None},
         {"lr": 1e-4, "mean_return": 120.5}, {"lr": 2e-3, "mean_return": float("nan")},
@@ -53,7 +53,7 @@ def test_sweep_config_errors():
 
 
 def test_results_files(tmp_path):
-    from policylm.platform.reports import plot_objective, write_results
+    from policylm.platform.evaluation.reports import plot_objective, write_results
 
     rows = sort_rows(ROWS, "mean_return")
     write_results(rows, tmp_path / "r.csv", tmp_path / "r.md")

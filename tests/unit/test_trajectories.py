@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from policylm.platform import trajectories as tr
+from policylm.platform.data import trajectories as tr
 from policylm.platform.envs import make_adapter
-from policylm.platform.rollout import EpisodeRunner, collect_chunk, derive_seed, plan_chunks
+from policylm.platform.rollout.runner import EpisodeRunner, collect_chunk, derive_seed, plan_chunks
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,278 @@
+"""Return-conditioned dataset transforms over Arrow tables (what Ray Data's ``map_batches`` and
+``map_groups`` call), plus episode selection with DuckDB and the train/validation split.
+
+The chat rows written here use the env adapter's prompt template (``system_text`` and
+``format_user``), the same one the LLM policy prompts with, so training and acting never drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from policylm.platform.data import trajectories as tr
+from policylm.platform.data.returns import scale_returns, segment_returns_to_go
+from policylm.platform.envs import format_user
+
+TARGET_RETURN = "target_return"
+SYSTEM = "system"
+PROMPT = "prompt"
+OBSERVATION = "observation"
+COMPLETION = "completion"
+MESSAGES = "messages"
+SPLIT = "split"
+
+MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+CHAT_SCHEMA = pa.schema(
+    [
+        pa.field(tr.EPISODE_ID, pa.string()),
+        pa.field(tr.T, pa.int32()),
+        pa.field(tr.SKILL, pa.string()),
+        pa.field(tr.EPISODE_RETURN, pa.float64()),
+        pa.field(TARGET_RETURN, pa.float64()),
+        pa.field(SYSTEM, pa.string()),
+        pa.field(PROMPT, pa.string()),
+        pa.field(OBSERVATION, pa.string()),
+        pa.field(COMPLETION, pa.string()),
+        pa.field(tr.ACTION_INDEX, pa.int32()),
+        pa.field(MESSAGES, MESSAGE_TYPE),
+        tr.ENV_STATE_FIELD,  # null where the env cannot restore its state
+    ]
+)
+
+
+class DatasetError(ValueError):
+    """A dataset filter or row that cannot be used; the message names it."""
+
+
+@dataclass
+class EpisodeFilter:
+    """Which episodes to keep. ``None`` means no bound; ``where`` is a SQL condition over the
+    episode table (columns: episode_id, skill, policy_uri, seed, agent_id, length, return,
+    terminated, truncated)."""
+
+    min_return: float | None = None
+    max_return: float | None = None
+    max_length: int | None = None
+    skills: list[str] = field(default_factory=list)
+    where: str = ""
+
+
+def select_episodes(episodes: pa.Table, flt: EpisodeFilter) -> pa.Table:
+    """The rows of an episode table that pass ``flt`` (DuckDB runs the conditions)."""
+    import duckdb
+
+    conds = []
+    if flt.min_return is not None:
+        conds.append(f"return >= {float(flt.min_return)!r}")
+    if flt.max_return is not None:
+        conds.append(f"return <= {float(flt.max_return)!r}")
+    if flt.max_length is not None:
+        conds.append(f"length <= {int(flt.max_length)}")
+    if flt.skills:
+        conds.append("skill IN (" + ", ".join("'" + s.replace("'", "''") + "'"
+                                               for s in flt.skills) + ")")
+    if flt.where.strip():
+        conds.append(f"({flt.where})")
+    sql = "SELECT * FROM episodes" + (" WHERE " + " AND ".join(conds) if conds else "")
+    con = duckdb.connect()
+    try:
+        con.register("episodes", episodes)
+        return con.sql(sql + " ORDER BY episode_id, agent_id").to_arrow_table()
+    except duckdb.Error as err:
+        raise DatasetError(
+            f"episode filter failed: {err}; the where clause is SQL over the columns "
+            f"{episodes.schema.names}, e.g. where=\"return > 100 AND skill != 'weak'\""
+        ) from err
+    finally:
+        con.close()
+
+
+def split_of(episode_id: str, validation_fraction: float) -> str:
+    """``"validation"`` for a stable pseudo-random share of episode ids, else ``"train"``.
+
+    A hash of the id decides, so every step of an episode lands in the same split (no leakage)
+    and the split does not depend on order or sharding."""
+    h = int.from_bytes(hashlib.sha256(episode_id.encode()).digest()[:8], "little") / 2.0**64
+    return "validation" if h < validation_fraction else "train"
+
+
+def step_bucket(t: int) -> int:
+    """Step bucket of doubling width: steps 0-7 -> 0, 8-15 -> 1, 16-31 -> 2, 32-63 -> 3, ..."""
+    return max(0, int(t).bit_length() - 3)
+
+
+def _bucket_steps(length: int) -> dict[int, int]:
+    """How many of an episode's steps ``0..length-1`` fall in each step bucket."""
+    out, b = {}, 0
+    while True:
+        lo, hi = (0, 8) if b == 0 else (2 ** (b + 2), 2 ** (b + 3))
+        if lo >= length:
+            return out
+        out[b] = min(length, hi) - lo
+        b += 1
+
+
+def water_level(counts: Sequence[int], budget: float) -> float:
+    """The cap ``c`` with ``sum(min(n, c)) == budget`` (every count when they sum to less)."""
+    rest, left = sorted(counts), float(budget)
+    for i, n in enumerate(rest):
+        share = left / (len(rest) - i)
+        if n >= share:
+            return share
+        left -= n
+    return float(rest[-1]) if rest else 0.0
+
+
+def row_fractions(episodes: pa.Table, split: dict[str, str], cap: int,
+                  balance: str = "skill") -> dict[str, float]:
+    """Shares of training rows to keep (see :func:`sample_rows`) so that about ``cap`` rows per
+    skill remain. ``episodes`` is the episode table, ``split`` maps episode id to its split.
+
+    ``balance="skill"``: per skill, ``min(1, cap / its training steps)``; keys are skills.
+    ``balance="step"``: the same total, spread so that within each step bucket every skill
+    present keeps the same number of rows (as far as it has them): keys are ``skill/bucket``.
+    Early steps then hold as many rows of the expert as of the weak policies, and the target
+    return is the only thing in a prompt that tells them apart; under uniform sampling an
+    expert's first steps are a few percent of its rows and the weak policies dominate them.
+    """
+    if balance not in ("skill", "step"):
+        raise DatasetError(f"balance {balance!r} is unknown; use skill or step")
+    counts: dict[str, int] = {}
+    skills = set()
+    for e, s, n in zip(episodes.column(tr.EPISODE_ID).to_pylist(),
+                       episodes.column(tr.SKILL).to_pylist(),
+                       episodes.column("length").to_pylist(), strict=True):
+        if split.get(e) != "train":
+            continue
+        skills.add(s)
+        parts = {s: int(n)} if balance == "skill" else {
+            f"{s}/{b}": k for b, k in _bucket_steps(int(n)).items()}
+        for key, k in parts.items():
+            counts[key] = counts.get(key, 0) + k
+    if balance == "skill":
+        return {k: min(1.0, cap / n) for k, n in counts.items()}
+    level = water_level(list(counts.values()), cap * len(skills))
+    return {k: min(1.0, level / n) for k, n in counts.items()}
+
+
+def row_draw(episode_id: str, t: int) -> float:
+    """A stable pseudo-random number in [0, 1) per (episode, step): row sampling that does not
+    depend on order or sharding."""
+    h = hashlib.sha256(f"{episode_id}/{t}".encode()).digest()[:8]
+    return int.from_bytes(h, "little") / 2.0**64
+
+
+def sample_rows(batch: pa.Table, fractions: dict[str, float], by_step: bool = False) -> pa.Table:
+    """Keep each row with its share from :func:`row_fractions`, keyed by skill or, with
+    ``by_step`` (``balance="step"``), by ``skill/step bucket``; rows with no share are kept."""
+    keep = [row_draw(e, t) < fractions.get(f"{s}/{step_bucket(t)}" if by_step else s, 1.0)
+            for e, t, s in zip(batch.column(tr.EPISODE_ID).to_pylist(),
+                               batch.column(tr.T).to_pylist(),
+                               batch.column(tr.SKILL).to_pylist(), strict=True)]
+    return batch.filter(pa.array(keep, pa.bool_()))
+
+
+def keep_rows(batch: pa.Table, episode_ids: Iterable[str]) -> pa.Table:
+    """Rows whose episode id is in ``episode_ids``."""
+    ids = pa.array(sorted(set(episode_ids)), pa.string())
+    return batch.filter(pc.is_in(batch.column(tr.EPISODE_ID), value_set=ids))
+
+
+def add_rtg(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0) -> pa.Table:
+    """Recompute ``rtg`` (whole episodes must be in ``batch``) with ``gamma``, divided by
+    ``scale``; truncated episodes get the observed return (no bootstrap)."""
+    rtg = segment_returns_to_go(
+        batch.column(tr.REWARD).to_numpy(),
+        batch.column(tr.EPISODE_ID).to_numpy(zero_copy_only=False),
+        batch.column(tr.T).to_numpy(),
+        batch.column(tr.TERMINATED).to_numpy(zero_copy_only=False),
+        gamma,
+    )
+    idx = batch.schema.get_field_index(tr.RTG)
+    return batch.set_column(idx, tr.RTG, pa.array(scale_returns(rtg, scale), pa.float64()))
+
+
+def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
+    """Trajectory rows -> chat rows: system / user (target return, step, obs text) /
+    assistant (action text). ``target_return`` is the row's (scaled) return-to-go; the
+    observation text has its own column, so other prompt forms (``policylm.platform.prompts``)
+    can be rendered from the same rows."""
+    n = batch.num_rows
+    rtg = batch.column(tr.RTG).to_pylist()
+    steps = batch.column(tr.T).to_pylist()
+    obs_text = batch.column(tr.OBS_TEXT).to_pylist()
+    act_text = batch.column(tr.ACTION_TEXT).to_pylist()
+    prompts = [format_user(r, t, o) for r, t, o in zip(rtg, steps, obs_text, strict=True)]
+    messages = [
+        [{"role": "system", "content": system}, {"role": "user", "content": p},
+         {"role": "assistant", "content": a}]
+        for p, a in zip(prompts, act_text, strict=True)
+    ]
+    return pa.table(
+        {
+            tr.EPISODE_ID: batch.column(tr.EPISODE_ID),
+            tr.T: batch.column(tr.T),
+            tr.SKILL: batch.column(tr.SKILL),
+            tr.EPISODE_RETURN: batch.column(tr.EPISODE_RETURN),
+            TARGET_RETURN: pa.array(rtg, pa.float64()),
+            SYSTEM: pa.array([system] * n, pa.string()),
+            PROMPT: pa.array(prompts, pa.string()),
+            OBSERVATION: pa.array(obs_text, pa.string()),
+            COMPLETION: pa.array(act_text, pa.string()),
+            tr.ACTION_INDEX: batch.column(tr.ACTION_INDEX),
+            MESSAGES: pa.array(messages, MESSAGE_TYPE),
+            tr.ENV_STATE: batch.column(tr.ENV_STATE) if tr.ENV_STATE in batch.schema.names
+            else pa.nulls(n, tr.ENV_STATE_FIELD.type),
+        },
+        schema=CHAT_SCHEMA,
+    )
+
+
+def write_chat_jsonl(rows: pa.Table, path: str | Path) -> int:
+    """Write ``{"messages": [...]}`` per line (the common chat fine-tuning format); returns the
+    number of lines. Written to a temp file and renamed."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        for msgs in rows.column(MESSAGES).to_pylist():
+            f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return rows.num_rows
+
+
+def read_chat_jsonl(path: str | Path) -> list[list[dict]]:
+    """Read a chat JSONL file back; errors name the file, line and what is wrong."""
+    out = []
+    with Path(path).open() as f:
+        for i, line in enumerate(f, start=1):
+            try:
+                msgs = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DatasetError(f"{path}: line {i} is not {{\"messages\": [...]}} ({err})") \
+                    from err
+            for j, m in enumerate(msgs):
+                if not isinstance(m, dict) or not {"role", "content"} <= set(m):
+                    raise DatasetError(f"{path}: line {i}, message {j} needs role and content")
+            out.append(msgs)
+    return out
+
+
+def rows_per_skill(rows: pa.Table) -> dict[str, int]:
+    """Row count per skill label."""
+    skills, counts = np.unique(np.asarray(rows.column(tr.SKILL).to_pylist(), dtype=object),
+                               return_counts=True)
+    return {str(s): int(c) for s, c in zip(skills, counts, strict=True)}
+
+
+def episode_ids(episodes: pa.Table) -> Sequence[str]:
+    return episodes.column(tr.EPISODE_ID).to_pylist()

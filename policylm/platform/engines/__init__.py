@@ -1,0 +1,36 @@
+"""Inference engines: the contract (``contract``), the transformers engine (``hf``), the vLLM
+engine (``vllm``, GPU) and the embedded model (``models``); :func:`get_engine` keeps one engine per
+(model, adapter, engine, dtype) in a process.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from policylm.platform.engines.contract import (
+    Engine,
+    EngineError,
+    chat_prefix,
+    end_of_turn_id,
+    render_chat,
+    render_messages,
+    softmax,
+)
+
+__all__ = ["Engine", "EngineError", "chat_prefix", "end_of_turn_id", "get_engine",
+           "render_chat", "render_messages", "softmax"]
+
+
+@functools.lru_cache(maxsize=4)
+def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "auto") -> Engine:
+    """One engine per (model, adapter, engine, dtype) and process, so the policies of several
+    target returns in one rollout actor share one model."""
+    if engine == "hf":
+        from policylm.platform.engines.hf import HFEngine
+
+        return HFEngine(model, adapter=adapter or None, dtype=dtype)
+    if engine == "vllm":
+        from policylm.platform.engines.vllm import VLLMEngine
+
+        return VLLMEngine(model, adapter=adapter or None, dtype=dtype)
+    raise EngineError(f"engine {engine!r} is unknown; use engine=hf or engine=vllm")

@@ -1,0 +1,359 @@
+"""The transformers engine (CPU or GPU): batched candidate scoring with a shared-prefix KV cache,
+and batched generation.
+
+Scoring runs one forward pass per batch: the prefix (the system turn, given as a hint) is
+encoded once and its key/value cache reused for every row and call; each row is a prompt's
+remaining tokens. When a candidate is longer than one token, every candidate's tokens follow
+the prompt in the same row ("packed"), with an attention mask that lets each candidate see the
+prompt and its own earlier tokens only, at positions that continue the prompt: the prompt is
+encoded once for all its candidates instead of once per candidate. Rows are right-padded, so
+padding never reaches a position that is read, and only the positions that are read go through
+the output head.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.engines.contract import (
+    EngineError,
+    chat_prefix,
+    end_of_turn_id,
+    render_chat,
+    render_messages,
+)
+
+log = logging.getLogger("policylm")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (avx512_bf16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    """``auto``: bf16 on GPUs and on CPUs with native bf16, else fp32; or ``bf16``/``fp32``."""
+    import torch
+
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+             "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
+    if dtype in table:
+        return table[dtype]
+    if dtype != "auto":
+        raise EngineError(f"dtype {dtype!r} is unknown; use auto, bf16 or fp32")
+    if device.startswith("cuda") or cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def merge_adapter(lm: Any, adapter: str, model_name: str) -> Any:
+    """``lm`` with the PEFT LoRA adapter in ``adapter`` merged into its weights."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(lm, adapter).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise EngineError(
+            f"LoRA adapter {adapter!r} does not load on base model {model_name!r} ({err}); "
+            "use the base model the adapter was trained on"
+        ) from err
+
+
+class HFEngine:
+    """transformers causal LM (+ optional PEFT LoRA adapter, merged for speed)."""
+
+    name = "hf"
+
+    def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto",
+                 device: str | None = None, max_batch_tokens: int = 8192):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from policylm.platform.engines.models import resolve_model
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = pick_dtype(dtype, self.device)
+        self.model_name, self.adapter = model, adapter
+        path = resolve_model(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            lm = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        except (OSError, ValueError) as err:
+            raise EngineError(
+                f"model {model!r} could not be loaded ({err}); give a local directory with "
+                "config.json, weights and tokenizer, or hf://smollm2-135m for the embedded model"
+            ) from err
+        if adapter:
+            lm = merge_adapter(lm, adapter, model)
+        self.model = lm.to(self.device).eval()
+        self.max_length = int(getattr(lm.config, "max_position_embeddings", 2048))
+        self.max_batch_tokens = max_batch_tokens
+        self.end_id = end_of_turn_id(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.end_id
+        self._prefixes: dict[tuple[int, ...], Any] = {}
+        self.truncated = 0
+        # work done by scoring forwards, for FLOP/s accounting: query tokens (padded) and
+        # query x key pairs summed over rows
+        self.forward_tokens = 0
+        self.attention_pairs = 0
+
+    # --- weights -------------------------------------------------------------------------
+
+    def set_lora(self, weights: dict[str, Any], scaling: float) -> int:
+        """Apply LoRA weights (a PEFT state dict: ``...<module>.lora_A.weight`` and
+        ``...lora_B.weight``) on top of the weights this engine loaded: ``W = W0 + scaling *
+        B @ A`` for each adapted linear layer (``W0`` kept from the first call, so successive
+        calls replace the delta instead of adding to it). Clears the prefix caches, which were
+        computed with the old weights. Returns the number of layers changed."""
+        import torch
+
+        modules = dict(self.model.named_modules())
+        pairs: dict[str, dict[str, Any]] = {}
+        for key, value in weights.items():
+            for part in ("lora_A", "lora_B"):
+                marker = f".{part}."
+                if marker in key:
+                    name = key.split(marker)[0].removeprefix("base_model.model.")
+                    pairs.setdefault(name, {})[part] = value
+        if not hasattr(self, "_base_weights"):
+            self._base_weights: dict[str, Any] = {}
+        changed = 0
+        with torch.no_grad():
+            for name, ab in pairs.items():
+                layer = modules.get(name)
+                if layer is None or "lora_A" not in ab or "lora_B" not in ab:
+                    raise EngineError(f"LoRA weights name layer {name!r}, which model "
+                                      f"{self.model_name!r} does not have")
+                base = self._base_weights.setdefault(name, layer.weight.detach().clone())
+                a = torch.as_tensor(ab["lora_A"], dtype=torch.float32)
+                b = torch.as_tensor(ab["lora_B"], dtype=torch.float32)
+                delta = (b @ a) * scaling
+                layer.weight.copy_((base.float() + delta.to(base.device)).to(base.dtype))
+                changed += 1
+        self._prefixes.clear()
+        return changed
+
+    # --- prompts -------------------------------------------------------------------------
+
+    def chat_prompt(self, system: str, user: str) -> str:
+        return render_chat(self.tokenizer, system, user)
+
+    def chat_prefix(self, system: str) -> str:
+        return chat_prefix(self, system)
+
+    def chat_messages(self, messages: Sequence[dict]) -> str:
+        return render_messages(self.tokenizer, messages)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # --- scoring -------------------------------------------------------------------------
+
+    def _prefix_cache(self, prefix: str | None, ids: list[list[int]]) -> tuple[int, Any]:
+        """``(n, cache)``: the KV cache of the prefix's ``n`` tokens, computed once per prefix;
+        ``(0, None)`` without a prefix or when a prompt does not start with it."""
+        import torch
+
+        if not prefix:
+            return 0, None
+        pre = tuple(self.encode(prefix))
+        if not pre or any(len(r) <= len(pre) or tuple(r[: len(pre)]) != pre for r in ids):
+            return 0, None
+        if pre not in self._prefixes:
+            if len(self._prefixes) >= 8:
+                self._prefixes.pop(next(iter(self._prefixes)))
+            with torch.no_grad():
+                out = self.model(torch.tensor([pre], device=self.device), use_cache=True)
+            self._prefixes[pre] = out.past_key_values
+        return len(pre), self._prefixes[pre]
+
+    def _fit(self, ids: list[int], reserve: int, keep_tail: int = 8) -> list[int]:
+        """Make ``ids`` + ``reserve`` tokens fit the context: keep the start (system turn,
+        target, step, the observation's beginning) and the last ``keep_tail`` tokens (the end of
+        the user turn and the assistant header); drop the observation's end between them."""
+        room = self.max_length - reserve
+        if len(ids) <= room:
+            return ids
+        self.truncated += 1
+        if self.truncated in (1, 100, 10000):
+            warnings.warn(f"prompt of {len(ids)} tokens exceeds the model context "
+                          f"({self.max_length}); dropping the end of the observation "
+                          f"({self.truncated} prompts so far)", stacklevel=3)
+        return ids[: room - keep_tail] + ids[len(ids) - keep_tail:]
+
+    def _hidden(self, rows: list[list[int]], n_pre: int, cache: Any,
+                packed: tuple[Any, Any] | None = None) -> Any:
+        """Last hidden states of right-padded ``rows`` after the prefix cache; ``packed`` is
+        ``(allowed, positions)`` from :meth:`_packed_layout` (else plain causal attention)."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        batch = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            batch[i, : len(r)] = torch.tensor(r)
+        self.forward_tokens += len(rows) * width
+        kwargs: dict[str, Any] = {"input_ids": batch.to(self.device),
+                                  "use_cache": cache is not None}
+        if packed is None:
+            self.attention_pairs += len(rows) * width * (n_pre + (width + 1) / 2)
+        else:
+            allowed, positions = packed
+            self.attention_pairs += int(allowed.sum())
+            blocked = torch.finfo(self.dtype).min
+            kwargs["attention_mask"] = torch.where(allowed, 0.0, blocked).to(
+                self.dtype).unsqueeze(1).to(self.device)
+            kwargs["position_ids"] = positions.to(self.device)
+        if cache is not None:
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(rows))
+            kwargs["past_key_values"] = past  # no mask: right padding is never read
+        decoder = self.model.get_decoder()
+        return decoder(**kwargs).last_hidden_state
+
+    def _logprobs_at(self, hidden: Any, picks: list[tuple[int, int]]) -> Any:
+        """log-softmax over the vocabulary at (row, position) picks: tensor [len(picks), V]."""
+        import torch
+
+        rows = torch.tensor([p[0] for p in picks], device=hidden.device)
+        cols = torch.tensor([p[1] for p in picks], device=hidden.device)
+        logits = self.model.get_output_embeddings()(hidden[rows, cols]).float()
+        return torch.log_softmax(logits, dim=-1)
+
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+              prefix: str | None = None) -> list[np.ndarray]:
+        import torch
+
+        if len(prompts) != len(candidates):
+            raise ValueError("score needs one candidate list per prompt")
+        cand = [[self.encode(c) for c in cs] for cs in candidates]
+        single = all(len(c) == 1 for cs in cand for c in cs)
+        longest = max((len(c) for cs in cand for c in cs), default=1) + (0 if single else 1)
+        ids = [self._fit(self.encode(p), longest) for p in prompts]
+        n_pre, cache = self._prefix_cache(prefix, ids)  # none if truncation cut into it
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            if single:  # one row per prompt; every candidate's logp is at its last position
+                for lo, hi in self._batches([len(r) - n_pre for r in ids]):
+                    rows = [r[n_pre:] for r in ids[lo:hi]]
+                    hidden = self._hidden(rows, n_pre, cache)
+                    lp = self._logprobs_at(hidden, [(i, len(r) - 1) for i, r in enumerate(rows)])
+                    for i, cs in enumerate(cand[lo:hi]):
+                        out.append(lp[i, [c[0] for c in cs]].cpu().numpy().astype(np.float64))
+                return out
+            scores = [np.zeros(len(cs)) for cs in cand]
+            sizes = [len(r) - n_pre + sum(len(c) for c in cs) for r, cs in zip(ids, cand,
+                                                                             strict=True)]
+            for lo, hi in self._batches(sizes):
+                rows, reads = self._packed_rows(ids[lo:hi], cand[lo:hi], n_pre)
+                hidden = self._hidden(rows, n_pre, cache, self._packed_layout(rows, reads, n_pre))
+                picks = sorted({(k, p) for k, row in enumerate(reads) for _, ps, _ in row
+                                for p in ps})
+                lp = self._logprobs_at(hidden, picks)
+                at = {pick: n for n, pick in enumerate(picks)}
+                where, toks, owner = [], [], []  # every scored token at once, then summed
+                for k, row in enumerate(reads):
+                    for j, ps, ts in row:
+                        where += [at[(k, p)] for p in ps]
+                        toks += ts
+                        owner += [(k, j)] * len(ts)
+                got = lp[torch.tensor(where, device=lp.device),
+                         torch.tensor(toks, device=lp.device)].cpu().numpy().astype(np.float64)
+                for (k, j), v in zip(owner, got, strict=True):
+                    scores[lo + k][j] += v
+            return scores
+
+    def _packed_rows(self, ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
+                     ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:
+        """One row per prompt: its tokens after the prefix, then each candidate's tokens. And
+        per row, per candidate ``(j, positions, tokens)``: the row positions whose next-token
+        distribution scores the candidate's tokens and the end of turn."""
+        rows, reads = [], []
+        for r, cs in zip(ids, cand, strict=True):
+            row = list(r[n_pre:])
+            last, mine = len(row) - 1, []
+            for j, c in enumerate(cs):
+                start = len(row)
+                row += c
+                mine.append((j, [last, *range(start, start + len(c))], [*c, self.end_id]))
+            rows.append(row)
+            reads.append(mine)
+        return rows, reads
+
+    @staticmethod
+    def _packed_layout(rows: list[list[int]], reads: list[list[tuple[int, list[int], list[int]]]],
+                       n_pre: int) -> tuple[Any, Any]:
+        """``(allowed [B, W, n_pre + W] bool, positions [B, W])`` for packed rows: prompt
+        tokens attend causally to the prefix and the prompt; a candidate's tokens attend to the
+        prefix, the prompt and their own earlier tokens, at positions continuing the prompt;
+        padding attends to itself."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        allowed = torch.zeros((len(rows), width, n_pre + width), dtype=torch.bool)
+        positions = torch.full((len(rows), width), n_pre, dtype=torch.long)
+        allowed[:, :, :n_pre] = True
+        for b, (row, mine) in enumerate(zip(rows, reads, strict=True)):
+            n_prompt = mine[0][1][0] + 1 if mine else len(row)
+            spans = [(0, n_prompt)] + [(ps[1], len(ps) - 1) for _, ps, _ in mine]
+            for start, length in spans:
+                tri = torch.ones((length, length), dtype=torch.bool).tril()
+                allowed[b, start:start + length, n_pre + start:n_pre + start + length] = tri
+                if start:  # a candidate: sees the whole prompt, continues its positions
+                    allowed[b, start:start + length, n_pre:n_pre + n_prompt] = True
+                    positions[b, start:start + length] = torch.arange(
+                        n_pre + n_prompt, n_pre + n_prompt + length)
+                else:
+                    positions[b, :length] = torch.arange(n_pre, n_pre + length)
+            for k in range(len(row), width):
+                allowed[b, k, n_pre + k] = True
+        return allowed, positions
+
+    def _batches(self, lengths: list[int]) -> list[tuple[int, int]]:
+        """Split rows into consecutive batches of at most ``max_batch_tokens`` padded tokens."""
+        out, lo, width = [], 0, 0
+        for i, n in enumerate(lengths):
+            w = max(width, n)
+            if i > lo and w * (i - lo + 1) > self.max_batch_tokens:
+                out.append((lo, i))
+                lo, w = i, n
+            width = w
+        out.append((lo, len(lengths)))
+        return out
+
+    # --- generation ----------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
+                 temperature: float = 0.0, seed: int | None = None) -> list[str]:
+        import torch
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        ids = [self._fit(self.encode(p), max_new_tokens) for p in prompts]
+        width = max(len(r) for r in ids)
+        batch = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, r in enumerate(ids):  # left padding, so every row ends where it continues
+            batch[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else \
+            {"do_sample": False}
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
+                max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
+                eos_token_id=self.end_id, **sampling)
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
+                for row in out]

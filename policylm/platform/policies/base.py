@@ -1,0 +1,127 @@
+"""The policy contract and the policies every env has: ``act(observations, slots) -> actions``
+for a batch of env slots, ``reset(slot, seed)`` starting an episode in a slot (seeding that slot's
+own random stream, so the same seeds give the same actions however episodes are spread over
+actors and slots). Random, constant, epsilon-mixed and logits-driven (network) policies.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from policylm.platform.envs import EnvAdapter
+
+
+class PolicyError(ValueError):
+    """A policy URI that cannot be built; the message names the URI and the reason."""
+
+
+class Policy(Protocol):
+    """Acts for a batch of env slots (see module docstring)."""
+
+    def reset(self, slot: int, seed: int) -> None: ...
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]: ...
+
+
+class _SlotRngs:
+    """One ``numpy`` Generator per env slot, reseeded at each episode start."""
+
+    def __init__(self) -> None:
+        self.rngs: dict[int, np.random.Generator] = {}
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.rngs[slot] = np.random.default_rng(seed)
+
+    def __getitem__(self, slot: int) -> np.random.Generator:
+        if slot not in self.rngs:
+            self.rngs[slot] = np.random.default_rng(slot)
+        return self.rngs[slot]
+
+
+class RandomPolicy:
+    """Uniform random actions from the action space."""
+
+    def __init__(self, adapter: EnvAdapter):
+        self.space = adapter.action_space
+        self.spaces: dict[int, Any] = {}
+
+    def reset(self, slot: int, seed: int) -> None:
+        space = copy.deepcopy(self.space)
+        space.seed(int(seed) % (2**32))
+        self.spaces[slot] = space
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        for s in slots:
+            if s not in self.spaces:
+                self.reset(s, s)
+        return [self.spaces[s].sample() for s in slots]
+
+
+class ConstantPolicy:
+    """Always the same action, given as action text (``constant:right``)."""
+
+    def __init__(self, adapter: EnvAdapter, text: str):
+        self.action = adapter.codec.parse(text)
+
+    def reset(self, slot: int, seed: int) -> None:
+        pass
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        return [copy.copy(self.action) for _ in slots]
+
+
+class MixPolicy:
+    """``inner``'s action, replaced by a random one with probability ``eps`` per step."""
+
+    def __init__(self, adapter: EnvAdapter, inner: Policy, eps: float):
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"eps must be in [0, 1], got {eps}")
+        self.inner, self.eps = inner, eps
+        self.random = RandomPolicy(adapter)
+        self.rngs = _SlotRngs()
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.inner.reset(slot, seed)
+        self.random.reset(slot, seed + 1)
+        self.rngs.reset(slot, seed + 2)
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        actions = self.inner.act(observations, slots)
+        noisy = self.random.act(observations, slots)
+        return [n if self.rngs[s].random() < self.eps else a
+                for a, n, s in zip(actions, noisy, slots, strict=True)]
+
+
+class LogitsPolicy:
+    """Wraps ``logits_fn(obs_batch[B, D]) -> logits[B, n]`` for a Discrete action space;
+    greedy (argmax) or sampled from the softmax with each slot's own random stream."""
+
+    def __init__(self, adapter: EnvAdapter, logits_fn: Callable[[np.ndarray], np.ndarray],
+                 sample: bool = False):
+        self.adapter, self.logits_fn, self.sample = adapter, logits_fn, sample
+        self.rngs = _SlotRngs()
+        self.start = int(getattr(adapter.action_space, "start", 0))
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.rngs.reset(slot, seed)
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        batch = np.stack([self.adapter.flatten(o) for o in observations])
+        return choose(self.logits_fn(batch), [self.rngs[s] for s in slots], self.sample,
+                      self.start)
+
+
+def choose(logits: Any, rngs: Sequence[np.random.Generator], sample: bool,
+           start: int = 0) -> list[int]:
+    """Actions from ``logits [B, n]``: argmax, or sampled from the softmax with each row's own
+    random stream; ``start`` is the action space's first value."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if not sample:
+        return [int(i) + start for i in logits.argmax(-1)]
+    z = np.exp(logits - logits.max(-1, keepdims=True))
+    p = z / z.sum(-1, keepdims=True)
+    return [int(rng.choice(len(row), p=row)) + start for row, rng in zip(p, rngs, strict=True)]

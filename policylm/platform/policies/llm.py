@@ -1,0 +1,231 @@
+"""The return-conditioned LLM policy.
+
+Prompt: the env adapter's template (system = rules + valid actions; user = ``Target return: R``,
+``Step: t``, observation text), formatted with the model's chat template; the answer is the
+action text. Or, for adapters trained that way, the ``compact`` form (``R=.. t=.. <obs> ->``;
+see ``policylm.platform.prompts``, which the training rows are rendered with too, so training
+and acting never drift apart).
+
+Acting by scoring (default): the log-likelihood of every valid action in one batched forward
+pass, then sampling from their softmax at ``temperature`` (0: argmax). Return conditioning on
+data whose weak behaviour is random needs the sampling: greedy choice learns the expert and
+ignores the target. Acting by generation: free text, parsed by the action codec; an invalid
+answer falls back to a defined action and is counted.
+
+Adaptive targeting: the target in the prompt is the target minus the reward earned so far.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.engines import Engine, softmax
+from policylm.platform.envs import EnvAdapter
+from policylm.platform.envs.codecs import ActionParseError
+from policylm.platform.prompts import (
+    action_candidates,
+    check_form,
+    read_form,
+    render_prefix,
+    render_prompt,
+)
+
+log = logging.getLogger("policylm")
+
+
+@dataclass
+class Decision:
+    """One chosen action: its env value and text, whether it came from a valid answer (False:
+    generated text that did not parse, replaced by the fallback), and in score mode the
+    log-likelihood of every valid action (natural log, in the codec's order)."""
+
+    action: Any
+    text: str
+    valid: bool
+    scores: list[float] | None
+
+
+@dataclass
+class LLMPolicyConfig:
+    """What an ``hf://`` URI sets (see README, Policy URIs)."""
+
+    target_return: float = 0.0
+    adaptive: bool = True
+    mode: str = "score"          # score | generate
+    temperature: float = 1.0     # score: softmax temperature (0 = argmax); generate: sampling
+    max_new_tokens: int = 16     # generate mode
+    fallback: str = "first"      # generate mode, on invalid text: first valid action | random
+    prompt_form: str = "chat"    # chat | compact (policylm.platform.prompts)
+    seed_offset: int = 0         # a second stream per episode seed (GRPO groups: same env
+                                 # seed, different sampling)
+    norm: str = "sum"            # score mode: choose by the summed log-likelihood of an action's
+                                 # tokens; "mean": per token; "pmi": minus the action's
+                                 # log-likelihood without the observation (how much the
+                                 # observation raises it; cancels the names' prior and length)
+
+
+class LLMPolicy:
+    """Acts for a batch of env slots with one engine call per step (see module docstring)."""
+
+    def __init__(self, adapter: EnvAdapter, engine: Engine, cfg: LLMPolicyConfig):
+        if cfg.mode not in ("score", "generate"):
+            raise ValueError(f"mode must be score or generate, got {cfg.mode!r}")
+        if cfg.mode == "score" and not adapter.codec.valid_actions:
+            raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
+        if cfg.fallback not in ("first", "random"):
+            raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
+        if cfg.norm not in ("sum", "mean", "pmi"):
+            raise ValueError(f"norm must be sum, mean or pmi, got {cfg.norm!r}")
+        self.adapter, self.engine, self.cfg = adapter, engine, cfg
+        self.form = check_form(cfg.prompt_form)
+        self.system = adapter.system_text()
+        self.prefix = render_prefix(engine, self.form, self.system)
+        self.candidates = action_candidates(self.form, list(adapter.codec.valid_actions or []))
+        # norm=mean/pmi only: remote engines (openai://) have no tokenizer or scores here
+        self.lengths = candidate_lengths(engine, self.candidates) if cfg.norm == "mean" else None
+        self.baseline = self._baseline() if cfg.norm == "pmi" else None
+        self.t: dict[int, int] = {}
+        self.earned: dict[int, float] = {}
+        self.rngs: dict[int, np.random.Generator] = {}
+        self.counts = {"actions": 0, "invalid": 0}
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.t[slot], self.earned[slot] = 0, 0.0
+        self.rngs[slot] = np.random.default_rng(
+            [seed, self.cfg.seed_offset] if self.cfg.seed_offset else seed)
+
+    def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
+        """Rewards of the last step, per slot (for the adaptive target)."""
+        for s, r in zip(slots, rewards, strict=True):
+            self.earned[s] = self.earned.get(s, 0.0) + float(r)
+
+    def target(self, slot: int) -> float:
+        """The target written into the prompt for ``slot`` now."""
+        remaining = self.cfg.target_return - (self.earned.get(slot, 0.0) if self.cfg.adaptive
+                                              else 0.0)
+        return round(remaining, 2)
+
+    def prompts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
+        return [
+            render_prompt(self.engine, self.form, self.system, self.target(s), self.t.get(s, 0),
+                          self.adapter.encode(o))
+            for o, s in zip(observations, slots, strict=True)
+        ]
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        for s in slots:
+            if s not in self.rngs:
+                self.reset(s, s)
+        decisions = self.decide([self.adapter.encode(o) for o in observations],
+                                [self.target(s) for s in slots],
+                                [self.t.get(s, 0) for s in slots], [self.rngs[s] for s in slots])
+        for s in slots:
+            self.t[s] = self.t.get(s, 0) + 1
+        return [d.action for d in decisions]
+
+    def decide(self, obs_texts: Sequence[str], targets: Sequence[float], steps: Sequence[int],
+               rngs: Sequence[np.random.Generator]) -> list[Decision]:
+        """One engine call for a batch of (observation text, target in the prompt, step,
+        random stream): the state-free core of :meth:`act`, which the Serve deployment calls
+        with its per-episode state."""
+        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text)
+                   for text, target, t in zip(obs_texts, targets, steps, strict=True)]
+        codec = self.adapter.codec
+        if self.cfg.mode == "score":
+            logps = self.engine.score(prompts, [self.candidates] * len(prompts),
+                                      prefix=self.prefix)
+            out = []
+            for lp, rng in zip(logps, rngs, strict=True):
+                i = self._choose(self._normed(lp), rng)
+                out.append(Decision(codec.from_index(i), codec.valid_actions[i], True,
+                                    [float(x) for x in lp]))
+        else:
+            texts = self.engine.generate(prompts, self.cfg.max_new_tokens, self.cfg.temperature)
+            out = [self._parse(text, rng) for text, rng in zip(texts, rngs, strict=True)]
+        self.counts["actions"] += len(out)
+        return out
+
+    def _baseline(self) -> np.ndarray:
+        """Each action's log-likelihood after a prompt with no observation (target 0, step 0):
+        the prior that ``norm=pmi`` subtracts."""
+        empty = render_prompt(self.engine, self.form, self.system, 0, 0, "")
+        return self.engine.score([empty], [self.candidates], prefix=self.prefix)[0]
+
+    def _normed(self, logps: np.ndarray) -> np.ndarray:
+        """The scores the choice is made on (see ``norm``)."""
+        if self.lengths is not None:
+            return logps / self.lengths
+        if self.baseline is not None:
+            return logps - self.baseline
+        return logps
+
+    def _choose(self, logps: np.ndarray, rng: np.random.Generator) -> int:
+        if self.cfg.temperature <= 0:
+            return int(np.argmax(logps))
+        p = softmax(logps, self.cfg.temperature)
+        return int(rng.choice(len(p), p=p))
+
+    def _parse(self, text: str, rng: np.random.Generator) -> Decision:
+        codec = self.adapter.codec
+        try:
+            action = codec.parse(text)
+            return Decision(action, codec.to_text(action), True, None)
+        except ActionParseError:
+            self.counts["invalid"] += 1
+            if self.counts["invalid"] in (1, 10, 100, 1000):
+                log.warning("invalid action text %r (%d so far); falling back to %s", text,
+                            self.counts["invalid"], self.cfg.fallback)
+            if self.cfg.fallback == "random" or not codec.valid_actions:
+                space = self.adapter.action_space
+                space.seed(int(rng.integers(2**31)))
+                action = space.sample()
+            else:
+                action = codec.from_index(0)
+            return Decision(action, codec.to_text(action), False, None)
+
+    def stats(self) -> dict[str, float]:
+        """Actions taken, invalid generations and their rate."""
+        n = self.counts["actions"]
+        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else 0.0}
+
+
+def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
+    """Tokens each candidate's score sums over: its own, plus the end of turn when some
+    candidate is longer than one token (the engine contract)."""
+    if not candidates:
+        return np.ones(0)
+    n = np.array([len(engine.encode(c)) for c in candidates], dtype=np.float64)
+    return n + 1 if n.max() > 1 else n
+
+
+def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
+    """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
+    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi`` (the query already split
+    into ``params``).
+    Without ``prompt``, the form recorded with the adapter (or model directory) is used."""
+    from policylm.platform.engines import get_engine
+
+    known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
+             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
+    cfg = LLMPolicyConfig(
+        target_return=float(params.get("target_return", 0.0)),
+        adaptive=params.get("adaptive", "1").lower() in ("1", "true", "yes"),
+        mode=params.get("mode", "score"),
+        temperature=float(params.get("temperature", 1.0)),
+        max_new_tokens=int(params.get("max_new_tokens", 16)),
+        fallback=params.get("fallback", "first"),
+        prompt_form=params.get("prompt") or read_form(params.get("adapter"), model),
+        seed_offset=int(params.get("seed_offset", 0)),
+        norm=params.get("norm", "sum"),
+    )
+    engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
+                        params.get("dtype", "auto"))
+    return LLMPolicy(adapter, engine, cfg)

@@ -1,0 +1,197 @@
+"""Policies that act through a server: ``http://`` (a running policylm Serve endpoint) and
+``openai://`` (any OpenAI-compatible chat server: vLLM, Ray Serve LLM, this project's app).
+
+- ``http://host:port[/prefix]?target_return=R&text=0&timeout=30``: each step is one
+  ``POST /v1/act`` with every slot's raw observation (``text=1``: the encoded text), the slot's
+  episode id and the reward earned since its previous step, so the server keeps the adaptive
+  target. The API key comes from ``POLICYLM_API_KEY`` (never from the URI, which is stored
+  with the trajectories).
+- ``openai://host:port/v1?model=<name>&target_return=R&temperature=..``: the LLM policy in
+  generate mode over ``POST /v1/chat/completions`` (chat prompt form), parsing the answer with
+  the action codec and counting invalid answers (``fallback``). Key: ``OPENAI_API_KEY``, else
+  ``POLICYLM_API_KEY``. The prompts of a step are sent concurrently so the server can batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.envs import EnvAdapter
+
+
+class RemoteError(RuntimeError):
+    """A server that cannot be reached or refused a request; the message says which and why."""
+
+
+def post_json(url: str, body: Any, key: str = "", timeout: float = 60.0,
+              method: str = "POST") -> Any:
+    """Send JSON, return the decoded JSON answer; :class:`RemoteError` naming the URL, the
+    status and the server's ``detail`` on failure."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode(errors="replace")[:500]
+        hint = " (set POLICYLM_API_KEY to the server's key)" if err.code == 401 else ""
+        raise RemoteError(f"{method} {url} -> HTTP {err.code}: {detail}{hint}") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise RemoteError(f"{method} {url}: no answer ({err}); is the server running? "
+                          "(policylm serve policy=hf://...)") from err
+
+
+class HTTPPolicy:
+    """Acts through a policylm Serve endpoint (see module docstring)."""
+
+    def __init__(self, adapter: EnvAdapter, base_url: str, target_return: float | None = None,
+                 send_text: bool = False, timeout: float = 60.0):
+        self.adapter, self.base = adapter, base_url.rstrip("/")
+        self.target, self.send_text, self.timeout = target_return, send_text, timeout
+        self.key = os.environ.get("POLICYLM_API_KEY", "")
+        self.episodes: dict[int, str] = {}
+        self.pending: dict[int, float] = {}
+        self.started: set[int] = set()
+        self.counts = {"actions": 0, "invalid": 0}
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.episodes[slot] = f"{uuid.uuid4().hex}-{seed}"
+        self.pending[slot] = 0.0
+        self.started.discard(slot)
+
+    def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
+        for s, r in zip(slots, rewards, strict=True):
+            self.pending[s] = self.pending.get(s, 0.0) + float(r)
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        from policylm.platform.envs.spaces import from_json, to_json
+
+        for s in slots:
+            if s not in self.episodes:
+                self.reset(s, s)
+        body: dict[str, Any] = {
+            "episode_ids": [self.episodes[s] for s in slots],
+            "rewards": [self.pending.get(s, 0.0) for s in slots],
+        }
+        if self.send_text:
+            body["texts"] = [self.adapter.encode(o) for o in observations]
+        else:
+            body["observations"] = [to_json(o) for o in observations]
+        if self.target is not None:  # the episode's target, set on its first call
+            body["target_return"] = [None if s in self.started else self.target for s in slots]
+        out = post_json(f"{self.base}/v1/act", body, self.key, self.timeout)
+        for s in slots:
+            self.pending[s] = 0.0
+            self.started.add(s)
+        actions = out["actions"]
+        self.counts["actions"] += len(actions)
+        self.counts["invalid"] += sum(not a.get("valid", True) for a in actions)
+        space = self.adapter.action_space
+        return [from_json(space, a["action"], "action") for a in actions]
+
+    def stats(self) -> dict[str, float]:
+        n = self.counts["actions"]
+        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else 0.0}
+
+
+class OpenAIEngine:
+    """The generate half of the engine contract over an OpenAI-compatible chat server. Chat
+    prompts are carried as JSON message lists (``chat_prompt``) and sent as ``messages``;
+    scoring is not offered (chat servers return no prompt log-probabilities)."""
+
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, timeout: float = 60.0, concurrency: int = 16):
+        self.base, self.model = base_url.rstrip("/"), model
+        self.timeout, self.concurrency = timeout, concurrency
+        self.key = os.environ.get("OPENAI_API_KEY") or os.environ.get("POLICYLM_API_KEY", "")
+
+    def chat_prompt(self, system: str, user: str) -> str:
+        return self.chat_messages([{"role": "system", "content": system},
+                                   {"role": "user", "content": user}])
+
+    def chat_messages(self, messages: Sequence[dict]) -> str:
+        return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages])
+
+    def chat_prefix(self, system: str) -> str:
+        return ""
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError("openai engine: no tokenizer on the client side")
+
+    def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
+              prefix: str | None = None) -> list[np.ndarray]:
+        from policylm.platform.engines import EngineError
+
+        raise EngineError("openai:// cannot score actions (chat servers return no prompt "
+                          "log-probabilities); it acts with mode=generate")
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
+                 temperature: float = 0.0, seed: int | None = None) -> list[str]:
+        def one(prompt: str) -> str:
+            try:
+                messages = json.loads(prompt)
+            except json.JSONDecodeError:
+                messages = [{"role": "user", "content": prompt}]
+            body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens,
+                    "temperature": temperature, "n": 1}
+            if seed is not None:
+                body["seed"] = seed
+            out = post_json(f"{self.base}/chat/completions", body, self.key, self.timeout)
+            return (out["choices"][0]["message"].get("content") or "").strip()
+
+        if len(prompts) == 1:
+            return [one(prompts[0])]
+        with ThreadPoolExecutor(min(len(prompts), self.concurrency)) as pool:
+            return list(pool.map(one, prompts))
+
+
+def http_policy(body: str, params: dict[str, str], adapter: EnvAdapter,
+                scheme: str = "http") -> HTTPPolicy:
+    """``http://<body>?target_return=R&text=0|1&timeout=S``."""
+    known = {"target_return", "text", "timeout"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown {scheme}:// parameters {sorted(unknown)}; known: "
+                         f"{sorted(known)} (the API key comes from POLICYLM_API_KEY)")
+    target = float(params["target_return"]) if "target_return" in params else None
+    return HTTPPolicy(adapter, f"{scheme}://{body}", target,
+                      params.get("text", "0").lower() in ("1", "true", "yes"),
+                      float(params.get("timeout", 60)))
+
+
+def openai_policy(body: str, params: dict[str, str], adapter: EnvAdapter) -> Any:
+    """``openai://host:port/v1?model=<name>&target_return=R&temperature=T&max_new_tokens=N
+    &fallback=first|random&adaptive=1&https=0``: the LLM policy in generate mode."""
+    from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
+
+    known = {"model", "target_return", "adaptive", "temperature", "max_new_tokens", "fallback",
+             "https", "timeout"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown openai:// parameters {sorted(unknown)}; known: "
+                         f"{sorted(known)}")
+    if "model" not in params:
+        raise ValueError("openai:// needs ?model=<name> (the server's model id)")
+    proto = "https" if params.get("https", "0").lower() in ("1", "true", "yes") else "http"
+    engine = OpenAIEngine(f"{proto}://{body}", params["model"],
+                          float(params.get("timeout", 60)))
+    cfg = LLMPolicyConfig(
+        target_return=float(params.get("target_return", 0.0)),
+        adaptive=params.get("adaptive", "1").lower() in ("1", "true", "yes"),
+        mode="generate", temperature=float(params.get("temperature", 0.0)),
+        max_new_tokens=int(params.get("max_new_tokens", 16)),
+        fallback=params.get("fallback", "first"), prompt_form="chat")
+    return LLMPolicy(adapter, engine, cfg)

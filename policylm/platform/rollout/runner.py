@@ -1,0 +1,258 @@
+"""Collecting episodes in-process: a batch of envs stepped together by one policy.
+
+:func:`plan_chunks` turns (policy URIs, skills, episodes per policy, seed) into deterministic
+chunks of :class:`EpisodeSpec`; :class:`EpisodeRunner` plays a chunk over its batch of envs and
+returns the steps as one Arrow table; :func:`collect_chunk` writes it atomically to the chunk's
+own file. Rollout actors are thin shells around these (``policylm.actors``), and ``num_workers=0``
+runs them right here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from policylm.platform.data import trajectories as tr
+from policylm.platform.data.returns import returns_to_go
+from policylm.platform.envs import EnvAdapter, dumps_json
+from policylm.platform.policies import Policy, policy_from_uri
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to play: its id (the idempotency key), policy, skill label and env seed."""
+
+    episode_id: str
+    policy_uri: str
+    skill: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Episodes of one policy written together to ``<chunk_id>.parquet``."""
+
+    chunk_id: str
+    specs: tuple[EpisodeSpec, ...]
+
+
+def derive_seed(base_seed: int, *parts: Any) -> int:
+    """A stable 31-bit seed from a base seed and labels (same inputs, same seed, any machine)."""
+    digest = hashlib.sha256(repr((base_seed, *parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def plan_chunks(
+    policies: Sequence[tuple[str, str]], episodes_per_policy: int, seed: int, chunk_size: int,
+    shared_seeds: bool = False,
+) -> list[Chunk]:
+    """Deterministic work plan. ``policies``: ``[(skill, uri)]``; episode ids are
+    ``<skill>-p<policy index>-e<episode index>`` and seeds come from :func:`derive_seed`.
+    ``shared_seeds``: episode ``e`` of every policy starts from the same env seed (for
+    comparing policies on the same starts)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunks = []
+    for p, (skill, uri) in enumerate(policies):
+        specs = [
+            EpisodeSpec(f"{skill}-p{p}-e{e:05d}", uri, skill,
+                        derive_seed(seed, e) if shared_seeds else derive_seed(seed, p, e))
+            for e in range(episodes_per_policy)
+        ]
+        for c in range(0, len(specs), chunk_size):
+            part = tuple(specs[c: c + chunk_size])
+            chunks.append(Chunk(f"{skill}-p{p}-c{c // chunk_size:05d}", part))
+    return chunks
+
+
+@dataclass
+class _Episode:
+    spec: EpisodeSpec
+    agent: int = 0
+    episode_id: str = ""  # multi-agent: one episode id per agent (see multi_agent)
+    obs: list = field(default_factory=list)
+    obs_text: list = field(default_factory=list)
+    obs_json: list = field(default_factory=list)
+    action: list = field(default_factory=list)
+    action_index: list = field(default_factory=list)
+    action_text: list = field(default_factory=list)
+    reward: list = field(default_factory=list)
+    terminated: list = field(default_factory=list)
+    truncated: list = field(default_factory=list)
+    final_obs: np.ndarray | None = None
+    extras: list = field(default_factory=list)
+    env_state: list = field(default_factory=list)
+
+
+class EpisodeRunner:
+    """Plays episodes on ``num_envs`` envs at once; envs and policies are built once and kept.
+
+    ``gamma`` sets the discount of the ``rtg`` column (1.0: undiscounted).
+    """
+
+    def __init__(self, adapter: EnvAdapter, num_envs: int = 8, gamma: float = 1.0):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.adapter, self.gamma = adapter, gamma
+        self.envs = [adapter.make_env() for _ in range(num_envs)]
+        self.policies: dict[str, Policy] = {}
+        self.steps_taken = 0
+
+    def policy(self, uri: str) -> Policy:
+        if uri not in self.policies:
+            self.policies[uri] = policy_from_uri(uri, self.adapter)
+        return self.policies[uri]
+
+    def chunk_policy(self, specs: Sequence[EpisodeSpec]) -> Policy:
+        """The one policy a chunk's specs play."""
+        uris = {s.policy_uri for s in specs}
+        if len(uris) != 1:
+            raise ValueError(f"a chunk holds episodes of one policy, got {sorted(uris)}")
+        return self.policy(specs[0].policy_uri)
+
+    def _record_step(self, ep: _Episode, obs: Any, env: Any, action: Any) -> None:
+        """The step's observation, saved state and action, before the env takes it."""
+        self._record_obs(ep, obs)
+        if self.adapter.save_state is not None:
+            ep.env_state.append(self.adapter.save_state(env))
+        codec = self.adapter.codec
+        ep.action.append(np.asarray(action, dtype=np.float32).reshape(-1))
+        ep.action_index.append(codec.index(action))
+        ep.action_text.append(codec.to_text(action))
+
+    def _record_obs(self, ep: _Episode, obs: Any) -> None:
+        ep.obs.append(self.adapter.flatten(obs))
+        ep.obs_text.append(self.adapter.encode(obs))
+        ep.obs_json.append(dumps_json(self.adapter.to_json(obs)))
+
+    def run(
+        self,
+        specs: Sequence[EpisodeSpec],
+        run_id: str,
+        on_episode: Callable[[pa.Table], None] | None = None,
+    ) -> pa.Table:
+        """Play every spec (all of one policy) and return their steps, episode by episode."""
+        if not specs:
+            return self.schema.empty_table()
+        policy = self.chunk_policy(specs)
+        queue = list(specs)
+        live: dict[int, tuple[_Episode, Any]] = {}
+        done_tables: dict[str, pa.Table] = {}
+
+        def start(slot: int) -> None:
+            spec = queue.pop(0)
+            obs, _ = self.envs[slot].reset(seed=spec.seed)
+            policy.reset(slot, spec.seed)
+            live[slot] = (_Episode(spec), obs)
+
+        for slot in range(min(len(self.envs), len(queue))):
+            start(slot)
+        observe = getattr(policy, "observe", None)
+        while live:
+            slots = sorted(live)
+            actions = policy.act([live[s][1] for s in slots], slots)
+            if observe is not None:  # rewards of this step, in slot order, after stepping
+                stepped: list[tuple[int, float]] = []
+            for slot, action in zip(slots, actions, strict=True):
+                ep, obs = live[slot]
+                self._record_step(ep, obs, self.envs[slot], action)
+                obs, reward, term, trunc, info = self.envs[slot].step(action)
+                if self.adapter.info_extras is not None:
+                    ep.extras.append(self.adapter.info_extras(info))
+                ep.reward.append(float(reward))
+                if observe is not None:
+                    stepped.append((slot, float(reward)))
+                ep.terminated.append(bool(term))
+                ep.truncated.append(bool(trunc))
+                self.steps_taken += 1
+                if term or trunc:
+                    ep.final_obs = self.adapter.flatten(obs)
+                    table = self._episode_table(ep, run_id)
+                    done_tables[ep.spec.episode_id] = table
+                    if on_episode is not None:
+                        on_episode(table)
+                    del live[slot]
+                    if queue:
+                        start(slot)
+                else:
+                    live[slot] = (ep, obs)
+            if observe is not None:
+                observe([s for s, _ in stepped], [r for _, r in stepped])
+        return pa.concat_tables([done_tables[s.episode_id] for s in specs])
+
+    def _episode_table(self, ep: _Episode, run_id: str) -> pa.Table:
+        n = len(ep.reward)
+        rewards = np.asarray(ep.reward, dtype=np.float64)
+        rtg = returns_to_go(rewards, self.gamma, terminated=ep.terminated[-1])
+        spec = ep.spec
+
+        def const(v: Any) -> list:
+            return [v] * n
+
+        cols = {
+            tr.RUN_ID: const(run_id), tr.EPISODE_ID: const(ep.episode_id or spec.episode_id),
+            tr.ENV_ID: const(self.adapter.env_id), tr.POLICY_URI: const(spec.policy_uri),
+            tr.SKILL: const(spec.skill), tr.SEED: const(spec.seed), tr.AGENT_ID: const(ep.agent),
+            tr.T: list(range(n)), tr.OBS: ep.obs, tr.OBS_TEXT: ep.obs_text,
+            tr.OBS_JSON: ep.obs_json, tr.ACTION: ep.action, tr.ACTION_INDEX: ep.action_index,
+            tr.ACTION_TEXT: ep.action_text, tr.REWARD: rewards, tr.RTG: rtg,
+            tr.TERMINATED: ep.terminated, tr.TRUNCATED: ep.truncated,
+            tr.EPISODE_RETURN: const(float(rewards.sum())), tr.EPISODE_LENGTH: const(n),
+            tr.FINAL_OBS: [None] * (n - 1) + [ep.final_obs],
+        }
+        for f in self.adapter.extra_fields:
+            cols[f.name] = [row.get(f.name) for row in ep.extras] if ep.extras else const(None)
+        if self.adapter.save_state is not None:
+            cols[tr.ENV_STATE] = ep.env_state
+        return pa.table(cols, schema=self.schema)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The trajectory schema with this env's extra columns."""
+        return tr.trajectory_schema(tr.env_fields(self.adapter))
+
+    def policy_stats(self) -> dict[str, dict]:
+        """``{uri: policy.stats()}`` for the policies that report statistics."""
+        return {uri: p.stats() for uri, p in self.policies.items() if hasattr(p, "stats")}
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def chunk_path(out_dir: str | Path, chunk: Chunk) -> Path:
+    """Where a chunk's episodes live: ``<out_dir>/<chunk_id>.parquet``."""
+    return Path(out_dir) / f"{chunk.chunk_id}.parquet"
+
+
+def collect_chunk(
+    runner: EpisodeRunner,
+    chunk: Chunk,
+    out_dir: str | Path,
+    run_id: str,
+    on_episode: Callable[[pa.Table], None] | None = None,
+) -> list[dict]:
+    """Play a chunk and write it atomically; an existing file means it was done (resume).
+
+    Returns one summary dict per episode (id, skill, return, length)."""
+    path = chunk_path(out_dir, chunk)
+    if path.exists():
+        table = tr.read_trajectories(path)
+    else:
+        table = runner.run(chunk.specs, run_id, on_episode)
+        tr.write_atomic(table, path)
+    episodes = tr.episode_table(table)
+    return [
+        {"episode_id": e, "skill": s, "return": r, "length": n}
+        for e, s, r, n in zip(
+            episodes.column(tr.EPISODE_ID).to_pylist(), episodes.column(tr.SKILL).to_pylist(),
+            episodes.column("return").to_pylist(), episodes.column("length").to_pylist(),
+            strict=True,
+        )
+    ]

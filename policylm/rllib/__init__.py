@@ -1,0 +1,1 @@
+"""RLlib integration (needs Ray): loading RLlib checkpoints as policies."""

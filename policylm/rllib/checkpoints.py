@@ -1,0 +1,51 @@
+"""RLlib checkpoints as policies: ``rllib://<checkpoint dir>`` in the URI table
+(``policylm.platform.policies.uri``) loads here, where Ray may be imported.
+
+:func:`rllib_logits_fn` returns ``logits_fn(obs[B, D]) -> logits[B, n]`` after checking that the
+checkpoint fits the env; :class:`policylm.platform.policies.LogitsPolicy` turns it into actions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.envs import EnvAdapter
+from policylm.platform.policies.network import LogitsFn, check_fit
+
+
+def rllib_module_dir(path: str | Path) -> Path:
+    """The RLModule directory inside an RLlib checkpoint (algorithm or module checkpoint)."""
+    p = Path(path)
+    for cand in (p, p / "learner_group/learner/rl_module/default_policy",
+                 p / "rl_module/default_policy", p / "default_policy"):
+        if (cand / "module_state.pkl").exists() or (cand / "module_state.pt").exists():
+            return cand
+    raise FileNotFoundError(
+        f"{p} is not an RLlib checkpoint (no learner_group/learner/rl_module/default_policy); "
+        "pass the directory that Algorithm.save_to_path wrote"
+    )
+
+
+def rllib_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
+    """Load the RLModule of an RLlib checkpoint; its ``forward_inference`` gives the logits."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module = RLModule.from_checkpoint(str(rllib_module_dir(path)))
+    obs_dim = int(np.prod(module.observation_space.shape))
+    check_fit(path, obs_dim, int(getattr(module.action_space, "n", -1)), adapter)
+    return module_logits_fn(module)
+
+
+def module_logits_fn(module: Any) -> LogitsFn:
+    """``obs[B, D] -> logits[B, A]`` from a (torch) RLModule's ``forward_inference``."""
+    import torch
+
+    def logits(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module.forward_inference({"obs": torch.as_tensor(obs, dtype=torch.float32)})
+        return out["action_dist_inputs"].float().numpy()
+
+    return logits
