@@ -16,7 +16,6 @@ function) and ``reward.png``. ``use_vllm`` generates with vLLM on GPU workers.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from policylm.jobs.common import (
 from policylm.platform.config import field, require
 from policylm.platform.prompts import FORMS
 from policylm.platform.training.rewards import REWARDS
-from policylm.platform.training.sft import LoraSettings, dataset_columns
+from policylm.platform.training.sft import PLACEMENTS, LoraSettings, dataset_columns
 
 MODES = ("states", "episodes")
 
@@ -83,6 +82,10 @@ class GrpoJobConfig:
     cpus_per_worker: float = field(0.0, doc="CPUs per worker; 0: the cluster's CPUs shared out")
     dtype: str = field("auto", doc="auto (bf16 where fast), bf16 or fp32")
     max_failures: int = field(2, doc="restarts from the latest checkpoint after worker failures")
+    placement: str = field("PACK", doc="how workers spread over nodes: PACK or SPREAD")
+    storage_path: str = field("", doc="where Ray Train keeps checkpoints: a path every node reads "
+                              "or a URI (s3://...); empty: <out>/ray_results")
+    record_rows: bool = field(False, doc="write the rows each worker trains on to rows.jsonl")
     seed: int = field(0, doc="seed")
     resume: bool = field(False, doc="continue the run already in out= from its checkpoint")
     out: str = field("", doc="run directory (default runs/grpo-<timestamp>)")
@@ -104,6 +107,7 @@ class GrpoJobConfig:
         require(bool(self.rewards) and set(self.rewards) <= set(REWARDS), "rewards",
                 f"give weights for some of {', '.join(REWARDS)}")
         require(self.num_workers >= 1, "num_workers", "must be >= 1")
+        require(self.placement in PLACEMENTS, "placement", f"use one of {', '.join(PLACEMENTS)}")
 
     def sft_view(self) -> Any:
         """The SFT settings that load the model (dtype, attention, LoRA) the same way."""
@@ -166,35 +170,46 @@ def grpo_args(cfg: GrpoJobConfig, output_dir: str, weights: list[float], progres
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """One Ray Train worker: its shard of states, TRL GRPOTrainer, Ray reporting."""
+    """One Ray Train worker: the whole split of states (TRL's sampler and accelerate give each
+    worker its share of every step's prompts), TRL GRPOTrainer, Ray reporting."""
     import ray.train
     import torch
     from datasets import Dataset
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
     from trl import GRPOTrainer
 
-    from policylm.jobs.ray_train import note, resume_point
+    from policylm.jobs.ray_train import note, resume_point, worker_rows
     from policylm.platform.envs import make_adapter
     from policylm.platform.training.rewards import reward_funcs
-    from policylm.platform.training.sft import batch_rows, load_trainable
+    from policylm.platform.training.sft import load_trainable
 
     cfg = GrpoJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
-    it = ray.train.get_dataset_shard("train")
-    rows = [r for b in it.iter_batches(batch_size=1024) for r in batch_rows(b)]
+    notes = config["notes"]
+    rows = [{**r, "row": i} for i, r in enumerate(worker_rows("train"))]
     env = make_adapter(cfg.env_id, **cfg.env_options)
     funcs, weights = reward_funcs(cfg.rewards, env, cfg.env_reward)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
     rank0 = ray.train.get_context().get_world_rank() == 0
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs,
-                          args=grpo_args(cfg, config["work_dir"], weights, rank0),
-                          train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=peft, callbacks=[RayTrainReportCallback()])
+
+    class Trainer(GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):  # the rows this worker's step uses
+            if cfg.record_rows:
+                note(notes, {"split": "train", "step": self.state.global_step,
+                             "rows": [x["row"] for x in inputs]})
+            return super()._generate_and_score_completions(inputs)
+
+    trainer = Trainer(model=model, reward_funcs=funcs,
+                      args=grpo_args(cfg, config["work_dir"], weights, rank0),
+                      train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                      peft_config=peft, callbacks=[RayTrainReportCallback()])
     trainer = prepare_trainer(trainer)
-    out = trainer.train(resume_from_checkpoint=resume_point(config["work_dir"]))
+    resume = resume_point(config["work_dir"])
+    note(notes, {"attempt": "start", "resumed": resume is not None, "train_rows": len(rows)})
+    out = trainer.train(resume_from_checkpoint=resume)
     if rank0:
-        note(config["notes"], {"step": trainer.state.global_step,
-                               "train_runtime": out.metrics.get("train_runtime")})
+        note(notes, {"step": trainer.state.global_step,
+                     "train_runtime": out.metrics.get("train_runtime")})
 
 
 def main(cfg: GrpoJobConfig) -> dict:
@@ -215,19 +230,24 @@ def main(cfg: GrpoJobConfig) -> dict:
             splits["train"] = splits["train"].random_shuffle(seed=cfg.seed) \
                 .limit(cfg.max_rows).materialize()
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
+    notes = ray_train.open_notes()
     loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
-                   "cpus_per_worker": cpus, "notes": str(run_dir / "train_notes.jsonl")}
+                   "cpus_per_worker": cpus, "notes": notes}
     with stages("train"):
-        result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus, run_dir,
-                               "grpo")
+        try:
+            result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
+                                   run_dir, "grpo")
+        finally:
+            records = ray_train.save_notes(notes, run_dir)
     adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
     write_form(adapter, cfg.prompt_form)
     metrics = summarize(ray_train.log_history(result), stages.seconds)
-    notes = (run_dir / "train_notes.jsonl").read_text().splitlines() \
-        if (run_dir / "train_notes.jsonl").is_file() else []
+    attempts = [n for n in records if n.get("attempt") == "start" and n["rank"] == 0]
+    finals = [n for n in records if "train_runtime" in n]
     # the trainer's time of the last attempt (a resumed run's rate would mix attempts)
-    metrics["train_runtime_s"] = json.loads(notes[-1])["train_runtime"] \
-        if len(notes) == 1 else None
+    metrics["train_runtime_s"] = finals[-1]["train_runtime"] \
+        if len(attempts) == 1 and finals else None
+    metrics["attempts"] = len(attempts)
     write_json(run_dir / "metrics.json", metrics)
     plot_rewards(metrics, run_dir / "reward.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)

@@ -1,6 +1,8 @@
 """What the Ray Train jobs (``sft``, ``grpo``) share: refusing to silently continue an old run,
-reading dataset splits through Ray Data, a worker's CPUs, the ``TorchTrainer`` with fault
-tolerance, resuming a worker, and exporting the final adapter."""
+reading dataset splits through Ray Data (every worker gets the whole split; the trainer's sampler
+spreads the rows), a worker's CPUs, the ``TorchTrainer`` with fault tolerance and its storage,
+resuming a worker, the run's notes (an actor, so workers on any node reach it) and exporting the
+final adapter."""
 
 from __future__ import annotations
 
@@ -63,18 +65,28 @@ def worker_cpus(cpus_per_worker: float, num_workers: int) -> float:
 
 def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, run_dir: Path,
         name: str) -> Any:
-    """A ``TorchTrainer`` run of ``loop`` on ``cfg.num_workers`` workers (``cfg.use_gpu``),
-    restarted up to ``cfg.max_failures`` times from its latest checkpoint; its result."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    """A ``TorchTrainer`` run of ``loop`` on ``cfg.num_workers`` workers (``cfg.use_gpu``, placed
+    by ``cfg.placement``), restarted up to ``cfg.max_failures`` times from its latest checkpoint in
+    ``storage_path(cfg, run_dir)``; its result. Every worker reads the whole of each split."""
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cpus}),
+                                     resources_per_worker={"CPU": cpus},
+                                     placement_strategy=cfg.placement),
         datasets=splits,
+        # not split: Ray Data shards would be sharded again by the trainer's sampler
+        dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
-            name=name, storage_path=str(run_dir / "ray_results"),
+            name=name, storage_path=storage_path(cfg, run_dir),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env=RUNTIME_ENV,
@@ -84,6 +96,80 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
     if result.error:
         raise result.error
     return result
+
+
+def storage_path(cfg: Any, run_dir: Path) -> str:
+    """Where Ray Train keeps checkpoints: ``cfg.storage_path`` (a path every node reads, or a
+    URI such as ``s3://bucket/prefix``), else ``<run_dir>/ray_results``."""
+    return cfg.storage_path or str(run_dir / "ray_results")
+
+
+def worker_rows(name: str) -> list[dict]:
+    """Inside a worker: every row of split ``name``, in the same order on every worker (Ray Data
+    may deliver blocks in any order; the trainer's sampler needs one order to share out)."""
+    import json
+
+    import ray.train
+
+    it = ray.train.get_dataset_shard(name)
+    rows = [r for b in it.iter_batches(batch_size=1024, batch_format="pyarrow")
+            for r in b.to_pylist()]
+    rows.sort(key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    return rows
+
+
+class RunNotes:
+    """The run's notes (attempts, resumes, final figures, where each worker ran), held by an
+    actor the driver owns: workers on any node add to it, and the driver writes them out."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+        self.flags: set[str] = set()
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+
+    def once(self, flag: str) -> bool:
+        """True the first time ``flag`` is asked for in this run (a fault injected once)."""
+        first = flag not in self.flags
+        self.flags.add(flag)
+        return first
+
+    def all(self) -> list[dict]:
+        return list(self.records)
+
+
+def open_notes() -> Any:
+    """A :class:`RunNotes` actor for one run."""
+    import ray
+
+    return ray.remote(num_cpus=0)(RunNotes).remote()
+
+
+def note(notes: Any, record: dict) -> None:
+    """Inside a worker: add ``record`` to the run's notes (with the worker's rank and node)."""
+    import ray
+    import ray.train
+
+    ctx = ray.train.get_context()
+    ray.get(notes.add.remote({**record, "rank": ctx.get_world_rank(),
+                              "node_id": ray.get_runtime_context().get_node_id()}))
+
+
+def save_notes(notes: Any, run_dir: Path) -> list[dict]:
+    """Write the run's notes as JSON lines to ``train_notes.jsonl`` (and the rows each worker
+    trained on, when recorded, to ``rows.jsonl``) in ``run_dir``; returns the notes."""
+    import json
+
+    import ray
+
+    records = ray.get(notes.all.remote())
+    rows = [r for r in records if "rows" in r]
+    records = [r for r in records if "rows" not in r]
+    (run_dir / "train_notes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if rows:
+        (run_dir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return records
 
 
 def resume_point(work_dir: str) -> str | None:
@@ -128,11 +214,3 @@ def log_history(result: Any) -> list[dict]:
     with result.checkpoint.as_directory() as d:
         state = Path(d) / "checkpoint" / "trainer_state.json"
         return json.loads(state.read_text()).get("log_history", []) if state.is_file() else []
-
-
-def note(path: str, record: dict) -> None:
-    """Append one JSON line to the run's notes (attempts, resumes, final figures)."""
-    import json
-
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")

@@ -26,66 +26,71 @@ from policylm.platform.training.sft import (
     TRAIN_COLUMNS,
     LoraSettings,
     SftJobConfig,
-    batch_rows,
     build_trainer,
     check_lengths,
     to_prompt_completion,
 )
 
 
-def _fault_callback(step: int, marker: str) -> Any:
+def _fault_callback(step: int, notes: Any) -> Any:
+    """Testing: worker 0 exits at ``step``, once per run (whatever node it restarts on)."""
     from transformers import TrainerCallback
 
     class KillOnce(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            import ray
             import ray.train
 
+            from policylm.jobs.ray_train import note
+
             if (state.global_step == step and ray.train.get_context().get_world_rank() == 0
-                    and not os.path.exists(marker)):
-                Path(marker).write_text(f"killed at step {step}\n")
+                    and ray.get(notes.once.remote("kill"))):
+                note(notes, {"fault": f"killed at step {step}"})
                 os._exit(1)
 
     return KillOnce()
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """One Ray Train worker: its data shard, TRL SFTTrainer, Ray reporting."""
+    """One Ray Train worker: the whole of each split, TRL SFTTrainer (whose sampler gives this
+    worker its share of the rows), Ray reporting."""
     import ray.train
     import torch
     from datasets import Dataset
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
-    from policylm.jobs.ray_train import note, resume_point
+    from policylm.jobs.ray_train import note, resume_point, worker_rows
 
     cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    notes = config["notes"]
 
-    def shard(name: str) -> Dataset | None:
-        if name not in config["splits"]:
-            return None
-        it = ray.train.get_dataset_shard(name)
-        rows = [r for b in it.iter_batches(batch_size=1024) for r in batch_rows(b)]
+    def split(name: str) -> Dataset | None:
+        rows = worker_rows(name) if name in config["splits"] else []
         return Dataset.from_list(rows) if rows else None
 
-    train, valid = shard("train"), shard("validation")
+    train, valid = split("train"), split("validation")
     rank0 = ray.train.get_context().get_world_rank() == 0
     callbacks = [RayTrainReportCallback()]
     if cfg.kill_at_step:
-        callbacks.append(_fault_callback(cfg.kill_at_step, config["fault_marker"]))
+        callbacks.append(_fault_callback(cfg.kill_at_step, notes))
     trainer = build_trainer(cfg, train, valid, config["work_dir"], callbacks, rank0,
-                            max(1, cfg.max_eval_rows // config["num_workers"]))
+                            cfg.max_eval_rows)
+    if cfg.record_rows:
+        trainer.row_recorder = lambda name, epoch, rows: note(
+            notes, {"split": name, "epoch": epoch, "rows": rows})
     has_eval = trainer.eval_dataset is not None
     trainer = prepare_trainer(trainer)
     resume = resume_point(config["work_dir"])
-    if rank0:
-        note(config["notes"], {"attempt": "start", "resumed": resume is not None})
+    note(notes, {"attempt": "start", "resumed": resume is not None,
+                 "train_rows": len(train) if train is not None else 0,
+                 "validation_rows": len(trainer.eval_dataset) if has_eval else 0})
     out = trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate()["eval_loss"] if has_eval else None  # every rank takes part
     if rank0:
         tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
-        note(config["notes"], {"final_eval_loss": final, "step": trainer.state.global_step,
-                                "train_runtime": out.metrics.get("train_runtime"),
-                                "num_tokens": tokens})
+        note(notes, {"final_eval_loss": final, "step": trainer.state.global_step,
+                     "train_runtime": out.metrics.get("train_runtime"), "num_tokens": tokens})
 
 
 def main(cfg: SftJobConfig) -> dict:
@@ -97,41 +102,40 @@ def main(cfg: SftJobConfig) -> dict:
         splits = ray_train.read_splits(data, TRAIN_COLUMNS, to_prompt_completion,
                                        {"form": cfg.prompt_form})
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
+    notes = ray_train.open_notes()
     loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
-                   "num_workers": cfg.num_workers, "splits": sorted(splits),
-                   "cpus_per_worker": cpus, "notes": str(run_dir / "train_notes.jsonl"),
-                   "fault_marker": str(run_dir / ".fault-injected")}
+                   "splits": sorted(splits), "cpus_per_worker": cpus, "notes": notes}
     with stages("train"):
-        result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus, run_dir,
-                               "sft")
+        try:
+            result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
+                                   run_dir, "sft")
+        finally:
+            records = ray_train.save_notes(notes, run_dir)
     adapter = ray_train.export_checkpoint(
         result, run_dir / ("model" if cfg.full_finetune else "adapter"))
     write_form(adapter, cfg.prompt_form)
-    metrics = {**summarize(result, run_dir / "train_notes.jsonl", stages.seconds), **lengths}
+    metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths}
     write_json(run_dir / "metrics.json", metrics)
     plot_losses(metrics, run_dir / "loss.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}
 
 
-def summarize(result: Any, notes_path: Path, seconds: dict) -> dict:
+def summarize(result: Any, notes: list[dict], seconds: dict, workers: int) -> dict:
     """Loss curves and throughput from the trainer's log history (last checkpoint's state) and
-    the run's notes (attempts, resumes, final validation loss)."""
-    import json
-
+    the run's notes (attempts, resumes, final validation loss, where the workers ran)."""
     from policylm.jobs.ray_train import log_history
 
     history = log_history(result)
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
-    notes = [json.loads(line) for line in notes_path.read_text().splitlines()] \
-        if notes_path.is_file() else []
     finals = [n for n in notes if "step" in n]
     last = finals[-1] if finals else {}
     if last.get("final_eval_loss") is not None and (not evals or evals[-1][0] != last["step"]):
         evals.append((last["step"], last["final_eval_loss"]))
-    attempts = [n for n in notes if n.get("attempt") == "start"]
+    starts = [n for n in notes if n.get("attempt") == "start"]
+    attempts = [n for n in starts if n["rank"] == 0]
     # a resumed attempt's token count includes earlier attempts' tokens: no rate then
     runtime = last.get("train_runtime") if len(attempts) == 1 else None
     return {"train_loss": train, "eval_loss": evals, "train_tokens": tokens,
@@ -140,6 +144,10 @@ def summarize(result: Any, notes_path: Path, seconds: dict) -> dict:
             # total with start-up and data is in stage_seconds)
             "train_tokens_per_s": last["num_tokens"] / runtime if runtime else None,
             "attempts": len(attempts), "resumed": any(n["resumed"] for n in attempts),
+            # the last attempt's workers (each attempt starts every worker once)
+            "workers": sorted(({k: n[k] for k in ("rank", "node_id", "train_rows",
+                                                  "validation_rows")}
+                               for n in starts[-workers:]), key=lambda w: w["rank"]),
             "stage_seconds": seconds}
 
 

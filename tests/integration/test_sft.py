@@ -33,10 +33,35 @@ def lora_b_norm(adapter_dir):
     return sum(float(v.abs().sum()) for k, v in weights.items() if "lora_B" in k)
 
 
-def test_sft_on_two_workers_learns(small_dataset, tiny_model_dir, tmp_path):
-    result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run"))
+def split_rows(data, split):
+    import pyarrow.parquet as pq
+
+    files = (Path(data) / "dataset" / split).glob("*.parquet")
+    return sum(pq.read_metadata(f).num_rows for f in files)
+
+
+def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_dir, tmp_path):
+    """Two workers, one epoch: across them every training row once (not half of each half), the
+    same number of steps each, and every validation row evaluated once per evaluation."""
+    n_train, n_valid = split_rows(small_dataset, "train"), split_rows(small_dataset, "validation")
+    result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", max_steps=-1,
+                          epochs=1, max_eval_rows=1000, eval_steps=4, record_rows=True))
+    steps = -(-n_train // (2 * 8))  # ceil(rows / (workers x batch))
+    assert [w["train_rows"] for w in result["workers"]] == [n_train, n_train]
+    assert [w["validation_rows"] for w in result["workers"]] == [n_valid, n_valid]
+    records = [json.loads(line) for line in (tmp_path / "run" / "rows.jsonl").read_text()
+               .splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert sorted(i for r in train for i in r["rows"]) == list(range(n_train))
+    assert [sum(r["rank"] == k for r in train) for k in (0, 1)] == [steps, steps]
+    evaluations = {r["epoch"] for r in records if r["split"] == "validation"}
+    assert len(evaluations) >= 2  # at step 4, at the end of training, and the final one
+    for e in evaluations:
+        rows = [i for r in records if r["split"] == "validation" and r["epoch"] == e
+                for i in r["rows"]]
+        assert sorted(rows) == list(range(n_valid))
     losses = [loss for _, loss in result["train_loss"]]
-    assert len(losses) == 6 and losses[-1] < losses[0]  # the loss fell
+    assert len(losses) == steps and losses[-1] < losses[0]  # the loss fell
     evals = [loss for _, loss in result["eval_loss"]]
     assert evals and evals[-1] < evals[0] + 1e-6
     adapter = Path(result["adapter"])
@@ -71,7 +96,8 @@ def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_pa
     result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", kill_at_step=4,
                           num_workers=1, cpus_per_worker=1, max_failures=2,
                           prompt_form="compact"))
-    assert (tmp_path / "run" / ".fault-injected").read_text().startswith("killed at step 4")
+    notes = (tmp_path / "run" / "train_notes.jsonl").read_text()
+    assert '"fault": "killed at step 4"' in notes
     assert result["attempts"] == 2 and result["resumed"]  # restarted from the step-3 checkpoint
     assert [s for s, _ in result["train_loss"]][-1] == 6  # and finished the run
     # trained in the compact prompt form, which the adapter records for the policy

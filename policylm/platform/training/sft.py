@@ -16,6 +16,8 @@ from policylm.platform.data.datasets import DatasetError
 from policylm.platform.prompts import FORMS
 
 log = logging.getLogger("policylm")
+# Ray placement-group strategies for the training workers
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass
@@ -66,6 +68,14 @@ class SftJobConfig:
         "auto", doc="auto (eager on CPU: its backward ran 1.2x faster than sdpa here; sdpa on "
                     "GPU), eager, sdpa or any transformers attention backend")
     max_failures: int = field(2, doc="restarts from the latest checkpoint after worker failures")
+    placement: str = field("PACK", doc="how workers spread over nodes: PACK (fill a node first) "
+                                       "or SPREAD (one per node where it can); STRICT_ forms too")
+    storage_path: str = field("", doc="where Ray Train keeps checkpoints: a path every node reads "
+                              "(NFS) or a URI (s3://bucket/prefix, gs://...); empty: "
+                              "<out>/ray_results, which a run on several nodes refuses unless "
+                              "every node sees it")
+    record_rows: bool = field(False, doc="write the row indices each worker trains on and "
+                                         "evaluates to rows.jsonl (to check the data split)")
     seed: int = field(0, doc="seed")
     resume: bool = field(False, doc="continue the run already in out= from its latest "
                                     "checkpoint (e.g. after the driver was stopped)")
@@ -83,6 +93,7 @@ class SftJobConfig:
         require(self.lora.layers >= 0, "lora.layers", "must be >= 0 (0: every layer)")
         require(self.prompt_form in FORMS, "prompt_form", f"use one of {', '.join(FORMS)}")
         require(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0 (0: auto)")
+        require(self.placement in PLACEMENTS, "placement", f"use one of {', '.join(PLACEMENTS)}")
 
     def torch_dtype(self) -> Any:
         """The training dtype ``dtype`` resolves to on this job's device."""
@@ -187,23 +198,66 @@ def sft_args(cfg: SftJobConfig, output_dir: str, has_eval: bool, progress: bool 
 
 
 def trainer_class() -> type:
-    """TRL's ``SFTTrainer`` whose training loss projects to the vocabulary only at the positions
-    that carry a label (the action tokens). TRL's fused head computes log-probabilities, entropy
-    and top-1 over every position, in fp32: on compact CartPole rows (34 tokens, 2 of them
-    labels) that was 1.4 of 2.5 s per step in a profile. Evaluation keeps TRL's own loss."""
+    """TRL's ``SFTTrainer`` with three changes.
+
+    - The training loss projects to the vocabulary only at the positions that carry a label
+      (the action tokens). TRL's fused head computes log-probabilities, entropy and top-1 over
+      every position, in fp32: on compact CartPole rows (34 tokens, 2 of them labels) that was
+      1.4 of 2.5 s per step in a profile.
+    - Rows reach the workers through :class:`policylm.platform.training.sharding.EvenShardSampler`:
+      every worker holds the whole split, and across workers every row is trained exactly once
+      per epoch, with the same number of steps on every worker.
+    - Evaluation covers every validation row exactly once across workers and reports the loss
+      per label token over all of them (``eval_loss``) and the share of label tokens predicted
+      right (``eval_mean_token_accuracy``).
+
+    ``row_recorder`` (set on the instance) is called with ``(split, epoch, row indices)`` for
+    every batch a worker trains on or evaluates (``policylm sft record_rows=true``)."""
     import torch
     from trl import SFTTrainer
 
+    from policylm.platform.training.sharding import EvenShardSampler
+
+    class ShardLoader(torch.utils.data.DataLoader):
+        """A plain DataLoader over a rank-aware batch sampler (not passed through accelerate,
+        which would shard it again), reshuffled per epoch by the Trainer's ``set_epoch``."""
+
+        def set_epoch(self, epoch: int) -> None:
+            self.batch_sampler.set_epoch(epoch)
+
     class LabelOnlySFTTrainer(SFTTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if return_outputs or not model.training:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # called with (split, epoch, row indices) for every batch when set (see docstring)
+        row_recorder: Any = None
+
+        def _recorder(self, split: str) -> Any:
+            if self.row_recorder is None:
+                return None
+            return lambda epoch, rows: self.row_recorder(split, epoch, rows)
+
+        def _shard_loader(self, data: Any, split: str, batch_size: int, shuffle: bool) -> Any:
+            data = self._remove_unused_columns(data, split)
+            sampler = EvenShardSampler(len(data), max(1, self.args.world_size),
+                                       self.args.process_index, batch_size, seed=self.args.seed,
+                                       shuffle=shuffle, record=self._recorder(split))
+            return ShardLoader(data, batch_sampler=sampler, collate_fn=self.data_collator)
+
+        def get_train_dataloader(self) -> Any:
+            return self._shard_loader(self.train_dataset, "train",
+                                      self.args.per_device_train_batch_size, True)
+
+        def _label_logits(self, model: Any, inputs: dict) -> tuple[Any, Any]:
+            """Logits at the positions before each label, and the labels they predict."""
             labels = inputs["labels"]
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = labels[:, 1:] != -100  # the position before each label predicts it
             kwargs = {k: v for k, v in inputs.items() if k != "labels"}
             logits = model(**kwargs, use_cache=False, logits_to_keep=keep).logits.float()
-            target = labels[:, 1:][keep[:, :-1]]
+            return logits, labels[:, 1:][keep[:, :-1]]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            logits, target = self._label_logits(model, inputs)
             n = num_items_in_batch if num_items_in_batch is not None else target.numel()
             loss = torch.nn.functional.cross_entropy(logits, target, reduction="sum") \
                 / torch.as_tensor(n, device=logits.device).clamp(min=1)
@@ -226,6 +280,37 @@ def trainer_class() -> type:
                     // self._tp_size
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
+
+        def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
+                     metric_key_prefix: str = "eval") -> dict[str, float]:
+            loader = self._shard_loader(self.eval_dataset if eval_dataset is None
+                                        else eval_dataset, "validation",
+                                        self.args.eval_batch_size, False)
+            # records of one evaluation share its number (in the epoch field)
+            self._evaluations = getattr(self, "_evaluations", 0) + 1
+            loader.set_epoch(self._evaluations)
+            model = self.model
+            was_training = model.training
+            model.eval()
+            sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)
+            with torch.no_grad():
+                for batch in loader:
+                    batch = self._prepare_inputs(batch)
+                    logits, target = self._label_logits(model, batch)
+                    sums[0] += torch.nn.functional.cross_entropy(logits, target,
+                                                                 reduction="sum").double()
+                    sums[1] += (logits.argmax(-1) == target).sum()
+                    sums[2] += target.numel()
+            model.train(was_training)
+            sums = self.accelerator.reduce(sums, reduction="sum")
+            count = max(float(sums[2]), 1.0)
+            metrics = {f"{metric_key_prefix}_loss": float(sums[0]) / count,
+                       f"{metric_key_prefix}_mean_token_accuracy": float(sums[1]) / count,
+                       f"{metric_key_prefix}_label_tokens": int(sums[2])}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state,
+                                                             self.control, metrics)
+            return metrics
 
     return LabelOnlySFTTrainer
 
@@ -259,9 +344,13 @@ def build_trainer(cfg: SftJobConfig, train: Any, valid: Any, work_dir: str, call
                   progress: bool, max_eval_rows: int) -> Any:
     """The job's trainer (label-only loss) over ``train``/``valid`` (``datasets.Dataset`` or
     None), with the model, LoRA and SFTConfig the settings say; validation capped at a fixed
-    subset of ``max_eval_rows`` rows. Shared by the Ray Train workers and Tune trials."""
+    subset of ``max_eval_rows`` rows (seeded, the same on every worker). Shared by the Ray Train
+    workers and Tune trials."""
     if valid is not None and len(valid) > max_eval_rows:
-        valid = valid.select(range(max_eval_rows))
+        import numpy as np
+
+        pick = np.random.default_rng(cfg.seed).choice(len(valid), max_eval_rows, replace=False)
+        valid = valid.select(sorted(int(i) for i in pick))
     model, tokenizer, peft = load_model(cfg)
     has_eval = valid is not None and len(valid) > 0
     args = sft_args(cfg, work_dir, has_eval, progress=progress)
@@ -309,12 +398,6 @@ def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256) -> dict:
         log.warning("%d of %d sampled rows exceed max_length=%d and will be dropped; %s", over,
                     len(lengths), cfg.max_length, hint)
     return info
-
-
-def batch_rows(batch: dict) -> list[dict]:
-    """A Ray Data batch (column -> values) as a list of row dicts."""
-    keys = list(batch)
-    return [dict(zip(keys, vals, strict=True)) for vals in zip(*batch.values(), strict=True)]
 
 
 def load_trainable(cfg: SftJobConfig, adapter: str = "") -> tuple[Any, Any, Any]:
