@@ -2,9 +2,16 @@
 (or its multi-agent form, :class:`policylm.platform.rollout.multi_agent.MultiAgentRunner`).
 
 A :class:`RolloutGroup` spreads the chunks of a collection plan over ``num_workers`` actors
-(``num_workers=0``: everything in this process, no Ray). Actors restart when their process dies
-and Ray retries the chunk they were playing; chunk files are written atomically under their
-deterministic names, so a retried chunk never duplicates or half-writes episodes.
+(``num_workers=0``: everything in this process, no Ray), placed on as many nodes as it can
+(``SPREAD``). Actors send each played chunk back through the object store and the driver
+writes it atomically under the chunk's deterministic name, so a run's trajectories land in its
+own directory whichever node played them, and a retried chunk never duplicates or half-writes
+episodes. Actors restart when their process dies and Ray retries the chunk they were playing.
+
+Online training sends policy weights with every chunk (a version number, and the weights by
+object reference): a worker that Ray restarted, or a new one, loads the current weights before
+it plays, and every episode is stamped with the version it was played with
+(``policy_version``), so a learner can check that it trains on its own policy's episodes.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policylm.platform.rollout.runner import Chunk, collect_chunk
+from policylm.platform.rollout.runner import Chunk, chunk_summaries, read_chunk, write_chunk
 from policylm.runtime import init_ray
 
 FAULT_MARKER = ".fault-injected"
@@ -32,10 +39,21 @@ class RolloutSpec:
     out_dir: str = "."
     run_id: str = "run"
     # Test-only fault injection: the first worker process to finish this many episodes exits
-    # abruptly (once per out_dir), mid-chunk, before the chunk is written. 0 = off.
+    # abruptly (once per out_dir), mid-chunk, before the chunk is returned. 0 = off.
     kill_after_episodes: int = 0
     # torch threads per worker: 1 when actors share the cores; more for one LLM worker
     torch_threads: int = 1
+
+
+@dataclass
+class Weights:
+    """Policy weights for online training: LoRA tensors (a PEFT state dict, or a one-item list
+    holding its object reference, so a worker fetches it only when its version is new), their
+    scaling and a version number."""
+
+    version: int
+    scaling: float
+    tensors: Any
 
 
 class RolloutWorker:
@@ -49,7 +67,7 @@ class RolloutWorker:
         self.runner = make_runner(make_adapter(spec.env_id, **spec.env_options),
                                   spec.num_envs, spec.gamma)
         self.episodes_done = 0
-        self.lora: tuple[dict, float, int] | None = None
+        self.lora: tuple[dict, float] | None = None
         self.lora_versions: dict[int, int] = {}
         try:  # small networks act faster on one thread, and actors share the cores
             import torch
@@ -67,41 +85,62 @@ class RolloutWorker:
             marker.write_text(f"pid {os.getpid()} exited after {self.episodes_done} episodes\n")
             os._exit(1)
 
-    def collect(self, chunk: Chunk) -> list[dict]:
-        """Play and write one chunk; returns its episode summaries."""
-        if self.lora is not None:  # the chunk's policy may be new: give its engine the weights
-            self.runner.policy(chunk.specs[0].policy_uri)
-            self._apply_lora()
-        return collect_chunk(self.runner, chunk, self.spec.out_dir, self.spec.run_id,
-                             self._on_episode)
+    def collect(self, chunk: Chunk, weights: Weights | None = None) -> tuple[Any, dict]:
+        """Play one chunk (with ``weights`` for the live LLM policies, when given); returns its
+        steps (an Arrow table) and what its policies counted while playing it."""
+        self.set_weights(weights)
+        policy = self.runner.policy(chunk.specs[0].policy_uri)
+        self._apply_lora()  # the chunk's policy may be new
+        before = dict(policy.stats()) if hasattr(policy, "stats") else None
+        table = self.runner.run(chunk.specs, self.spec.run_id, self._on_episode)
+        counts = {}
+        if before is not None:
+            after = policy.stats()
+            counts = {chunk.specs[0].policy_uri: {k: after[k] - before[k]
+                                                  for k in ("actions", "invalid")}}
+        return table, counts
 
-    def set_lora(self, weights: dict, scaling: float, version: int) -> int:
-        """New LoRA weights for the LLM policies' engines (applied now to the engines built so
-        far, and to later ones when their first chunk comes). Returns the engines updated."""
-        self.lora = (weights, scaling, version)
+    def set_weights(self, weights: Weights | None) -> int:
+        """Take ``weights`` unless this worker already plays their version; returns the
+        engines updated."""
+        if weights is None or weights.version == self.runner.version:
+            return 0
+        tensors = weights.tensors
+        if isinstance(tensors, list):  # an object reference, fetched only now
+            import ray
+
+            tensors = ray.get(tensors[0])
+        self.lora = (tensors, weights.scaling)
+        self.runner.version = weights.version
         return self._apply_lora()
 
     def _apply_lora(self) -> int:
-        weights, scaling, version = self.lora
+        """Put the current LoRA weights into the engines of live LLM policies (``live=`` in
+        their URI); other policies keep the weights they asked for."""
+        if self.lora is None:
+            return 0
+        tensors, scaling = self.lora
         done = 0
         for policy in self.runner.policies.values():
             engine = getattr(policy, "engine", None)
-            if engine is None or not hasattr(engine, "set_lora"):
+            if not getattr(getattr(policy, "cfg", None), "live", ""):
                 continue
-            if self.lora_versions.get(id(engine)) != version:
-                engine.set_lora(weights, scaling)
-                self.lora_versions[id(engine)] = version
+            if self.lora_versions.get(id(engine)) != self.runner.version:
+                engine.set_lora(tensors, scaling)
+                self.lora_versions[id(engine)] = self.runner.version
                 done += 1
         return done
 
-    def action_scores(self, uri: str, observations: list) -> list[list[float] | None]:
+    def action_scores(self, uri: str, observations: list,
+                      weights: Weights | None = None) -> list[list[float] | None]:
         """What the LLM policy at ``uri`` scores the valid actions for these observations (step
-        0, its target), with the weights this worker holds: for checking weight sync."""
+        0, its target), with ``weights`` (or those this worker holds): for checking weight
+        sync."""
         import numpy as np
 
+        self.set_weights(weights)
         policy = self.runner.policy(uri)
-        if self.lora is not None:
-            self._apply_lora()
+        self._apply_lora()
         n = len(observations)
         texts = [self.runner.adapter.encode(np.asarray(o)) for o in observations]
         decisions = policy.decide(texts, [policy.cfg.target_return] * n, [0] * n,
@@ -111,18 +150,24 @@ class RolloutWorker:
     def steps_taken(self) -> int:
         return self.runner.steps_taken
 
-    def policy_stats(self) -> dict[str, dict]:
-        return self.runner.policy_stats()
+    def where(self) -> dict:
+        """This worker's process id and (as an actor) Ray node id."""
+        try:
+            import ray
 
-    def pid(self) -> int:
-        return os.getpid()
+            node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        except ImportError:
+            node = None
+        return {"pid": os.getpid(), "node_id": node}
 
 
 class RolloutGroup:
     """``num_workers`` rollout actors (or in-process with ``num_workers=0``) playing chunks.
 
     ``max_restarts``/``max_task_retries`` go to Ray; a chunk whose actor is lost for good is
-    played again on a fresh actor, up to ``max_chunk_attempts`` times.
+    played again on a fresh actor, up to ``max_chunk_attempts`` times. Played chunks are
+    written to ``spec.out_dir`` by this process; chunks already there (an earlier attempt of the
+    same run) are read instead of played.
     """
 
     def __init__(
@@ -137,27 +182,62 @@ class RolloutGroup:
         self.spec, self.num_workers = spec, num_workers
         self.max_chunk_attempts = max_chunk_attempts
         self._options = {"num_cpus": cpus_per_worker, "max_restarts": max_restarts,
-                         "max_task_retries": max_task_retries}
+                         "max_task_retries": max_task_retries, "scheduling_strategy": "SPREAD"}
         self.local = RolloutWorker(spec) if num_workers == 0 else None
         self.actors = [self._new_actor() for _ in range(num_workers)]
+        self.weights: Weights | None = None
+        self.counts: dict[str, dict[str, int]] = {}
+        self.episodes_played = 0
 
     def _new_actor(self) -> Any:
         import ray
 
         return ray.remote(RolloutWorker).options(**self._options).remote(self.spec)
 
+    def set_lora(self, weights: dict, scaling: float, version: int) -> None:
+        """Weights for the live LLM policies from now on: sent with every chunk (put in the
+        object store once), so restarted and new actors play with them too."""
+        if self.local is not None:
+            self.weights = Weights(version, scaling, weights)
+            self.local.set_weights(self.weights)
+            return
+        import ray
+
+        self.weights = Weights(version, scaling, [ray.put(weights)])
+
     def run(self, chunks: Sequence[Chunk],
             on_chunk: Callable[[Chunk, list[dict]], None] | None = None) -> list[dict]:
-        """Play every chunk; returns the episode summaries in plan order."""
+        """Play every chunk not already written; returns the episode summaries in plan
+        order."""
         results: dict[str, list[dict]] = {}
+        todo = []
+        for chunk in chunks:
+            table = read_chunk(self.spec.out_dir, chunk)
+            if table is None:
+                todo.append(chunk)
+            else:
+                self._done(chunk, table, None, results, on_chunk)
         if self.local is not None:
-            for chunk in chunks:
-                results[chunk.chunk_id] = self.local.collect(chunk)
-                if on_chunk:
-                    on_chunk(chunk, results[chunk.chunk_id])
+            for chunk in todo:
+                self._done(chunk, *self.local.collect(chunk, self.weights), results, on_chunk)
         else:
-            self._run_remote(list(chunks), results, on_chunk)
+            self._run_remote(todo, results, on_chunk)
         return [s for chunk in chunks for s in results[chunk.chunk_id]]
+
+    def _done(self, chunk: Chunk, table: Any, counts: dict | None, results: dict,
+              on_chunk: Callable[[Chunk, list[dict]], None] | None) -> None:
+        """A chunk's steps are in: written when just played (``counts`` not None: what its
+        policy counted), then summarised."""
+        if counts is not None:
+            write_chunk(table, self.spec.out_dir, chunk)
+            self.episodes_played += len(chunk.specs)
+            for uri, c in counts.items():
+                acc = self.counts.setdefault(uri, {"actions": 0, "invalid": 0})
+                for k in acc:
+                    acc[k] += c[k]
+        results[chunk.chunk_id] = chunk_summaries(table)
+        if on_chunk:
+            on_chunk(chunk, results[chunk.chunk_id])
 
     def _run_remote(self, todo: list[Chunk], results: dict[str, list[dict]],
                     on_chunk: Callable[[Chunk, list[dict]], None] | None) -> None:
@@ -172,30 +252,19 @@ class RolloutGroup:
             while todo and idle:
                 i, chunk = idle.pop(0), todo.pop()
                 attempts[chunk.chunk_id] = attempts.get(chunk.chunk_id, 0) + 1
-                pending[self.actors[i].collect.remote(chunk)] = (i, chunk)
+                pending[self.actors[i].collect.remote(chunk, self.weights)] = (i, chunk)
             ready, _ = ray.wait(list(pending), num_returns=1)
             i, chunk = pending.pop(ready[0])
             try:
-                results[chunk.chunk_id] = ray.get(ready[0])
+                table, counts = ray.get(ready[0])
             except RayActorError:
                 if attempts[chunk.chunk_id] >= self.max_chunk_attempts:
                     raise
                 self.actors[i] = self._new_actor()  # the old one is gone for good
                 todo.append(chunk)
             else:
-                if on_chunk:
-                    on_chunk(chunk, results[chunk.chunk_id])
+                self._done(chunk, table, counts, results, on_chunk)
             idle.append(i)
-
-    def set_lora(self, weights: dict, scaling: float, version: int) -> None:
-        """Send LoRA weights to every worker through the object store (put once)."""
-        if self.local is not None:
-            self.local.set_lora(weights, scaling, version)
-            return
-        import ray
-
-        ref = ray.put(weights)
-        ray.get([a.set_lora.remote(ref, scaling, version) for a in self.actors])
 
     def steps_taken(self) -> int:
         """Env steps taken by the live workers (restarted actors count from zero)."""
@@ -205,23 +274,20 @@ class RolloutGroup:
 
         return sum(ray.get([a.steps_taken.remote() for a in self.actors]))
 
-    def policy_stats(self) -> dict[str, dict]:
-        """Counts summed over workers per policy URI (e.g. LLM actions and invalid answers)."""
+    def workers(self) -> list[dict]:
+        """Where each worker runs (process and node ids)."""
         if self.local is not None:
-            parts = [self.local.policy_stats()]
-        else:
-            import ray
+            return [self.local.where()]
+        import ray
 
-            parts = ray.get([a.policy_stats.remote() for a in self.actors])
-        total: dict[str, dict] = {}
-        for part in parts:
-            for uri, stats in part.items():
-                acc = total.setdefault(uri, {"actions": 0, "invalid": 0})
-                acc["actions"] += stats.get("actions", 0)
-                acc["invalid"] += stats.get("invalid", 0)
-        for acc in total.values():
-            acc["invalid_rate"] = acc["invalid"] / acc["actions"] if acc["actions"] else 0.0
-        return total
+        return ray.get([a.where.remote() for a in self.actors])
+
+    def policy_stats(self) -> dict[str, dict]:
+        """Per policy URI, what its policies counted over every chunk this group played (kept
+        here, so a restarted actor loses nothing): actions, invalid answers and their rate
+        (None when nothing was counted)."""
+        return {uri: {**c, "invalid_rate": c["invalid"] / c["actions"] if c["actions"] else None}
+                for uri, c in self.counts.items()}
 
     def shutdown(self) -> None:
         import ray

@@ -87,6 +87,7 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
 
         try:
             group.run(chunks, on_chunk)
+            workers = group.workers()
         finally:
             group.shutdown()
     steps = tr.read_trajectories(traj_dir)
@@ -98,6 +99,9 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
         "episodes": episodes.num_rows,
         "steps": steps.num_rows,
         "policies": {s: u for s, u in sources},
+        # where the rollout workers ran (process and Ray node ids)
+        "workers": workers,
+        "episodes_played": group.episodes_played,  # the rest were read back (resume)
         "skills": tr.skill_stats(episodes),
         "overall_return": tr.return_stats(episodes.column("return").to_pylist()),
     }

@@ -47,7 +47,7 @@ def main(cfg: Any) -> dict:
     # the actors load the base model; the learner's LoRA weights (the starting adapter's too)
     # reach them before every iteration
     base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"
-            f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}")
+            f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}&live=grpo")
     if learner.generated:  # continuous actions: generated text, parsed by the codec
         base += f"&mode=generate&max_new_tokens={cfg.max_completion_length}&fallback=random"
     # rollout and training take turns, so the actors may use every core while they play
@@ -70,7 +70,8 @@ def main(cfg: Any) -> dict:
                                   cfg.envs_per_worker, shared_seeds=True))
             t2 = time.perf_counter()
             files = sorted((run_dir / "trajectories").glob(f"it{it:04d}-*.parquet"))
-            steps = pa.concat_tables([tr.read_trajectories(f) for f in files])
+            steps, stale = current_episodes(
+                pa.concat_tables([tr.read_trajectories(f) for f in files]), it)
             batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return)
             kept_steps = len(batch.prompts)
             batch = subsample(batch, cfg.train_steps, cfg.seed + it)
@@ -81,6 +82,7 @@ def main(cfg: Any) -> dict:
                    "max_return": float(returns.max()), "episodes": len(returns),
                    "groups": batch.groups, "filtered_groups": batch.filtered_groups,
                    "filtered_fraction": batch.filtered_groups / max(batch.groups, 1),
+                   "stale_episodes": stale,
                    "steps_kept": kept_steps, "steps_trained": stats["rows"],
                    "loss": stats["loss"], "kl": stats["kl"],
                    "clip_fraction": stats["clip_fraction"], "sync_s": round(t1 - t0, 3),
@@ -110,6 +112,21 @@ def main(cfg: Any) -> dict:
     write_report(cfg, history, run_dir)
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}
+
+
+def current_episodes(steps: Any, version: int) -> tuple[Any, int]:
+    """The steps of episodes played with weights ``version`` (the policy being trained), and
+    how many episodes were played with other weights and dropped."""
+    import pyarrow.compute as pc
+
+    from policylm.platform.data import trajectories as tr
+
+    ok = pc.fill_null(pc.equal(steps.column(tr.POLICY_VERSION), version), False)
+    stale = set(steps.filter(pc.invert(ok)).column(tr.EPISODE_ID).to_pylist())
+    if stale:
+        log.warning("%d episodes were played with other weights than version %d; dropped",
+                    len(stale), version)
+    return steps.filter(ok), len(stale)
 
 
 def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:

@@ -123,40 +123,87 @@ def test_env_reward_reads_collected_states(ray_local, tiny_model_dir, tmp_path):
     assert len(env) == 2 and all(0.0 <= r <= 4.0 for r in env)
 
 
-def test_lora_weights_reach_the_rollout_actors(ray_local, tiny_model_dir, tmp_path):
-    """Weights sent through the object store change what a rollout actor's engine scores, to
-    exactly what the learner's model scores."""
-    import ray
+def lora_learner(tiny_model_dir):
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from policylm.actors.rollout import RolloutGroup, RolloutSpec
     from policylm.platform.envs import make_adapter
-    from policylm.platform.prompts import compact_prompt
     from policylm.platform.training.episodic_grpo import EpisodicLearner
 
-    cartpole = make_adapter("CartPole-v1")
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                            LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
                                       init_lora_weights=False))
-    learner = EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), cartpole,
-                              "compact")
+    return EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir),
+                           make_adapter("CartPole-v1"), "compact")
+
+
+def test_lora_weights_reach_the_rollout_actors(ray_local, tiny_model_dir, tmp_path):
+    """Weights sent with the work change what a rollout actor's live engine scores, to exactly
+    what the learner's model scores; a policy that did not ask for live weights keeps its own."""
+    import ray
+    import torch
+
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec, Weights
+    from policylm.platform.prompts import compact_prompt
+
+    learner = lora_learner(tiny_model_dir)
     group = RolloutGroup(RolloutSpec("CartPole-v1", num_envs=2, out_dir=str(tmp_path)),
                          num_workers=1)
-    uri = f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact&target_return=50"
+    base = f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact&target_return=50"
+    live = base + "&live=grpo"
     obs = [[0.01, -0.2, 0.03, 0.25]]
+    actor = group.actors[0]
     try:
-        before = ray.get(group.actors[0].action_scores.remote(uri, obs))
-        group.set_lora(*learner.lora_weights(), version=1)
-        after = ray.get(group.actors[0].action_scores.remote(uri, obs))
+        before = ray.get(actor.action_scores.remote(live, obs))
+        weights, scaling = learner.lora_weights()
+        after = ray.get(actor.action_scores.remote(live, obs, Weights(1, scaling, weights)))
+        fixed = ray.get(actor.action_scores.remote(base, obs))
     finally:
         group.shutdown()
+    from policylm.platform.envs import make_adapter
+
     with torch.no_grad():
-        want = learner.scores([compact_prompt(50, 0, cartpole.encode(np.asarray(obs[0])))])
+        text = make_adapter("CartPole-v1").encode(np.asarray(obs[0]))
+        want = learner.scores([compact_prompt(50, 0, text)])
     assert not np.allclose(before, after)
     assert np.allclose(after, want.numpy(), atol=1e-4)
+    assert np.allclose(fixed, before)  # the plain hf:// policy in the same actor: base weights
+
+
+def test_restarted_actor_plays_with_the_current_weights(ray_local, tiny_model_dir, tmp_path):
+    """An actor killed mid-chunk comes back (Ray restarts it and retries the chunk) and plays
+    with the weights of the current version: every episode is stamped with it, and its actions
+    equal an undisturbed in-process worker's with the same weights and seeds."""
+    import pyarrow.compute as pc
+
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.rollout.runner import plan_chunks
+
+    weights, scaling = lora_learner(tiny_model_dir).lora_weights()
+    uri = f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact&target_return=20&live=grpo"
+    chunks = plan_chunks([("g0", uri)], 6, 3, 2)
+    env = {"max_episode_steps": 10}
+
+    def play(out, workers, kill):
+        group = RolloutGroup(RolloutSpec("CartPole-v1", env, num_envs=2, out_dir=str(out),
+                                         kill_after_episodes=kill), num_workers=workers)
+        try:
+            group.set_lora(weights, scaling, version=7)
+            group.run(chunks)
+        finally:
+            group.shutdown()
+        return tr.read_trajectories(out).sort_by([(tr.EPISODE_ID, "ascending"),
+                                                  (tr.T, "ascending")])
+
+    faulted = play(tmp_path / "faulted", 2, kill=1)
+    assert (tmp_path / "faulted" / ".fault-injected").is_file()  # an actor did die
+    clean = play(tmp_path / "clean", 0, kill=0)
+    assert pc.all(pc.equal(faulted.column(tr.POLICY_VERSION), 7)).as_py()
+    assert faulted.column(tr.ACTION_INDEX).equals(clean.column(tr.ACTION_INDEX))
+    assert faulted.num_rows == clean.num_rows > 0
 
 
 def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path):
@@ -182,3 +229,12 @@ def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path):
     assert (run / "return_per_iteration.png").is_file()
     assert "2 iterations x 2 seeds x 3 episodes = 12 episodes" in (run / "report.md").read_text()
     assert len(list((run / "trajectories").glob("it0001-*.parquet"))) == 3
+    # every episode was played with the weights of its iteration, and none was dropped
+    import pyarrow.compute as pc
+
+    from policylm.platform.data import trajectories as tr
+
+    for it in (0, 1):
+        steps = tr.read_trajectories(sorted((run / "trajectories").glob(f"it{it:04d}-*"))[0])
+        assert pc.all(pc.equal(steps.column(tr.POLICY_VERSION), it)).as_py()
+    assert [i["stale_episodes"] for i in its] == [0, 0]

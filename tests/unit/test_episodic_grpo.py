@@ -80,6 +80,25 @@ def test_engine_with_synced_lora_scores_as_the_learner(learner, tiny_model_dir):
                        atol=1e-4)
 
 
+def test_live_weights_never_reach_other_policies_in_the_process(learner, tiny_model_dir,
+                                                                 tmp_path):
+    """In one process (rollout_workers=0) the trained weights go to the live policy's engine
+    only: a plain hf:// policy of the same model afterwards scores as the base model."""
+    from policylm.actors.rollout import RolloutSpec, RolloutWorker, Weights
+    from policylm.platform.engines.hf import HFEngine
+
+    worker = RolloutWorker(RolloutSpec("CartPole-v1", num_envs=1, out_dir=str(tmp_path)))
+    uri = f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact&target_return=9"
+    obs = [[0.01, 0.0, 0.02, 0.0]]
+    weights, scaling = learner.lora_weights()
+    live = worker.action_scores(uri + "&live=grpo", obs, Weights(1, scaling, weights))
+    base = worker.action_scores(uri, obs)  # built after the update, in the same process
+    fresh = HFEngine(tiny_model_dir, dtype="fp32").score(["R=9 t=0 x=0.01 v=0 a=0.02 w=0 ->"],
+                                                        [[" left", " right"]])
+    assert np.allclose(base, fresh, atol=1e-6)
+    assert not np.allclose(live, base)
+
+
 def test_update_raises_the_advantaged_action(learner):
     from policylm.platform.training.episodic_grpo import StepBatch
 

@@ -7,7 +7,13 @@ import pytest
 
 from policylm.platform.data import trajectories as tr
 from policylm.platform.envs import make_adapter
-from policylm.platform.rollout.runner import EpisodeRunner, collect_chunk, derive_seed, plan_chunks
+from policylm.platform.rollout.runner import (
+    EpisodeRunner,
+    derive_seed,
+    plan_chunks,
+    read_chunk,
+    write_chunk,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +64,23 @@ def test_truncation_is_kept_apart(cartpole):
 
 
 def test_atomic_write_and_resume(tmp_path, cartpole):
-    runner = EpisodeRunner(cartpole, 2)
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec
+
     (chunk,) = plan_chunks([("weak", "random:")], 3, 0, 3)
-    first = collect_chunk(runner, chunk, tmp_path, "r")
-    steps = runner.steps_taken
-    again = collect_chunk(runner, chunk, tmp_path, "r")  # file exists: read, not replayed
-    assert first == again and runner.steps_taken == steps
+    group = RolloutGroup(RolloutSpec("CartPole-v1", num_envs=2, out_dir=str(tmp_path)), 0)
+    first = group.run([chunk])
+    steps = group.steps_taken()
+    again = group.run([chunk])  # the file exists: read back, not replayed
+    assert first == again and group.steps_taken() == steps
+    assert group.episodes_played == 3
     assert [p.name for p in tmp_path.iterdir()] == ["weak-p0-c00000.parquet"]
+    assert read_chunk(tmp_path, chunk).num_rows == steps
+    # a file under the chunk's name from another plan (another policy) is not taken as done
+    (other,) = plan_chunks([("weak", "constant:left")], 3, 0, 3)
+    with pytest.raises(tr.TrajectoryError, match="does not plan"):
+        read_chunk(tmp_path, other)
+    write_chunk(EpisodeRunner(cartpole, 2).run(other.specs, "r"), tmp_path, other)
+    assert read_chunk(tmp_path, other).column(tr.POLICY_URI)[0].as_py() == "constant:left"
 
 
 def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):

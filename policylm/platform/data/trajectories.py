@@ -44,6 +44,10 @@ FINAL_OBS = "final_obs"  # the observation after the last step; set on an episod
 # restore it (env-grounded GRPO rewards restore it to try other actions)
 ENV_STATE = "env_state"
 ENV_STATE_FIELD = pa.field(ENV_STATE, pa.list_(pa.float64()), nullable=True)
+# optional: the version of the policy weights an episode was played with (online training
+# stamps every rollout; null when the policy's weights are fixed)
+POLICY_VERSION = "policy_version"
+POLICY_VERSION_FIELD = pa.field(POLICY_VERSION, pa.int64(), nullable=True)
 
 BASE_FIELDS = [
     pa.field(RUN_ID, pa.string(), nullable=False),

@@ -22,9 +22,12 @@ __all__ = ["Engine", "EngineError", "chat_prefix", "end_of_turn_id", "get_engine
 
 
 @functools.lru_cache(maxsize=4)
-def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "auto") -> Engine:
-    """One engine per (model, adapter, engine, dtype) and process, so the policies of several
-    target returns in one rollout actor share one model."""
+def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "auto",
+               live: str = "") -> Engine:
+    """One engine per (model, adapter, engine, dtype, live) and process, so the policies of
+    several target returns in one rollout actor share one model. ``live`` names an engine
+    whose weights online training replaces (``set_lora``): policies that did not ask for that
+    name never share it, so they keep the weights they asked for."""
     if engine == "hf":
         from policylm.platform.engines.hf import HFEngine
 

@@ -63,6 +63,8 @@ class LLMPolicyConfig:
     prompt_form: str = "chat"    # chat | compact (policylm.platform.prompts)
     seed_offset: int = 0         # a second stream per episode seed (GRPO groups: same env
                                  # seed, different sampling)
+    live: str = ""               # a name: this policy's engine is its own, and online
+                                 # training updates its weights (no other policy sees them)
     norm: str = "sum"            # score mode: choose by the summed log-likelihood of an action's
                                  # tokens; "mean": per token; "pmi": minus the action's
                                  # log-likelihood without the observation (how much the
@@ -205,13 +207,14 @@ def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
 
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
-    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi`` (the query already split
+    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>`` (the query
+    already split
     into ``params``).
     Without ``prompt``, the form recorded with the adapter (or model directory) is used."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
-             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm"}
+             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -225,7 +228,8 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         prompt_form=params.get("prompt") or read_form(params.get("adapter"), model),
         seed_offset=int(params.get("seed_offset", 0)),
         norm=params.get("norm", "sum"),
+        live=params.get("live", ""),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
-                        params.get("dtype", "auto"))
+                        params.get("dtype", "auto"), live=cfg.live)
     return LLMPolicy(adapter, engine, cfg)

@@ -2,9 +2,9 @@
 
 :func:`plan_chunks` turns (policy URIs, skills, episodes per policy, seed) into deterministic
 chunks of :class:`EpisodeSpec`; :class:`EpisodeRunner` plays a chunk over its batch of envs and
-returns the steps as one Arrow table; :func:`collect_chunk` writes it atomically to the chunk's
-own file. Rollout actors are thin shells around these (``policylm.actors``), and ``num_workers=0``
-runs them right here.
+returns the steps as one Arrow table; :func:`write_chunk` writes it atomically to the chunk's
+own file and :func:`read_chunk` finds it again on a resumed run. Rollout actors are thin shells
+around these (``policylm.actors``), and ``num_workers=0`` runs them right here.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ class EpisodeRunner:
         self.envs = [adapter.make_env() for _ in range(num_envs)]
         self.policies: dict[str, Policy] = {}
         self.steps_taken = 0
+        # the version of the weights the policies play with (online training), stamped on
+        # every episode; None: fixed weights
+        self.version: int | None = None
 
     def policy(self, uri: str) -> Policy:
         if uri not in self.policies:
@@ -210,12 +213,13 @@ class EpisodeRunner:
             cols[f.name] = [row.get(f.name) for row in ep.extras] if ep.extras else const(None)
         if self.adapter.save_state is not None:
             cols[tr.ENV_STATE] = ep.env_state
+        cols[tr.POLICY_VERSION] = const(self.version)
         return pa.table(cols, schema=self.schema)
 
     @property
     def schema(self) -> pa.Schema:
         """The trajectory schema with this env's extra columns."""
-        return tr.trajectory_schema(tr.env_fields(self.adapter))
+        return tr.trajectory_schema([tr.POLICY_VERSION_FIELD, *tr.env_fields(self.adapter)])
 
     def policy_stats(self) -> dict[str, dict]:
         """``{uri: policy.stats()}`` for the policies that report statistics."""
@@ -231,22 +235,36 @@ def chunk_path(out_dir: str | Path, chunk: Chunk) -> Path:
     return Path(out_dir) / f"{chunk.chunk_id}.parquet"
 
 
-def collect_chunk(
-    runner: EpisodeRunner,
-    chunk: Chunk,
-    out_dir: str | Path,
-    run_id: str,
-    on_episode: Callable[[pa.Table], None] | None = None,
-) -> list[dict]:
-    """Play a chunk and write it atomically; an existing file means it was done (resume).
-
-    Returns one summary dict per episode (id, skill, return, length)."""
+def read_chunk(out_dir: str | Path, chunk: Chunk) -> pa.Table | None:
+    """The chunk's episodes when an earlier attempt of this run wrote them (resume), else None.
+    A file under the chunk's name that holds other episodes (another policy, seed or plan) is
+    refused with a :class:`~policylm.platform.data.trajectories.TrajectoryError`: it belongs to
+    another run."""
     path = chunk_path(out_dir, chunk)
-    if path.exists():
-        table = tr.read_trajectories(path)
-    else:
-        table = runner.run(chunk.specs, run_id, on_episode)
-        tr.write_atomic(table, path)
+    if not path.exists():
+        return None
+    table = tr.read_trajectories(path)
+    planned = {(s.episode_id, s.policy_uri, s.seed) for s in chunk.specs}
+    stored = set(zip(table.column(tr.EPISODE_ID).to_pylist(),
+                     table.column(tr.POLICY_URI).to_pylist(),
+                     table.column(tr.SEED).to_pylist(), strict=True))
+    # multi-agent episodes are stored per agent as <episode id>-aNN
+    ids = {e for e, _, _ in planned}
+    found = {(e if e in ids else e.rsplit("-a", 1)[0], u, s) for e, u, s in stored}
+    if found != planned:
+        raise tr.TrajectoryError(
+            f"{path} holds episodes that chunk {chunk.chunk_id} does not plan (another policy, "
+            "seed or run wrote it); use a new out= directory or overwrite=true")
+    return table
+
+
+def write_chunk(table: pa.Table, out_dir: str | Path, chunk: Chunk) -> Path:
+    """Write a played chunk atomically under its name (a retried chunk replaces its file)."""
+    return tr.write_atomic(table, chunk_path(out_dir, chunk))
+
+
+def chunk_summaries(table: pa.Table) -> list[dict]:
+    """One summary per episode of a chunk's steps: id, skill, return, length."""
     episodes = tr.episode_table(table)
     return [
         {"episode_id": e, "skill": s, "return": r, "length": n}
