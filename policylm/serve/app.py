@@ -71,6 +71,14 @@ class ServeConfig:
     torch_threads: int = field(0, doc="torch threads per replica (0: num_cpus, at least 1)")
     episode_ttl_s: float = field(600.0, doc="drop an episode's state after this idle time")
     max_body_bytes: int = field(1_000_000, doc="larger request bodies get 413")
+    max_observations: int = field(256, doc="observations per act request (more: 413)")
+    max_prompt_tokens: int = field(1024, doc="tokens of one prompt, act row or chat (more: 422)")
+    max_new_tokens: int = field(256, doc="tokens a chat choice may ask to generate (more: 422)")
+    max_rows_per_call: int = field(64, doc="prompt rows per engine call: a large request is "
+                                           "split, so other requests run between its calls")
+    large_request_rows: int = field(32, doc="requests with more observations skip the batch "
+                                            "queue and run alone, in calls of max_rows_per_call")
+    request_timeout_s: float = field(60.0, doc="a request still running after this gets 504")
     block: bool = field(True, doc="policylm serve: keep running until Ctrl-C")
 
     def validate(self) -> None:
@@ -83,84 +91,107 @@ class ServeConfig:
         require(self.num_replicas >= 1, "num_replicas", "must be >= 1")
         require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
         require(self.episode_ttl_s > 0, "episode_ttl_s", "must be > 0")
+        for name in ("max_observations", "max_prompt_tokens", "max_new_tokens",
+                     "max_rows_per_call", "large_request_rows"):
+            require(getattr(self, name) >= 1, name, "must be >= 1")
+        require(self.request_timeout_s > 0, "request_timeout_s", "must be > 0")
 
     def key(self) -> str:
         return self.api_key or os.environ.get(API_KEY_ENV, "")
 
+    def limits(self) -> Any:
+        """The service's limits from these settings."""
+        from policylm.platform.serving import ServiceLimits
+
+        return ServiceLimits(self.max_observations, self.max_prompt_tokens, self.max_new_tokens,
+                             self.max_rows_per_call)
+
 
 def make_api(backend: Any, cfg: ServeConfig) -> Any:
-    """The FastAPI app over ``backend``, which offers ``service`` (a ``PolicyService``) and the
-    async ``act(request)`` and ``chat(request)`` (batched in the deployment)."""
+    """The FastAPI app over ``backend``, which offers the async ``act(request)``,
+    ``chat(request)``, ``reward(episode_id, reward)``, ``end(episode_id)`` and ``info()``, and
+    ``replica`` (named in every response's ``x-policylm-replica`` header)."""
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
     app = FastAPI(title="policylm policy server", version="1",
                   description="Acts in an environment with a return-conditioned LLM policy.")
     key = cfg.key()
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes the input, which a NaN makes unserialisable
+        return JSONResponse({"detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg"),
+                                         "type": e.get("type")} for e in err.errors()]},
+                            status_code=422)
+
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
         path = request.url.path[len(cfg.route_prefix.rstrip("/")):] or "/"
+        replica = {"x-policylm-replica": backend.replica}
         if key and path not in OPEN_PATHS:
             sent = request.headers.get("authorization", "")
             if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
                 return JSONResponse({"detail": "missing or wrong API key: send the header "
                                      "'Authorization: Bearer <key>'"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+                                    headers={"WWW-Authenticate": "Bearer", **replica})
         length = request.headers.get("content-length")
         too_big = f"request body over {cfg.max_body_bytes} bytes; send fewer observations per " \
                   "request or raise max_body_bytes"
         if length is not None and length.isdigit() and int(length) > cfg.max_body_bytes:
-            return JSONResponse({"detail": too_big}, status_code=413)
+            return JSONResponse({"detail": too_big}, status_code=413, headers=replica)
         chunked = length is None and request.method in ("POST", "PUT", "PATCH")
         if chunked and len(await request.body()) > cfg.max_body_bytes:  # count what came
-            return JSONResponse({"detail": too_big}, status_code=413)
-        return await call_next(request)
+            return JSONResponse({"detail": too_big}, status_code=413, headers=replica)
+        response = await call_next(request)
+        response.headers.update(replica)
+        return response
 
     def failed(err: Exception) -> JSONResponse:
         if isinstance(err, RequestError):
             return JSONResponse({"detail": str(err), "field": err.field},
                                 status_code=err.status)
+        if isinstance(err, TimeoutError):
+            return JSONResponse({"detail": f"the request took longer than "
+                                 f"{cfg.request_timeout_s:g} s (request_timeout_s); send fewer "
+                                 "observations or tokens per request, or retry"},
+                                status_code=504)
         log.exception("engine call failed")
         return JSONResponse({"detail": f"the engine call failed: {type(err).__name__}: {err}"},
                             status_code=500)
+
+    async def answer(work: Any) -> Any:
+        try:
+            result = await asyncio.wait_for(work, cfg.request_timeout_s)
+        except Exception as err:
+            return failed(err)
+        return failed(result) if isinstance(result, Exception) else result
 
     @app.get("/v1/health")
     async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/v1/policy")
-    async def policy() -> dict:
-        return backend.service.info()
+    async def policy() -> Any:
+        return await answer(backend.info())
 
-    @app.post("/v1/act", response_model=ActResponse, responses={422: {}, 500: {}})
+    @app.post("/v1/act", response_model=ActResponse, responses={413: {}, 422: {}, 500: {},
+                                                                504: {}})
     async def act(body: ActRequest) -> Any:
-        try:
-            result = await backend.act(body)
-        except Exception as err:
-            return failed(err)
-        return failed(result) if isinstance(result, Exception) else result
+        return await answer(backend.act(body))
 
     @app.post("/v1/episodes/{episode_id}/reward", response_model=EpisodeOut)
     async def reward(episode_id: str, body: RewardRequest) -> Any:
-        try:
-            return backend.service.reward(episode_id, body.reward)
-        except RequestError as err:
-            return failed(err)
+        return await answer(backend.reward(episode_id, body.reward))
 
     @app.delete("/v1/episodes/{episode_id}", response_model=EpisodeOut)
     async def end(episode_id: str) -> Any:
-        try:
-            return backend.service.end(episode_id)
-        except RequestError as err:
-            return failed(err)
+        return await answer(backend.end(episode_id))
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses={422: {}, 500: {}, 504: {}})
     async def chat(body: ChatRequest) -> Any:
-        try:
-            return await backend.chat(body)
-        except Exception as err:
-            return failed(err)
+        return await answer(backend.chat(body))
 
     return app
 
@@ -168,6 +199,8 @@ def make_api(backend: Any, cfg: ServeConfig) -> Any:
 class PolicyBackend:
     """The Ray-free backend of :func:`make_api`: the service called in a worker thread, one
     request per engine call (what the deployment batches). For tests and local debugging."""
+
+    replica = "local"
 
     def __init__(self, service: Any):
         self.service = service
@@ -178,25 +211,86 @@ class PolicyBackend:
     async def chat(self, request: Any) -> Any:
         return (await asyncio.to_thread(self.service.chat, [request]))[0]
 
+    async def reward(self, episode_id: str, reward: float) -> Any:
+        return self.service.reward(episode_id, reward)
 
-def _deployment_class() -> Any:
-    """The Serve deployment (defined on first use, so importing this module needs no Ray)."""
+    async def end(self, episode_id: str) -> Any:
+        return self.service.end(episode_id)
+
+    async def info(self) -> dict:
+        return {**self.service.info(), "open_episodes": self.service.store.count(),
+                "replica": self.replica}
+
+
+class RemoteStore:
+    """The episode store of the application (its own deployment, one replica) as the service
+    sees it: the store's methods through a Serve handle. Replicas act on episodes whatever
+    replica served their earlier calls. Errors come back as values and are raised here."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    @staticmethod
+    def _unwrap(out: dict) -> Any:
+        if "error" in out:
+            raise RequestError(*out["error"])
+        return out["ok"]
+
+    def _call(self, method: str, *args: Any) -> Any:  # from a worker thread
+        return self._unwrap(self.handle.call.remote(method, *args).result())
+
+    async def acall(self, method: str, *args: Any) -> Any:  # from the event loop
+        return self._unwrap(await self.handle.call.remote(method, *args))
+
+    def advance(self, updates: list, default_target: float) -> list[dict]:
+        return self._call("advance", updates, default_target)
+
+    def reward(self, episode_id: str, reward: float) -> dict:
+        return self._call("reward", episode_id, reward)
+
+    def end(self, episode_id: str) -> dict:
+        return self._call("end", episode_id)
+
+    def count(self) -> int:
+        return self._call("count")
+
+
+def _deployment_classes() -> tuple[Any, Any]:
+    """The Serve deployments: the policy replicas and the episode store they share (defined on
+    first use, so importing this module needs no Ray)."""
     from ray import serve
+
+    @serve.deployment(num_replicas=1)
+    class EpisodeStoreDeployment:
+        """Episode state for every policy replica (one replica: the state lives here)."""
+
+        def __init__(self, ttl_s: float):
+            from policylm.platform.serving import EpisodeStore
+
+            self.store = EpisodeStore(ttl_s)
+
+        def call(self, method: str, *args: Any) -> dict:
+            try:
+                return {"ok": getattr(self.store, method)(*args)}
+            except RequestError as err:
+                return {"error": [err.field, err.message, err.status]}
 
     @serve.deployment
     @serve.ingress()
     class PolicyDeployment:
         """One replica: the policy service, batched acting and chat, the FastAPI app."""
 
-        def __init__(self, config: dict):
+        def __init__(self, config: dict, store: Any):
             import torch
 
             from policylm.platform.serving import PolicyService
 
             self.cfg = ServeConfig(**config)
             torch.set_num_threads(self.cfg.torch_threads or max(1, int(self.cfg.num_cpus)))
+            self.store = RemoteStore(store)
             self.service = PolicyService(self.cfg.policy, self.cfg.env_id, self.cfg.env_options,
-                                         self.cfg.episode_ttl_s)
+                                         store=self.store, limits=self.cfg.limits())
+            self.replica = serve.get_replica_context().replica_id.unique_id
             for method in (self.act_batch, self.chat_batch):
                 method.set_max_batch_size(self.cfg.max_batch_size)
                 method.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
@@ -214,12 +308,24 @@ def _deployment_class() -> Any:
             return await asyncio.to_thread(self.service.chat, requests)
 
         async def act(self, request: Any) -> Any:
+            if request.size() > self.cfg.large_request_rows:  # alone, not holding up a batch
+                return (await asyncio.to_thread(self.service.act, [request]))[0]
             return await self.act_batch(request)
 
         async def chat(self, request: Any) -> Any:
             return await self.chat_batch(request)
 
-    return PolicyDeployment
+        async def reward(self, episode_id: str, reward: float) -> Any:
+            return EpisodeOut(**await self.store.acall("reward", episode_id, reward))
+
+        async def end(self, episode_id: str) -> Any:
+            return EpisodeOut(**await self.store.acall("end", episode_id))
+
+        async def info(self) -> dict:
+            return {**self.service.info(), "open_episodes": await self.store.acall("count"),
+                    "replica": self.replica}
+
+    return PolicyDeployment, EpisodeStoreDeployment
 
 
 def deployment_options(cfg: ServeConfig) -> dict:
@@ -242,7 +348,10 @@ def application(cfg: ServeConfig) -> Any:
     cfg.policy = absolute_paths(cfg.policy)
     opts = deployment_options(cfg)
     opts["ray_actor_options"]["runtime_env"] = RUNTIME_ENV
-    return _deployment_class().options(**opts).bind(asdict(cfg))
+    policy, store = _deployment_classes()
+    episodes = store.options(ray_actor_options={"num_cpus": 0, "runtime_env": RUNTIME_ENV}) \
+        .bind(cfg.episode_ttl_s)
+    return policy.options(**opts).bind(asdict(cfg), episodes)
 
 
 def build_app(args: dict) -> Any:

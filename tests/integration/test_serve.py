@@ -1,5 +1,6 @@
-"""A real Ray Serve app on loopback, called over HTTP: actions equal the in-process policy's,
-the adaptive target across calls, 401/413/422, the OpenAI-compatible route through the
+"""A real Ray Serve app with two replicas on loopback, called over HTTP: actions equal the
+in-process policy's, the adaptive target right whichever replica serves a call, 401/413/422, a
+hostile client that does not stall the others, the OpenAI-compatible route through the
 ``openai`` client, and the ``http://`` and ``openai://`` policy URIs driving ``evaluate``."""
 
 import json
@@ -16,7 +17,7 @@ KEY = "test-key-123"
 OBS = [[0.01, -0.2, 0.03, 0.25], [-0.04, 0.5, -0.02, -0.4], [0.1, 0.9, -0.1, -1.2]]
 
 
-def call(path, body=None, key=KEY, method=None, raw=None):
+def call(path, body=None, key=KEY, method=None, raw=None, replica=False):
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     headers = {"Content-Type": "application/json"}
     if key:
@@ -25,7 +26,8 @@ def call(path, body=None, key=KEY, method=None, raw=None):
                                  method=method or ("POST" if data is not None else "GET"))
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read())
+            out = resp.status, json.loads(resp.read())
+            return (*out, resp.headers["x-policylm-replica"]) if replica else out
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
 
@@ -37,8 +39,10 @@ def server(ray_local, tiny_model_dir):
     from policylm.serve.app import ServeConfig, start
 
     uri = f"hf://{tiny_model_dir}?temperature=0&target_return=50&dtype=fp32"
-    cfg = ServeConfig(policy=uri, port=PORT, api_key=KEY, max_body_bytes=4096, num_cpus=0.5,
-                      max_batch_size=8, block=False)
+    cfg = ServeConfig(policy=uri, port=PORT, api_key=KEY, max_body_bytes=200_000, num_cpus=0.5,
+                      num_replicas=2, max_batch_size=8, max_observations=64,
+                      max_prompt_tokens=256, max_rows_per_call=16, large_request_rows=8,
+                      block=False)
     url = start(cfg)
     yield url, uri
     serve.shutdown()
@@ -79,12 +83,92 @@ def test_adaptive_target_across_calls(server):
     assert call("/v1/episodes/e1/reward", {"reward": 1})[0] == 404
 
 
+def test_episode_state_is_right_whichever_replica_serves(server):
+    """Six episodes of eight steps, stepped concurrently: calls land on both replicas, and every
+    call's step and remaining target are what one replica would give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def episode(k: int) -> tuple[list, set]:
+        eid, target, earned, got, replicas = f"multi-{k}", 40.0 + k, 0.0, [], set()
+        for step in range(8):
+            reward = float(step % 3)  # reward earned since the previous call
+            body = {"observations": OBS[:1], "episode_ids": [eid], "rewards": [reward],
+                    **({"target_return": target} if step == 0 else {})}
+            status, out, replica = call("/v1/act", body, replica=True)
+            assert status == 200
+            earned += reward
+            a = out["actions"][0]
+            got.append((a["step"], a["target_return"], step, round(target - earned, 2)))
+            replicas.add(replica)
+            if step == 4:  # a reward report between calls, to whichever replica
+                status, ep, replica = call(f"/v1/episodes/{eid}/reward", {"reward": 0.5},
+                                           replica=True)
+                assert status == 200 and ep["step"] == 5
+                earned += 0.5
+                replicas.add(replica)
+        status, ep = call(f"/v1/episodes/{eid}", method="DELETE")
+        assert status == 200 and ep["step"] == 8 and ep["earned"] == earned
+        return got, replicas
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(episode, range(6)))
+    for got, _ in results:
+        assert [(s, r) for s, r, _, _ in got] == [(s, r) for _, _, s, r in got]
+    assert len(set.union(*(r for _, r in results))) == 2  # both replicas served
+
+
+def test_a_hostile_client_does_not_stall_the_others(server):
+    """16 clients acting one observation at a time keep their p99 latency within 3x while one
+    client sends the largest requests the limits allow, and every request succeeds."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(k: int) -> list[float]:
+        out = []
+        for step in range(6):
+            t0 = time.perf_counter()
+            status, _ = call("/v1/act", {"observations": OBS[:1], "steps": [step]})
+            assert status == 200
+            out.append(time.perf_counter() - t0)
+        return out
+
+    def p99(latencies: list[list[float]]) -> float:
+        return float(np.percentile([x for xs in latencies for x in xs], 99))
+
+    call("/v1/act", {"observations": OBS[:1]})  # warm
+    with ThreadPoolExecutor(16) as pool:
+        calm = p99(list(pool.map(client, range(16))))
+    stop, hostile = threading.Event(), []
+
+    def attack() -> None:
+        worst = {"texts": ["w " * 120] * 64}  # 64 observations of ~240 tokens: at the limits
+        while not stop.is_set():
+            hostile.append(call("/v1/act", worst)[0])
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    try:
+        time.sleep(0.5)
+        with ThreadPoolExecutor(16) as pool:
+            stormy = p99(list(pool.map(client, range(16))))
+    finally:
+        stop.set()
+        attacker.join()
+    assert hostile and set(hostile) == {200}
+    assert stormy <= 3 * calm, (calm, stormy)
+
+
 def test_rejections(server):
     assert call("/v1/act", {"observations": OBS}, key="")[0] == 401
     assert call("/v1/act", {"observations": OBS}, key="wrong")[0] == 401
     assert call("/v1/health", key="")[0] == 200
-    status, body = call("/v1/act", {"texts": ["x" * 5000]})
+    status, body = call("/v1/act", {"texts": ["x" * 300_000]})
     assert status == 413 and "max_body_bytes" in body["detail"]
+    status, body = call("/v1/act", {"texts": ["x=0"] * 65})
+    assert status == 413 and "max_observations" in body["detail"]
+    status, body = call("/v1/act", {"texts": ["w " * 300]})
+    assert status == 422 and "max_prompt_tokens" in body["detail"]
     status, body = call("/v1/act", raw=b"{not json")
     assert status == 422
     status, body = call("/v1/act", {"observations": [[1.0, 2.0]]})

@@ -41,6 +41,54 @@ def test_episode_store_adaptive_target_and_expiry():
     assert err.value.status == 404
 
 
+def test_store_advance_by_hand():
+    """Each row gets the state its prompt needs, then the episode moves on; the step's seed
+    comes from the episode id and the step (the same whichever replica asks)."""
+    from policylm.platform.serving import episode_seed
+
+    store = EpisodeStore()
+    rows = store.advance([("a", 30.0, 0.0), ("b", None, 0.0), ("a", None, 2.0)], 500.0)
+    assert [(r["target"], r["earned"], r["t"]) for r in rows] == [(30.0, 0.0, 0),
+                                                                   (500.0, 0.0, 0),
+                                                                   (30.0, 2.0, 1)]
+    assert rows[0]["seed"] == episode_seed("a", 0) != episode_seed("a", 1) == rows[2]["seed"]
+    assert store.reward("a", 1.0) == {"episode_id": "a", "step": 2, "target_return": 30.0,
+                                      "earned": 3.0, "remaining_target": 27.0}
+    assert store.end("b")["step"] == 1 and store.count() == 1
+
+
+def test_limits_answer_413_and_422_naming_them(tiny_model_dir):
+    from policylm.platform.serving import ServiceLimits
+
+    svc = PolicyService(f"hf://{tiny_model_dir}?temperature=0&dtype=fp32",
+                        limits=ServiceLimits(max_observations=3, max_prompt_tokens=40,
+                                             max_new_tokens=8, max_rows_per_call=2))
+    many, long, fine = svc.act([ActRequest(texts=["x=0"] * 4), ActRequest(texts=["w " * 60]),
+                                ActRequest(texts=["x=0"] * 3)])
+    assert isinstance(many, RequestError) and many.status == 413
+    assert "max_observations" in str(many) and "4 observations" in str(many)
+    assert isinstance(long, RequestError) and long.status == 422
+    assert "max_prompt_tokens" in str(long)
+    assert len(fine.actions) == 3  # three rows over two engine calls of at most two
+    (tokens,) = svc.chat([ChatRequest(messages=[{"role": "user", "content": "hi"}],
+                                      max_tokens=9)])
+    assert isinstance(tokens, RequestError) and "max_new_tokens" in str(tokens)
+
+
+def test_non_finite_numbers_and_unknown_roles_are_refused():
+    from pydantic import ValidationError
+
+    for bad in ({"observations": [[0.0, float("nan"), 0.0, 0.0]]},
+                {"observations": [[0.0, 0.0, 0.0, 0.0]], "target_return": float("inf")},
+                {"observations": [[0.0, 0.0, 0.0, 0.0]], "rewards": [float("-inf")]}):
+        with pytest.raises(ValidationError, match="finite"):
+            ActRequest(**bad)
+    with pytest.raises(ValidationError, match=r"observations\[0\]\[1\]"):
+        ActRequest(observations=[[0.0, float("nan")]])
+    with pytest.raises(ValidationError, match=r"system.*user.*assistant"):
+        ChatRequest(messages=[{"role": "tool", "content": "x"}])
+
+
 def test_act_matches_the_in_process_policy(service, tiny_model_dir, cartpole):
     from policylm.platform.engines import get_engine
 
@@ -141,6 +189,13 @@ def test_api_status_codes_in_process(service):
     assert shape.status_code == 422 and shape.json()["field"] == "requests[0].observations[0]"
     gone = client.post("/v1/episodes/nope/reward", json={"reward": 1}, headers=auth)
     assert gone.status_code == 404
+    nan = client.post("/v1/act", content=b'{"observations": [[0, NaN, 0, 0]]}',
+                      headers={**auth, "Content-Type": "application/json"})
+    assert nan.status_code == 422 and "finite" in nan.text
+    role = client.post("/v1/chat/completions", headers=auth,
+                       json={"messages": [{"role": "robot", "content": "hi"}]})
+    assert role.status_code == 422 and "role" in role.text
+    assert client.get("/v1/policy", headers=auth).headers["x-policylm-replica"] == "local"
 
     engine = service.policy.engine
     real = engine.score
