@@ -20,8 +20,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 from policylm.runtime import init_ray
 
 METHODS = ("bc-ppo", "scratch", "transfer")
@@ -74,6 +74,7 @@ class BcPpoConfig:
     eval_episodes: int = field(20, doc="episodes per evaluation (before and after PPO)")
     max_concurrent_trials: int = field(2, doc="PPO trials at once (one CPU each)")
     out: str = field("", doc="run directory (default runs/bc-ppo-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -205,8 +206,7 @@ def main(cfg: BcPpoConfig) -> dict:
     from policylm.jobs.bc_ppo_report import write_report
     from policylm.tune.ppo_trials import run_trials
 
-    run_dir = make_run_dir("bc-ppo", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("bc-ppo", cfg)
     stages = Stages()
     init_ray()
     metrics: dict = {"env_id": cfg.env_id, "threshold": cfg.threshold, "frames": cfg.frames}

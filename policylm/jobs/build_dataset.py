@@ -16,8 +16,8 @@ import json
 import sys
 from dataclasses import dataclass
 
-from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 from policylm.runtime import init_ray
 
 
@@ -45,6 +45,7 @@ class BuildDatasetConfig:
     jsonl: bool = field(True, doc="also write train.jsonl / validation.jsonl")
     stats_only: bool = field(False, doc="print statistics of the selection and write nothing")
     out: str = field("", doc="run directory (default runs/build-dataset-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(bool(self.trajectories), "trajectories",
@@ -103,8 +104,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
         )
     if len(env_ids) != 1:
         raise dsx.DatasetError(f"{src} mixes envs {env_ids}; build one dataset per env")
-    run_dir = make_run_dir("build-dataset", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("build-dataset", cfg)
     system = make_adapter(env_ids[0]).system_text()
     keep = dsx.episode_ids(selected)
     split = {e: dsx.split_of(e, cfg.validation_fraction) for e in keep}

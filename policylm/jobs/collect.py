@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require, resume_field
 from policylm.runtime import init_ray
 
 
@@ -44,6 +44,8 @@ class CollectConfig:
     gamma: float = field(1.0, doc="discount of the rtg column (1.0 = undiscounted)")
     kill_after_episodes: int = field(0, doc="testing only: one worker exits after N episodes")
     out: str = field("", doc="run directory (default runs/collect-<timestamp>)")
+    overwrite: bool = overwrite_field()
+    resume: bool = resume_field("chunks already written are kept, the rest played")
 
     def validate(self) -> None:
         require(bool(self.policies), "policies", "give at least one {skill, uri}")
@@ -110,8 +112,7 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
 
 
 def main(cfg: CollectConfig) -> dict:
-    run_dir = make_run_dir("collect", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("collect", cfg)
     stages = Stages()
     with stages("collect"):
         metadata = collect(cfg, run_dir)

@@ -45,6 +45,82 @@ def make_run_dir(job: str, out: str | None) -> Path:
     return path
 
 
+# keys that say where and how a run goes, not what it computes (a resumed run may change them)
+RUN_KEYS = ("out", "resume", "overwrite", "max_concurrent_trials", "torch_threads",
+            "max_failures", "cpus_per_worker", "cpus_per_trial", "gpus_per_trial",
+            "kill_at_step", "kill_after_episodes", "record_rows")
+
+
+def settings(cfg: Any) -> dict:
+    """What a run computes: its resolved config without :data:`RUN_KEYS`."""
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in RUN_KEYS}
+
+
+def fingerprint(cfg: Any) -> str:
+    """A hash of :func:`settings` (stored with the run, compared on ``resume``)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings(cfg), sort_keys=True, default=str).encode()) \
+        .hexdigest()[:16]
+
+
+def open_run(job: str, cfg: Any) -> Path:
+    """The run directory of ``cfg`` with its resolved ``config.yaml`` and ``run.json`` (job and
+    fingerprint). A run never mixes with old outputs: a non-empty ``out=`` is refused unless
+    ``overwrite`` (its contents are removed first) or ``resume`` (the stored settings must be
+    the same; the job then keeps what the earlier attempt finished)."""
+    import shutil
+
+    from policylm.platform.config import ConfigError
+
+    out = getattr(cfg, "out", "")
+    resume, overwrite = getattr(cfg, "resume", False), getattr(cfg, "overwrite", False)
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite: choose one (continue the run, or replace it)")
+    path = Path(out) if out else None
+    if path is not None and path.is_dir() and any(path.iterdir()):
+        if overwrite:
+            shutil.rmtree(path)
+        elif resume:
+            _check_same_run(job, cfg, path)
+        else:
+            can = hasattr(cfg, "resume")
+            raise ConfigError(
+                f"out={out} already holds files (a {job} run or another); "
+                + ("pass resume=true to continue it with the same settings, " if can else "")
+                + "overwrite=true to replace it, or choose a new out= directory "
+                "(nothing was changed)")
+    elif resume:
+        raise ConfigError(f"resume=true but out={out or '(not given)'} holds no run to "
+                          "continue; drop resume or point out= at the run's directory")
+    run_dir = make_run_dir(job, out)
+    save_config(cfg, run_dir)
+    write_json(run_dir / "run.json", {"job": job, "fingerprint": fingerprint(cfg)})
+    return run_dir
+
+
+def _check_same_run(job: str, cfg: Any, path: Path) -> None:
+    """A ConfigError naming the settings that differ from the run stored in ``path``."""
+    from policylm.platform.config import ConfigError
+
+    stored = path / "run.json"
+    if not stored.is_file() or not (path / "config.yaml").is_file():
+        raise ConfigError(f"resume=true but out={path} holds no policylm run (no run.json); "
+                          "use overwrite=true or a new out= directory")
+    info = json.loads(stored.read_text())
+    if info.get("job") != job:
+        raise ConfigError(f"resume=true but out={path} holds a {info.get('job')} run, not a "
+                          f"{job} run; choose the right directory")
+    if info.get("fingerprint") != fingerprint(cfg):
+        old = {k: v for k, v in (yaml.safe_load((path / "config.yaml").read_text()) or {})
+               .items() if k not in RUN_KEYS}
+        new = settings(cfg)
+        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        raise ConfigError(f"resume=true but the settings differ from the run in out={path} "
+                          f"({', '.join(diff) or 'values'}); resume with the same settings, or "
+                          "use overwrite=true or a new out= directory (nothing was changed)")
+
+
 def save_config(cfg: Any, run_dir: Path) -> Path:
     """Write the resolved config as ``config.yaml`` in the run directory."""
     path = run_dir / "config.yaml"

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 
 
 @dataclass
@@ -42,6 +42,7 @@ class CompareConfig:
     top_actions: int = field(5, doc="most common actions listed per input")
     seed: int = field(0, doc="base seed")
     out: str = field("", doc="run directory (default runs/compare-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(len(self.inputs) >= 2, "inputs", "give at least two inputs: inputs=[a, b]")
@@ -93,8 +94,7 @@ def main(cfg: CompareConfig) -> dict:
     )
 
     labels = cfg.labels or [chr(ord("A") + i) for i in range(len(cfg.inputs))]
-    run_dir = make_run_dir("compare", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("compare", cfg)
     stages = Stages()
     uris = [(label, item) for label, item in zip(labels, cfg.inputs, strict=True)
             if not is_directory_input(item)]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
-from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.prompts import read_form
 
 
@@ -70,6 +70,7 @@ class DemoConfig:
                                   doc="LoRA SFT (sft.<key>; its dataset is the stage before's)")
     evaluate: DemoEvalConfig = field(factory=DemoEvalConfig, doc="evaluation (evaluate.<key>)")
     out: str = field("", doc="run directory (default runs/demo-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(not self.collect.kill_after_episodes, "collect.kill_after_episodes",
@@ -214,8 +215,7 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
 def main(cfg: DemoConfig) -> dict:
     from policylm.platform.evaluation.reports import plot_target_vs_actual
 
-    run_dir = make_run_dir("demo", cfg.out).resolve()
-    save_config(cfg, run_dir)
+    run_dir = open_run("demo", cfg).resolve()
     stages = Stages()
     ex: dict = {"experts": {}}
     if cfg.skill_source != "policies":

@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 
 from policylm.actors.rollout import play_policies
-from policylm.jobs.common import Stages, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require, resume_field
 
 
 @dataclass
@@ -34,6 +34,8 @@ class EvaluateConfig:
     dataset: str = field("", doc="optional trajectories the policy was trained on: their "
                          "return range is shaded in the plot")
     out: str = field("", doc="run directory (default runs/evaluate-<timestamp>)")
+    overwrite: bool = overwrite_field()
+    resume: bool = resume_field("episodes already played are kept, the rest played")
 
     def validate(self) -> None:
         require(len(self.targets) >= 1, "targets", "give at least one target return")
@@ -64,8 +66,7 @@ def main(cfg: EvaluateConfig) -> dict:
     from policylm.platform.evaluation.reports import plot_target_vs_actual
     from policylm.platform.policies import absolute_paths, with_params
 
-    run_dir = make_run_dir("evaluate", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("evaluate", cfg)
     stages = Stages()
     policies = [(target_label(t), absolute_paths(with_params(cfg.policy, target_return=t)))
                 for t in cfg.targets]

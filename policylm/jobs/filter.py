@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from policylm.jobs.common import make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 
 
 @dataclass
@@ -32,6 +32,7 @@ class FilterConfig:
     high_quality: int = field(3, doc="achievements that make an episode high quality (stats)")
     stats_only: bool = field(False, doc="print the statistics only; write nothing")
     out: str = field("", doc="run directory (default runs/filter-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(bool(self.trajectories), "trajectories",
@@ -66,8 +67,7 @@ def main(cfg: FilterConfig) -> dict:
     print(json.dumps(stats, indent=2))
     if cfg.stats_only:
         return stats
-    run_dir = make_run_dir("filter", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("filter", cfg)
     tr.write_atomic(keep_rows(steps, kept.column(tr.EPISODE_ID).to_pylist()),
                     run_dir / "trajectories" / "kept.parquet")
     tr.write_atomic(kept, run_dir / "episodes.parquet")

@@ -26,7 +26,7 @@ from policylm.jobs.common import (
     run_job,
     write_json,
 )
-from policylm.platform.config import field, require
+from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.prompts import FORMS
 from policylm.platform.training.rewards import REWARDS
 from policylm.platform.training.sft import PLACEMENTS, LoraSettings, dataset_columns
@@ -89,12 +89,15 @@ class GrpoJobConfig:
     seed: int = field(0, doc="seed")
     resume: bool = field(False, doc="continue the run already in out= from its checkpoint")
     out: str = field("", doc="run directory (default runs/grpo-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
         require(self.lr > 0, "lr", "must be > 0")
         require(self.prompt_form in ("", *FORMS), "prompt_form", f"use one of {FORMS}")
         if self.mode == "episodes":
+            require(not self.resume, "resume", "episodes mode starts over (its optimizer state "
+                    "is not saved between iterations): use overwrite=true or a new out=")
             require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
             require(self.iterations >= 1, "iterations", "must be >= 1")
             require(self.seeds_per_iteration >= 1, "seeds_per_iteration", "must be >= 1")

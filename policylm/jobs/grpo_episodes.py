@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-from policylm.jobs.common import log, make_run_dir, save_config, write_json
+from policylm.jobs.common import log, open_run, write_json
 from policylm.runtime import init_ray
 
 
@@ -35,8 +35,7 @@ def main(cfg: Any) -> dict:
     from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.training.sft import load_trainable
 
-    run_dir = make_run_dir("grpo", cfg.out).resolve()
-    save_config(cfg, run_dir)
+    run_dir = open_run("grpo", cfg).resolve()
     resolve_model(cfg.model)
     env = make_adapter(cfg.env_id, **cfg.env_options)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)

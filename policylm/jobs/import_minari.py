@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from policylm.jobs.common import make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 
 
 @dataclass
@@ -21,6 +21,7 @@ class ImportMinariConfig:
     dataset_id: str = field("", doc="Minari dataset id in the local store (MINARI_DATASETS_PATH)")
     skill: str = field("minari", doc="skill label for the imported episodes")
     out: str = field("", doc="run directory (default runs/import-minari-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(bool(self.dataset_id), "dataset_id", "give the Minari dataset id")
@@ -31,8 +32,7 @@ def main(cfg: ImportMinariConfig) -> dict:
     from policylm.platform.data.minari_io import import_minari
 
     steps = import_minari(cfg.dataset_id, run_id=cfg.dataset_id, skill=cfg.skill)
-    run_dir = make_run_dir("import-minari", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("import-minari", cfg)
     tr.write_atomic(steps, run_dir / "trajectories" / "minari.parquet")
     episodes = tr.episode_table(steps)
     tr.write_atomic(episodes, run_dir / "episodes.parquet")

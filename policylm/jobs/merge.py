@@ -11,8 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from policylm.jobs.common import log, make_run_dir, run_job
-from policylm.platform.config import field, require
+from policylm.jobs.common import log, open_run, run_job
+from policylm.platform.config import field, overwrite_field, require
 
 
 @dataclass
@@ -23,6 +23,7 @@ class MergeConfig:
     model: str = field("smollm2-135m", doc="the base model the adapter was trained on")
     dtype: str = field("fp32", doc="dtype of the saved weights: fp32 or bf16")
     out: str = field("", doc="output directory (default runs/merge-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(bool(self.adapter), "adapter", "give the adapter directory")
@@ -51,7 +52,7 @@ def merge(model: str, adapter: str, out: Path, dtype: str = "fp32") -> Path:
 
 
 def main(cfg: MergeConfig) -> dict:
-    out = make_run_dir("merge", cfg.out)
+    out = open_run("merge", cfg)
     merge(cfg.model, cfg.adapter, out, cfg.dtype)
     log.info("merged model in %s (policy URI: hf://%s)", out, out.resolve())
     return {"run_dir": str(out)}

@@ -15,29 +15,18 @@ from typing import Any
 from policylm.runtime import RUNTIME_ENV
 
 
-def refuse_reuse(out: str, name: str, resume: bool) -> None:
-    """A ConfigError when ``out`` already holds a ``name`` run and ``resume`` is off."""
-    from policylm.platform.config import ConfigError
-
-    if out and (Path(out) / "ray_results" / name).exists() and not resume:
-        raise ConfigError(
-            f"out={out} already holds a {name} run; pass resume=true to continue it from its "
-            "latest checkpoint, or choose a new out= directory (nothing was changed)")
-
-
 def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
-    """The opening every Ray Train job shares: refuse a reused ``out=`` (unless ``resume``), the
-    run directory with the resolved config, the stage timer, the dataset directory (checked for
-    the columns the jobs read), the model converted/cached once before workers race, and Ray.
+    """The opening every Ray Train job shares: the run directory with the resolved config
+    (refusing a reused ``out=`` unless ``resume`` or ``overwrite``), the stage timer, the dataset
+    directory (checked for the columns the jobs read), the model converted/cached once before
+    workers race, and Ray.
     Returns ``(run_dir, stages, data)``."""
-    from policylm.jobs.common import Stages, make_run_dir, save_config
+    from policylm.jobs.common import Stages, open_run
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.training.sft import check_columns, dataset_dir
     from policylm.runtime import init_ray
 
-    refuse_reuse(cfg.out, name, cfg.resume)
-    run_dir = make_run_dir(name, cfg.out).resolve()
-    save_config(cfg, run_dir)
+    run_dir = open_run(name, cfg).resolve()
     data = dataset_dir(cfg.dataset)
     check_columns(data)
     resolve_model(cfg.model)

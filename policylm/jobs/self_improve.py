@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 
 from policylm.jobs import build_dataset, sft
-from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 from policylm.runtime import init_ray
 
 
@@ -54,6 +54,7 @@ class SelfImproveConfig:
     eval_fn: str = field("", doc="module:function with your own metric for compare")
     seed: int = field(0, doc="base seed of the played episodes")
     out: str = field("", doc="run directory (default runs/self-improve-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(self.episodes >= 1, "episodes", "must be >= 1")
@@ -75,8 +76,7 @@ def main(cfg: SelfImproveConfig) -> dict:
     from policylm.jobs import filter as quality
     from policylm.platform.policies import with_params
 
-    run_dir = make_run_dir("self-improve", cfg.out).resolve()
-    save_config(cfg, run_dir)
+    run_dir = open_run("self-improve", cfg).resolve()
     stages = Stages()
     init_ray()
     base = with_params(cfg.policy, temperature=cfg.temperature)

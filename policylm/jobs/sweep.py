@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import ConfigError, field, require
+from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.platform.config import ConfigError, field, overwrite_field, require
 from policylm.platform.training.sft import SftJobConfig
 from policylm.runtime import init_ray
 
@@ -55,6 +55,7 @@ class SweepConfig:
     max_concurrent_trials: int = field(0, doc="0: as many as the cluster's resources allow")
     resume: bool = field(False, doc="continue the sweep already in out= (Tuner.restore)")
     out: str = field("", doc="run directory (default runs/sweep-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(self.kind in KINDS, "kind", f"use one of {', '.join(KINDS)}")
@@ -109,9 +110,6 @@ def tuner(cfg: SweepConfig, run_dir: Path) -> Any:
                               "resume or point out= at the interrupted sweep's directory")
         log.info("resuming the sweep in %s (finished trials are kept)", path)
         return tune.Tuner.restore(str(path), trainable(cfg), resume_errored=True)
-    if path.exists():
-        raise ConfigError(f"out={run_dir} already holds a sweep; pass resume=true to continue "
-                          "it, or choose a new out= directory (nothing was changed)")
     scheduler = None
     if cfg.kind == "train" and cfg.asha:
         scheduler = ASHAScheduler(metric="eval_loss", mode="min", grace_period=cfg.grace_period,
@@ -147,15 +145,14 @@ def main(cfg: SweepConfig) -> dict:
     from policylm.platform.evaluation.reports import plot_objective, write_results
     from policylm.platform.evaluation.sweeps import best_row, sort_rows
 
-    run_dir = make_run_dir("sweep", cfg.out).resolve()
+    run_dir = open_run("sweep", cfg).resolve()  # refuses a reused out= before writing
     stages = Stages()
     if cfg.kind == "train":
         from policylm.platform.engines.models import resolve_model
 
         resolve_model(cfg.sft.model)  # convert/cache the embedded model once
     init_ray()
-    t = tuner(cfg, run_dir)  # refuses a reused out= before anything is written
-    save_config(cfg, run_dir)
+    t = tuner(cfg, run_dir)
     with stages("sweep"):
         grid = t.fit()
     keys = list(cfg.space)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from policylm.jobs.common import Stages, log, make_run_dir, run_job, save_config, write_json
-from policylm.platform.config import field, require
+from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
 from policylm.runtime import init_ray
 
 
@@ -44,6 +44,7 @@ class TrainExpertsConfig:
     eval_episodes: int = field(5, doc="greedy evaluation episodes per saved checkpoint")
     seed: int = field(0, doc="seed for PPO and evaluation")
     out: str = field("", doc="run directory (default runs/train-experts-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(bool(self.skills), "skills", "give at least one skill: {weak: 1, expert: 25}")
@@ -80,8 +81,7 @@ def main(cfg: TrainExpertsConfig) -> dict:
 
     from policylm.platform.envs import FlatObsEnv
 
-    run_dir = make_run_dir("train-experts", cfg.out)
-    save_config(cfg, run_dir)
+    run_dir = open_run("train-experts", cfg)
     stages = Stages()
     init_ray()
     ppo = (

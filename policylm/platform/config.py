@@ -32,6 +32,18 @@ def field(default: Any = dataclasses.MISSING, *, doc: str, factory: Any = None) 
     return dataclasses.field(default=default, metadata={"doc": doc})
 
 
+def overwrite_field() -> Any:
+    """The ``overwrite`` key every job has: replace what ``out=`` holds."""
+    return field(False, doc="replace what out= already holds (without it, a non-empty out= "
+                            "is refused, so runs never mix)")
+
+
+def resume_field(what: str) -> Any:
+    """The ``resume`` key of jobs that can continue a run: ``what`` they keep."""
+    return field(False, doc=f"continue the run in out= (its stored settings must match): "
+                            f"{what}")
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=[x, y]"]`` -> ``{"a.b": 1, "c": ["x", "y"]}``; values parse as YAML."""
     out: dict[str, Any] = {}

@@ -48,7 +48,7 @@ def test_target_sweep_writes_table_curve_and_best_config(ray_local, tiny_model_d
     best = yaml.safe_load((tmp_path / "s" / "best_config.yaml").read_text())
     evaluate = config_from_dict(EvaluateConfig, best)  # ready to run
     assert float(split_uri(evaluate.policy)[2]["target_return"]) == float(rows[0]["target_return"])
-    with pytest.raises(ConfigError, match="already holds a sweep"):
+    with pytest.raises(ConfigError, match="already holds files"):
         main(cfg)
 
 

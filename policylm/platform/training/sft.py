@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policylm.platform.config import field, require
+from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.data.datasets import DatasetError
 from policylm.platform.prompts import FORMS
 
@@ -81,6 +81,7 @@ class SftJobConfig:
                                     "checkpoint (e.g. after the driver was stopped)")
     kill_at_step: int = field(0, doc="testing only: worker 0 exits once at this step")
     out: str = field("", doc="run directory (default runs/sft-<timestamp>)")
+    overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
         require(bool(self.dataset), "dataset", "give the build-dataset run directory")

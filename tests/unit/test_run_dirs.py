@@ -1,0 +1,117 @@
+"""Runs never mix: a non-empty out= is refused unless overwrite=true (replaced) or resume=true
+(continued, only when the stored settings match), for every job."""
+
+import importlib
+import json
+
+import pytest
+
+from policylm.platform.config import ConfigError, config_from_dict
+
+
+@pytest.fixture(scope="module")
+def trajectories(tmp_path_factory):
+    from policylm.jobs.collect import CollectConfig, main
+
+    out = tmp_path_factory.mktemp("traj") / "collect"
+    main(CollectConfig(env_options={"max_episode_steps": 10}, episodes_per_policy=2,
+                       num_workers=0, envs_per_worker=2, out=str(out)))
+    return str(out)
+
+
+# each job with the least config that passes its validation
+JOBS = {
+    "collect": {}, "build_dataset": {"trajectories": "TRAJ"},
+    "evaluate": {"policy": "random:"}, "compare": {"inputs": ["TRAJ", "TRAJ"]},
+    "filter": {"trajectories": "TRAJ"}, "import_minari": {"dataset_id": "policylm/runs-v0"},
+    "merge": {"adapter": "nowhere"}, "train_experts": {}, "bc_ppo": {}, "demo": {},
+    "self_improve": {}, "sweep": {"policy": "random:"}, "sft": {"dataset": "DS"},
+    "grpo": {"dataset": "DS"}, "grpo-episodes": {"mode": "episodes"},
+}
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_every_job_refuses_a_used_out_and_changes_nothing(job, trajectories, tmp_path,
+                                                         monkeypatch):
+    module = importlib.import_module(f"policylm.jobs.{job.split('-')[0]}")
+    if job == "import_minari":  # a real dataset in a local store, so the import gets that far
+        from policylm.platform.data import trajectories as tr
+        from policylm.platform.data.minari_io import export_minari
+        from policylm.platform.envs import make_adapter
+
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+        space = make_adapter("CartPole-v1").action_space
+        steps = tr.read_trajectories(f"{trajectories}/trajectories")
+        export_minari(steps, "policylm/runs-v0", space, env_id="CartPole-v1")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("an earlier run\n")
+    dataset = tmp_path / "ds" / "dataset" / "train"  # sft and grpo look for a split first
+    dataset.mkdir(parents=True)
+    (dataset / "part.parquet").write_text("")
+    values = {k: [trajectories] * len(v) if isinstance(v, list) else
+              {"TRAJ": trajectories, "DS": str(tmp_path / "ds")}.get(v, v) if isinstance(v, str)
+              else v for k, v in JOBS[job].items()}
+    cfg = config_from_dict(module.CONFIG, {**values, "out": str(out)})
+    with pytest.raises(ConfigError, match="overwrite=true"):
+        module.main(cfg)
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def test_open_run_resumes_only_the_same_settings(tmp_path):
+    from policylm.jobs.collect import CollectConfig
+    from policylm.jobs.common import open_run
+
+    out = tmp_path / "run"
+    first = open_run("collect", CollectConfig(episodes_per_policy=3, out=str(out)))
+    (first / "trajectories").mkdir()
+    assert json.loads((out / "run.json").read_text())["job"] == "collect"
+    same = open_run("collect", CollectConfig(episodes_per_policy=3, out=str(out), resume=True))
+    assert same == first and (out / "trajectories").is_dir()  # kept
+    with pytest.raises(ConfigError, match=r"settings differ .*\(episodes_per_policy\)"):
+        open_run("collect", CollectConfig(episodes_per_policy=4, out=str(out), resume=True))
+    with pytest.raises(ConfigError, match="holds a collect run, not a evaluate run"):
+        from policylm.jobs.evaluate import EvaluateConfig
+
+        open_run("evaluate", EvaluateConfig(out=str(out), resume=True))
+    replaced = open_run("collect", CollectConfig(episodes_per_policy=4, out=str(out),
+                                                 overwrite=True))
+    assert sorted(p.name for p in replaced.iterdir()) == ["config.yaml", "run.json"]
+    with pytest.raises(ConfigError, match="holds no run to continue"):
+        open_run("collect", CollectConfig(out=str(tmp_path / "empty"), resume=True))
+
+
+def test_collect_twice_into_one_out(tmp_path):
+    """A second collect with other settings is refused; resumed with the same settings it
+    plays nothing again; overwritten, it reports only its own episodes."""
+    from policylm.jobs.collect import CollectConfig, main
+
+    def cfg(**kw):
+        return CollectConfig(env_options={"max_episode_steps": 10}, num_workers=0,
+                             envs_per_worker=2, out=str(tmp_path / "c"), **kw)
+
+    first = main(cfg(episodes_per_policy=4))
+    assert first["episodes"] == 4 and first["episodes_played"] == 4
+    with pytest.raises(ConfigError, match="resume=true"):
+        main(cfg(episodes_per_policy=2))
+    again = main(cfg(episodes_per_policy=4, resume=True))
+    assert again["episodes_played"] == 0 and again["skills"] == first["skills"]
+    fresh = main(cfg(episodes_per_policy=2, overwrite=True))
+    assert fresh["episodes"] == 2
+    files = sorted(p.name for p in (tmp_path / "c" / "trajectories").iterdir())
+    assert files == ["weak-p0-c00000.parquet"]
+
+
+def test_evaluate_twice_into_one_out(tmp_path):
+    from policylm.jobs.evaluate import EvaluateConfig, main
+
+    def cfg(**kw):
+        return EvaluateConfig(policy="random:", env_options={"max_episode_steps": 10},
+                              episodes=2, num_workers=0, envs_per_worker=2,
+                              out=str(tmp_path / "e"), **kw)
+
+    main(cfg(targets=[1, 2]))
+    with pytest.raises(ConfigError, match="overwrite=true"):
+        main(cfg(targets=[3]))
+    second = main(cfg(targets=[3], overwrite=True))
+    assert list(second["targets"]) == ["target_3"]  # only its own target
