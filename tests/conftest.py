@@ -1,6 +1,11 @@
 """Shared fixtures: a tiny random-weight Llama with the real SmolLM2 tokenizer."""
 
+import os
+
 import pytest
+
+# nothing in the tests may reach a model hub; Ray workers get this too (policylm.runtime)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -221,6 +221,11 @@ class RolloutGroup:
             for chunk in todo:
                 self._done(chunk, *self.local.collect(chunk, self.weights), results, on_chunk)
         else:
+            from policylm.platform.policies.uri import uri_paths
+            from policylm.runtime import check_visible
+
+            uris = sorted({s.policy_uri for chunk in todo for s in chunk.specs})
+            check_visible([("policy", p) for uri in uris for p in uri_paths(uri)])
             self._run_remote(todo, results, on_chunk)
         return [s for chunk in chunks for s in results[chunk.chunk_id]]
 

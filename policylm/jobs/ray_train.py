@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from policylm.runtime import RUNTIME_ENV
+from policylm.runtime import runtime_env
 
 
 def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
@@ -24,13 +24,17 @@ def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
     from policylm.jobs.common import Stages, open_run
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.training.sft import check_columns, dataset_dir
-    from policylm.runtime import init_ray
+    from policylm.runtime import check_shared_dir, check_visible, init_ray
 
     run_dir = open_run(name, cfg).resolve()
     data = dataset_dir(cfg.dataset)
     check_columns(data)
-    resolve_model(cfg.model)
+    model = resolve_model(cfg.model)
     init_ray()
+    # on several nodes, whatever the workers read or write must be where every node sees it
+    check_shared_dir(storage_path(cfg, run_dir), "storage_path")
+    check_visible([("dataset", str(data)), ("model", model if Path(model).exists() else ""),
+                   ("adapter", getattr(cfg, "adapter", ""))])
     return run_dir, Stages(), data
 
 
@@ -64,12 +68,15 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
         RunConfig,
         ScalingConfig,
     )
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
+    resources = {"CPU": cpus, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})}
+    shared_gpu = cfg.use_gpu and cfg.gpus_per_worker < 1  # nccl needs a GPU per rank
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="gloo") if shared_gpu else None,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cpus},
+                                     resources_per_worker=resources,
                                      placement_strategy=cfg.placement),
         datasets=splits,
         # not split: Ray Data shards would be sharded again by the trainer's sampler
@@ -78,7 +85,7 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
             name=name, storage_path=storage_path(cfg, run_dir),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            worker_runtime_env=RUNTIME_ENV,
+            worker_runtime_env=runtime_env(),
         ),
     )
     result = trainer.fit()

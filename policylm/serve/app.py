@@ -343,13 +343,13 @@ def deployment_options(cfg: ServeConfig) -> dict:
 def application(cfg: ServeConfig) -> Any:
     """The bound Serve application for ``cfg``."""
     from policylm.platform.policies import absolute_paths
-    from policylm.runtime import RUNTIME_ENV
+    from policylm.runtime import runtime_env
 
     cfg.policy = absolute_paths(cfg.policy)
     opts = deployment_options(cfg)
-    opts["ray_actor_options"]["runtime_env"] = RUNTIME_ENV
+    opts["ray_actor_options"]["runtime_env"] = runtime_env()
     policy, store = _deployment_classes()
-    episodes = store.options(ray_actor_options={"num_cpus": 0, "runtime_env": RUNTIME_ENV}) \
+    episodes = store.options(ray_actor_options={"num_cpus": 0, "runtime_env": runtime_env()}) \
         .bind(cfg.episode_ttl_s)
     return policy.options(**opts).bind(asdict(cfg), episodes)
 

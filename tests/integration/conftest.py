@@ -7,9 +7,9 @@ import pytest
 def ray_local():
     import ray
 
-    from policylm.runtime import RUNTIME_ENV
+    from policylm.runtime import runtime_env
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=RUNTIME_ENV)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env())
     yield ray
     ray.shutdown()
 

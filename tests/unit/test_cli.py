@@ -72,3 +72,15 @@ def test_config_keys_work_as_flags():
                                     "c.yaml", "port=9000", "block=true"]
     cfg = parse_args("serve", ServeConfig, ["--policy", "hf://m", "--port", "9001"])
     assert (cfg.policy, cfg.port) == ("hf://m", 9001)
+
+
+def test_workers_get_the_users_hub_settings_and_no_others(monkeypatch):
+    from policylm.runtime import runtime_env
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("POLICYLM_CACHE", "/shared/cache")
+    env = runtime_env()["env_vars"]
+    assert "HF_HUB_OFFLINE" not in env  # a cluster may pull hf://<org>/<model>
+    assert env["POLICYLM_CACHE"] == "/shared/cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert runtime_env()["env_vars"]["HF_HUB_OFFLINE"] == "1"

@@ -136,3 +136,41 @@ def test_softmax_temperature():
     assert np.allclose(p, [0.2, 0.8])
     sharp = softmax(np.log([0.2, 0.8]), temperature=0.5)  # p^2 normalised: .04/.68, .64/.68
     assert np.allclose(sharp, [0.04 / 0.68, 0.64 / 0.68])
+
+
+def test_engines_share_the_scoring_rule_and_dtype_names():
+    from policylm.platform.engines.contract import dtype_name, scored_tokens
+
+    # single-token candidates score their token alone; with one longer candidate every
+    # candidate's score includes the end of turn (end id 9 here)
+    assert scored_tokens([[[1], [2]], [[3], [4]]], 9) == [[[1], [2]], [[3], [4]]]
+    assert scored_tokens([[[1], [2, 5]]], 9) == [[[1, 9], [2, 5, 9]]]
+    assert [dtype_name(d) for d in ("bf16", "fp32", "auto", "float16")] == \
+        ["bfloat16", "float32", "auto", "float16"]
+    with pytest.raises(EngineError, match="dtype 'int8' is unknown"):
+        dtype_name("int8")
+
+
+@pytest.mark.skipif(vllm_unavailable_reason() is not None,
+                    reason=str(vllm_unavailable_reason()))
+def test_hf_and_vllm_score_alike_and_take_lora_weights_alike(tiny_model_dir):
+    """On a GPU: both engines give the same scores for the same prompts, before and after the
+    same LoRA weights (set_lora)."""
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    hf = get_engine(tiny_model_dir, "", "hf", "fp32", live="contract")
+    vllm = get_engine(tiny_model_dir, "", "vllm", "fp32", live="contract")
+    prompts = [hf.chat_prompt(SYSTEM, u) for u in USERS]
+    for cands in (["left", "right"], ["pickup", "toggle", "left"]):
+        assert np.allclose(hf.score(prompts, [cands] * 3), vllm.score(prompts, [cands] * 3),
+                           atol=2e-3)
+    torch.manual_seed(0)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                     init_lora_weights=False))
+    weights = {k: v.detach().float() for k, v in get_peft_model_state_dict(peft).items()}
+    hf.set_lora(weights, 2.0)
+    vllm.set_lora(weights, 2.0)
+    assert np.allclose(hf.score(prompts, [["left", "right"]] * 3),
+                       vllm.score(prompts, [["left", "right"]] * 3), atol=2e-3)

@@ -35,5 +35,5 @@ def get_engine(model: str, adapter: str = "", engine: str = "hf", dtype: str = "
     if engine == "vllm":
         from policylm.platform.engines.vllm import VLLMEngine
 
-        return VLLMEngine(model, adapter=adapter or None, dtype=dtype)
+        return VLLMEngine(model, adapter=adapter or None, dtype=dtype, enable_lora=bool(live))
     raise EngineError(f"engine {engine!r} is unknown; use engine=hf or engine=vllm")

@@ -18,6 +18,27 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# dtype names users write -> the canonical names both engines use (torch and vLLM spellings)
+DTYPE_NAMES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp32": "float32",
+               "float32": "float32", "fp16": "float16", "float16": "float16", "auto": "auto"}
+
+
+def dtype_name(dtype: str) -> str:
+    """``bf16`` -> ``bfloat16`` (and so on); ``auto`` stays; an unknown name is an
+    :class:`EngineError`."""
+    if dtype not in DTYPE_NAMES:
+        raise EngineError(f"dtype {dtype!r} is unknown; use auto, bf16 or fp32")
+    return DTYPE_NAMES[dtype]
+
+
+def scored_tokens(candidates: Sequence[Sequence[Sequence[int]]], end_id: int
+                  ) -> list[list[list[int]]]:
+    """The tokens whose log-likelihoods make each candidate's score, for every engine: the
+    candidate's own tokens when every candidate of the call is one token long, else its tokens
+    and the end of turn (which tells ``go`` from ``go_left``)."""
+    single = all(len(c) == 1 for cs in candidates for c in cs)
+    return [[list(c) if single else [*c, end_id] for c in cs] for cs in candidates]
+
 
 class EngineError(ValueError):
     """A model, adapter or engine that cannot be used; the message says why and what to do."""

@@ -24,6 +24,7 @@ import numpy as np
 from policylm.platform.engines.contract import (
     EngineError,
     chat_prefix,
+    dtype_name,
     end_of_turn_id,
     render_chat,
     render_messages,
@@ -46,12 +47,9 @@ def pick_dtype(dtype: str, device: str) -> Any:
     """``auto``: bf16 on GPUs and on CPUs with native bf16, else fp32; or ``bf16``/``fp32``."""
     import torch
 
-    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
-             "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16}
-    if dtype in table:
-        return table[dtype]
-    if dtype != "auto":
-        raise EngineError(f"dtype {dtype!r} is unknown; use auto, bf16 or fp32")
+    name = dtype_name(dtype)
+    if name != "auto":
+        return getattr(torch, name)
     if device.startswith("cuda") or cpu_has_fast_bf16():
         return torch.bfloat16
     return torch.float32

@@ -1,9 +1,12 @@
 """The vLLM engine (GPU clusters; ``pip install 'policylm[vllm]'``), same contract as ``hf``.
 
-Scoring sends one token prompt per (prompt, candidate): the prompt's tokens, the candidate's and
-the end-of-turn token, with ``prompt_logprobs=0`` and ``max_tokens=1``; the candidate's
+Scoring sends one token prompt per (prompt, candidate): the prompt's tokens and the candidate's
+scored tokens (the contract's :func:`~policylm.platform.engines.contract.scored_tokens`, the same
+as the ``hf`` engine's), with ``prompt_logprobs=0`` and ``max_tokens=1``; the candidate's
 log-likelihood is the sum of the returned log-probs at its positions. vLLM's automatic prefix
-caching shares the system turn across rows. LoRA adapters go through ``LoRARequest``.
+caching shares the system turn across rows. LoRA adapters go through ``LoRARequest``, and so
+does :meth:`VLLMEngine.set_lora` (online training): the weights are written as a PEFT adapter
+and loaded in place under one LoRA id, a new version each call.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import numpy as np
 from policylm.platform.engines.contract import (
     EngineError,
     chat_prefix,
+    dtype_name,
     end_of_turn_id,
     render_chat,
     render_messages,
+    scored_tokens,
 )
 
 
@@ -41,7 +46,8 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.5, max_lora_rank: int = 64):
+                 gpu_memory_utilization: float = 0.5, max_lora_rank: int = 64,
+                 enable_lora: bool = False):
         reason = vllm_unavailable_reason()
         if reason:
             raise EngineError(f"engine=vllm cannot run here: {reason}; use engine=hf")
@@ -51,10 +57,10 @@ class VLLMEngine:
         from policylm.platform.engines.models import resolve_model
 
         path = resolve_model(model)
+        self.model_name = model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.llm = LLM(model=path, dtype="auto" if dtype == "auto" else dtype,
-                       enable_prefix_caching=True, enable_lora=bool(adapter),
-                       max_lora_rank=max_lora_rank,
+        self.llm = LLM(model=path, dtype=dtype_name(dtype), enable_prefix_caching=True,
+                       enable_lora=bool(adapter) or enable_lora, max_lora_rank=max_lora_rank,
                        gpu_memory_utilization=gpu_memory_utilization)
         self.lora = None
         if adapter:
@@ -62,6 +68,34 @@ class VLLMEngine:
 
             self.lora = LoRARequest("policylm-adapter", 1, adapter)
         self.end_id = end_of_turn_id(self.tokenizer)
+        self.version = 0
+
+    def set_lora(self, weights: dict[str, Any], scaling: float) -> int:
+        """Play with these LoRA weights (a PEFT state dict: ``...lora_A.weight`` and
+        ``...lora_B.weight``) from now on, replacing earlier ones: written as a PEFT adapter and
+        loaded in place by vLLM under one LoRA id. Returns the number of layers adapted."""
+        import json
+        import tempfile
+
+        from safetensors.torch import save_file
+        from vllm.lora.request import LoRARequest
+
+        a_keys = [k for k in weights if ".lora_A." in k]
+        if not a_keys:
+            raise EngineError("set_lora got no lora_A/lora_B weights")
+        rank = int(weights[a_keys[0]].shape[0])
+        modules = sorted({k.split(".lora_A.")[0].rsplit(".", 1)[-1] for k in a_keys})
+        self.version += 1
+        path = tempfile.mkdtemp(prefix=f"policylm-lora-v{self.version}-")
+        save_file({k: v.contiguous() for k, v in weights.items()},
+                  f"{path}/adapter_model.safetensors")
+        with open(f"{path}/adapter_config.json", "w") as f:
+            json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank,
+                       "lora_alpha": scaling * rank, "target_modules": modules,
+                       "lora_dropout": 0.0, "bias": "none",
+                       "base_model_name_or_path": self.model_name}, f)
+        self.lora = LoRARequest("policylm-live", 2, path, load_inplace=True)
+        return len(a_keys)
 
     def chat_prompt(self, system: str, user: str) -> str:
         return render_chat(self.tokenizer, system, user)
@@ -81,10 +115,10 @@ class VLLMEngine:
         from vllm.inputs import TokensPrompt
 
         requests, spans = [], []
-        for i, (p, cs) in enumerate(zip(prompts, candidates, strict=True)):
+        tokens = scored_tokens([[self.encode(c) for c in cs] for cs in candidates], self.end_id)
+        for i, (p, cs) in enumerate(zip(prompts, tokens, strict=True)):
             ids = self.encode(p)
-            for j, c in enumerate(cs):
-                cand = [*self.encode(c), self.end_id]
+            for j, cand in enumerate(cs):
                 requests.append(TokensPrompt(prompt_token_ids=ids + cand))
                 spans.append((i, j, len(ids), cand))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)

@@ -77,6 +77,21 @@ def absolute_paths(uri: str) -> str:
     return f"hf://{body}{query}"
 
 
+def uri_paths(uri: str) -> list[str]:
+    """The local files and directories a policy URI reads (model, adapter, checkpoint), for
+    checking that every node of a cluster sees them."""
+    from pathlib import Path
+
+    scheme, body, params = split_uri(uri)
+    if scheme == "mix":
+        return uri_paths(body)
+    if scheme == "hf":
+        return [p for p in (body, params.get("adapter", "")) if p and Path(p).exists()]
+    if scheme in ("file", "pytorch", "rllib"):
+        return [body]
+    return []
+
+
 def _flag(params: dict[str, str], key: str) -> bool:
     return params.pop(key, "0").lower() in ("1", "true", "yes")
 

@@ -59,7 +59,10 @@ class SftJobConfig:
     save_steps: int = field(50, doc="checkpoint every N steps")
     logging_steps: int = field(5, doc="log the training loss every N steps")
     num_workers: int = field(1, doc="Ray Train workers")
-    use_gpu: bool = field(False, doc="one GPU per worker (nccl); CPU workers use gloo")
+    use_gpu: bool = field(False, doc="GPU workers (nccl); CPU workers use gloo")
+    gpus_per_worker: float = field(1.0, doc="with use_gpu: GPUs per worker; below 1 several "
+                                            "workers share a GPU (gloo then, as nccl needs "
+                                            "one GPU per rank)")
     cpus_per_worker: float = field(
         0.0, doc="CPUs per worker; 0: the cluster's CPUs divided among the workers (torch uses "
                  "that many threads: Ray gives a 1-CPU worker a single thread)")
