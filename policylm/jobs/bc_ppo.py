@@ -22,7 +22,7 @@ from pathlib import Path
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
-from policylm.runtime import init_ray
+from policylm.runtime import check_shared_dir, init_ray
 
 METHODS = ("bc-ppo", "scratch", "transfer")
 
@@ -209,6 +209,7 @@ def main(cfg: BcPpoConfig) -> dict:
     run_dir = open_run("bc-ppo", cfg)
     stages = Stages()
     init_ray()
+    check_shared_dir(str(run_dir), "out")  # RLlib's readers and Tune's trials use it
     metrics: dict = {"env_id": cfg.env_id, "threshold": cfg.threshold, "frames": cfg.frames}
     inits = {"scratch": ""}
     if "bc-ppo" in cfg.methods:

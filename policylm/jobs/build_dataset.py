@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
-from policylm.runtime import init_ray
+from policylm.runtime import check_shared_dir, check_visible, init_ray
 
 
 @dataclass
@@ -117,6 +117,9 @@ def main(cfg: BuildDatasetConfig) -> dict:
         import ray
 
         init_ray()
+        # Ray Data reads and writes on any node: on several, both need shared storage
+        check_visible([("trajectories", str(src))])
+        check_shared_dir(str(run_dir), "out")
         ds = ray.data.read_parquet([str(f) for f in files])
         ds = ds.map_batches(dsx.keep_rows, fn_kwargs={"episode_ids": keep},
                             batch_format="pyarrow")

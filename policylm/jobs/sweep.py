@@ -18,8 +18,10 @@ from typing import Any
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import ConfigError, field, overwrite_field, require
+from policylm.platform.policies import absolute_paths
+from policylm.platform.policies.uri import uri_paths
 from policylm.platform.training.sft import SftJobConfig
-from policylm.runtime import init_ray
+from policylm.runtime import check_shared_dir, check_visible, init_ray
 
 KINDS = ("target", "train")
 
@@ -152,6 +154,12 @@ def main(cfg: SweepConfig) -> dict:
 
         resolve_model(cfg.sft.model)  # convert/cache the embedded model once
     init_ray()
+    # trials run on any node: Tune's storage, and what they read, must be shared there
+    check_shared_dir(str(run_dir), "out")
+    if cfg.kind == "train":
+        check_visible([("sft.dataset", cfg.sft.dataset)])
+    else:
+        check_visible([("policy", p) for p in uri_paths(absolute_paths(cfg.policy))])
     t = tuner(cfg, run_dir)
     with stages("sweep"):
         grid = t.fit()

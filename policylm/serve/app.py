@@ -368,11 +368,13 @@ def start(cfg: ServeConfig) -> str:
     from ray import serve
 
     from policylm.platform.engines.models import resolve_model
-    from policylm.platform.policies import split_uri
-    from policylm.runtime import init_ray
+    from policylm.platform.policies import absolute_paths, split_uri
+    from policylm.platform.policies.uri import uri_paths
+    from policylm.runtime import check_visible, init_ray
 
     resolve_model(split_uri(cfg.policy)[1])  # convert/cache the embedded model once
     init_ray()
+    check_visible([("policy", p) for p in uri_paths(absolute_paths(cfg.policy))])  # replicas
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(application(cfg), name=cfg.name, route_prefix=cfg.route_prefix)
     return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
