@@ -31,7 +31,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow tests
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) bench/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check policylm tests bench

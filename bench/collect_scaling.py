@@ -1,17 +1,17 @@
 """Env steps per second with 2 rollout actors against 1, same work, one run.
 
 Prints one JSON object: the median steps/s of each (over repeats), their ratio and the target
-(>= 1.6 on 2 cores). Run: .venv/bin/python bench/collect_scaling.py [--episodes N --repeats R]
+(>= 1.6 on 2 cores); exits 1 below it.
+Run: .venv/bin/python bench/collect_scaling.py [--episodes N --repeats R]
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import ENV_ID, group_steps_per_second, median, parse_args, start_ray
+from common import ENV_ID, finish, group_steps_per_second, median, parse_args, start_ray
 
 
 def main() -> None:
@@ -24,14 +24,10 @@ def main() -> None:
     import ray
 
     ray.shutdown()
-    result = {
-        "bench": "collect_scaling", "env": ENV_ID, "episodes": args.episodes,
-        "repeats": args.repeats, "steps_per_s_1_actor": round(median(one), 1),
-        "steps_per_s_2_actors": round(median(two), 1),
-        "ratio": round(median(two) / median(one), 3), "target": 1.6,
-        "all_1_actor": [round(v, 1) for v in one], "all_2_actors": [round(v, 1) for v in two],
-    }
-    print(json.dumps(result))
+    finish("collect_scaling", ("2 actors, steps/s", median(two)),
+           ("1 actor, steps/s", median(one)), target=1.6, env=ENV_ID,
+           episodes=args.episodes, repeats=args.repeats,
+           all_1_actor=[round(v, 1) for v in one], all_2_actors=[round(v, 1) for v in two])
 
 
 if __name__ == "__main__":

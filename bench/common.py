@@ -1,11 +1,15 @@
-"""Shared by the collection benchmarks: time a plan through a RolloutGroup or in-process."""
+"""Shared by the benchmarks: the one JSON line each prints (and its exit code: non-zero below
+target), and timing a collection plan through a RolloutGroup or in-process."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import tempfile
 import time
+from typing import Any, NoReturn
 
 ENV_ID = "MiniGrid-DoorKey-5x5-v0"  # CPU-bound in Python: grid step plus text encoding
 
@@ -51,6 +55,34 @@ def inprocess_steps_per_second(episodes: int, chunk_size: int, envs: int, seed: 
         elapsed = time.perf_counter() - t0
         steps = worker.steps_taken() - before
     return steps / elapsed
+
+
+def finish(bench: str, fast: tuple[str, float], baseline: tuple[str, float], target: float,
+           checks: dict[str, tuple[float | None, float]] | None = None,
+           limits: dict[str, tuple[float | None, float]] | None = None,
+           **figures: Any) -> NoReturn:
+    """Print the benchmark's one JSON line and exit: 0 when ``fast / baseline`` reaches
+    ``target``, every check (``name: (value, target)``) has value >= target and every limit
+    (``name: (value, limit)``) has value <= limit; else 1. ``fast`` and ``baseline`` are ``(what
+    was measured, value)`` in the same unit."""
+    ratio = fast[1] / baseline[1] if baseline[1] else None
+    others = {}
+    for name, (v, bound) in (checks or {}).items():
+        others[name] = {"value": _round(v), "target": f">= {bound}",
+                        "held": v is not None and v >= bound}
+    for name, (v, bound) in (limits or {}).items():
+        others[name] = {"value": _round(v), "target": f"<= {bound}",
+                        "held": v is not None and v <= bound}
+    held = ratio is not None and ratio >= target and all(c["held"] for c in others.values())
+    print(json.dumps({"bench": bench, "fast": fast[0], "fast_value": round(fast[1], 3),
+                      "baseline": baseline[0], "baseline_value": round(baseline[1], 3),
+                      "ratio": None if ratio is None else round(ratio, 3), "target": target,
+                      "checks": others, "held": held, **figures}))
+    sys.exit(0 if held else 1)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else float(f"{v:.4g}")
 
 
 def median(values: list[float]) -> float:

@@ -2,21 +2,27 @@
 Train worker) against TRL's `GRPOTrainer` run in this process on the same prompts, model and
 settings (the job's own model loading, GRPOConfig and reward functions).
 
-Both sides count ``steps x batch_size`` completions over the trainer's ``train_runtime``, so
+Both sides train on the same rows in the same order (the job's seeded choice of ``max_rows``
+rows from the split in one fixed order, which the in-process side makes with the same
+functions) and count ``steps x batch_size`` completions over the trainer's ``train_runtime``, so
 Ray start-up and data loading are outside the figure. The in-process side runs before and after
 the job (its median is the baseline). The last line is one JSON object with the figures,
-``ratio`` (policylm / in-process, target >= 0.9) and ``target``.
+``ratio`` (policylm / in-process, target >= 0.9); the script exits 1 below it.
 Run: .venv/bin/python bench/grpo_throughput.py [--model smollm2-135m --steps 6]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import finish
 
 
 def in_process(cfg: Any, data: Path, out: Path) -> float:
@@ -30,9 +36,11 @@ def in_process(cfg: Any, data: Path, out: Path) -> float:
     from policylm.platform.envs import make_adapter
     from policylm.platform.training.rewards import reward_funcs
     from policylm.platform.training.sft import load_trainable, read_rows
+    from policylm.platform.training.sharding import pick_rows, sort_rows
 
     rows = read_rows(data / "dataset", "train", cfg.prompt_form, to_grpo_rows)
-    rows = rows[: cfg.max_rows or None]
+    rows = [{**r, "row": i} for i, r in enumerate(pick_rows(sort_rows(rows), cfg.max_rows,
+                                                              cfg.seed))]
     env = make_adapter(cfg.env_id)
     funcs, weights = reward_funcs(cfg.rewards, env, cfg.env_reward)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
@@ -80,16 +88,11 @@ def main() -> None:
         base.append(in_process(cfg, root / "ds", root / "plain2"))
     runtime = result["train_runtime_s"]
     ours = args.steps * args.batch / runtime
-    median = statistics.median(base)
-    print(json.dumps({
-        "bench": "grpo_throughput", "model": args.model, "steps": args.steps,
-        "batch": args.batch, "num_generations": args.generations,
-        "max_completion_length": args.completion_length,
-        "policylm_grpo_completions_per_s": round(ours, 2),
-        "trl_in_process_completions_per_s": round(median, 2),
-        "trl_in_process_runs": [round(b, 2) for b in base],
-        "ratio": round(ours / median, 3), "target": 0.9,
-    }))
+    finish("grpo_throughput", ("policylm grpo, 1 worker, completions/s", ours),
+           ("TRL GRPOTrainer in-process, same rows, completions/s", statistics.median(base)),
+           target=0.9, model=args.model, steps=args.steps, batch=args.batch,
+           num_generations=args.generations, max_completion_length=args.completion_length,
+           in_process_runs=[round(b, 2) for b in base])
 
 
 if __name__ == "__main__":

@@ -186,11 +186,13 @@ def train_loop_per_worker(config: dict) -> None:
     from policylm.platform.envs import make_adapter
     from policylm.platform.training.rewards import reward_funcs
     from policylm.platform.training.sft import load_trainable
+    from policylm.platform.training.sharding import pick_rows
 
     cfg = GrpoJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     notes = config["notes"]
-    rows = [{**r, "row": i} for i, r in enumerate(worker_rows("train"))]
+    rows = [{**r, "row": i} for i, r in enumerate(pick_rows(worker_rows("train"), cfg.max_rows,
+                                                              cfg.seed))]
     env = make_adapter(cfg.env_id, **cfg.env_options)
     funcs, weights = reward_funcs(cfg.rewards, env, cfg.env_reward)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
@@ -229,10 +231,7 @@ def main(cfg: GrpoJobConfig) -> dict:
     with stages("data"):
         splits = ray_train.read_splits(data, dataset_columns(data), to_grpo_rows,
                                        {"form": cfg.prompt_form})
-        splits = {"train": splits["train"]}
-        if cfg.max_rows:
-            splits["train"] = splits["train"].random_shuffle(seed=cfg.seed) \
-                .limit(cfg.max_rows).materialize()
+        splits = {"train": splits["train"]}  # max_rows: a seeded subset, in the workers
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
     notes = ray_train.open_notes()
     loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),

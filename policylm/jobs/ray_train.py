@@ -103,15 +103,13 @@ def storage_path(cfg: Any, run_dir: Path) -> str:
 def worker_rows(name: str) -> list[dict]:
     """Inside a worker: every row of split ``name``, in the same order on every worker (Ray Data
     may deliver blocks in any order; the trainer's sampler needs one order to share out)."""
-    import json
-
     import ray.train
 
+    from policylm.platform.training.sharding import sort_rows
+
     it = ray.train.get_dataset_shard(name)
-    rows = [r for b in it.iter_batches(batch_size=1024, batch_format="pyarrow")
-            for r in b.to_pylist()]
-    rows.sort(key=lambda r: json.dumps(r, sort_keys=True, default=str))
-    return rows
+    return sort_rows([r for b in it.iter_batches(batch_size=1024, batch_format="pyarrow")
+                      for r in b.to_pylist()])
 
 
 class RunNotes:

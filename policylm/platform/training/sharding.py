@@ -13,10 +13,25 @@ slightly different sizes weigh their rows the same.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """Rows in one order whatever order they were read in (Ray Data may deliver blocks in any
+    order; every worker, and a baseline run in-process, must see the same sequence)."""
+    return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
+
+def pick_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
+    """At most ``n`` of ``rows`` (0: all), a seeded choice kept in their order."""
+    if n <= 0 or len(rows) <= n:
+        return rows
+    keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=n, replace=False))
+    return [rows[int(i)] for i in keep]
 
 
 def steps_per_epoch(n: int, world: int, batch_size: int) -> int:
