@@ -71,7 +71,12 @@ class BcPpoConfig:
     threshold: float = field(0.9, doc="return that counts as solved (MiniGrid: 0.9 of the "
                              "maximum 1.0; CartPole-v1: 450)")
     ppo: PPOSettings = field(factory=PPOSettings, doc="PPO settings shared by all methods")
-    eval_episodes: int = field(20, doc="episodes per evaluation (before and after PPO)")
+    eval_episodes: int = field(20, doc="episodes per evaluation: before PPO (frame 0) and every "
+                                       "eval_interval frames, the same env seeds each time")
+    eval_interval: int = field(0, doc="frames between evaluations (0: frames / 8); the curve "
+                                      "and frames-to-threshold use these evaluations only")
+    heldout_fraction: float = field(0.2, doc="share of the kept demo episodes held out of BC "
+                                             "(its accuracy is measured on them)")
     max_concurrent_trials: int = field(2, doc="PPO trials at once (one CPU each)")
     out: str = field("", doc="run directory (default runs/bc-ppo-<timestamp>)")
     overwrite: bool = overwrite_field()
@@ -99,7 +104,12 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
 
     from policylm.jobs.collect import CollectConfig, PolicySource, collect
     from policylm.platform.data import trajectories as tr
-    from policylm.platform.data.datasets import EpisodeFilter, keep_rows, select_episodes
+    from policylm.platform.data.datasets import (
+        EpisodeFilter,
+        keep_rows,
+        select_episodes,
+        split_of,
+    )
 
     source = Path(cfg.demos) if cfg.demos else run_dir / "demos" / "trajectories"
     if not cfg.demos:
@@ -116,9 +126,15 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
     if kept.num_rows == 0:
         raise ValueError(f"no demonstration episode passed the filter (demo_min_return="
                          f"{cfg.demo_min_return}); lower it or play more demo_episodes")
+    ids = kept.column("episode_id").to_pylist()
+    held = [e for e in ids if split_of(e, cfg.heldout_fraction) == "validation"]
+    if not held and len(ids) >= 2 and cfg.heldout_fraction > 0:
+        held = ids[-1:]  # too few episodes for the hash to pick one: hold out the last
+    train = [e for e in ids if e not in held]
     out = run_dir / "demos" / "kept"
-    tr.write_atomic(keep_rows(steps, kept.column("episode_id").to_pylist()),
-                    out / "kept.parquet")
+    tr.write_atomic(keep_rows(steps, train), out / "kept.parquet")
+    if held:
+        tr.write_atomic(keep_rows(steps, held), run_dir / "demos" / "heldout" / "heldout.parquet")
 
     def stats(table: object) -> dict:
         returns = table.column("return")
@@ -127,7 +143,8 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
                 "success_rate": float(pc.mean(pc.greater(returns, 0.0).cast("float64")).as_py())}
 
     return out, {"policy": cfg.demos or cfg.demo_policy, "all": stats(episodes),
-                 "kept": stats(kept)}
+                 "kept": stats(kept), "trained_episodes": len(train),
+                 "heldout_episodes": len(held)}
 
 
 def convert(traj_dir: Path, out: Path) -> Path:
@@ -143,9 +160,11 @@ def convert(traj_dir: Path, out: Path) -> Path:
     return out
 
 
-def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path) -> dict:
-    """RLlib BC over the converted demos into a PPO-shaped module; returns its directory and
-    its accuracy on the demonstrated actions."""
+def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
+                      heldout: Path | None = None) -> dict:
+    """RLlib BC over the converted demos into a PPO-shaped module; returns its directory, its
+    accuracy on the actions of held-out demonstration episodes (``accuracy``; None without
+    any) against chance and the majority action there, and on the training rows."""
     import numpy as np
     import pyarrow.parquet as pq
     from ray.rllib.algorithms.bc import BCConfig
@@ -181,14 +200,24 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path) -> dict:
         losses.append(float(result["learners"]["default_policy"]["policy_loss"]))
     path = module_dir(algo.save_to_path(str((run_dir / "bc").resolve())))
     algo.stop()
-    table = pq.read_table(data, columns=["obs", "actions"])
-    obs = table.column("obs").to_numpy(zero_copy_only=False)
-    logits = module_logits_fn(RLModule.from_checkpoint(str(path)))(np.stack(obs))
-    actions = table.column("actions").to_numpy()
-    counts = np.bincount(actions, minlength=logits.shape[1])
-    return {"module": str(path), "accuracy": action_accuracy(logits, actions),
-            "chance": 1.0 / logits.shape[1], "majority": float(counts.max() / counts.sum()),
-            "loss_first": losses[0], "loss_last": losses[-1], "rows": len(actions)}
+    module = RLModule.from_checkpoint(str(path))
+
+    def accuracy(rows: Path) -> dict:
+        table = pq.read_table(rows, columns=["obs", "actions"])
+        logits = module_logits_fn(module)(np.stack(table.column("obs").to_numpy(
+            zero_copy_only=False)))
+        actions = table.column("actions").to_numpy()
+        counts = np.bincount(actions, minlength=logits.shape[1])
+        return {"accuracy": action_accuracy(logits, actions),
+                "chance": 1.0 / logits.shape[1], "majority": float(counts.max() / counts.sum()),
+                "rows": len(actions)}
+
+    train = accuracy(data)
+    held = accuracy(heldout) if heldout is not None else None
+    return {"module": str(path), **(held or {"accuracy": None, "chance": train["chance"],
+                                             "majority": None, "rows": 0}),
+            "train_accuracy": train["accuracy"], "train_rows": train["rows"],
+            "loss_first": losses[0], "loss_last": losses[-1]}
 
 
 def trial_spec(cfg: BcPpoConfig, run_dir: Path, method: str, seed: int, init_path: str,
@@ -199,6 +228,7 @@ def trial_spec(cfg: BcPpoConfig, run_dir: Path, method: str, seed: int, init_pat
             "env_options": cfg.env_options if env_id is None else {}, "seed": seed,
             "frames": frames or cfg.frames, "ppo": asdict(cfg.ppo), "init": init,
             "init_path": init_path, "eval_episodes": cfg.eval_episodes,
+            "eval_interval": cfg.eval_interval,
             "out_dir": str((run_dir / "trials" / name).resolve())}
 
 
@@ -218,10 +248,13 @@ def main(cfg: BcPpoConfig) -> dict:
             log.info("demos: %s", metrics["demos"])
         with stages("convert"):
             data = convert(kept, run_dir / "rllib_demos")
+            held_dir = run_dir / "demos" / "heldout"
+            held = convert(held_dir, run_dir / "rllib_heldout") if held_dir.is_dir() else None
         with stages("bc"):
-            metrics["bc"] = behaviour_cloning(cfg, data, run_dir)
-            log.info("BC accuracy %.3f (chance %.3f)", metrics["bc"]["accuracy"],
-                     metrics["bc"]["chance"])
+            metrics["bc"] = behaviour_cloning(cfg, data, run_dir, held)
+            log.info("BC accuracy on held-out demos %s (chance %.3f), on training rows %.3f",
+                     metrics["bc"]["accuracy"], metrics["bc"]["chance"],
+                     metrics["bc"]["train_accuracy"])
         inits["bc-ppo"] = metrics["bc"]["module"]
     if "transfer" in cfg.methods:
         with stages("transfer_source"):

@@ -31,6 +31,9 @@ def summarise(results: list[dict], threshold: float) -> dict:
     for m in methods.values():
         m["median_frames"] = median_or_none(list(m["seeds"].values()))
         m["final_mean"], m["final_std"] = float(np.mean(m["final"])), float(np.std(m["final"]))
+        # across seeds: the standard error of the mean final return (None with one seed)
+        n = len(m["final"])
+        m["final_se"] = float(np.std(m["final"], ddof=1) / np.sqrt(n)) if n > 1 else None
         m["before_mean"] = float(np.mean(m["before"]))
     out: dict[str, Any] = {"methods": methods}
     bc, scratch = methods.get("bc-ppo", {}), methods.get("scratch", {})
@@ -71,23 +74,30 @@ def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) ->
                   ""]
     bc = metrics.get("bc")
     if bc:
+        held = "n/a (too few kept episodes to hold one out)" if bc["accuracy"] is None else (
+            f"{bc['accuracy']:.3f} over {bc['rows']} steps of "
+            f"{demos['heldout_episodes']} held-out demonstration episodes (chance "
+            f"{bc['chance']:.3f}, majority action {bc['majority']:.3f})")
         lines += [f"BC (RLlib, {cfg.bc_steps} steps): accuracy on the demonstrated actions "
-                  f"{bc['accuracy']:.3f} (chance {bc['chance']:.3f}, majority action "
-                  f"{bc['majority']:.3f}); loss {bc['loss_first']:.3f} -> {bc['loss_last']:.3f}.",
-                  ""]
+                  f"{held}; on its {demos['trained_episodes']} training episodes "
+                  f"{bc['train_accuracy']:.3f}; loss {bc['loss_first']:.3f} -> "
+                  f"{bc['loss_last']:.3f}.", ""]
     src = metrics.get("transfer_source")
     if src:
         lines += [f"Transfer source: PPO on {src['env_id']} for {src['frames']:,} frames "
                   f"(evaluation return {src['eval_return']:.3f}).", ""]
-    lines += [f"Frames to reach return {cfg.threshold:g} (budget {cfg.frames:,} per run; frame 0 "
-              "is the evaluation before PPO):", ""]
+    lines += [f"Frames to reach return {cfg.threshold:g} (budget {cfg.frames:,} per run), every "
+              f"method measured the same way: the greedy policy's mean return over "
+              f"{cfg.eval_episodes} evaluation episodes (the same env seeds each time), before "
+              f"PPO (frame 0) and every {cfg.eval_interval or cfg.frames // 8:,} frames:", ""]
     methods = summary["methods"]
     seeds = sorted({s for m in methods.values() for s in m["seeds"]}, key=int)
     rows = [[name, *(_frames(m["seeds"].get(s), cfg.frames) for s in seeds),
              _frames(m["median_frames"], cfg.frames), f"{m['before_mean']:.3f}",
-             f"{m['final_mean']:.3f} ± {m['final_std']:.3f}"] for name, m in methods.items()]
+             "n/a" if m["final_se"] is None else f"{m['final_mean']:.3f} ± {m['final_se']:.3f}"]
+            for name, m in methods.items()]
     lines += [markdown_table(["method", *(f"seed {s}" for s in seeds), "median",
-                              "return before PPO", "final return"], rows), ""]
+                              "return before PPO", "final return ± s.e. (seeds)"], rows), ""]
     if "bc_over_scratch" in summary:
         ratio = summary["bc_over_scratch"]
         lines += [f"bc-ppo needs {ratio:.2f}x the frames of scratch (median); the bar is <= "

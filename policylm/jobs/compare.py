@@ -33,7 +33,7 @@ class CompareConfig:
     episodes: int = field(8, doc="episodes per policy URI (the same env seeds for each)")
     num_workers: int = field(2, doc="rollout actors for policy URIs (0 = in-process)")
     envs_per_worker: int = field(8, doc="envs per actor")
-    success_return: float | None = field(None, doc="an episode above this return counts as a "
+    success_return: float | None = field(None, doc="an episode reaching this return counts as a "
                                          "success (default: 0 on MiniGrid, none elsewhere)")
     high_quality: int = field(3, doc="achievements that count an episode in the achievement "
                               "rate (runs with achievements)")
@@ -86,7 +86,13 @@ def main(cfg: CompareConfig) -> dict:
     from policylm.actors.rollout import play_policies
     from policylm.platform.data import trajectories as tr
     from policylm.platform.evaluation.achievements import UNLOCKED, achievement_summary
-    from policylm.platform.evaluation.metrics import summarize_steps
+    from policylm.platform.evaluation.metrics import (
+        mean_se,
+        paired_difference,
+        returns_by_seed,
+        success_threshold,
+        summarize_steps,
+    )
     from policylm.platform.evaluation.reports import (
         markdown_table,
         plot_achievements,
@@ -103,6 +109,7 @@ def main(cfg: CompareConfig) -> dict:
             play_policies(uris, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
                           cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
     summaries: dict[str, dict] = {}
+    by_seed: dict[str, dict] = {}
     user_fn = load_eval_fn(cfg.eval_fn) if cfg.eval_fn else None
     played = tr.read_trajectories(run_dir / "trajectories") if uris else None
     for label, item in zip(labels, cfg.inputs, strict=True):
@@ -113,20 +120,28 @@ def main(cfg: CompareConfig) -> dict:
 
             steps = played.filter(pc.equal(played.column(tr.SKILL), label))
         success = cfg.success_return
-        envs = set(steps.column(tr.ENV_ID).to_pylist())
-        if success is None and envs and all(e.startswith("MiniGrid-") for e in envs):
-            success = 0.0  # MiniGrid pays a positive reward only for reaching the goal
+        envs = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
+        if success is None and len(envs) == 1:
+            success = success_threshold(envs[0])  # CartPole 475, MiniGrid > 0
         summaries[label] = {"input": item, **summarize_steps(steps, success)}
+        by_seed[label] = returns_by_seed(tr.episode_table(steps))
         if UNLOCKED in steps.column_names:
             summaries[label]["achievements"] = achievement_summary(steps, cfg.high_quality)
         if user_fn is not None:
             summaries[label]["custom"] = custom_metrics(user_fn, steps, cfg.eval_fn)
     plot_comparison(summaries, run_dir / "comparison.png", "policylm compare")
-    rows = [[label, s["episodes"], s["return"].get("mean"), s["return"].get("std"),
-             s["length_mean"], s["reward_per_step"], s.get("success_rate")]
+    first = labels[0]
+    for label in labels[1:]:  # on the env seeds both inputs played
+        summaries[label][f"difference_vs_{first}"] = paired_difference(by_seed[first],
+                                                                        by_seed[label])
+    rows = [[label, s["episodes"], mean_se(s["return"]), s["return"].get("std"),
+             s["length_mean"], s["reward_per_step"],
+             None if s.get("success_rate") is None else mean_se(
+                 {"mean": s["success_rate"], "se": s.get("success_rate_se")}, 2)]
             for label, s in summaries.items()]
-    table = markdown_table(["input", "episodes", "mean return", "std", "mean length",
-                            "reward/step", "success rate"], rows)
+    table = markdown_table(["input", "episodes", "mean return ± s.e.", "std", "mean length",
+                            "reward/step", "success rate ± s.e."], rows)
+    table += "\n\n" + differences_section(summaries, labels, markdown_table)
     actions = sorted({a for s in summaries.values() for a in s["actions"]})
     act_rows = [[a, *(summaries[label]["actions"].get(a, 0.0) for label in labels)]
                 for a in actions]
@@ -148,6 +163,26 @@ def main(cfg: CompareConfig) -> dict:
         f"![comparison](comparison.png)\n{extra}")
     write_json(run_dir / "comparison.json", summaries)
     return {"run_dir": str(run_dir), "summaries": summaries}
+
+
+def differences_section(summaries: dict, labels: list[str], table: Any) -> str:
+    """Each input's paired difference from the first on the env seeds both played: mean ±
+    standard error, and whether it is within noise (|difference| < 2 s.e.)."""
+    from policylm.platform.evaluation.metrics import mean_se
+
+    first = labels[0]
+    rows = []
+    for label in labels[1:]:
+        d = summaries[label][f"difference_vs_{first}"]
+        verdict = {True: "within noise", False: "beyond noise", None: "unknown"}[
+            d["within_noise"]]
+        rows.append([f"{label} - {first}", d["pairs"],
+                     "n/a" if d["mean"] is None else mean_se(d), verdict])
+    if not rows:
+        return ""
+    return ("Paired differences in return on the env seeds both inputs played (within noise: "
+            "|difference| < 2 standard errors):\n\n" + table(
+                ["difference", "pairs", "mean ± s.e.", "verdict"], rows))
 
 
 def achievements_section(summaries: dict, run_dir: Path, high_quality: int, plot: Any,

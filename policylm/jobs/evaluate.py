@@ -31,6 +31,9 @@ class EvaluateConfig:
     envs_per_worker: int = field(8, doc="envs per actor, acted for in one batched engine call")
     torch_threads: int = field(1, doc="torch threads per actor (raise it with one worker)")
     seed: int = field(0, doc="base seed")
+    success_return: float | None = field(
+        None, doc="return that counts as success (default per env: CartPole-v1 475, MiniGrid "
+                  "and BabyAI any positive reward; else none)")
     dataset: str = field("", doc="optional trajectories the policy was trained on: their "
                          "return range is shaded in the plot")
     out: str = field("", doc="run directory (default runs/evaluate-<timestamp>)")
@@ -45,24 +48,38 @@ class EvaluateConfig:
 
 
 def report(cfg: EvaluateConfig, metrics: dict) -> str:
+    from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
 
     rows = []
     for label, m in metrics["targets"].items():
-        rows.append([m["target"], m.get("count", 0), m.get("mean"), m.get("std"), m.get("median"),
-                     m.get("min"), m.get("max"), metrics["invalid_rate"].get(label, 0.0)])
-    table = markdown_table(["target", "episodes", "mean", "std", "median", "min", "max",
-                            "invalid-action rate"], rows)
+        rate = m.get("success_rate")
+        rows.append([m["target"], m.get("count", 0), mean_se(m), m.get("std"), m.get("median"),
+                     m.get("min"), m.get("max"),
+                     None if rate is None else mean_se({"mean": rate,
+                                                        "se": m.get("success_rate_se")}, 2),
+                     metrics["invalid_rate"].get(label)])
+    table = markdown_table(["target", "episodes", "mean ± s.e.", "std", "median", "min", "max",
+                            "success rate ± s.e.", "invalid-action rate"], rows)
     rho_m, rho_e = metrics["spearman_means"], metrics["spearman_episodes"]
+    success = metrics["success_return"]
     return (f"# Evaluation: `{cfg.policy}` on `{cfg.env_id}`\n\n{table}\n\n"
             f"Spearman(target, mean actual) = {'n/a' if rho_m is None else f'{rho_m:.3f}'}; "
-            f"over episodes = {'n/a' if rho_e is None else f'{rho_e:.3f}'}.\n\n"
+            f"over episodes = {'n/a' if rho_e is None else f'{rho_e:.3f}'}. Every target plays "
+            f"the same {cfg.episodes} env seeds (from seed {cfg.seed}). s.e.: standard error of "
+            "the mean. Success: return >= "
+            f"{'n/a (give success_return)' if success is None else f'{success:g}'}; "
+            "invalid-action rate n/a: the policy does not count invalid answers.\n\n"
             "![target vs actual](target_vs_actual.png)\n")
 
 
 def main(cfg: EvaluateConfig) -> dict:
     from policylm.platform.data import trajectories as tr
-    from policylm.platform.evaluation.metrics import target_label, target_metrics
+    from policylm.platform.evaluation.metrics import (
+        success_threshold,
+        target_label,
+        target_metrics,
+    )
     from policylm.platform.evaluation.reports import plot_target_vs_actual
     from policylm.platform.policies import absolute_paths, with_params
 
@@ -74,8 +91,12 @@ def main(cfg: EvaluateConfig) -> dict:
         stats = play_policies(policies, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
                               cfg.num_workers, cfg.envs_per_worker, cfg.torch_threads, cfg.seed)
     episodes = tr.episode_table(tr.read_trajectories(run_dir / "trajectories"))
-    metrics = target_metrics(episodes, cfg.targets)
-    metrics["invalid_rate"] = {label: stats.get(uri, {}).get("invalid_rate", 0.0)
+    success = cfg.success_return if cfg.success_return is not None \
+        else success_threshold(cfg.env_id)
+    metrics = target_metrics(episodes, cfg.targets, success)
+    # None: the policy does not count invalid answers (scripted, network, score-mode policies
+    # count 0 invalid of N, generate-mode ones their fallbacks)
+    metrics["invalid_rate"] = {label: stats.get(uri, {}).get("invalid_rate")
                                for label, uri in policies}
     data_range = None
     if cfg.dataset:

@@ -251,6 +251,8 @@ def main(cfg: GrpoJobConfig) -> dict:
     metrics["train_runtime_s"] = finals[-1]["train_runtime"] \
         if len(attempts) == 1 and finals else None
     metrics["attempts"] = len(attempts)
+    if not cfg.beta:
+        metrics["kl"] = None  # not computed: TRL measures KL only with beta > 0
     write_json(run_dir / "metrics.json", metrics)
     plot_rewards(metrics, run_dir / "reward.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)

@@ -78,6 +78,7 @@ def main(cfg: Any) -> dict:
             t3 = time.perf_counter()
             returns = tr.episode_table(steps).column("return").to_numpy()
             row = {"iteration": it, "mean_return": float(returns.mean()),
+                   "mean_return_se": tr.return_stats(returns)["se"],
                    "max_return": float(returns.max()), "episodes": len(returns),
                    "groups": batch.groups, "filtered_groups": batch.filtered_groups,
                    "filtered_fraction": batch.filtered_groups / max(batch.groups, 1),
@@ -87,11 +88,16 @@ def main(cfg: Any) -> dict:
                    "clip_fraction": stats["clip_fraction"], "sync_s": round(t1 - t0, 3),
                    "rollout_s": round(t2 - t1, 3), "train_s": round(t3 - t2, 3)}
             history.append(row)
-            log.info("iteration %d: mean return %.1f (max %.0f), %d/%d groups filtered, "
-                     "kl %.4f, clip %.3f, rollout %.1fs train %.1fs sync %.2fs", it,
-                     row["mean_return"], row["max_return"], row["filtered_groups"],
-                     row["groups"], row["kl"], row["clip_fraction"], row["rollout_s"],
-                     row["train_s"], row["sync_s"])
+            if stats["rows"] == 0:
+                log.info("iteration %d: mean return %.1f: nothing trained (all %d groups had "
+                         "the same return in each)", it, row["mean_return"], row["groups"])
+            else:
+                log.info("iteration %d: mean return %.1f ± %.1f (max %.0f), %d/%d groups "
+                         "filtered, kl %s, clip %.3f, rollout %.1fs train %.1fs sync %.2fs", it,
+                         row["mean_return"], row["mean_return_se"] or 0.0, row["max_return"],
+                         row["filtered_groups"], row["groups"],
+                         "not computed" if row["kl"] is None else f"{row['kl']:.4f}",
+                         row["clip_fraction"], row["rollout_s"], row["train_s"], row["sync_s"])
     finally:
         group.shutdown()
     adapter = run_dir / "adapter"
@@ -134,9 +140,13 @@ def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
 
     episodes = sum(h["episodes"] for h in history)
     seconds = sum(h["rollout_s"] + h["train_s"] + h["sync_s"] for h in history)
-    rows = [[h["iteration"], h["mean_return"], h["max_return"],
-             f"{h['filtered_groups']}/{h['groups']}", h["steps_trained"], h["kl"],
-             h["clip_fraction"], h["rollout_s"], h["train_s"], h["sync_s"]] for h in history]
+    from policylm.platform.evaluation.metrics import mean_se
+
+    rows = [[h["iteration"], mean_se({"mean": h["mean_return"], "se": h["mean_return_se"]}),
+             h["max_return"], f"{h['filtered_groups']}/{h['groups']}",
+             h["steps_trained"] or "0 (nothing trained)",
+             "not computed" if h["kl"] is None else h["kl"], h["clip_fraction"],
+             h["rollout_s"], h["train_s"], h["sync_s"]] for h in history]
     (run_dir / "report.md").write_text(
         f"# Episodic GRPO on {cfg.env_id}\n\nStart: `{cfg.adapter or cfg.model}`; target "
         f"{cfg.target_return:g}, temperature {cfg.temperature:g}, lr {cfg.lr:g}.\n\nBudget: "
@@ -144,5 +154,7 @@ def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
         f"episodes = {episodes} episodes; {sum(h['steps_trained'] for h in history)} steps "
         f"trained; {seconds / 60:.1f} min of rollout, training and sync.\n\n"
         "![return per iteration](return_per_iteration.png)\n\n" + markdown_table(
-            ["iteration", "mean return", "max return", "filtered groups", "steps trained",
-             "KL", "clip fraction", "rollout s", "train s", "sync s"], rows) + "\n")
+            ["iteration", "mean return ± s.e.", "max return", "filtered groups",
+             "steps trained", "KL", "clip fraction", "rollout s", "train s", "sync s"], rows)
+        + "\n\nThe mean return is over the iteration's episodes (training seeds: each "
+        "iteration plays new ones); KL is computed only with beta > 0.\n")

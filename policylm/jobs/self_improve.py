@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from policylm.jobs import build_dataset, sft
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
@@ -44,7 +45,10 @@ class SelfImproveConfig:
                               doc="adapter options (Crafter: length = episode step cap)")
     policy: str = field("hf://smollm2-135m", doc="the base policy URI (an LLM)")
     temperature: float = field(1.0, doc="sampling temperature while playing")
-    episodes: int = field(16, doc="episodes each policy plays (the same seeds for both)")
+    episodes: int = field(16, doc="episodes the base plays to learn from (the training seeds)")
+    heldout_episodes: int = field(16, doc="episodes on held-out seeds (never trained on) that "
+                                          "base and tuned both play: the comparison that "
+                                          "counts")
     num_workers: int = field(2, doc="rollout actors")
     envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
     filter: FilterSettings = field(factory=FilterSettings, doc="filter.<key>")
@@ -58,10 +62,15 @@ class SelfImproveConfig:
 
     def validate(self) -> None:
         require(self.episodes >= 1, "episodes", "must be >= 1")
+        require(self.heldout_episodes >= 1, "heldout_episodes", "must be >= 1")
         require(self.temperature >= 0, "temperature", "must be >= 0")
         require(self.filter.top_k >= 0, "filter.top_k", "must be >= 0")
         require(self.policy.startswith("hf://"), "policy",
                 "the fine-tuned model is trained from an hf:// policy's model")
+
+
+# held-out episodes derive their seeds from seed + this, apart from the training seeds
+HELDOUT_SEED_OFFSET = 1_000_003
 
 
 def _model_of(uri: str) -> str:
@@ -113,18 +122,39 @@ def main(cfg: SelfImproveConfig) -> dict:
                                              out=str(run_dir / "sft")))
     adapter = tuned["adapter"]
     fine = with_params(base, adapter=adapter)
-    with stages("replay"):
+    heldout_seed = cfg.seed + HELDOUT_SEED_OFFSET
+    with stages("heldout"):  # base and tuned on seeds no episode was trained on, paired
+        held = compare.main(compare.CompareConfig(
+            inputs=[base, fine], labels=["base", "tuned"], env_id=cfg.env_id,
+            env_options=cfg.env_options, episodes=cfg.heldout_episodes,
+            num_workers=cfg.num_workers, envs_per_worker=cfg.envs_per_worker,
+            eval_fn=cfg.eval_fn, seed=heldout_seed, out=str(run_dir / "compare")))
+    with stages("replay"):  # and the training seeds, reported apart
         play_policies([("tuned", fine)], cfg.env_id, cfg.env_options, cfg.episodes,
-                      run_dir / "tuned", cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
-    with stages("compare"):
-        cmp = compare.main(compare.CompareConfig(
-            inputs=[str(run_dir / "base"), str(run_dir / "tuned")], labels=["base", "tuned"],
-            eval_fn=cfg.eval_fn, out=str(run_dir / "compare")))
-    log.info("report: %s", run_dir / "compare" / "report.md")
-    metrics = {"kept": kept, "adapter": adapter, "summaries": cmp["summaries"],
+                      run_dir / "tuned-train", cfg.num_workers, cfg.envs_per_worker, 1,
+                      cfg.seed)
+        train = compare.main(compare.CompareConfig(
+            inputs=[str(run_dir / "base"), str(run_dir / "tuned-train")],
+            labels=["base", "tuned"], eval_fn=cfg.eval_fn, out=str(run_dir / "compare-train")))
+    seeds = {"training": played_seeds(run_dir / "base"),
+             "heldout": played_seeds(run_dir / "compare")}
+    if set(seeds["training"]) & set(seeds["heldout"]):
+        raise RuntimeError("held-out seeds overlap the training seeds")  # derived apart
+    log.info("report: %s (held-out seeds); training seeds: %s",
+             run_dir / "compare" / "report.md", run_dir / "compare-train" / "report.md")
+    metrics = {"kept": kept, "adapter": adapter, "heldout": held["summaries"],
+               "training_seeds": train["summaries"], "seeds": seeds,
                "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", metrics)
     return {"run_dir": str(run_dir), **metrics}
+
+
+def played_seeds(run: Path) -> list[int]:
+    """The env seeds a run's episodes started from."""
+    from policylm.platform.data import trajectories as tr
+
+    return sorted(set(tr.episode_table(tr.read_trajectories(tr.trajectory_dir(run)))
+                      .column(tr.SEED).to_pylist()))
 
 
 CONFIG = SelfImproveConfig

@@ -142,31 +142,36 @@ def run_ppo(spec: dict, report: Callable[[dict], None] = lambda _: None) -> dict
             check["value_head_abs_sum"] = float(
                 value_head(_learner_module(algo)).weight.detach().abs().sum())
 
-    def evaluate(seed_offset: int) -> Any:
+    def evaluate() -> Any:  # the same env seeds at every point of the curve
         return evaluate_logits(adapter, module_logits_fn(algo.get_module()),
-                               int(spec["eval_episodes"]), int(spec["seed"]) * 1000 + seed_offset)
+                               int(spec["eval_episodes"]), int(spec["seed"]) * 1000 + 100_000)
 
+    # one estimator for the whole curve and every method: the greedy policy's mean return over
+    # the same eval episodes, before training (frame 0) and every eval_interval frames
+    interval = int(spec.get("eval_interval") or max(1, int(spec["frames"]) // 8))
     writer = _tensorboard(out_dir)
-    before = evaluate(100_000)
+    before = after = evaluate()
     curve = [(0.0, before.mean)]
-    writer.add_scalar("return", before.mean, 0)
+    writer.add_scalar("eval_return", before.mean, 0)
     report({"frames": 0, "return": before.mean})
-    frames = 0
+    frames, next_eval = 0, interval
     try:
         while frames < int(spec["frames"]):
             result = algo.train()
             frames = int(result["num_env_steps_sampled_lifetime"])
             ret = result.get("env_runners", {}).get("episode_return_mean")
             learner = result.get("learners", {}).get("default_policy", {})
-            if ret is not None and not np.isnan(ret):
-                curve.append((float(frames), float(ret)))
-                writer.add_scalar("return", float(ret), frames)
+            if ret is not None and not np.isnan(ret):  # RLlib's sampling return: a log only
+                writer.add_scalar("train_return", float(ret), frames)
             for key in ("policy_loss", "vf_loss", "entropy", "mean_kl_loss"):
                 if key in learner:
                     writer.add_scalar(f"learner/{key}", float(learner[key]), frames)
-            report({"frames": frames, "return": ret})
-        after = evaluate(200_000)
-        writer.add_scalar("eval_return", after.mean, frames)
+            if frames >= next_eval or frames >= int(spec["frames"]):
+                after = evaluate()
+                curve.append((float(frames), after.mean))
+                writer.add_scalar("eval_return", after.mean, frames)
+                next_eval = frames + interval
+            report({"frames": frames, "return": curve[-1][1]})
         # the learner's full module (policy and value), so transfer carries the critic too
         _learner_module(algo)["default_policy"].save_to_path(str((out_dir / "module").resolve()))
     finally:

@@ -60,7 +60,7 @@ def _play(policy: str, target: float, env_id: str, env_options: dict, episodes: 
     m = target_metrics(episodes_table, [target])["targets"][target_label(target)]
     return {"target_return": float(target), "mean_return": m["mean"], "std_return": m["std"],
             "median_return": m["median"], "episodes": m["count"],
-            "invalid_rate": stats.get(uri, {}).get("invalid_rate", 0.0)}
+            "invalid_rate": stats.get(uri, {}).get("invalid_rate")}
 
 
 def target_trial(config: dict, base: dict) -> None:

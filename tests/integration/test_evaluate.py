@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from policylm.jobs.compare import CompareConfig
@@ -30,8 +31,20 @@ def test_evaluate_then_compare(ray_local, tiny_model_dir, tmp_path):
     seeds = {r["skill"]: sorted(s["seed"] for s in episodes.to_pylist()
                                 if s["skill"] == r["skill"]) for r in episodes.to_pylist()}
     assert seeds["target_10"] == seeds["target_200"]  # every target plays the same starts
-    assert "| 10.00 | 4 |" in (run / "report.md").read_text()
-    assert result["spearman_episodes"] is None or -1 <= result["spearman_episodes"] <= 1
+    report = (run / "report.md").read_text()
+    m10 = metrics["targets"]["target_10"]
+    assert f"| 10.00 | 4 | {m10['mean']:.1f} ± {m10['se']:.1f} |" in report
+    # the rank correlations, computed a second way (scipy) from the episodes
+    from scipy.stats import spearmanr
+
+    pairs = [(float(r["skill"].split("_")[1]), r["return"]) for r in episodes.to_pylist()]
+    rho = spearmanr([t for t, _ in pairs], [r for _, r in pairs]).statistic
+    assert result["spearman_episodes"] == (None if np.isnan(rho) else pytest.approx(rho))
+    means = [metrics["targets"][k]["mean"] for k in ("target_10", "target_200")]
+    assert result["spearman_means"] == (None if means[0] == means[1] else
+                                        (1.0 if means[1] > means[0] else -1.0))
+    # CartPole-v1 success: return >= 475, which a random tiny model never reaches
+    assert metrics["success_return"] == 475.0 and m10["success_rate"] == 0.0
 
     out = compare_main(CompareConfig(inputs=[str(run), "mix:constant:right?eps=0.2"],
                                      labels=["llm", "right"], episodes=4, num_workers=0,
@@ -39,6 +52,9 @@ def test_evaluate_then_compare(ray_local, tiny_model_dir, tmp_path):
     summaries = out["summaries"]
     assert summaries["llm"]["episodes"] == 8 and summaries["right"]["episodes"] == 4
     assert summaries["right"]["actions"]["right"] > 0.7
+    # paired on the seeds both played: the policy's 4 episodes share seeds with the llm's
+    diff = summaries["right"]["difference_vs_llm"]
+    assert diff["pairs"] == 4 and diff["se"] is not None
     assert (tmp_path / "cmp" / "comparison.png").is_file()
 
 
@@ -52,9 +68,17 @@ def test_untrained_embedded_model_on_cartpole(ray_local, tmp_path):
 
 
 def test_compare_reports_success_on_minigrid(tmp_path):
+    """Success on MiniGrid is reaching the goal (a positive reward): the bot always does, a
+    policy that only turns left never does; their paired difference is beyond noise."""
     out = compare_main(CompareConfig(
-        inputs=["random:", "mix:constant:forward?eps=0.5"], labels=["random", "forward"],
-        env_id="MiniGrid-Empty-8x8-v0", episodes=2, num_workers=0, out=str(tmp_path / "cmp")))
-    for s in out["summaries"].values():
-        assert 0.0 <= s["success_rate"] <= 1.0 and s["episodes"] == 2
-    assert "success rate" in (tmp_path / "cmp" / "report.md").read_text()
+        inputs=["python:policylm.platform.envs.minigrid_bot:MiniGridBot", "constant:left"],
+        labels=["bot", "turning"], env_id="MiniGrid-Empty-5x5-v0", episodes=3, num_workers=0,
+        out=str(tmp_path / "cmp")))
+    bot, turning = out["summaries"]["bot"], out["summaries"]["turning"]
+    assert bot["success_rate"] == 1.0 and turning["success_rate"] == 0.0
+    assert bot["success_rate_se"] == 0.0 and turning["return"]["mean"] == 0.0
+    diff = turning["difference_vs_bot"]
+    assert diff["pairs"] == 3 and diff["mean"] == pytest.approx(-bot["return"]["mean"])
+    assert diff["within_noise"] is False
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "success rate" in report and "turning - bot" in report

@@ -1,5 +1,6 @@
 """The Crafter workflow in one command at a tiny budget: a tiny LLM plays, the filter keeps
-the best episodes, SFT trains on them, the tuned policy replays the seeds, compare reports."""
+the best episodes, SFT trains on them, base and tuned play held-out seeds (paired), the tuned
+policy also replays the training seeds (reported apart)."""
 
 import json
 from pathlib import Path
@@ -14,7 +15,8 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     from policylm.jobs.sft import SftJobConfig
 
     out = main(SelfImproveConfig(
-        env_id="Crafter", env_options={"length": 8}, episodes=4, num_workers=1,
+        env_id="Crafter", env_options={"length": 8}, episodes=4, heldout_episodes=3,
+        num_workers=1,
         envs_per_worker=4, policy=f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact",
         filter=FilterSettings(top_k=2),
         sft=SftJobConfig(max_steps=4, batch_size=8, eval_steps=0, save_steps=4,
@@ -24,10 +26,15 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     assert out["kept"]["total_episodes"] == 4 and out["kept"]["kept"] == 4
     stats = json.loads((run / "dataset" / "stats.json").read_text())
     assert stats["episodes_kept"] == 2  # top_k of the kept
-    base, tuned = out["summaries"]["base"], out["summaries"]["tuned"]
-    assert base["episodes"] == tuned["episodes"] == 4
+    base, tuned = out["heldout"]["base"], out["heldout"]["tuned"]
+    assert base["episodes"] == tuned["episodes"] == 3
     for s in (base, tuned):
         assert "crafter_score" in s["achievements"] and s["length_mean"] <= 8
+    assert tuned["difference_vs_base"]["pairs"] == 3  # the same held-out seeds for both
+    assert out["training_seeds"]["tuned"]["episodes"] == 4
+    assert len(out["seeds"]["heldout"]) == 3 and len(out["seeds"]["training"]) == 4
+    assert not set(out["seeds"]["heldout"]) & set(out["seeds"]["training"])
     report = (run / "compare" / "report.md").read_text()
     assert "Crafter score" in report and "Most common actions" in report
+    assert "Paired differences" in report and "tuned - base" in report
     assert (Path(out["adapter"]) / "adapter_model.safetensors").is_file()

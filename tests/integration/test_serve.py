@@ -206,8 +206,8 @@ def test_http_and_openai_uris_drive_evaluate(server, tmp_path, monkeypatch):
                               out=str(tmp_path / "openai")))
     (m,) = oai["targets"].values()
     assert m["count"] == 1
-    # a random tiny model rarely says left/right: the fallback is counted, not hidden
-    assert 0.0 <= oai["invalid_rate"]["target_50"] <= 1.0
+    # a random tiny model does not answer left or right: its fallbacks are counted, not hidden
+    assert oai["invalid_rate"]["target_50"] > 0.5
     assert (tmp_path / "openai" / "report.md").is_file()
 
 

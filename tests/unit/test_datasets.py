@@ -53,6 +53,11 @@ def test_split_is_by_episode_and_stable():
     share = splits.count("validation") / len(splits)
     assert 0.08 < share < 0.12
     assert set(dsx.split_of(n, 0.0) for n in names) == {"train"}
+    # the agents of one arena share its split: a validation arena is never trained on
+    arenas = [f"arena-p0-e{i:05d}" for i in range(200)]
+    for a in arenas:
+        assert {dsx.split_of(f"{a}-a{k:02d}", 0.3) for k in range(24)} == {dsx.split_of(a, 0.3)}
+    assert {dsx.split_of(a, 0.3) for a in arenas} == {"train", "validation"}
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Evaluation maths by hand: ranks, Spearman, per-target metrics, trajectory summaries."""
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -57,9 +58,11 @@ def test_summarize_steps():
         tr.AGENT_ID: pa.array([0] * 5, pa.int32()), tr.T: pa.array([0, 1, 2, 0, 1], pa.int32()),
         tr.REWARD: [0.0, 0.0, 1.0, 0.0, 0.0], tr.TERMINATED: [False, False, True, False, True],
         tr.TRUNCATED: [False] * 5, tr.ACTION_TEXT: ["left", "left", "right", "left", "forward"]})
-    s = summarize_steps(steps, success_return=0.0)
+    s = summarize_steps(steps, success_return=1.0)  # success: return >= 1
     assert s["episodes"] == 2 and s["return"]["mean"] == 0.5 and s["length_mean"] == 2.5
     assert s["reward_per_step"] == pytest.approx(1 / 5) and s["success_rate"] == 0.5
+    # hits [1, 0]: sample std 0.7071 / sqrt(2) = 0.5
+    assert s["success_rate_se"] == pytest.approx(0.5) and s["return"]["se"] == pytest.approx(0.5)
     assert s["actions"] == {"forward": 0.2, "left": 0.6, "right": 0.2}
 
 
@@ -90,3 +93,19 @@ def test_demo_quality_bar_by_hand():
     # a weak correlation fails the first
     flat = quality(ev({25: 200.0, 100: 160.0, 250: 140.0, 500: 150.0}, -0.4), training, 445.4)
     assert not flat["spearman"]["passed"] and flat["highest_target"]["passed"]
+
+
+def test_paired_difference_by_hand():
+    from policylm.platform.evaluation.metrics import paired_difference, success_threshold
+
+    a = {(1, 0): 10.0, (2, 0): 20.0, (3, 0): 30.0, (9, 0): 99.0}
+    b = {(1, 0): 12.0, (2, 0): 21.0, (3, 0): 36.0}  # seed 9 has no pair
+    d = paired_difference(a, b)  # differences 2, 1, 6: mean 3, sample std sqrt(7) / sqrt(3)
+    assert d["pairs"] == 3 and d["mean"] == pytest.approx(3.0)
+    assert d["se"] == pytest.approx(np.sqrt(7) / np.sqrt(3))
+    assert d["within_noise"] is True  # 3 < 2 x 1.53
+    assert paired_difference(a, {}) == {"pairs": 0, "mean": None, "se": None,
+                                        "within_noise": None}
+    assert success_threshold("CartPole-v1") == 475.0
+    assert 0 < success_threshold("MiniGrid-Empty-8x8-v0") < 0.01
+    assert success_threshold("Pendulum-v1") is None

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from policylm.platform.data import trajectories as tr
+from policylm.platform.data.trajectories import arena_episode_id
 from policylm.platform.envs import make_adapter
 from policylm.platform.envs.mettagrid import TokenDecoder, offset_text
 from policylm.platform.policies import PolicyError, policy_from_uri
-from policylm.platform.rollout.multi_agent import MultiAgentRunner, arena_episode_id, make_runner
+from policylm.platform.rollout.multi_agent import MultiAgentRunner, make_runner
 from policylm.platform.rollout.runner import plan_chunks
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs/examples/mettagrid_token_policy.py"

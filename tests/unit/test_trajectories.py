@@ -128,8 +128,11 @@ def test_validation_names_file_row_and_field(tmp_path, cartpole):
 
 def test_stats_by_hand():
     s = tr.return_stats([1.0, 2.0, 3.0, 10.0])
+    # squared deviations 9 + 4 + 1 + 36 = 50: sample variance 50/3, s.e. sqrt(50/3) / 2
     assert s == {"count": 4, "mean": 4.0, "median": 2.5, "min": 1.0, "max": 10.0,
-                 "std": pytest.approx(np.std([1, 2, 3, 10]))}
+                 "std": pytest.approx(np.std([1, 2, 3, 10])),
+                 "se": pytest.approx(np.sqrt(50 / 3) / 2)}
+    assert tr.return_stats([5.0])["se"] is None
 
 
 def test_env_extras_get_typed_columns():

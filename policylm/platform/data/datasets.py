@@ -96,11 +96,14 @@ def select_episodes(episodes: pa.Table, flt: EpisodeFilter) -> pa.Table:
 
 
 def split_of(episode_id: str, validation_fraction: float) -> str:
-    """``"validation"`` for a stable pseudo-random share of episode ids, else ``"train"``.
+    """``"validation"`` for a stable pseudo-random share of episodes, else ``"train"``.
 
     A hash of the id decides, so every step of an episode lands in the same split (no leakage)
-    and the split does not depend on order or sharding."""
-    h = int.from_bytes(hashlib.sha256(episode_id.encode()).digest()[:8], "little") / 2.0**64
+    and the split does not depend on order or sharding. The agents of one multi-agent episode
+    (``<id>-aNN``) share its split: they played one arena, so validation arenas are never seen
+    in training."""
+    key = tr.arena_episode_id(episode_id)
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") / 2.0**64
     return "validation" if h < validation_fraction else "train"
 
 

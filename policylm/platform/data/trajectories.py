@@ -91,6 +91,18 @@ EPISODE_TABLE_SCHEMA = pa.schema(
 )
 
 
+def agent_episode_id(episode_id: str, agent: int) -> str:
+    """The episode id of one agent's steps in a multi-agent episode."""
+    return f"{episode_id}-a{agent:02d}"
+
+
+def arena_episode_id(agent_episode: str) -> str:
+    """The multi-agent episode an agent's episode id belongs to (inverse of
+    :func:`agent_episode_id`)."""
+    head, sep, tail = agent_episode.rpartition("-a")
+    return head if sep and tail.isdigit() else agent_episode
+
+
 def env_fields(adapter: Any) -> list[pa.Field]:
     """An env adapter's own trajectory columns: its extras (e.g. achievements), and
     ``env_state`` when it can save and restore its state."""
@@ -192,8 +204,9 @@ def episode_table(steps: pa.Table) -> pa.Table:
     return pa.Table.from_pandas(out, schema=EPISODE_TABLE_SCHEMA, preserve_index=False)
 
 
-def return_stats(values: Iterable[float]) -> dict[str, float]:
-    """Count, mean, median, min, max and (population) std of ``values``."""
+def return_stats(values: Iterable[float]) -> dict[str, float | None]:
+    """Count, mean, median, min, max, (population) std of ``values``, and the standard error
+    of the mean (sample std / sqrt(n); None with fewer than two values)."""
     v = np.asarray(list(values), dtype=np.float64)
     if v.size == 0:
         return {"count": 0}
@@ -204,6 +217,7 @@ def return_stats(values: Iterable[float]) -> dict[str, float]:
         "min": float(v.min()),
         "max": float(v.max()),
         "std": float(v.std()),
+        "se": float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else None,
     }
 
 

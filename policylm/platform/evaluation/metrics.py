@@ -46,9 +46,12 @@ def target_label(target: float) -> str:
     return f"target_{int(t)}" if t.is_integer() else f"target_{t:g}"
 
 
-def target_metrics(episodes: pa.Table, targets: Sequence[float]) -> dict:
-    """Per target: mean, std, median, min, max of the actual return; Spearman correlation of
-    target and actual over the per-target means and over all episodes."""
+def target_metrics(episodes: pa.Table, targets: Sequence[float],
+                   success_return: float | None = None) -> dict:
+    """Per target: count, mean, its standard error, std, median, min, max of the actual return
+    (and, given ``success_return``, the share of episodes reaching it with its standard error);
+    Spearman correlation of target and actual over the per-target means and over all
+    episodes."""
     rows = episodes.to_pylist()
     per: dict[str, dict] = {}
     xs, ys, mean_x, mean_y = [], [], [], []
@@ -56,6 +59,11 @@ def target_metrics(episodes: pa.Table, targets: Sequence[float]) -> dict:
         got = [r["return"] for r in rows if r[tr.SKILL] == target_label(t)]
         stats = tr.return_stats(got)
         per[target_label(t)] = {"target": float(t), **stats}
+        if success_return is not None and got:
+            hits = np.asarray(got) >= success_return
+            per[target_label(t)]["success_rate"] = float(hits.mean())
+            per[target_label(t)]["success_rate_se"] = \
+                float(hits.std(ddof=1) / np.sqrt(len(hits))) if len(hits) > 1 else None
         xs += [float(t)] * len(got)
         ys += got
         if got:
@@ -65,12 +73,54 @@ def target_metrics(episodes: pa.Table, targets: Sequence[float]) -> dict:
         "targets": per,
         "spearman_means": spearman(mean_x, mean_y),
         "spearman_episodes": spearman(xs, ys),
+        "success_return": success_return,
     }
+
+
+def mean_se(stats: dict, digits: int = 1) -> str:
+    """``"171.0 ± 14.2"`` (mean ± standard error) from :func:`return_stats` figures, ``n/a``
+    when unknown."""
+    if stats.get("mean") is None:
+        return "n/a"
+    se = stats.get("se")
+    return f"{stats['mean']:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
+def paired_difference(a: dict, b: dict) -> dict:
+    """``b - a`` over the keys both have (episodes on the same env seeds, ``{(seed, agent):
+    return}``): mean, its standard error (sample std of the differences / sqrt(n); None under
+    two pairs), the number of pairs, and whether the difference is within noise (|mean| < 2
+    s.e.; None when unknown)."""
+    keys = sorted(set(a) & set(b))
+    d = np.asarray([b[k] - a[k] for k in keys], dtype=np.float64)
+    if not len(d):
+        return {"pairs": 0, "mean": None, "se": None, "within_noise": None}
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
+    mean = float(d.mean())
+    return {"pairs": len(d), "mean": mean, "se": se,
+            "within_noise": None if se is None else bool(abs(mean) < 2 * se)}
+
+
+def returns_by_seed(episodes: pa.Table) -> dict:
+    """``{(seed, agent id): return}`` of an episode table (one episode per seed and agent)."""
+    return {(s, a): r for s, a, r in zip(episodes.column(tr.SEED).to_pylist(),
+                                          episodes.column(tr.AGENT_ID).to_pylist(),
+                                          episodes.column("return").to_pylist(), strict=True)}
+
+
+def success_threshold(env_id: str) -> float | None:
+    """The return that counts as success in ``env_id``: CartPole-v1 475 and CartPole-v0 195
+    (gymnasium's reward thresholds), MiniGrid and BabyAI any positive reward (reaching the
+    goal), else unknown (None: give ``success_return``)."""
+    if env_id.startswith(("MiniGrid-", "BabyAI-")):
+        return 1e-9  # "> 0": the reward is positive only for reaching the goal
+    return {"CartPole-v1": 475.0, "CartPole-v0": 195.0}.get(env_id)
 
 
 def summarize_steps(steps: pa.Table, success_return: float | None = None) -> dict:
     """One trajectory set: episodes, mean/std return, mean length, reward per step, the action
-    distribution (shares) and, given ``success_return``, the share of episodes above it."""
+    distribution (shares) and, given ``success_return``, the share of episodes reaching it (with
+    its standard error)."""
     episodes = tr.episode_table(steps)
     returns = np.asarray(episodes.column("return").to_pylist(), dtype=np.float64)
     lengths = np.asarray(episodes.column("length").to_pylist(), dtype=np.float64)
@@ -83,6 +133,9 @@ def summarize_steps(steps: pa.Table, success_return: float | None = None) -> dic
         "reward_per_step": float(returns.sum() / lengths.sum()) if lengths.sum() else 0.0,
         "actions": {a: c / total for a, c in sorted(counts.items())} if total else {},
     }
-    if success_return is not None:
-        out["success_rate"] = float(np.mean(returns > success_return)) if len(returns) else 0.0
+    if success_return is not None and len(returns):
+        hits = returns >= success_return
+        out["success_rate"] = float(hits.mean())
+        out["success_rate_se"] = float(hits.std(ddof=1) / np.sqrt(len(hits))) \
+            if len(hits) > 1 else None
     return out

@@ -193,7 +193,7 @@ class LLMPolicy:
     def stats(self) -> dict[str, float]:
         """Actions taken, invalid generations and their rate."""
         n = self.counts["actions"]
-        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else 0.0}
+        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else None}
 
 
 def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:

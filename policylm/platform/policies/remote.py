@@ -103,7 +103,7 @@ class HTTPPolicy:
 
     def stats(self) -> dict[str, float]:
         n = self.counts["actions"]
-        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else 0.0}
+        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else None}
 
 
 class OpenAIEngine:

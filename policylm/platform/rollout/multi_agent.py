@@ -21,20 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from policylm.platform.data.trajectories import agent_episode_id
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.rollout.runner import EpisodeRunner, EpisodeSpec, _Episode
-
-
-def agent_episode_id(episode_id: str, agent: int) -> str:
-    """The episode id of one agent's steps in a multi-agent episode."""
-    return f"{episode_id}-a{agent:02d}"
-
-
-def arena_episode_id(agent_episode: str) -> str:
-    """The multi-agent episode an agent's episode id belongs to (inverse of
-    :func:`agent_episode_id`)."""
-    head, sep, tail = agent_episode.rpartition("-a")
-    return head if sep and tail.isdigit() else agent_episode
 
 
 class MultiAgentRunner(EpisodeRunner):

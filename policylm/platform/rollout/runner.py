@@ -250,7 +250,7 @@ def read_chunk(out_dir: str | Path, chunk: Chunk) -> pa.Table | None:
                      table.column(tr.SEED).to_pylist(), strict=True))
     # multi-agent episodes are stored per agent as <episode id>-aNN
     ids = {e for e, _, _ in planned}
-    found = {(e if e in ids else e.rsplit("-a", 1)[0], u, s) for e, u, s in stored}
+    found = {(e if e in ids else tr.arena_episode_id(e), u, s) for e, u, s in stored}
     if found != planned:
         raise tr.TrajectoryError(
             f"{path} holds episodes that chunk {chunk.chunk_id} does not plan (another policy, "

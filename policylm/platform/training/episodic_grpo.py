@@ -197,14 +197,15 @@ class EpisodicLearner:
 
     def update(self, batch: StepBatch, epochs: int = 1) -> dict[str, float]:
         """Clipped GRPO steps over the batch (minibatches, ``epochs`` passes); the mean loss,
-        clip fraction and KL to the adapter-free model."""
+        clip fraction and KL to the adapter-free model (None: not computed, as ``beta`` is 0).
+        An empty batch trains nothing and says so: every figure None, ``rows`` 0."""
         import torch
 
         from policylm.platform.training.policy_gradient import clipped_loss
 
         n = len(batch.prompts)
-        if n == 0:
-            return {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0, "rows": 0}
+        if n == 0:  # nothing to learn from (every group without spread): nothing trained
+            return {"loss": None, "clip_fraction": None, "kl": None, "rows": 0}
         spans = [(lo, min(lo + self.minibatch, n)) for lo in range(0, n, self.minibatch)]
         self.model.eval()  # no dropout: the ratio must be exactly 1 before the first step
         with torch.no_grad():
@@ -214,7 +215,7 @@ class EpisodicLearner:
                 with self.model.disable_adapter():
                     ref = torch.cat([self._batch_logps(batch, lo, hi) for lo, hi in spans])
         adv = torch.tensor(batch.advantages, dtype=torch.float32, device=old.device)
-        stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0}
+        stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0 if self.beta else None}
         count = 0
         for _ in range(epochs):
             for lo, hi in spans:
@@ -227,9 +228,10 @@ class EpisodicLearner:
                 self.optimizer.step()
                 stats["loss"] += float(loss.detach())
                 stats["clip_fraction"] += s["clip_fraction"]
-                stats["kl"] += s["kl"]
+                if stats["kl"] is not None:
+                    stats["kl"] += s["kl"]
                 count += 1
-        return {**{k: v / count for k, v in stats.items()}, "rows": n}
+        return {**{k: None if v is None else v / count for k, v in stats.items()}, "rows": n}
 
     def _batch_logps(self, batch: StepBatch, lo: int, hi: int) -> Any:
         return self.action_logps(batch.prompts[lo:hi], batch.chosen[lo:hi],

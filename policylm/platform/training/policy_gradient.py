@@ -12,7 +12,8 @@ def clipped_loss(logp_new: Any, logp_old: Any, adv: Any, epsilon: float = 0.2,
                  mask: Any = None) -> tuple[Any, dict[str, float]]:
     """``-mean(min(ratio * adv, clip(ratio, 1 - eps, 1 + eps_high) * adv)) + beta * KL`` over the
     ``mask``ed entries (tensors of one shape: one entry per action token), with ``ratio =
-    exp(logp_new - logp_old)``. Returns ``(loss, {"clip_fraction", "kl"})``."""
+    exp(logp_new - logp_old)``. Returns ``(loss, {"clip_fraction", "kl"})``; ``kl`` is None
+    (not computed) without a reference policy and a positive ``beta``."""
     import torch
 
     high = epsilon if epsilon_high is None else epsilon_high
@@ -23,10 +24,10 @@ def clipped_loss(logp_new: Any, logp_old: Any, adv: Any, epsilon: float = 0.2,
     objective = torch.minimum(ratio * adv, clipped * adv)
     loss = -(objective * m).sum() / n
     stats = {"clip_fraction": float((((ratio < 1 - epsilon) | (ratio > 1 + high)).to(m.dtype)
-                                     * m).sum() / n), "kl": 0.0}
+                                     * m).sum() / n), "kl": None}
     if logp_ref is not None and beta:
         d = logp_ref - logp_new
         kl = ((torch.exp(d) - d - 1) * m).sum() / n
         loss = loss + beta * kl
-        stats["kl"] = float(kl)
+        stats["kl"] = float(kl.detach())
     return loss, stats
