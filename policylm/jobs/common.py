@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -156,7 +157,7 @@ def flag_overrides(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         name = arg[2:].split("=", 1)[0]
-        if not arg.startswith("--") or name in ("config", "help-config", "help", ""):
+        if not arg.startswith("--") or name in ("config", "help-config", "help", "verbose", ""):
             out.append(arg)
             if arg == "--config" and i + 1 < len(argv):
                 out.append(argv[i + 1])
@@ -181,6 +182,8 @@ def parse_args(job: str, cfg_cls: type[C], argv: list[str] | None) -> C:
     )
     parser.add_argument("--config", help="YAML config file (see configs/)")
     parser.add_argument("--help-config", action="store_true", help="list config keys and exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the traceback of errors (also POLICYLM_DEBUG=1)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args, extra = parser.parse_known_args(flag_overrides(list(sys.argv[1:] if argv is None
                                                               else argv)))
@@ -202,12 +205,18 @@ def run_job(job: str, cfg_cls: type[C], main: Callable[[C], dict], argv: list[st
     from policylm.platform.errors import USER_ERRORS
 
     setup_logging()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or os.environ.get("POLICYLM_DEBUG", "") not in ("", "0")
     cfg = parse_args(job, cfg_cls, argv)
     try:
         result = main(cfg)
-    except USER_ERRORS as err:  # bad input: say what and how to fix, without a traceback
-        print(f"policylm {job}: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from err
+    except USER_ERRORS as err:  # bad input: what, why and how to fix, in one line
+        if verbose:
+            raise
+        message = " ".join(str(err).split())
+        print(f"policylm {job}: error: {message} (--verbose shows the traceback)",
+              file=sys.stderr)
+        raise SystemExit(1) from None
     if "run_dir" in result:
         print(f"policylm {job}: outputs in {result['run_dir']}")
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import itertools
 import types
 import typing
 from pathlib import Path
@@ -47,14 +48,22 @@ def resume_field(what: str) -> Any:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=[x, y]"]`` -> ``{"a.b": 1, "c": ["x", "y"]}``; values parse as YAML."""
     out: dict[str, Any] = {}
-    for item in items:
+    for i, item in enumerate(items):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value; write e.g. seed=3")
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from err
+            rest = list(itertools.takewhile(lambda s: "=" not in s, items[i + 1:]))
+            if rest:  # the shell split a value at its spaces
+                joined = " ".join([item, *rest])
+                raise ConfigError(f"override {item!r} is cut short: a value with spaces reached "
+                                  f"the program as several arguments; quote it for the shell: "
+                                  f"'{joined}'") from err
+            problem = str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                              "lists are written [a, b], mappings {k: v}") from err
     return out
 
 

@@ -116,9 +116,10 @@ class TwoNodes:
             os.killpg(p.pid, signal.SIGTERM)
         for p in reversed(self.procs):
             try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # `ray start --block` may hang on its children
                 os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=30)
         for log in self.logs:
             log.close()
         for t in self.temps:

@@ -212,13 +212,17 @@ def test_http_and_openai_uris_drive_evaluate(server, tmp_path, monkeypatch):
 
 
 def test_server_not_running_is_named(tmp_path):
+    import time
+
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import PolicyError, policy_from_uri
 
-    policy = policy_from_uri("http://127.0.0.1:9", make_adapter("CartPole-v1"))
-    with pytest.raises(Exception, match=r"127\.0\.0\.1:9/v1/act: no answer .*is the server "
-                                        "running"):
+    policy = policy_from_uri("http://127.0.0.1:9?wait=1.5", make_adapter("CartPole-v1"))
+    t0 = time.monotonic()
+    with pytest.raises(Exception, match=r"127\.0\.0\.1:9/v1/health: no answer .*is the server "
+                                        r"running.*waited 1\.5 s"):
         policy.act([np.zeros(4, np.float32)], [0])
+    assert 1.5 <= time.monotonic() - t0 < 10  # it waited for the server, then said so
     with pytest.raises(PolicyError, match="unknown http:// parameters"):
         policy_from_uri("http://127.0.0.1:9?api_key=x", make_adapter("CartPole-v1"))
 

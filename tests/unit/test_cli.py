@@ -53,13 +53,22 @@ def test_help_config_lists_keys(capsys):
     assert "where" in out and "validation_fraction" in out
 
 
-def test_bad_input_error_has_no_traceback(tmp_path):
-    out = subprocess.run(
-        [str(BIN), "build-dataset", f"trajectories={tmp_path}/none", "stats_only=true"],
-        capture_output=True, text=True)
-    assert out.returncode == 1
-    assert "error:" in out.stderr and "no such trajectory file or directory" in out.stderr
+@pytest.mark.parametrize(("args", "says"), [
+    (["build-dataset", "trajectories={tmp}/none", "stats_only=true"],
+     "no such trajectory file or directory"),  # a bad path
+    (["collect", "env_id=LunarLander-v3", "num_workers=0", "out={tmp}/ll"],
+     "gymnasium[box2d]"),  # an env package that is not installed
+    (["evaluate", "policy=http://127.0.0.1:9?wait=0.5", "num_workers=0", "episodes=1",
+      "out={tmp}/ev"], "is the server running"),  # a server that does not answer
+])
+def test_expected_failures_print_one_error_line(tmp_path, args, says):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = subprocess.run([str(BIN), *args], capture_output=True, text=True)
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert out.returncode == 1 and len(errors) == 1 and says in errors[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+    verbose = subprocess.run([str(BIN), *args, "--verbose"], capture_output=True, text=True)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
 
 
 def test_config_keys_work_as_flags():

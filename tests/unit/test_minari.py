@@ -59,3 +59,34 @@ def pa_equal(table, episode_id):
     import pyarrow.compute as pc
 
     return pc.equal(table.column(tr.EPISODE_ID), episode_id)
+
+
+def test_relative_store_and_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    """MINARI_DATASETS_PATH=runs/minari (relative, as the docs write it) works both ways; an
+    export that fails leaves no dataset behind, and an existing id is never overwritten."""
+    from policylm.platform.data.minari_io import export_minari, import_minari
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "runs/minari")
+    adapter = make_adapter("CartPole-v1")
+    (chunk,) = plan_chunks([("weak", "random:")], 2, 0, 2)
+    steps = EpisodeRunner(adapter, 2).run(chunk.specs, "r")
+    import minari
+
+    real = minari.create_dataset_from_buffers
+
+    def crash_after_writing(*args, **kwargs):  # fault injection: Minari dies mid-export
+        real(*args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", crash_after_writing)
+    with pytest.raises(OSError, match="disk full"):
+        export_minari(steps, "policylm/cartpole-v0", adapter.action_space, env_id="CartPole-v1")
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", real)
+    store = tmp_path / "runs" / "minari"
+    assert [p.name for p in store.iterdir()] == []  # nothing half-written, no temp store
+    export_minari(steps, "policylm/cartpole-v0", adapter.action_space, env_id="CartPole-v1")
+    assert import_minari("policylm/cartpole-v0", "imp").num_rows == steps.num_rows
+    with pytest.raises(tr.TrajectoryError, match="already exists"):
+        export_minari(steps, "policylm/cartpole-v0", adapter.action_space)
+    assert sorted(p.name for p in store.iterdir()) == ["policylm"]

@@ -10,6 +10,10 @@ actions with the generic text encoders of the dataset's spaces.
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -65,17 +69,44 @@ def export_minari(steps: pa.Table, dataset_id: str, action_space: gym.Space,
         ))
     if not buffers:
         raise tr.TrajectoryError("no episodes to export")
-    return minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env_id, observation_space=obs_space, action_space=action_space,
-        algorithm_name="policylm", description=description or f"policylm trajectories of {env_id}",
-        data_format="arrow",
-    )
+    store = minari_store()
+    final = store / dataset_id
+    if final.exists():
+        raise tr.TrajectoryError(f"Minari dataset {dataset_id!r} already exists in {store}; "
+                                 "choose another id (or version) or delete it first")
+    # written under a temporary store beside the real one and moved into place when complete,
+    # so a failed export leaves nothing half-written
+    tmp = store / f".policylm-export-{uuid.uuid4().hex[:8]}"
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp)
+    try:
+        minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_id, observation_space=obs_space,
+            action_space=action_space, algorithm_name="policylm",
+            description=description or f"policylm trajectories of {env_id}",
+            data_format="arrow")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / dataset_id, final)
+    finally:
+        os.environ["MINARI_DATASETS_PATH"] = str(store)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return minari.load_dataset(dataset_id)
+
+
+def minari_store() -> Path:
+    """The local Minari store (``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``), made
+    absolute in this process's environment: Minari mishandles a relative one (it joins it
+    twice)."""
+    path = Path(os.environ.get("MINARI_DATASETS_PATH")
+                or Path.home() / ".minari" / "datasets").absolute()
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    return path
 
 
 def import_minari(dataset_id: str, run_id: str, skill: str = "minari") -> pa.Table:
     """Read local Minari dataset ``dataset_id`` into one trajectory table."""
     import minari
 
+    minari_store()
     try:
         ds = minari.load_dataset(dataset_id)
     except (FileNotFoundError, ValueError) as err:

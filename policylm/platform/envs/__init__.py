@@ -6,6 +6,7 @@
 
 from policylm.platform.envs.adapter import (
     EnvAdapter,
+    EnvError,
     dumps_json,
     format_number,
     format_user,
@@ -16,5 +17,5 @@ from policylm.platform.envs.adapter import (
 )
 from policylm.platform.envs.make import FlatObsEnv, make_adapter
 
-__all__ = ["EnvAdapter", "FlatObsEnv", "dumps_json", "format_number", "format_user",
+__all__ = ["EnvAdapter", "EnvError", "FlatObsEnv", "dumps_json", "format_number", "format_user",
            "generic_adapter", "generic_encoders", "gym_kwargs", "make_adapter", "probe_spaces"]

@@ -20,6 +20,11 @@ import pyarrow as pa
 from policylm.platform.envs.codecs import ActionCodec, default_codec
 
 
+class EnvError(ValueError):
+    """An env that cannot be made here (unknown id, a package not installed); the message
+    names the env and what to install."""
+
+
 @dataclass
 class EnvAdapter:
     """An env plus its text form. ``make_env()`` builds a fresh env each call.

@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from policylm.platform.envs.adapter import EnvAdapter, generic_adapter
+from policylm.platform.envs.adapter import EnvAdapter, EnvError, generic_adapter
 
 
 def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
@@ -44,9 +44,10 @@ def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
     try:
         return generic_adapter(env_id, **options)
     except gym.error.Error as err:
-        raise ValueError(
-            f"env {env_id!r} could not be made ({err}); check the id, or install the package "
-            "that registers it (e.g. pip install 'policylm[envs]')"
+        raise EnvError(
+            f"env {env_id!r} could not be made ({str(err).splitlines()[0]}); check the id, or "
+            "install the package that registers it (e.g. pip install 'policylm[envs]', or "
+            "gymnasium[box2d] for LunarLander)"
         ) from err
 
 

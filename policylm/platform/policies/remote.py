@@ -1,7 +1,9 @@
 """Policies that act through a server: ``http://`` (a running policylm Serve endpoint) and
 ``openai://`` (any OpenAI-compatible chat server: vLLM, Ray Serve LLM, this project's app).
 
-- ``http://host:port[/prefix]?target_return=R&text=0&timeout=30``: each step is one
+- ``http://host:port[/prefix]?target_return=R&text=0&timeout=30&wait=60``: before its first
+  step the policy waits up to ``wait`` seconds for the server's ``GET /v1/health`` (a server
+  started a moment ago takes ~20 s to come up); then each step is one
   ``POST /v1/act`` with every slot's raw observation (``text=1``: the encoded text), the slot's
   episode id and the reward earned since its previous step, so the server keeps the adaptive
   target. The API key comes from ``POLICYLM_API_KEY`` (never from the URI, which is stored
@@ -53,13 +55,31 @@ def post_json(url: str, body: Any, key: str = "", timeout: float = 60.0,
                           "(policylm serve policy=hf://...)") from err
 
 
+def wait_for_health(base: str, seconds: float) -> None:
+    """Return once ``GET <base>/v1/health`` answers; :class:`RemoteError` naming the URL and
+    the wait after ``seconds`` without an answer."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            post_json(f"{base}/v1/health", None, timeout=5, method="GET")
+            return
+        except RemoteError as err:
+            if time.monotonic() >= deadline:
+                raise RemoteError(f"{err} (waited {seconds:g} s; raise wait= in the URI for a "
+                                  "server that starts slowly)") from err.__cause__
+            time.sleep(0.5)
+
+
 class HTTPPolicy:
     """Acts through a policylm Serve endpoint (see module docstring)."""
 
     def __init__(self, adapter: EnvAdapter, base_url: str, target_return: float | None = None,
-                 send_text: bool = False, timeout: float = 60.0):
+                 send_text: bool = False, timeout: float = 60.0, wait: float = 60.0):
         self.adapter, self.base = adapter, base_url.rstrip("/")
         self.target, self.send_text, self.timeout = target_return, send_text, timeout
+        self.wait, self.ready = wait, False
         self.key = os.environ.get("POLICYLM_API_KEY", "")
         self.episodes: dict[int, str] = {}
         self.pending: dict[int, float] = {}
@@ -78,6 +98,9 @@ class HTTPPolicy:
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
         from policylm.platform.envs.spaces import from_json, to_json
 
+        if not self.ready:
+            wait_for_health(self.base, self.wait)
+            self.ready = True
         for s in slots:
             if s not in self.episodes:
                 self.reset(s, s)
@@ -160,8 +183,8 @@ class OpenAIEngine:
 
 def http_policy(body: str, params: dict[str, str], adapter: EnvAdapter,
                 scheme: str = "http") -> HTTPPolicy:
-    """``http://<body>?target_return=R&text=0|1&timeout=S``."""
-    known = {"target_return", "text", "timeout"}
+    """``http://<body>?target_return=R&text=0|1&timeout=S&wait=S``."""
+    known = {"target_return", "text", "timeout", "wait"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown {scheme}:// parameters {sorted(unknown)}; known: "
@@ -169,7 +192,7 @@ def http_policy(body: str, params: dict[str, str], adapter: EnvAdapter,
     target = float(params["target_return"]) if "target_return" in params else None
     return HTTPPolicy(adapter, f"{scheme}://{body}", target,
                       params.get("text", "0").lower() in ("1", "true", "yes"),
-                      float(params.get("timeout", 60)))
+                      float(params.get("timeout", 60)), float(params.get("wait", 60)))
 
 
 def openai_policy(body: str, params: dict[str, str], adapter: EnvAdapter) -> Any:
