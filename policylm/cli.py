@@ -9,27 +9,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (job module, one-line help). The order is the pipeline's.
-JOBS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "the main job: experts -> collect -> dataset (embedded defaults)"),
-    "train-experts": ("train_experts", "train PPO with RLlib, save weak/medium/expert checkpoints"),
-    "collect": ("collect", "collect trajectories from policy URIs with rollout actors"),
-    "filter": ("filter", "keep the best episodes (achievements, reward, length); --stats-only"),
-    "self-improve": ("self_improve", "play -> keep the best -> SFT -> play again -> compare"),
-    "build-dataset": ("build_dataset", "return-to-go chat dataset with Ray Data (Parquet, JSONL)"),
-    "sft": ("sft", "fine-tune the LLM policy with Ray Train + TRL + PEFT LoRA"),
-    "grpo": ("grpo", "improve the LLM policy with GRPO on Ray Train (TRL; rewards: format, bc)"),
-    "bc-ppo": ("bc_ppo", "demos -> RLlib BC -> PPO, against PPO from scratch and transfer"),
-    "merge": ("merge", "merge a LoRA adapter into its base model (a plain model directory)"),
-    "evaluate": ("evaluate", "play a policy at several target returns; metrics, plot, report"),
-    "compare": ("compare", "two policies or trajectory sets side by side (pre/post fine-tuning)"),
-    "sweep": ("sweep", "Ray Tune sweeps: target returns, or LoRA/lr settings with ASHA"),
-    "serve": ("serve", "serve an LLM policy over HTTP with Ray Serve (act, chat completions)"),
-    "export-minari": ("export_minari", "write trajectories as a Minari dataset"),
-    "import-minari": ("import_minari", "read a local Minari dataset into the trajectory schema"),
+# subcommand -> job module, in the pipeline's order. Each line of the help is the first line of
+# the job's config class docstring, read from its source (no import), so it cannot drift.
+JOBS: dict[str, str] = {
+    "demo": "demo", "train-experts": "train_experts", "collect": "collect", "filter": "filter",
+    "self-improve": "self_improve", "build-dataset": "build_dataset", "sft": "sft",
+    "grpo": "grpo", "bc-ppo": "bc_ppo", "merge": "merge", "evaluate": "evaluate",
+    "compare": "compare", "sweep": "sweep", "serve": "serve",
+    "export-minari": "export_minari", "import-minari": "import_minari",
 }
 
-USAGE = """usage: policylm <command> [--config FILE] [key=value ...]
+USAGE = """usage: policylm <command> [--config FILE] [key=value ...] [--verbose]
        policylm <command> --help-config     (every config key with its default and meaning)
 
 Train language models as reinforcement-learning policies on Ray.
@@ -42,9 +32,28 @@ else starts local Ray, and writes one run directory (runs/<command>-<time>/, or 
 """
 
 
+def job_summary(module: str) -> str:
+    """The first line of the docstring of the class a job module's ``CONFIG`` names, read with
+    ``ast`` from the module's source (importing every job would load torch and Ray)."""
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).parent / "jobs" / f"{module}.py"
+    tree = ast.parse(source.read_text())
+    config = next((node.value.id for node in tree.body if isinstance(node, ast.Assign)
+                   and any(getattr(t, "id", "") == "CONFIG" for t in node.targets)
+                   and isinstance(node.value, ast.Name)), None)
+    classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    if config in classes:
+        doc = ast.get_docstring(classes[config]) or ""
+    else:  # a config class imported from elsewhere: the job module's own docstring
+        doc = ast.get_docstring(tree) or ""
+    return doc.strip().splitlines()[0].rstrip(".") if doc.strip() else ""
+
+
 def usage() -> str:
     width = max(map(len, JOBS))
-    lines = [f"  {name:{width}s}  {help_}" for name, (_, help_) in JOBS.items()]
+    lines = [f"  {name:{width}s}  {job_summary(module)}" for name, module in JOBS.items()]
     return USAGE.format(commands="\n".join(lines))
 
 
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in JOBS:
         print(f"policylm: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"policylm.jobs.{JOBS[name][0]}")
+    module = importlib.import_module(f"policylm.jobs.{JOBS[name]}")
     from policylm.jobs.common import run_job
 
     run_job(name, module.CONFIG, module.main, rest)

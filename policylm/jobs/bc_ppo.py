@@ -279,6 +279,7 @@ def main(cfg: BcPpoConfig) -> dict:
 
 
 CONFIG = BcPpoConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("bc-ppo", BcPpoConfig, main, sys.argv[1:])

@@ -165,6 +165,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
 
 
 CONFIG = BuildDatasetConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("build-dataset", BuildDatasetConfig, main, sys.argv[1:])

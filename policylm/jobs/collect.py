@@ -121,6 +121,7 @@ def main(cfg: CollectConfig) -> dict:
 
 
 CONFIG = CollectConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("collect", CollectConfig, main, sys.argv[1:])

@@ -206,6 +206,7 @@ def achievements_section(summaries: dict, run_dir: Path, high_quality: int, plot
 
 
 CONFIG = CompareConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("compare", CompareConfig, main, sys.argv[1:])

@@ -263,6 +263,7 @@ def main(cfg: DemoConfig) -> dict:
 
 
 CONFIG = DemoConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("demo", DemoConfig, main, sys.argv[1:])

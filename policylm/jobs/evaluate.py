@@ -114,6 +114,7 @@ def main(cfg: EvaluateConfig) -> dict:
 
 
 CONFIG = EvaluateConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("evaluate", EvaluateConfig, main, sys.argv[1:])

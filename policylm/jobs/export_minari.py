@@ -47,6 +47,7 @@ def main(cfg: ExportMinariConfig) -> dict:
 
 
 CONFIG = ExportMinariConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("export-minari", ExportMinariConfig, main, sys.argv[1:])

@@ -76,6 +76,7 @@ def main(cfg: FilterConfig) -> dict:
 
 
 CONFIG = FilterConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("filter", FilterConfig, main, sys.argv[1:])

@@ -36,7 +36,7 @@ MODES = ("states", "episodes")
 
 @dataclass
 class GrpoJobConfig:
-    """Improve the LLM policy with GRPO over dataset states on Ray Train (TRL + PEFT)."""
+    """Improve the LLM policy with GRPO, over dataset states or online over episodes."""
 
     mode: str = field("states", doc="states: prompts are dataset states (single-step GRPO); "
                                     "episodes: online GRPO on episodes played by rollout actors")
@@ -281,6 +281,7 @@ def plot_rewards(metrics: dict, path: Path) -> None:
 
 
 CONFIG = GrpoJobConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("grpo", GrpoJobConfig, main, sys.argv[1:])

@@ -43,6 +43,7 @@ def main(cfg: ImportMinariConfig) -> dict:
 
 
 CONFIG = ImportMinariConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("import-minari", ImportMinariConfig, main, sys.argv[1:])

@@ -59,6 +59,7 @@ def main(cfg: MergeConfig) -> dict:
 
 
 CONFIG = MergeConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("merge", MergeConfig, main, sys.argv[1:])

@@ -158,6 +158,7 @@ def played_seeds(run: Path) -> list[int]:
 
 
 CONFIG = SelfImproveConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("self-improve", SelfImproveConfig, main, sys.argv[1:])

@@ -1,4 +1,4 @@
-"""Serve an LLM policy over HTTP with Ray Serve (the app in ``policylm.serve.app``).
+"""Serve an LLM policy over HTTP with Ray Serve (the application is in policylm.serve.app).
 
 Usage: ``policylm serve policy="hf://smollm2-135m?adapter=runs/sft/adapter"`` (or ``python -m
 policylm.jobs.serve ...``); ``--config configs/serve_cartpole.yaml`` takes the same keys. On a
@@ -43,6 +43,7 @@ def stop_event() -> Any:
 
 
 CONFIG = ServeConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("serve", ServeConfig, main, sys.argv[1:])

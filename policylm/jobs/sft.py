@@ -160,6 +160,7 @@ def plot_losses(metrics: dict, path: Path) -> None:
 
 
 CONFIG = SftJobConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("sft", SftJobConfig, main, sys.argv[1:])

@@ -249,6 +249,7 @@ def report(cfg: SweepConfig, rows: list[dict], metrics: dict) -> str:
 
 
 CONFIG = SweepConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("sweep", SweepConfig, main, sys.argv[1:])

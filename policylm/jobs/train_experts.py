@@ -22,7 +22,7 @@ from policylm.runtime import init_ray
 
 @dataclass
 class TrainExpertsConfig:
-    """Train PPO (RLlib) and keep checkpoints at given iterations as weak/medium/expert."""
+    """Train PPO with RLlib; keep the checkpoints nearest each skill's return."""
 
     env_id: str = field("CartPole-v1", doc="Gymnasium env id")
     env_options: dict = field(factory=dict,
@@ -150,6 +150,7 @@ def main(cfg: TrainExpertsConfig) -> dict:
 
 
 CONFIG = TrainExpertsConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
     run_job("train-experts", TrainExpertsConfig, main, sys.argv[1:])

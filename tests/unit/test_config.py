@@ -98,7 +98,7 @@ def test_every_example_config_loads_with_its_job():
         words = shlex.split(path.read_text().splitlines()[0].lstrip("# "))
         if len(words) < 2 or words[0] != "policylm" or words[1] not in JOBS:
             continue
-        module = importlib.import_module(f"policylm.jobs.{JOBS[words[1]][0]}")
+        module = importlib.import_module(f"policylm.jobs.{JOBS[words[1]]}")
         # the header's own overrides (the paths it names need not exist to validate)
         load_config(module.CONFIG, str(path), [w for w in words[2:] if "=" in w])
         checked += 1
