@@ -31,7 +31,7 @@ def test_help_imports_nothing_heavy():
 def test_every_job_module_has_config_and_main():
     import importlib
 
-    for module, _ in JOBS.values():
+    for module in JOBS.values():
         job = importlib.import_module(f"policylm.jobs.{module}")
         assert job.CONFIG.__doc__ and job.main.__code__.co_argcount == 1  # main(cfg)
 
