@@ -1,11 +1,11 @@
-# make demo | make test | make bench -- each sets itself up on a fresh machine.
+# make demo | make test | make test-docs | make bench -- each sets itself up on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.policylm-installed
 
-.PHONY: setup demo test test-slow bench lint clean
+.PHONY: setup demo test test-docs test-slow bench lint docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ demo: setup
 test: setup
 	$(VENV)/bin/ruff check policylm tests bench
 	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site-check
 	$(PY) -m pytest -q tests
+
+# every command block of README.md and docs/ marked <!-- runnable -->, in a fresh copy
+test-docs: setup
+	$(PY) tests/doc_commands.py run
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests
@@ -37,5 +42,8 @@ lint: setup
 	$(VENV)/bin/ruff check policylm tests bench
 	$(VENV)/bin/lint-imports
 
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
