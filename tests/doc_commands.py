@@ -157,10 +157,9 @@ def all_invocations() -> list[tuple[str, str, str, list[str]]]:
     return found
 
 
-def run_blocks(python: str, keep: bool = False) -> int:
-    """Run every runnable block in a fresh copy of the repository's tracked files (the project's
-    ``.venv`` linked in), each block in its own process group, killed at its end. Returns the
-    number of failed blocks."""
+def fresh_copy() -> Path:
+    """A temporary directory holding the repository's tracked files, the project's ``.venv``
+    linked in: what a user has after cloning and ``make setup``."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True,
                            capture_output=True).stdout.decode().split("\0")
     work = Path(tempfile.mkdtemp(prefix="policylm-docs-"))
@@ -170,6 +169,13 @@ def run_blocks(python: str, keep: bool = False) -> int:
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, work / name)
     (work / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
+    return work
+
+
+def run_blocks(python: str, keep: bool = False) -> int:
+    """Run every runnable block, each in its own fresh copy of the repository (a page's commands
+    assume a fresh clone, not the outputs of another page) and its own process group, killed at
+    its end. Returns the number of failed blocks."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     failed = 0
     blocks = [b for p in doc_files() for b in code_blocks(p) if b.runnable]
@@ -182,6 +188,7 @@ def run_blocks(python: str, keep: bool = False) -> int:
         else:
             raise ValueError(f"{block.where}: runnable blocks are bash or python, not "
                              f"{block.lang!r}")
+        work = fresh_copy()
         start = time.monotonic()
         proc = subprocess.Popen(argv, cwd=work, env=env, start_new_session=True)
         rc = proc.wait()
@@ -191,10 +198,10 @@ def run_blocks(python: str, keep: bool = False) -> int:
         print(f"=== {block.where}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} "
               f"in {took:.0f} s ===", flush=True)
         failed += rc != 0
-    if not keep:
-        shutil.rmtree(work, ignore_errors=True)
-    else:
-        print(f"outputs kept in {work}")
+        if keep:
+            print(f"outputs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return failed
 
 
