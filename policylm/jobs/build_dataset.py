@@ -15,17 +15,23 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
 from policylm.runtime import check_shared_dir, check_visible, init_ray
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass
 class BuildDatasetConfig:
     """Turn trajectories into return-conditioned chat rows (Parquet shards and JSONL)."""
 
-    trajectories: str = field("", doc="trajectory directory, or a collect run directory")
+    trajectories: str | list[str] = field(
+        "", doc="trajectory directory, or a collect run directory; or a list of them (their "
+        "envs must share one prompt, e.g. the BabyAI tasks)")
     min_return: float | None = field(None, doc="keep episodes with return >= this")
     max_return: float | None = field(None, doc="keep episodes with return <= this")
     max_length: int | None = field(None, doc="keep episodes with at most this many steps")
@@ -75,18 +81,39 @@ def selection_stats(episodes, selected, rows: int | None = None) -> dict:
     }
 
 
+def source_ids(table: pa.Table, k: int, n: int) -> pa.Table:
+    """Episode ids unique over ``n`` sources: ``<k>:<id>`` for source ``k`` when there are
+    several (two collect runs both hold ``expert-p0-e00000``), unchanged for one."""
+    import pyarrow.compute as pc
+
+    from policylm.platform.data import trajectories as tr
+
+    if n == 1:
+        return table
+    i = table.schema.get_field_index(tr.EPISODE_ID)
+    ids = pc.binary_join_element_wise(f"{k}", table.column(i), ":")
+    return table.set_column(i, tr.EPISODE_ID, ids)
+
+
 def main(cfg: BuildDatasetConfig) -> dict:
+    import pyarrow as pa
+
     from policylm.platform.data import datasets as dsx
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
 
     stages = Stages()
-    src = tr.trajectory_dir(cfg.trajectories)
+    sources = [cfg.trajectories] if isinstance(cfg.trajectories, str) else cfg.trajectories
+    srcs = [tr.trajectory_dir(s) for s in sources]
+    if len({str(p.resolve()) for p in srcs}) != len(srcs):
+        raise dsx.DatasetError(f"trajectories lists a directory twice: {sources}")
     with stages("select"):
-        files = tr.trajectory_files(src)
-        steps = tr.read_trajectories(src, columns=[
-            tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL, tr.SEED, tr.AGENT_ID,
-            tr.T, tr.REWARD, tr.TERMINATED, tr.TRUNCATED])
+        files = [tr.trajectory_files(src) for src in srcs]
+        steps = pa.concat_tables([
+            source_ids(tr.read_trajectories(src, columns=[
+                tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL, tr.SEED,
+                tr.AGENT_ID, tr.T, tr.REWARD, tr.TERMINATED, tr.TRUNCATED]), k, len(srcs))
+            for k, src in enumerate(srcs)])
         episodes = tr.episode_table(steps)
         flt = dsx.EpisodeFilter(cfg.min_return, cfg.max_return, cfg.max_length, cfg.skills,
                                 cfg.where)
@@ -102,25 +129,29 @@ def main(cfg: BuildDatasetConfig) -> dict:
             f"no episode of {episodes.num_rows} passes the filters {flt}; loosen them "
             "(stats_only=true shows the returns)"
         )
-    if len(env_ids) != 1:
-        raise dsx.DatasetError(f"{src} mixes envs {env_ids}; build one dataset per env")
+    systems = {make_adapter(e).system_text() for e in env_ids}
+    if len(systems) != 1:
+        raise dsx.DatasetError(f"{', '.join(map(str, srcs))} mix envs {env_ids} whose prompts "
+                               "differ; build one dataset per env")
     run_dir = open_run("build-dataset", cfg)
-    system = make_adapter(env_ids[0]).system_text()
+    system = systems.pop()
     keep = dsx.episode_ids(selected)
     split = {e: dsx.split_of(e, cfg.validation_fraction) for e in keep}
     fractions = dsx.row_fractions(selected, split, cfg.max_rows_per_skill, cfg.balance) \
         if cfg.max_rows_per_skill else {}
 
     with stages("transform"):
-        import pyarrow as pa
         import pyarrow.compute as pc
         import ray
 
         init_ray()
         # Ray Data reads and writes on any node: on several, both need shared storage
-        check_visible([("trajectories", str(src))])
+        check_visible([("trajectories", str(src)) for src in srcs])
         check_shared_dir(str(run_dir), "out")
-        ds = ray.data.read_parquet([str(f) for f in files])
+        parts = [ray.data.read_parquet([str(f) for f in fs]).map_batches(
+            source_ids, fn_kwargs={"k": k, "n": len(srcs)}, batch_format="pyarrow")
+            for k, fs in enumerate(files)]
+        ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
         ds = ds.map_batches(dsx.keep_rows, fn_kwargs={"episode_ids": keep},
                             batch_format="pyarrow")
         ds = ds.groupby(tr.EPISODE_ID).map_groups(

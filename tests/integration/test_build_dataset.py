@@ -105,3 +105,29 @@ def test_job_module_runs_with_its_own_local_ray(tmp_path):
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["episodes"] == 4 and set(meta["skills"]) == {"random", "right"}
     assert f"outputs in {out}" in proc.stdout
+
+
+def test_several_runs_of_envs_sharing_a_prompt(collected, tmp_path):
+    """Two BabyAI tasks' runs (both hold episode ids expert-p0-e00000, ...) make one dataset
+    with every step once; envs whose prompts differ are refused."""
+    bot = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
+    runs = []
+    for task in ("goto", "pickup"):
+        out = tmp_path / task
+        collect_main(CollectConfig(env_id=f"BabyAI-MixedTrainLocal-{task}-v0",
+                                   policies=[PolicySource("expert", bot)], episodes_per_policy=3,
+                                   num_workers=0, out=str(out)))
+        runs.append(str(out))
+    steps = sum(tr.read_trajectories(tr.trajectory_dir(r)).num_rows for r in runs)
+    result = main(BuildDatasetConfig(trajectories=runs, validation_fraction=0.0,
+                                     out=str(tmp_path / "ds")))
+    rows = read_split(Path(result["dataset"]) / "train")
+    assert rows.num_rows == steps
+    ids = set(rows.column(tr.EPISODE_ID).to_pylist())
+    assert ids == {f"{k}:expert-p0-e{e:05d}" for k in (0, 1) for e in range(3)}
+    assert "turn left, turn right, go forward" in result["system"]
+    with pytest.raises(dsx.DatasetError, match="whose prompts differ"):
+        main(BuildDatasetConfig(trajectories=[runs[0], str(collected)], out=str(tmp_path / "x")))
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(dsx.DatasetError, match="twice"):
+        main(BuildDatasetConfig(trajectories=[runs[0], runs[0]], out=str(tmp_path / "y")))

@@ -77,3 +77,21 @@ def test_experts_are_ranked_and_usable(experts, tmp_path):
     with pytest.raises(PolicyError, match=r"rllib://.*expects observations of size 4"):
         policy_from_uri(info["expert"]["uri"], make_adapter("MiniGrid-Empty-8x8-v0"))
     assert yaml.safe_load(collect_yaml.read_text())["env_id"] == "CartPole-v1"
+
+
+def test_babyai_bot_demos_on_two_actors(ray_local, tmp_path):
+    """Each actor's bot keeps one replica env per slot: two actors with two envs each give the
+    same episodes as one process, the expert solves every one, eps weakens it."""
+    bot = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
+    kw = dict(env_id="BabyAI-MixedTrainLocal-putnext-v0",
+              policies=[PolicySource("expert", bot), PolicySource("weak", f"{bot}?eps=0.7")],
+              episodes_per_policy=8)
+    par = main(cfg(tmp_path / "par", **kw))
+    seq = main(cfg(tmp_path / "seq", num_workers=0, envs_per_worker=3, **kw))
+    assert sorted_steps(par["run_dir"]).equals(sorted_steps(seq["run_dir"]))
+    episodes = tr.episode_table(tr.read_trajectories(tmp_path / "par" / "trajectories"))
+    returns = {s: [r for r, k in zip(episodes.column("return").to_pylist(),
+                                     episodes.column("skill").to_pylist(), strict=True) if k == s]
+               for s in ("expert", "weak")}
+    assert len(returns["expert"]) == 8 and min(returns["expert"]) > 0
+    assert sum(returns["weak"]) / 8 < sum(returns["expert"]) / 8 - 0.1

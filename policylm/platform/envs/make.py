@@ -1,8 +1,8 @@
 """Picking the adapter for an env id, and the flat-observation env RLlib trains on.
 
-:func:`make_adapter` maps an env id to its family's adapter (CartPole, MiniGrid, MettaGrid,
-Crafter, MuJoCo) and falls back to the generic one. Family modules are imported only when their
-env is asked for, so their packages (minigrid, crafter, mettagrid, mujoco) stay optional.
+:func:`make_adapter` maps an env id to its family's adapter (CartPole, MiniGrid, BabyAI,
+MettaGrid, Crafter, MuJoCo) and falls back to the generic one. Family modules are imported only
+when their env is asked for, so their packages (minigrid, crafter, mettagrid, mujoco) stay optional.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from policylm.platform.envs.adapter import EnvAdapter, EnvError, generic_adapter
 
 
 def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
-    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid, MuJoCo, ``Crafter``,
-    ``MettaGrid-Arena``) or the generic one.
+    """The best adapter for ``env_id``: a named one (CartPole, MiniGrid, BabyAI, MuJoCo,
+    ``Crafter``, ``MettaGrid-Arena``) or the generic one.
 
     Unknown env ids fail with gymnasium's own message plus a hint on registration.
     """
@@ -29,6 +29,10 @@ def make_adapter(env_id: str, **options: Any) -> EnvAdapter:
         from policylm.platform.envs.minigrid import minigrid_adapter
 
         return minigrid_adapter(env_id, **options)
+    if env_id.startswith("BabyAI-"):
+        from policylm.platform.envs.babyai import babyai_adapter
+
+        return babyai_adapter(env_id, **options)
     if env_id.startswith("MettaGrid"):
         from policylm.platform.envs.mettagrid import mettagrid_adapter
 

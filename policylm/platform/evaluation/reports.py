@@ -221,3 +221,28 @@ def plot_achievements(rates: dict[str, dict[str, float]], path: str | Path, titl
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="x")
     return _save(plt, fig, path)
+
+
+def plot_scores(metrics: dict, path: str | Path, title: str) -> Path:
+    """A benchmark's scores: per task (± s.e.) on the left, the overall score next to the
+    published references on the right."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    tasks = list(metrics["tasks"])
+
+    def bars(ax: object, names: list[str], items: list[dict], colors: list[str]) -> None:
+        values = [i.get("score") or 0.0 for i in items]
+        errors = [i.get("se") or 0.0 for i in items]
+        ax.bar(names, values, yerr=errors, capsize=4, color=colors)  # type: ignore[attr-defined]
+        ax.set_ylim(0, 100)  # type: ignore[attr-defined]
+        ax.set_ylabel("progression %")  # type: ignore[attr-defined]
+        ax.tick_params(axis="x", labelrotation=30)  # type: ignore[attr-defined]
+
+    bars(axes[0], tasks, [metrics["tasks"][t] for t in tasks], ["tab:blue"] * len(tasks))
+    axes[0].set_title("this run, per task (± s.e.)")
+    refs = metrics.get("references", [])
+    bars(axes[1], [r["model"] for r in refs] + ["this run"],
+         [*refs, metrics["overall"]], ["tab:gray"] * len(refs) + ["tab:blue"])
+    axes[1].set_title("overall, next to published figures")
+    fig.suptitle(title)
+    return _save(plt, fig, path)

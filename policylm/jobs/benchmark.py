@@ -1,0 +1,174 @@
+"""Play a policy on a benchmark suite (BALROG's BabyAI or Crafter tasks) on held-out seeds.
+
+Usage: ``policylm benchmark suite=balrog-babyai policy=hf://smollm2-135m`` (or ``python -m
+policylm.jobs.benchmark ...``). Each task plays ``episodes`` env seeds (the same seeds for every
+policy benchmarked with the same ``seed``), on rollout actors. Writes ``tasks/<task>/trajectories``,
+``metrics.json`` (per task and overall: BALROG's progression in percent with its standard error,
+the invalid-action rate), ``report.md`` (the run next to BALROG's published figures) and
+``scores.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from policylm.actors.rollout import play_policies
+from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require, resume_field
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass
+class BenchmarkConfig:
+    """Score a policy on a benchmark suite (BALROG's BabyAI or Crafter tasks), held-out seeds"""
+
+    policy: str = field("hf://smollm2-135m", doc="policy URI")
+    suite: str = field("balrog-babyai", doc="balrog-babyai (5 BabyAI tasks) or balrog-crafter")
+    episodes: int | None = field(None, doc="episodes per task (default: the suite's, 10 as in "
+                                 "BALROG)")
+    tasks: list[str] = field(factory=list, doc="play only these tasks of the suite (default all)")
+    target_return: float | None = field(
+        None, doc="target return for return-conditioned LLM policies (default: the policy's)")
+    train_data: list[str] = field(
+        factory=list, doc="trajectory runs the policy was trained on: the job refuses to score "
+                          "on any env seed they hold (held-out seeds, checked)")
+    num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
+    envs_per_worker: int = field(5, doc="envs per actor, acted for in one batched engine call")
+    torch_threads: int = field(1, doc="torch threads per actor (raise it with one worker)")
+    seed: int = field(20251, doc="base seed of the held-out env seeds")
+    out: str = field("", doc="run directory (default runs/benchmark-<timestamp>)")
+    overwrite: bool = overwrite_field()
+    resume: bool = resume_field("tasks and episodes already played are kept, the rest played")
+
+    def validate(self) -> None:
+        from policylm.platform.evaluation.suites import SUITES
+
+        require(self.suite in SUITES, "suite", f"one of {', '.join(SUITES)}")
+        names = [t.name for t in SUITES[self.suite].tasks]
+        unknown = sorted(set(self.tasks) - set(names))
+        require(not unknown, "tasks", f"{unknown} not in {self.suite}: {', '.join(names)}")
+        require(self.episodes is None or self.episodes >= 1, "episodes", "must be >= 1")
+        require(self.num_workers >= 0, "num_workers", "must be >= 0")
+        require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
+
+
+def training_seeds(runs: list[str]) -> set[int]:
+    """Every env seed of the given trajectory runs (directories or their trajectories/)."""
+    from policylm.platform.data import trajectories as tr
+
+    seeds: set[int] = set()
+    for run in runs:
+        table = tr.read_trajectories(tr.trajectory_dir(run), columns=[tr.SEED])
+        seeds |= set(table.column(tr.SEED).to_pylist())
+    return seeds
+
+
+def task_progressions(steps: pa.Table, metric: str) -> list[float]:
+    """Each episode's progression, in episode-id order."""
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.achievements import episodes_with_achievements
+    from policylm.platform.evaluation.suites import progression
+
+    if metric == "achievements":
+        rows = episodes_with_achievements(steps).to_pylist()
+        return [progression(metric, r["return"], r["n_achievements"])
+                for r in sorted(rows, key=lambda r: r[tr.EPISODE_ID])]
+    rows = tr.episode_table(steps).to_pylist()
+    return [progression(metric, r["return"]) for r in sorted(rows, key=lambda r: r[tr.EPISODE_ID])]
+
+
+def report(cfg: BenchmarkConfig, metrics: dict) -> str:
+    from policylm.platform.evaluation.metrics import mean_se
+    from policylm.platform.evaluation.reports import markdown_table
+    from policylm.platform.evaluation.suites import get_suite
+
+    suite = get_suite(cfg.suite)
+    rows = [[name, t["balrog_name"], t["episodes"], mean_se(t, 1), t["return_mean"],
+             t["length_mean"], t["invalid_rate"]] for name, t in metrics["tasks"].items()]
+    overall = metrics["overall"]
+    rows.append(["**overall**", "", overall["episodes"], mean_se(overall, 1), None, None,
+                 metrics["invalid_rate"]])
+    per_task = markdown_table(["task", "BALROG task", "episodes", "progression % ± s.e.",
+                               "mean return", "mean length", "invalid-action rate"], rows)
+    ref_rows = [[r.model, mean_se({"mean": r.score, "se": r.se}, 1), r.source]
+                for r in suite.references]
+    ref_rows.append([f"**this run** `{cfg.policy}`", mean_se(overall, 1), "metrics.json"])
+    refs = markdown_table(["model", f"{suite.name} % ± s.e.", "source"], ref_rows)
+    held = metrics["held_out"]
+    measure = ("success (reward > 0)" if suite.metric == "success"
+               else "the share of the 22 Crafter achievements unlocked")
+    return (f"# Benchmark: `{cfg.policy}` on {suite.name}\n\n{per_task}\n\n"
+            f"## Next to the published figures\n\n{refs}\n\n"
+            f"Progression: {measure}, in percent; the overall score pools every "
+            "episode, its s.e. is BALROG's (population std / sqrt(episodes)). Env seeds from "
+            f"seed {cfg.seed}, the same for every task and every policy; "
+            + ("none of them is in the training data given (checked)." if held else
+               "held out by construction (no train_data given to check against).")
+            + f"\n\nProtocol: {suite.notes}\n\n![scores](scores.png)\n")
+
+
+def main(cfg: BenchmarkConfig) -> dict:
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.reports import plot_scores
+    from policylm.platform.evaluation.suites import get_suite, suite_scores
+    from policylm.platform.policies import absolute_paths, with_params
+    from policylm.platform.rollout.runner import derive_seed
+
+    suite = get_suite(cfg.suite)
+    episodes = cfg.episodes or suite.episodes
+    tasks = [t for t in suite.tasks if not cfg.tasks or t.name in cfg.tasks]
+    trained_on = training_seeds(cfg.train_data)
+    clash = trained_on & {derive_seed(cfg.seed, e) for e in range(episodes)}
+    if clash:
+        raise ValueError(f"{len(clash)} benchmark env seeds are in train_data ({sorted(clash)[:3]}"
+                         "...); choose another seed= so that the benchmark is held out")
+    uri = cfg.policy if cfg.target_return is None else with_params(
+        cfg.policy, target_return=cfg.target_return)
+    uri = absolute_paths(uri)
+    run_dir = open_run("benchmark", cfg)
+    stages = Stages()
+    progressions, per_task, invalid, actions = {}, {}, 0.0, 0
+    for task in tasks:
+        task_dir = run_dir / "tasks" / task.name
+        task_dir.mkdir(parents=True, exist_ok=True)
+        with stages(f"play {task.name}"):
+            stats = play_policies([(task.name, uri)], task.env_id, task.env_options, episodes,
+                                  task_dir, cfg.num_workers, cfg.envs_per_worker,
+                                  cfg.torch_threads, cfg.seed)
+        steps = tr.read_trajectories(task_dir / "trajectories")
+        progressions[task.name] = task_progressions(steps, suite.metric)
+        counts = stats.get(uri, {})
+        returns = tr.episode_table(steps)
+        per_task[task.name] = {
+            "balrog_name": task.balrog_name, "env_id": task.env_id,
+            "return_mean": float(sum(returns.column("return").to_pylist()) / len(returns)),
+            "length_mean": float(sum(returns.column("length").to_pylist()) / len(returns)),
+            "invalid_rate": counts.get("invalid_rate")}
+        if counts.get("actions"):
+            invalid, actions = invalid + counts["invalid"], actions + counts["actions"]
+    scores = suite_scores(suite, progressions)
+    metrics = {
+        "suite": suite.name, "policy": cfg.policy, "episodes_per_task": episodes,
+        "tasks": {name: {**per_task[name], **s, "mean": s["score"]}
+                  for name, s in scores["tasks"].items() if name in per_task},
+        "overall": {**scores["overall"], "mean": scores["overall"]["score"]},
+        "invalid_rate": invalid / actions if actions else None,
+        "held_out": bool(cfg.train_data),
+        "references": [vars(r) for r in suite.references],
+        "stage_seconds": stages.seconds,
+    }
+    plot_scores(metrics, run_dir / "scores.png", f"{cfg.policy.split('?')[0]} on {suite.name}")
+    write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "report.md").write_text(report(cfg, metrics))
+    return {"run_dir": str(run_dir), **metrics}
+
+
+CONFIG = BenchmarkConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
+
+if __name__ == "__main__":
+    run_job("benchmark", BenchmarkConfig, main, sys.argv[1:])

@@ -1,0 +1,161 @@
+"""Train a policy for a benchmark suite and benchmark it, the untrained model next to it.
+
+Usage: ``policylm train-suite --config configs/babyai_balrog.yaml`` (or ``python -m
+policylm.jobs.train_suite ...``).
+
+Stages: scripted demonstrations at several skills on every task of the suite (collect, on rollout
+actors) -> one return-conditioned dataset over all tasks (their prompts are one) -> LoRA SFT on
+Ray Train -> ``benchmark`` of the fine-tuned and the untrained model on held-out seeds (checked
+against the demonstrations' seeds) -> ``report.md`` next to the suite's published figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from policylm.jobs import benchmark, build_dataset, collect, sft
+from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform.config import field, overwrite_field, require
+
+BOT = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
+
+
+@dataclass
+class SuiteBenchmarkConfig:
+    """How the fine-tuned and the untrained model are benchmarked."""
+
+    episodes: int | None = field(None, doc="episodes per task (default: the suite's)")
+    target_return: float = field(1.0, doc="target return in the fine-tuned model's prompt")
+    temperature: float = field(0.0, doc="softmax temperature over the scored actions (0: argmax)")
+    compare_base: bool = field(True, doc="also benchmark the untrained model")
+    goal: float | None = field(36.0, doc="score (%) the fine-tuned model is measured against "
+                               "(36.0: Llama-3.1-8B on BALROG BabyAI); None: no goal")
+    seed: int = field(20251, doc="base seed of the held-out benchmark episodes")
+    num_workers: int = field(2, doc="rollout actors")
+    envs_per_worker: int = field(5, doc="envs per actor (one batched engine call per step)")
+
+
+@dataclass
+class TrainSuiteConfig:
+    """Demonstrations -> dataset -> LoRA SFT -> benchmark, on every task of a suite"""
+
+    suite: str = field("balrog-babyai", doc="benchmark suite whose tasks are trained on")
+    demonstrators: list[collect.PolicySource] = field(
+        factory=lambda: [collect.PolicySource("expert", BOT),
+                         collect.PolicySource("good", f"{BOT}?eps=0.25"),
+                         collect.PolicySource("weak", f"{BOT}?eps=0.6")],
+        doc="[{skill, uri}] that play every task (default: the BabyAI bot at three skills)")
+    collect: collect.CollectConfig = field(
+        factory=collect.CollectConfig, doc="collection per task (collect.<key>; env and "
+        "policies come from the suite and demonstrators)")
+    dataset: build_dataset.BuildDatasetConfig = field(
+        factory=build_dataset.BuildDatasetConfig, doc="dataset building (dataset.<key>)")
+    sft: sft.SftJobConfig = field(factory=sft.SftJobConfig,
+                                  doc="LoRA SFT (sft.<key>; its dataset is the stage before's)")
+    benchmark: SuiteBenchmarkConfig = field(factory=SuiteBenchmarkConfig,
+                                            doc="benchmarking (benchmark.<key>)")
+    out: str = field("", doc="run directory (default runs/train-suite-<timestamp>)")
+    overwrite: bool = overwrite_field()
+
+    def validate(self) -> None:
+        from policylm.platform.evaluation.suites import SUITES
+
+        require(self.suite in SUITES, "suite", f"one of {', '.join(SUITES)}")
+        require(bool(self.demonstrators), "demonstrators", "give at least one {skill, uri}")
+        require(self.benchmark.temperature >= 0, "benchmark.temperature", "must be >= 0")
+        self.collect.validate()
+
+
+def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: dict,
+           seconds: dict) -> str:
+    """Markdown summary: per task and overall scores of each model, the goal, stage times."""
+    from policylm.platform.evaluation.metrics import mean_se
+    from policylm.platform.evaluation.reports import markdown_table
+
+    labels = list(results)
+    first = results[labels[0]]
+    rows = [[task] + [mean_se(results[lb]["tasks"][task]) for lb in labels]
+            for task in first["tasks"]]
+    rows.append(["**overall**"] + [mean_se(results[lb]["overall"]) for lb in labels])
+    refs = [[r["model"], mean_se({"mean": r["score"], "se": r["se"]})]
+            for r in first["references"]]
+    goal = cfg.benchmark.goal
+    tuned_score = results["fine-tuned"]["overall"]["score"]
+    lines = [f"# {cfg.suite}: {cfg.sft.model} + LoRA SFT on demonstrations", "",
+             markdown_table(["task"] + [f"{lb} % ± s.e." for lb in labels], rows), "",
+             markdown_table(["published", "% ± s.e."], refs), ""]
+    if goal is not None:
+        met = tuned_score is not None and tuned_score >= goal
+        lines += [f"Goal: fine-tuned >= {goal:g} %: {'met' if met else 'NOT met'} "
+                  f"({mean_se(results['fine-tuned']['overall'])}).", ""]
+    lines += ["## Data and training", "",
+              f"- demonstrations: {', '.join(f'{d.skill} `{d.uri}`' for d in cfg.demonstrators)}"
+              f", {cfg.collect.episodes_per_policy} episodes each per task",
+              f"- dataset rows: {data['splits']['train']['rows']} train, "
+              f"{data['splits'].get('validation', {}).get('rows', 0)} validation",
+              f"- SFT: {tuned['train_loss'][-1][0] if tuned['train_loss'] else 0} steps, final "
+              f"loss {tuned['train_loss'][-1][1]:.3f}" if tuned["train_loss"] else "- SFT: -",
+              "", "Benchmark episodes are on held-out seeds (checked against the "
+              "demonstrations'); per-model reports in `benchmark-*/report.md`.", "",
+              "## Stage times (s)", ""]
+    lines += [f"- {k}: {v:.1f}" for k, v in seconds.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(cfg: TrainSuiteConfig) -> dict:
+    from policylm.platform.evaluation.suites import get_suite
+    from policylm.platform.policies import with_params
+
+    suite = get_suite(cfg.suite)
+    run_dir = open_run("train-suite", cfg).resolve()
+    stages = Stages()
+    runs: list[str] = []
+    for task in suite.tasks:
+        with stages(f"collect {task.name}"):
+            col = collect.main(dataclasses.replace(
+                cfg.collect, env_id=task.env_id, policies=list(cfg.demonstrators),
+                env_options={**task.env_options, **cfg.collect.env_options},
+                out=str(run_dir / "collect" / task.name)))
+        runs.append(col["trajectories"])
+    with stages("build_dataset"):
+        data = build_dataset.main(dataclasses.replace(
+            cfg.dataset, trajectories=runs, out=str(run_dir / "dataset")))
+    with stages("sft"):
+        tuned = sft.main(dataclasses.replace(cfg.sft, dataset=data["dataset"],
+                                             out=str(run_dir / "sft")))
+    b = cfg.benchmark
+    base = with_params(f"hf://{cfg.sft.model}", temperature=b.temperature)
+    policies = {"fine-tuned": with_params(base, adapter=tuned["adapter"],
+                                          target_return=b.target_return)}
+    if b.compare_base:
+        policies["untrained"] = base
+    results = {}
+    for label, uri in policies.items():
+        with stages(f"benchmark {label}"):
+            results[label] = benchmark.main(benchmark.BenchmarkConfig(
+                policy=uri, suite=cfg.suite, episodes=b.episodes, train_data=runs, seed=b.seed,
+                num_workers=b.num_workers, envs_per_worker=b.envs_per_worker,
+                out=str(run_dir / f"benchmark-{label}")))
+    metrics = {"suite": cfg.suite,
+               "scores": {lb: {"overall": r["overall"], "tasks": r["tasks"],
+                               "invalid_rate": r["invalid_rate"]} for lb, r in results.items()},
+               "goal": b.goal, "dataset": data["splits"],
+               "sft": {k: tuned[k] for k in ("adapter", "train_loss", "eval_loss",
+                                             "train_tokens")},
+               "stage_seconds": stages.seconds}
+    write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds))
+    score = results["fine-tuned"]["overall"]["score"]
+    print(f"policylm train-suite: fine-tuned {score:.1f} % on {cfg.suite}; report in "
+          f"{Path(run_dir) / 'report.md'}")
+    return {"run_dir": str(run_dir), **metrics}
+
+
+CONFIG = TrainSuiteConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
+
+if __name__ == "__main__":
+    run_job("train-suite", TrainSuiteConfig, main, sys.argv[1:])

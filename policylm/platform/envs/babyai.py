@@ -1,0 +1,170 @@
+"""BabyAI as text, in the form the BALROG benchmark uses.
+
+BALROG's BabyAI suite plays five tasks of BabyAI-Text's ``BabyAI-MixedTrainLocal-v0`` level
+(``goto``, ``pickup``, ``open``, ``putnext``, ``pick_up_seq_go_to``) with ``num_dists=0``: one
+8x8 room holding only the objects the mission names (``open``: two rooms joined by a locked door,
+its key in the agent's room). That level lives in BabyAI-Text's fork of BabyAI, not in the
+``minigrid`` package, so :class:`MixedTrainLocal` re-implements it on ``minigrid``'s BabyAI core,
+one env id per task (``BabyAI-MixedTrainLocal-goto-v0``, ...). The observation text is BabyAI-Text's
+description of the egocentric view, with ``You see`` dropped as BALROG does::
+
+    a wall 2 steps forward
+    a red ball 1 step left and 2 steps forward
+
+Standard BabyAI levels (``BabyAI-GoToLocal-v0``, ...) get the same text form.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from policylm.platform.envs.adapter import EnvAdapter, gym_kwargs, probe_spaces
+from policylm.platform.envs.codecs import NamedDiscreteCodec
+from policylm.platform.envs.minigrid import (
+    COLORS,
+    DOOR_STATES,
+    OBJECTS,
+    MiniGridTextObs,
+    flatten_minigrid,
+    restore_minigrid,
+    save_minigrid,
+)
+
+# BALROG's language action space (MiniGrid's "done" is not offered)
+ACTION_NAMES = ["turn left", "turn right", "go forward", "pick up", "drop", "toggle"]
+ACTION_HELP = {
+    "turn left": "turn to the left",
+    "turn right": "turn to the right",
+    "go forward": "take one step forward",
+    "pick up": "pick up the object below you",
+    "drop": "drop the object that you are holding",
+    "toggle": "manipulate the object in front of you",
+}
+# BALROG's instruction prompt, with the mission moved into each observation
+RULES = (
+    "You are an agent playing a simple navigation game. Your goal is the mission given with each "
+    "observation. The following are the possible actions you can take in the game, followed by "
+    "a short description of each action:\n"
+    + ",\n".join(f"{a}: {d}" for a, d in ACTION_HELP.items())
+    + ".\nTips:\n- Once the desired object you want to interact or pickup in front of you, you "
+    "can use the 'toggle' action to interact with it.\n- It doesn't make sense to repeat the "
+    "same action over and over if the observation doesn't change."
+)
+TASKS = ("goto", "pickup", "open", "putnext", "pick_up_seq_go_to")
+TASK_IDS = {task: f"BabyAI-MixedTrainLocal-{task}-v0" for task in TASKS}
+# BabyAI-Text keeps these combinations out of MixedTrainLocal's missions (its test split)
+EXCLUDED = ("yellow box", "red key", "red door", "green ball", "grey door")
+UNSEEN, EMPTY, WALL, DOOR = 0, 1, 2, 4
+
+
+def _steps(n: int, where: str) -> str:
+    return f"{n} step{'s' if n > 1 else ''} {where}"
+
+
+def describe_view(image: np.ndarray, carrying: np.ndarray | None = None) -> list[str]:
+    """BabyAI-Text's descriptions of an egocentric view (``image`` is MiniGrid's (x, y, 3)
+    encoding, the agent at the bottom middle facing up), ``You see`` dropped as in BALROG: what
+    is carried, the nearest wall straight ahead, left and right (when nothing stands between),
+    then each object, column by column from the left and far to near within a column: ``a red
+    ball 1 step left and 2 steps forward``. Doors read ``a <state> <colour> door`` whatever the
+    state, as in BabyAI-Text."""
+    image = np.asarray(image)
+    w, h = image.shape[0], image.shape[1]
+    ax, ay = w // 2, h - 1
+    out = []
+    if carrying is not None and int(carrying[0]) != 0:
+        out.append(f"You carry a {COLORS[int(carrying[1])]} {OBJECTS[int(carrying[0])]}")
+
+    def wall_along(cells: list[tuple[int, int]], where: str) -> None:
+        for n, (x, y) in enumerate(cells, 1):
+            kind = int(image[x, y, 0])
+            if kind not in (UNSEEN, EMPTY):
+                if kind == WALL:
+                    out.append(f"a wall {_steps(n, where)}")
+                return
+
+    wall_along([(ax, y) for y in range(ay - 1, -1, -1)], "forward")
+    wall_along([(x, ay) for x in range(ax - 1, -1, -1)], "left")
+    wall_along([(x, ay) for x in range(ax + 1, w)], "right")
+    for x in range(w):
+        for y in range(h):
+            kind, color, state = (int(v) for v in image[x, y])
+            if kind in (UNSEEN, EMPTY, WALL) or (x, y) == (ax, ay):
+                continue
+            name = f"{COLORS[color]} {OBJECTS[kind]}"
+            if kind == DOOR:
+                name = f"{DOOR_STATES[state]} {name}"
+            side = "right" if x > ax else "left"
+            if x == ax:
+                where = _steps(ay - y, "forward")
+            elif y == ay:
+                where = _steps(abs(x - ax), side)
+            else:
+                where = f"{_steps(abs(x - ax), side)} and {_steps(ay - y, 'forward')}"
+            out.append(f"a {name} {where}")
+    return out
+
+
+def babyai_json(obs: dict) -> dict:
+    """Structured form: the mission and the view's descriptions."""
+    return {"mission": str(obs["mission"]),
+            "view": describe_view(obs["image"], np.asarray(obs["carrying"]).reshape(-1))}
+
+
+def encode_babyai(obs: dict) -> str:
+    """``Mission: <mission>`` then one description per line."""
+    j = babyai_json(obs)
+    return "\n".join([f"Mission: {j['mission']}", *j["view"]]) if j["view"] else (
+        f"Mission: {j['mission']}\nnothing in view")
+
+
+class SixActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """MiniGrid without its ``done`` action (BALROG's six actions)."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ActionWrapper.__init__(self, env)
+        self.action_space = gym.spaces.Discrete(len(ACTION_NAMES))
+
+    def action(self, action):
+        return int(action)
+
+
+def register_babyai() -> None:
+    """Register the BALROG task ids (and ``minigrid``'s own BabyAI levels) in this process."""
+    import minigrid  # noqa: F401  (registers BabyAI-* levels)
+
+    for task, env_id in TASK_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point="policylm.platform.envs.babyai_levels:MixedTrainLocal",
+                         kwargs={"task": task})
+
+
+def babyai_adapter(
+    env_id: str, *, max_episode_steps: int | None = None, env_kwargs: dict | None = None
+) -> EnvAdapter:
+    """Adapter for BabyAI levels: the BALROG tasks (``BabyAI-MixedTrainLocal-<task>-v0``, task
+    in ``goto``, ``pickup``, ``open``, ``putnext``, ``pick_up_seq_go_to``) and ``minigrid``'s
+    BabyAI levels. ``env_kwargs`` reach the level (``num_dists`` for the BALROG tasks, 0 by
+    default as in BALROG)."""
+    kwargs = gym_kwargs(max_episode_steps, env_kwargs)
+
+    def make() -> gym.Env:
+        register_babyai()
+        return SixActions(MiniGridTextObs(gym.make(env_id, **kwargs)))
+
+    obs_space, act_space = probe_spaces(make)
+    return EnvAdapter(
+        env_id=env_id,
+        make_env=make,
+        observation_space=obs_space,
+        action_space=act_space,
+        encode=encode_babyai,
+        to_json=babyai_json,
+        codec=NamedDiscreteCodec(list(ACTION_NAMES)),
+        rules=RULES,
+        flatten_obs=flatten_minigrid,
+        save_state=save_minigrid,
+        restore_state=restore_minigrid,
+    )

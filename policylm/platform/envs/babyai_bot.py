@@ -1,0 +1,88 @@
+"""BabyAI's planning bot as a scripted policy:
+``python:policylm.platform.envs.babyai_bot:BabyAIBot?eps=0.2``.
+
+``minigrid.utils.baby_ai_bot.BabyAIBot`` solves BabyAI levels from the simulator's state, which a
+policy does not see. So each env slot keeps a replica of its env: reset with the episode's seed
+(BabyAI levels are a pure function of the seed) and stepped with every action the policy returns,
+checked against the observation the real env gives at each step. With probability ``eps`` an
+action is drawn at random instead of the bot's (a weaker demonstrator for mixed-skill data), and
+the bot replans from the action that was taken. Wrapping the bot in ``mix:`` would step the real
+env with actions the replica never saw; use ``eps`` instead (a divergence raises, naming it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from policylm.platform.envs.adapter import EnvAdapter
+from policylm.platform.envs.babyai import ACTION_NAMES
+
+
+class BotDiverged(RuntimeError):
+    """The replica env no longer matches the real one."""
+
+
+class BabyAIBot:
+    """BabyAI's bot over replica envs, one per slot; ``eps`` is the random-action probability."""
+
+    def __init__(self, adapter: EnvAdapter, eps: str | float = 0.0):
+        if not adapter.env_id.startswith("BabyAI-"):
+            raise ValueError(f"BabyAIBot plays BabyAI levels, not {adapter.env_id}")
+        self.adapter, self.eps = adapter, float(eps)
+        if not 0.0 <= self.eps <= 1.0:
+            raise ValueError(f"BabyAIBot eps={eps} must be a probability in [0, 1]")
+        self.slots: dict[int, dict[str, Any]] = {}
+        self.bot_failures = 0  # steps where the bot could not plan (a random action was taken)
+
+    def reset(self, slot: int, seed: int) -> None:
+        """A fresh replica for ``slot``, reset with the episode's ``seed``."""
+        from minigrid.utils.baby_ai_bot import BabyAIBot as Planner
+
+        old = self.slots.pop(slot, None)
+        env = old["env"] if old else self.adapter.make_env()
+        obs, _ = env.reset(seed=int(seed))
+        self.slots[slot] = {"env": env, "obs": obs, "bot": Planner(env), "taken": None,
+                            "rng": np.random.default_rng([int(seed), 0xBAB1]), "planner": Planner}
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[int]:
+        """One action per observation: the bot's plan, or with probability ``eps`` a random
+        action; each slot's replica takes the same step."""
+        out = []
+        for obs, slot in zip(observations, slots, strict=True):
+            s = self.slots.get(slot)
+            if s is None:
+                raise BotDiverged(f"BabyAIBot slot {slot} was never reset with its episode seed")
+            self._check(s, obs, slot)
+            action = self._plan(s)
+            if s["rng"].random() < self.eps:
+                action = int(s["rng"].integers(len(ACTION_NAMES)))
+            s["obs"] = s["env"].step(action)[0]
+            s["taken"] = action
+            out.append(action)
+        return out
+
+    def _plan(self, s: dict) -> int:
+        try:
+            action = int(s["bot"].replan(s["taken"]))
+        except Exception:  # the bot's asserts after off-plan random actions
+            action = len(ACTION_NAMES)
+        if action >= len(ACTION_NAMES):  # "done", or no plan: replan from here, act at random
+            self.bot_failures += 1
+            s["bot"] = s["planner"](s["env"])
+            action = int(s["rng"].integers(len(ACTION_NAMES)))
+        return action
+
+    @staticmethod
+    def _check(s: dict, obs: Any, slot: int) -> None:
+        mine = s["obs"]
+        same = (np.array_equal(np.asarray(obs["image"]), np.asarray(mine["image"]))
+                and int(obs["direction"]) == int(mine["direction"])
+                and str(obs["mission"]) == str(mine["mission"]))
+        if not same:
+            raise BotDiverged(
+                f"BabyAIBot's replica of slot {slot} no longer matches the env (was the env reset "
+                "without its seed, or the bot wrapped in mix:?); use "
+                "python:policylm.platform.envs.babyai_bot:BabyAIBot?eps=<p> for random actions")

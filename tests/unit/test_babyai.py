@@ -1,0 +1,130 @@
+"""BabyAI as text (BALROG's form), the MixedTrainLocal tasks and the BabyAI bot policy."""
+
+import numpy as np
+import pytest
+
+from policylm.platform.envs import make_adapter
+from policylm.platform.envs.babyai import TASK_IDS, describe_view, encode_babyai
+from policylm.platform.envs.babyai_bot import BabyAIBot, BotDiverged
+from policylm.platform.policies import policy_from_uri
+
+BOT = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
+WALL, DOOR, KEY, BALL, BOX = 2, 4, 5, 6, 7
+RED, GREEN, BLUE, YELLOW = 0, 1, 2, 4
+
+
+def empty_view() -> np.ndarray:
+    image = np.zeros((7, 7, 3), dtype=np.int64)
+    image[:, :, 0] = 1  # empty floor everywhere; the agent is at (3, 6) facing up (y falls)
+    return image
+
+
+def test_hand_built_view_reads_as_babyai_text():
+    image = empty_view()
+    image[0, 6] = (WALL, 5, 0)  # three cells to the left on the agent's row
+    image[6, 6] = (WALL, 5, 0)  # three to the right ...
+    image[5, 6] = (BOX, GREEN, 0)  # ... but a box stands before it: no wall on the right
+    image[3, 3] = (DOOR, YELLOW, 2)  # locked door straight ahead, 3 steps
+    image[3, 0] = (WALL, 5, 0)  # a wall behind the door: hidden by it
+    image[1, 4] = (BALL, RED, 0)  # 2 left, 2 forward
+    image[1, 2] = (KEY, BLUE, 0)  # same column, further: listed before the ball
+    image[3, 6] = (KEY, RED, 0)  # the agent's own cell shows what it carries: not an object
+    got = describe_view(image, carrying=np.array([KEY, RED]))
+    assert got == [
+        "You carry a red key",
+        "a wall 3 steps left",
+        "a blue key 2 steps left and 4 steps forward",
+        "a red ball 2 steps left and 2 steps forward",
+        "a locked yellow door 3 steps forward",
+        "a green box 2 steps right",
+    ]
+    image = empty_view()
+    image[2, 5] = (DOOR, BLUE, 0)
+    image[3, 5] = (WALL, 5, 0)
+    assert describe_view(image) == ["a wall 1 step forward", "a open blue door 1 step left and "
+                                    "1 step forward"]  # BabyAI-Text's "a open" kept as is
+
+
+def test_tasks_make_their_missions_and_rooms():
+    kinds = {"goto": "go to ", "pickup": "pick up ", "open": "open the ",
+             "putnext": "put the ", "pick_up_seq_go_to": ("pick up ", "go to ")}
+    for task, env_id in TASK_IDS.items():
+        adapter = make_adapter(env_id)
+        env = adapter.make_env()
+        assert adapter.codec.valid_actions[:3] == ["turn left", "turn right", "go forward"]
+        assert adapter.codec.parse("go forward") == 2 and env.action_space.n == 6
+        for seed in range(20):
+            obs, _ = env.reset(seed=seed)
+            mission = str(obs["mission"])
+            start = kinds[task]
+            assert mission.startswith(start), (task, mission)
+            for pair in ("yellow box", "red key", "red door", "green ball", "grey door"):
+                assert pair not in mission
+            assert encode_babyai(obs).startswith(f"Mission: {mission}\n")
+            grid = env.unwrapped
+            assert (grid.num_cols, grid.max_steps) == ((2, 128) if task == "open" else (1, (
+                64 if task in ("goto", "pickup") else 128)))
+            objects = [c for c in grid.grid.grid if c is not None and c.type != "wall"]
+            # BALROG's num_dists=0: just what the mission names (open: the door and its key)
+            assert len(objects) == {"goto": 1, "pickup": 1}.get(task, 2), (task, objects)
+        env.reset(seed=7)
+        first = encode_babyai(env.reset(seed=7)[0])
+        assert encode_babyai(env.reset(seed=8)[0]) != first  # the seed fixes the episode
+        assert encode_babyai(env.reset(seed=7)[0]) == first
+
+
+def play(adapter, uri: str, seeds) -> list[float]:
+    policy, env, returns = policy_from_uri(uri, adapter), adapter.make_env(), []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        policy.reset(0, seed)
+        total, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy.act([obs], [0])[0])
+            total, done = total + r, term or trunc
+        returns.append(total)
+    return returns
+
+
+@pytest.mark.parametrize("task", list(TASK_IDS))
+def test_bot_solves_every_task_and_eps_weakens_it(task):
+    adapter = make_adapter(TASK_IDS[task])
+    expert = play(adapter, BOT, range(100, 110))
+    assert all(r > 0 for r in expert)  # the bot solves every seed
+    weak = play(adapter, f"{BOT}?eps=0.8", range(100, 110))
+    assert np.mean(weak) < np.mean(expert) - 0.1  # mostly random actions: slower or failed
+
+
+def test_bot_refuses_a_diverged_env_and_bad_options():
+    adapter = make_adapter(TASK_IDS["goto"])
+    env, bot = adapter.make_env(), BabyAIBot(adapter)
+    obs, _ = env.reset(seed=3)
+    bot.reset(0, 4)  # the wrong seed: another room
+    with pytest.raises(BotDiverged, match="no longer matches"):
+        bot.act([obs], [0])
+    with pytest.raises(BotDiverged, match="never reset"):
+        bot.act([obs], [5])
+    with pytest.raises(ValueError, match="probability"):
+        BabyAIBot(adapter, eps=2)
+    with pytest.raises(ValueError, match="BabyAI levels"):
+        BabyAIBot(make_adapter("MiniGrid-Empty-5x5-v0"))
+    # wrapped in mix:, the env takes actions the replica never saw
+    mixed = policy_from_uri(f"mix:{BOT}?eps=1", adapter)
+    with pytest.raises(BotDiverged, match="mix:"):
+        obs, _ = env.reset(seed=3)
+        mixed.reset(0, 3)
+        for _ in range(20):
+            obs = env.step(mixed.act([obs], [0])[0])[0]
+
+
+def test_state_round_trip():
+    adapter = make_adapter(TASK_IDS["open"])
+    env = adapter.make_env()
+    obs, _ = env.reset(seed=11)
+    for a in (0, 2, 2, 1):
+        obs = env.step(a)[0]
+    state = adapter.save_state(env)
+    other = adapter.make_env()
+    adapter.restore_state(other, state)
+    assert encode_babyai(other.unwrapped.gen_obs() | {"carrying": obs["carrying"]}) == \
+        encode_babyai(obs)

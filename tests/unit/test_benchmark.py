@@ -1,0 +1,90 @@
+"""Benchmark suites: BALROG's scoring by hand, scores of known trajectories, held-out seeds."""
+
+import json
+
+import numpy as np
+import pytest
+
+from policylm.jobs.benchmark import BenchmarkConfig, main
+from policylm.platform.config import ConfigError
+from policylm.platform.envs import make_adapter
+from policylm.platform.evaluation.suites import get_suite, progression, score, suite_scores
+from policylm.platform.rollout.runner import derive_seed
+
+BOT = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
+
+
+def test_balrog_scoring_by_hand():
+    assert score([1, 0, 0, 1]) == {"episodes": 4, "score": 50.0, "se": 25.0}  # sd 0.5 / 2
+    assert score([]) == {"episodes": 0, "score": None, "se": None}
+    assert score([1.0])["se"] is None
+    # BALROG's published standard errors follow from its estimator over 50 BabyAI episodes
+    for successes, se in ((4, 3.8), (10, 5.7), (18, 6.8)):
+        s = score([1.0] * successes + [0.0] * (50 - successes))
+        assert s["score"] == pytest.approx(2 * successes) and round(s["se"], 1) == se
+    assert progression("success", 0.3) == 1.0 and progression("success", 0.0) == 0.0
+    assert progression("achievements", 0.0, achievements=11) == 0.5
+    with pytest.raises(ValueError, match="achievement count"):
+        progression("achievements", 1.0)
+    suite = get_suite("balrog-babyai")
+    pooled = suite_scores(suite, {"goto": [1, 1], "open": [0, 0, 0]})
+    assert pooled["tasks"]["goto"]["score"] == 100.0 and pooled["tasks"]["pickup"]["episodes"] == 0
+    assert pooled["overall"]["score"] == pytest.approx(40.0)  # 2 of 5 episodes, pooled
+    with pytest.raises(ValueError, match="known: balrog-babyai"):
+        get_suite("babyai")
+
+
+def replay(env_id: str, uri: str, seeds: list[int]) -> list[float]:
+    """Progressions computed a second way: the same seeds played here, step by step."""
+    from policylm.platform.policies import policy_from_uri
+
+    adapter = make_adapter(env_id)
+    policy, env, out = policy_from_uri(uri, adapter), adapter.make_env(), []
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        policy.reset(0, seed)
+        total, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy.act([obs], [0])[0])
+            total, done = total + r, term or trunc
+        out.append(1.0 if total > 0 else 0.0)
+    return out
+
+
+def test_scores_of_known_policies(tmp_path):
+    uri = f"{BOT}?eps=0.9"
+    got = main(BenchmarkConfig(policy=uri, episodes=4, tasks=["goto", "putnext"],
+                               num_workers=0, envs_per_worker=2, out=str(tmp_path / "b")))
+    suite = {t.name: t for t in get_suite("balrog-babyai").tasks}
+    seeds = [derive_seed(20251, e) for e in range(4)]
+    expected = {name: replay(suite[name].env_id, uri, seeds) for name in ("goto", "putnext")}
+    assert 0 < np.mean(expected["goto"] + expected["putnext"]) < 1  # some fail, some succeed
+    for name, values in expected.items():
+        assert got["tasks"][name]["score"] == pytest.approx(100 * np.mean(values))
+    pooled = expected["goto"] + expected["putnext"]
+    assert got["overall"]["score"] == pytest.approx(100 * np.mean(pooled))
+    assert got["overall"]["episodes"] == 8 and got["invalid_rate"] is None
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["overall"] == got["overall"]
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "Llama-3.1-8B-Instruct | 36.0 ± 6.8" in report
+    assert (tmp_path / "b" / "scores.png").is_file()
+    spin = main(BenchmarkConfig(policy="constant:turn left", episodes=2, tasks=["goto"],
+                                num_workers=0, out=str(tmp_path / "spin")))
+    assert spin["overall"]["score"] == 0.0  # turning in place never reaches the object
+
+
+def test_held_out_seeds_are_checked(tmp_path):
+    first = main(BenchmarkConfig(policy=BOT, episodes=2, tasks=["goto"], num_workers=0,
+                                 out=str(tmp_path / "a")))
+    assert first["overall"]["score"] == 100.0 and first["held_out"] is False
+    played = str(tmp_path / "a" / "tasks" / "goto")
+    with pytest.raises(ValueError, match="seeds are in train_data"):
+        main(BenchmarkConfig(policy=BOT, episodes=2, tasks=["goto"], num_workers=0,
+                             train_data=[played], out=str(tmp_path / "b")))
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+    other = main(BenchmarkConfig(policy=BOT, episodes=2, tasks=["goto"], num_workers=0,
+                                 train_data=[played], seed=7, out=str(tmp_path / "c")))
+    assert other["held_out"] is True
+    with pytest.raises(ConfigError, match="tasks"):
+        BenchmarkConfig(tasks=["fly"]).validate()
