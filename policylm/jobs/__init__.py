@@ -17,9 +17,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("bc_ppo", "build_dataset", "collect", "compare", "demo", "evaluate", "export_minari",
-           "filter", "grpo", "import_minari", "merge", "self_improve", "serve", "sft", "sweep",
-           "train_experts")
+MODULES = ("bc_ppo", "benchmark", "build_dataset", "collect", "compare", "demo", "evaluate",
+           "export_minari", "filter", "grpo", "import_minari", "merge", "self_improve", "serve",
+           "sft", "sweep", "train_experts", "train_suite")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -73,25 +73,11 @@ def test_tasks_make_their_missions_and_rooms():
         assert encode_babyai(env.reset(seed=7)[0]) == first
 
 
-def play(adapter, uri: str, seeds) -> list[float]:
-    policy, env, returns = policy_from_uri(uri, adapter), adapter.make_env(), []
-    for seed in seeds:
-        obs, _ = env.reset(seed=seed)
-        policy.reset(0, seed)
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(policy.act([obs], [0])[0])
-            total, done = total + r, term or trunc
-        returns.append(total)
-    return returns
-
-
 @pytest.mark.parametrize("task", list(TASK_IDS))
-def test_bot_solves_every_task_and_eps_weakens_it(task):
-    adapter = make_adapter(TASK_IDS[task])
-    expert = play(adapter, BOT, range(100, 110))
+def test_bot_solves_every_task_and_eps_weakens_it(task, play_returns):
+    expert = play_returns(TASK_IDS[task], BOT, range(100, 110))
     assert all(r > 0 for r in expert)  # the bot solves every seed
-    weak = play(adapter, f"{BOT}?eps=0.8", range(100, 110))
+    weak = play_returns(TASK_IDS[task], f"{BOT}?eps=0.8", range(100, 110))
     assert np.mean(weak) < np.mean(expert) - 0.1  # mostly random actions: slower or failed
 
 

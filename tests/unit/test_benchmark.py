@@ -7,7 +7,6 @@ import pytest
 
 from policylm.jobs.benchmark import BenchmarkConfig, main
 from policylm.platform.config import ConfigError
-from policylm.platform.envs import make_adapter
 from policylm.platform.evaluation.suites import get_suite, progression, score, suite_scores
 from policylm.platform.rollout.runner import derive_seed
 
@@ -34,30 +33,14 @@ def test_balrog_scoring_by_hand():
         get_suite("babyai")
 
 
-def replay(env_id: str, uri: str, seeds: list[int]) -> list[float]:
-    """Progressions computed a second way: the same seeds played here, step by step."""
-    from policylm.platform.policies import policy_from_uri
-
-    adapter = make_adapter(env_id)
-    policy, env, out = policy_from_uri(uri, adapter), adapter.make_env(), []
-    for seed in seeds:
-        obs, _ = env.reset(seed=seed)
-        policy.reset(0, seed)
-        total, done = 0.0, False
-        while not done:
-            obs, r, term, trunc, _ = env.step(policy.act([obs], [0])[0])
-            total, done = total + r, term or trunc
-        out.append(1.0 if total > 0 else 0.0)
-    return out
-
-
-def test_scores_of_known_policies(tmp_path):
+def test_scores_of_known_policies(tmp_path, play_returns):
     uri = f"{BOT}?eps=0.9"
     got = main(BenchmarkConfig(policy=uri, episodes=4, tasks=["goto", "putnext"],
                                num_workers=0, envs_per_worker=2, out=str(tmp_path / "b")))
     suite = {t.name: t for t in get_suite("balrog-babyai").tasks}
     seeds = [derive_seed(20251, e) for e in range(4)]
-    expected = {name: replay(suite[name].env_id, uri, seeds) for name in ("goto", "putnext")}
+    expected = {name: [float(r > 0) for r in play_returns(suite[name].env_id, uri, seeds)]
+                for name in ("goto", "putnext")}
     assert 0 < np.mean(expected["goto"] + expected["putnext"]) < 1  # some fail, some succeed
     for name, values in expected.items():
         assert got["tasks"][name]["score"] == pytest.approx(100 * np.mean(values))

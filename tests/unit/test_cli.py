@@ -34,6 +34,11 @@ def test_every_job_module_has_config_and_main():
     for module in JOBS.values():
         job = importlib.import_module(f"policylm.jobs.{module}")
         assert job.CONFIG.__doc__ and job.main.__code__.co_argcount == 1  # main(cfg)
+        assert job.run is job.main
+    from policylm import jobs
+
+    assert sorted(JOBS.values()) == sorted(jobs.MODULES)  # the Python API has every command
+    assert all(name == module.replace("_", "-") for name, module in JOBS.items())
 
 
 def test_unknown_command_and_bad_config(capsys):

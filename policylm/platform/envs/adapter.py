@@ -144,6 +144,14 @@ def probe_spaces(make_env: Callable[[], gym.Env]) -> tuple[gym.Space, gym.Space]
         env.close()
 
 
+def probed_adapter(env_id: str, make_env: Callable[[], gym.Env], **fields: Any) -> EnvAdapter:
+    """An :class:`EnvAdapter` whose observation and action spaces are read from a throwaway
+    env of ``make_env``; ``fields`` are the adapter's other fields (encode, codec, ...)."""
+    obs_space, act_space = probe_spaces(make_env)
+    return EnvAdapter(env_id=env_id, make_env=make_env, observation_space=obs_space,
+                      action_space=act_space, **fields)
+
+
 def generic_encoders(
     space: gym.Space, decimals: int = 2
 ) -> tuple[Callable[[Any], str], Callable[[Any], dict]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from policylm.platform.envs.adapter import EnvAdapter, gym_kwargs, probe_spaces
+from policylm.platform.envs.adapter import EnvAdapter, gym_kwargs, probed_adapter
 from policylm.platform.envs.codecs import NamedDiscreteCodec
 from policylm.platform.envs.minigrid import (
     COLORS,
@@ -154,12 +154,9 @@ def babyai_adapter(
         register_babyai()
         return SixActions(MiniGridTextObs(gym.make(env_id, **kwargs)))
 
-    obs_space, act_space = probe_spaces(make)
-    return EnvAdapter(
-        env_id=env_id,
-        make_env=make,
-        observation_space=obs_space,
-        action_space=act_space,
+    return probed_adapter(
+        env_id,
+        make,
         encode=encode_babyai,
         to_json=babyai_json,
         codec=NamedDiscreteCodec(list(ACTION_NAMES)),

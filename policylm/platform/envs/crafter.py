@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import pyarrow as pa
 
-from policylm.platform.envs.adapter import EnvAdapter, probe_spaces
+from policylm.platform.envs.adapter import EnvAdapter, probed_adapter
 from policylm.platform.envs.codecs import NamedDiscreteCodec
 
 # crafter.constants, copied so text encoding needs no crafter import (the ids are stable)
@@ -174,12 +174,9 @@ def crafter_adapter(env_id: str = "Crafter", *, length: int = 10000, max_entitie
     def make() -> gym.Env:
         return CrafterEnv(length=length, area=area)
 
-    obs_space, act_space = probe_spaces(make)
-    return EnvAdapter(
-        env_id=env_id,
-        make_env=make,
-        observation_space=obs_space,
-        action_space=act_space,
+    return probed_adapter(
+        env_id,
+        make,
         encode=lambda obs: encode_crafter(obs, max_entities),
         to_json=lambda obs: crafter_json(obs, max_entities),
         codec=NamedDiscreteCodec(list(ACTIONS)),
