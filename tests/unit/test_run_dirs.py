@@ -27,7 +27,15 @@ JOBS = {
     "merge": {"adapter": "nowhere"}, "train_experts": {}, "bc_ppo": {}, "demo": {},
     "self_improve": {}, "sweep": {"policy": "random:"}, "sft": {"dataset": "DS"},
     "grpo": {"dataset": "DS"}, "grpo-episodes": {"mode": "episodes"},
+    "benchmark": {"policy": "random:"}, "train_suite": {},
 }
+
+
+def test_every_job_with_a_run_directory_is_checked():
+    from policylm.cli import JOBS as COMMANDS
+
+    # serve writes no run directory; export-minari writes into the Minari store (by dataset id)
+    assert set(COMMANDS.values()) - {"serve", "export_minari"} == {j.split("-")[0] for j in JOBS}
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))
