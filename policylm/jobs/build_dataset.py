@@ -39,6 +39,9 @@ class BuildDatasetConfig:
     where: str = field("", doc="SQL condition over the episode table, e.g. \"return > 50\"")
     gamma: float = field(1.0, doc="discount for return-to-go (1.0 = undiscounted)")
     return_scale: float = field(1.0, doc="divide return-to-go by this in the prompt")
+    history: int = field(0, doc="earlier steps of the episode (observation and action) before "
+                         "each row's observation (BALROG uses 16); recorded with the dataset, and "
+                         "by sft with the adapter, so the policy acts with the same history")
     validation_fraction: float = field(0.1, doc="share of episodes held out for validation")
     max_rows_per_skill: int = field(
         0, doc="training rows kept per skill label, sampled evenly over its steps (0: all); "
@@ -62,6 +65,7 @@ class BuildDatasetConfig:
         require(self.max_rows_per_skill >= 0, "max_rows_per_skill", "must be >= 0 (0: all)")
         require(self.balance in ("skill", "step"), "balance", "use skill or step")
         require(self.num_shards >= 1, "num_shards", "must be >= 1")
+        require(self.history >= 0, "history", "must be >= 0 (0: no history)")
         require(self.max_length is None or self.max_length >= 1, "max_length", "must be >= 1")
 
 
@@ -101,6 +105,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
     from policylm.platform.data import datasets as dsx
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
+    from policylm.platform.prompts import write_history
 
     stages = Stages()
     sources = [cfg.trajectories] if isinstance(cfg.trajectories, str) else cfg.trajectories
@@ -155,8 +160,8 @@ def main(cfg: BuildDatasetConfig) -> dict:
         ds = ds.map_batches(dsx.keep_rows, fn_kwargs={"episode_ids": keep},
                             batch_format="pyarrow")
         ds = ds.groupby(tr.EPISODE_ID).map_groups(
-            dsx.add_rtg, fn_kwargs={"gamma": cfg.gamma, "scale": cfg.return_scale},
-            batch_format="pyarrow")
+            dsx.episode_rows, fn_kwargs={"gamma": cfg.gamma, "scale": cfg.return_scale,
+                                         "history": cfg.history}, batch_format="pyarrow")
         ds = ds.map_batches(dsx.to_chat_rows, fn_kwargs={"system": system},
                             batch_format="pyarrow")
 
@@ -188,7 +193,10 @@ def main(cfg: BuildDatasetConfig) -> dict:
             counts[name]["rows_per_skill"] = dsx.rows_per_skill(table)
             if cfg.jsonl:
                 dsx.write_chat_jsonl(table, out_dir / f"{name}.jsonl")
-    stats.update({"splits": counts, "system": system, "train_row_fractions": fractions,
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_history(out_dir, cfg.history)
+    stats.update({"splits": counts, "system": system, "history": cfg.history,
+                  "train_row_fractions": fractions,
                   "stage_seconds": stages.seconds})
     write_json(run_dir / "stats.json", stats)
     log.info("dataset: %s", {k: v["rows"] for k, v in counts.items()})

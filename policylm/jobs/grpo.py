@@ -225,7 +225,7 @@ def main(cfg: GrpoJobConfig) -> dict:
 
         return episodes(cfg)
     from policylm.jobs import ray_train
-    from policylm.platform.prompts import write_form
+    from policylm.platform.prompts import read_history, write_form
 
     run_dir, stages, data = ray_train.start_run(cfg, "grpo")
     with stages("data"):
@@ -243,7 +243,7 @@ def main(cfg: GrpoJobConfig) -> dict:
         finally:
             records = ray_train.save_notes(notes, run_dir)
     adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
-    write_form(adapter, cfg.prompt_form)
+    write_form(adapter, cfg.prompt_form, read_history(data))  # the rows' history
     metrics = summarize(ray_train.log_history(result), stages.seconds)
     attempts = [n for n in records if n.get("attempt") == "start" and n["rank"] == 0]
     finals = [n for n in records if "train_runtime" in n]

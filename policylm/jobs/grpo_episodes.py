@@ -26,15 +26,20 @@ def main(cfg: Any) -> dict:
     from tqdm import tqdm
 
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.platform.config import ConfigError
     from policylm.platform.data import trajectories as tr
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import with_params
-    from policylm.platform.prompts import write_form
+    from policylm.platform.prompts import read_history, write_form
     from policylm.platform.rollout.runner import plan_chunks
     from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.training.sft import load_trainable
 
+    if read_history(cfg.adapter or None, cfg.model):
+        raise ConfigError(f"adapter={cfg.adapter} acts with history (earlier steps in its "
+                          "prompts), which episodes-mode GRPO does not train yet; use mode=states "
+                          "on a dataset built with the same history")
     run_dir = open_run("grpo", cfg).resolve()
     resolve_model(cfg.model)
     env = make_adapter(cfg.env_id, **cfg.env_options)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from policylm.jobs.common import log, run_job, write_json
-from policylm.platform.prompts import write_form
+from policylm.platform.prompts import read_history, write_form
 from policylm.platform.training.sft import (
     TRAIN_COLUMNS,
     LoraSettings,
@@ -113,7 +113,7 @@ def main(cfg: SftJobConfig) -> dict:
             records = ray_train.save_notes(notes, run_dir)
     adapter = ray_train.export_checkpoint(
         result, run_dir / ("model" if cfg.full_finetune else "adapter"))
-    write_form(adapter, cfg.prompt_form)
+    write_form(adapter, cfg.prompt_form, read_history(data))  # the dataset's history
     metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths}
     write_json(run_dir / "metrics.json", metrics)
     plot_losses(metrics, run_dir / "loss.png")

@@ -10,11 +10,18 @@ training rows and for acting alike (one place, so the two never drift).
 
 ``policylm sft`` records the form in the adapter directory (``policylm.json``), and an
 ``hf://`` policy with that adapter (or a model merged from it) prompts in the same form.
+
+History (``history=k``): the observation text is preceded by the episode's last ``k`` steps, each
+its observation on one line and the action taken (:func:`with_history`), in dataset rows
+(``build-dataset history=k``) and acting prompts alike; ``k`` is recorded with the dataset and
+the adapter, so a policy acts with the history it was trained on. A window of ``k`` keeps the
+cost of a step bounded, linear in the episode's length.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +40,23 @@ def check_form(form: str) -> str:
     if form not in FORMS:
         raise PromptFormError(f"prompt form {form!r} is unknown; use one of {', '.join(FORMS)}")
     return form
+
+
+def with_history(past: Sequence[tuple[str, str]], obs_text: str) -> str:
+    """``obs_text`` after the episode's earlier steps (oldest first), one line each: the
+    observation's lines joined by `` | `` and the action taken::
+
+        Earlier:
+        Mission: go to the red ball | a wall 2 steps left -> turn left
+        Now:
+        Mission: go to the red ball
+        a red ball 1 step forward
+
+    No earlier steps: ``obs_text`` unchanged (step 0 reads as without history)."""
+    if not past:
+        return obs_text
+    lines = [" | ".join(o.splitlines()) + f" -> {a}" for o, a in past]
+    return "Earlier:\n" + "\n".join(lines) + "\nNow:\n" + obs_text
 
 
 def compact_prompt(target_return: float, t: int, obs_text: str) -> str:
@@ -70,9 +94,29 @@ def action_candidates(form: str, actions: list[str]) -> list[str]:
     return [" " + a for a in actions] if check_form(form) == "compact" else list(actions)
 
 
-def write_form(directory: str | Path, form: str) -> None:
-    """Record the prompt form a model or adapter directory was trained with."""
-    Path(directory, FORM_FILE).write_text(json.dumps({"prompt_form": check_form(form)}) + "\n")
+def write_form(directory: str | Path, form: str, history: int = 0) -> None:
+    """Record the prompt form (and the steps of history, :func:`with_history`) a model or
+    adapter directory was trained with."""
+    record = {"prompt_form": check_form(form), "history": int(history)}
+    Path(directory, FORM_FILE).write_text(json.dumps(record) + "\n")
+
+
+def read_history(*directories: str | Path | None) -> int:
+    """The steps of history recorded in the first of ``directories`` that has a record (an
+    adapter, a model or a dataset directory); 0 when none does."""
+    for d in directories:
+        path = Path(d) / FORM_FILE if d else None
+        if path is not None and path.is_file():
+            try:
+                return int(json.loads(path.read_text()).get("history", 0))
+            except (ValueError, AttributeError, TypeError) as err:
+                raise PromptFormError(f"{path}: unreadable record ({err})") from err
+    return 0
+
+
+def write_history(directory: str | Path, history: int) -> None:
+    """Record in a dataset directory how many steps of history its rows hold."""
+    Path(directory, FORM_FILE).write_text(json.dumps({"history": int(history)}) + "\n")
 
 
 def read_form(*directories: str | None) -> str:

@@ -95,7 +95,7 @@ def train_trial(config: dict, base: dict) -> None:
     from ray import tune
 
     from policylm.platform.config import config_from_dict
-    from policylm.platform.prompts import write_form
+    from policylm.platform.prompts import read_history, write_form
     from policylm.platform.training.sft import SftJobConfig, build_trainer, dataset_dir, read_rows
 
     torch.set_num_threads(max(1, int(base["threads"])))
@@ -120,7 +120,7 @@ def train_trial(config: dict, base: dict) -> None:
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
-    write_form(adapter, cfg.prompt_form)
+    write_form(adapter, cfg.prompt_form, read_history(data))
     model = base["sft"]["model"]
     policy = f"hf://{model}?adapter={adapter}&temperature={base['temperature']}"
     result = _play(policy, float(config.get("target_return", base["target_return"])),

@@ -9,6 +9,7 @@ import yaml
 from policylm.jobs.train_suite import TrainSuiteConfig, main
 from policylm.platform.config import load_config
 from policylm.platform.data import trajectories as tr
+from policylm.platform.prompts import read_history
 
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).parents[2] / "configs" / "babyai_balrog.yaml"
@@ -19,7 +20,8 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         "collect.episodes_per_policy=2", "collect.envs_per_worker=2", "collect.chunk_size=2",
         f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
         "sft.eval_steps=0", "sft.max_eval_rows=8", "benchmark.episodes=1",
-        "benchmark.num_workers=0", "benchmark.envs_per_worker=5", f"out={tmp_path / 'run'}"])
+        "benchmark.num_workers=0", "benchmark.envs_per_worker=5", "dataset.history=2",
+        f"out={tmp_path / 'run'}"])
     result = main(cfg)
     run = tmp_path / "run"
     for f in ("report.md", "metrics.json", "dataset/stats.json", "sft/adapter/adapter_config.json",
@@ -36,6 +38,10 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         assert scores["overall"]["episodes"] == 5
         bench = json.loads((run / f"benchmark-{label}" / "metrics.json").read_text())
         assert bench["held_out"] is True  # checked against the demonstrations' seeds
+    # the dataset's history reaches the adapter, and the benchmarked policy acts with it
+    assert read_history(run / "dataset" / "dataset") == 2 == read_history(run / "sft" / "adapter")
+    rows = [json.loads(line) for line in (run / "dataset" / "dataset" / "train.jsonl").open()]
+    assert any("Earlier:" in r["messages"][1]["content"] for r in rows)
     policy = yaml.safe_load((run / "benchmark-fine-tuned" / "config.yaml").read_text())["policy"]
     assert "adapter=" in policy and "target_return=1" in policy
     report = (run / "report.md").read_text()

@@ -227,3 +227,10 @@ def test_serve_config_files_match_rays_schema():
     assert config_from_dict(ServeConfig, app.args).autoscaling["max_replicas"] == 2
     cfg = load_config(ServeConfig, root / "serve_cartpole.yaml")
     assert cfg.host == "127.0.0.1" and cfg.policy.startswith("hf://")
+
+
+def test_a_policy_with_history_is_refused_by_name(tiny_model_dir):
+    from policylm.platform.policies import PolicyError
+
+    with pytest.raises(PolicyError, match="history=2"):
+        PolicyService(f"hf://{tiny_model_dir}?history=2&dtype=fp32")

@@ -203,6 +203,35 @@ def add_rtg(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0) -> pa.Table
     return batch.set_column(idx, tr.RTG, pa.array(scale_returns(rtg, scale), pa.float64()))
 
 
+def add_history(batch: pa.Table, history: int) -> pa.Table:
+    """Each row's observation text preceded by its episode's ``history`` earlier steps
+    (observation text and action text, :func:`policylm.platform.prompts.with_history`: the same
+    rendering the LLM policy acts with). Whole episodes must be in ``batch``."""
+    from policylm.platform.prompts import with_history
+
+    if history <= 0:
+        return batch
+    eps = batch.column(tr.EPISODE_ID).to_pylist()
+    steps = batch.column(tr.T).to_pylist()
+    obs = batch.column(tr.OBS_TEXT).to_pylist()
+    acts = batch.column(tr.ACTION_TEXT).to_pylist()
+    order = sorted(range(batch.num_rows), key=lambda i: (eps[i], steps[i]))
+    texts: list[str] = [""] * batch.num_rows
+    for pos, i in enumerate(order):
+        first = pos
+        while first > max(0, pos - history) and eps[order[first - 1]] == eps[i]:
+            first -= 1
+        texts[i] = with_history([(obs[j], acts[j]) for j in order[first:pos]], obs[i])
+    idx = batch.schema.get_field_index(tr.OBS_TEXT)
+    return batch.set_column(idx, tr.OBS_TEXT, pa.array(texts, pa.string()))
+
+
+def episode_rows(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0,
+                 history: int = 0) -> pa.Table:
+    """What build-dataset does per episode group: :func:`add_rtg`, then :func:`add_history`."""
+    return add_history(add_rtg(batch, gamma, scale), history)
+
+
 def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
     """Trajectory rows -> chat rows: system / user (target return, step, obs text) /
     assistant (action text). ``target_return`` is the row's (scaled) return-to-go; the

@@ -18,6 +18,7 @@ Adaptive targeting: the target in the prompt is the target minus the reward earn
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,10 @@ from policylm.platform.prompts import (
     action_candidates,
     check_form,
     read_form,
+    read_history,
     render_prefix,
     render_prompt,
+    with_history,
 )
 
 log = logging.getLogger("policylm")
@@ -69,6 +72,8 @@ class LLMPolicyConfig:
                                  # tokens; "mean": per token; "pmi": minus the action's
                                  # log-likelihood without the observation (how much the
                                  # observation raises it; cancels the names' prior and length)
+    history: int = 0             # earlier steps (observation, action) before the observation
+                                 # (policylm.platform.prompts.with_history)
 
 
 class LLMPolicy:
@@ -83,6 +88,9 @@ class LLMPolicy:
             raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
         if cfg.norm not in ("sum", "mean", "pmi"):
             raise ValueError(f"norm must be sum, mean or pmi, got {cfg.norm!r}")
+        if cfg.history < 0:
+            raise ValueError(f"history must be >= 0 (earlier steps in the prompt), got "
+                             f"{cfg.history}")
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
         self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text()
@@ -94,10 +102,12 @@ class LLMPolicy:
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
+        self.past: dict[int, deque] = {}  # slot -> its episode's last (obs text, action text)
         self.counts = {"actions": 0, "invalid": 0}
 
     def reset(self, slot: int, seed: int) -> None:
         self.t[slot], self.earned[slot] = 0, 0.0
+        self.past[slot] = deque(maxlen=self.cfg.history)
         self.rngs[slot] = np.random.default_rng(
             [seed, self.cfg.seed_offset] if self.cfg.seed_offset else seed)
 
@@ -112,20 +122,39 @@ class LLMPolicy:
                                               else 0.0)
         return round(remaining, 2)
 
+    def obs_texts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
+        """Each observation's text as the prompt holds it: after its slot's earlier steps
+        when the policy keeps ``history``."""
+        texts = [self.adapter.encode(o) for o in observations]
+        if not self.cfg.history:
+            return texts
+        return [with_history(list(self.past.get(s, ())), text)
+                for text, s in zip(texts, slots, strict=True)]
+
+    def remember(self, slots: Sequence[int], observations: Sequence[Any],
+                 actions: Sequence[str]) -> None:
+        """Keep each slot's observation and the action text taken (for ``history``)."""
+        if not self.cfg.history:
+            return
+        for s, o, a in zip(slots, observations, actions, strict=True):
+            self.past.setdefault(s, deque(maxlen=self.cfg.history)).append(
+                (self.adapter.encode(o), a))
+
     def prompts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
         return [
             render_prompt(self.engine, self.form, self.system, self.target(s), self.t.get(s, 0),
-                          self.adapter.encode(o))
-            for o, s in zip(observations, slots, strict=True)
+                          text)
+            for text, s in zip(self.obs_texts(observations, slots), slots, strict=True)
         ]
 
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
         for s in slots:
             if s not in self.rngs:
                 self.reset(s, s)
-        decisions = self.decide([self.adapter.encode(o) for o in observations],
+        decisions = self.decide(self.obs_texts(observations, slots),
                                 [self.target(s) for s in slots],
                                 [self.t.get(s, 0) for s in slots], [self.rngs[s] for s in slots])
+        self.remember(slots, observations, [d.text for d in decisions])
         for s in slots:
             self.t[s] = self.t.get(s, 0) + 1
         return [d.action for d in decisions]
@@ -207,14 +236,13 @@ def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
 
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
-    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>`` (the query
-    already split
-    into ``params``).
-    Without ``prompt``, the form recorded with the adapter (or model directory) is used."""
+    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>&history=k``
+    (the query already split into ``params``). Without ``prompt`` and ``history``, what is
+    recorded with the adapter (or model directory) is used."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
-             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live"}
+             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live", "history"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -229,6 +257,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         seed_offset=int(params.get("seed_offset", 0)),
         norm=params.get("norm", "sum"),
         live=params.get("live", ""),
+        history=int(params.get("history") or read_history(params.get("adapter"), model)),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"), live=cfg.live)

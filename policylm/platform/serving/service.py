@@ -67,6 +67,10 @@ class PolicyService:
         if not isinstance(policy, LLMPolicy):
             raise PolicyError(f"policy URI {policy_uri!r}: the server serves LLM policies "
                               f"(hf://...), not {scheme}:")
+        if policy.cfg.history:
+            raise PolicyError(f"policy URI {policy_uri!r} acts with history={policy.cfg.history} "
+                              "(earlier steps in its prompts), which the server does not keep "
+                              "per episode yet; serve a policy trained without history")
         self.policy, self.model, self.adapter_dir = policy, body, params.get("adapter", "")
         self.default_target = policy.cfg.target_return
         self.store = store if store is not None else EpisodeStore(episode_ttl_s)
