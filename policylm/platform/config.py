@@ -46,14 +46,19 @@ def resume_field(what: str) -> Any:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=[x, y]"]`` -> ``{"a.b": 1, "c": ["x", "y"]}``; values parse as YAML."""
+    """``["a.b=1", "c=[x, y]"]`` -> ``{"a.b": 1, "c": ["x", "y"]}``; values parse as YAML,
+    except that only ``{k: v}`` makes a mapping (``policy=random:`` stays the string)."""
     out: dict[str, Any] = {}
     for i, item in enumerate(items):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value; write e.g. seed=3")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
+            # a mapping is written {k: v}; "random:" (a policy URI) would read as {random: None}
+            if isinstance(value, dict) and not raw.strip().startswith("{"):
+                value = raw.strip()
+            out[key.strip()] = value
         except yaml.YAMLError as err:
             rest = list(itertools.takewhile(lambda s: "=" not in s, items[i + 1:]))
             if rest:  # the shell split a value at its spaces

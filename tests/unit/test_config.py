@@ -103,3 +103,8 @@ def test_every_example_config_loads_with_its_job():
         load_config(module.CONFIG, str(path), [w for w in words[2:] if "=" in w])
         checked += 1
     assert checked >= 12
+
+
+def test_a_uri_ending_in_a_colon_stays_a_string():
+    assert parse_overrides(["policy=random:", "env_options={a: 1}", "x=constant:left"]) == {
+        "policy": "random:", "env_options": {"a": 1}, "x": "constant:left"}
