@@ -142,11 +142,11 @@ def main(cfg: BenchmarkConfig) -> dict:
         steps = tr.read_trajectories(task_dir / "trajectories")
         progressions[task.name] = task_progressions(steps, suite.metric)
         counts = stats.get(uri, {})
-        returns = tr.episode_table(steps)
+        played = tr.episode_table(steps)
         per_task[task.name] = {
             "balrog_name": task.balrog_name, "env_id": task.env_id,
-            "return_mean": float(sum(returns.column("return").to_pylist()) / len(returns)),
-            "length_mean": float(sum(returns.column("length").to_pylist()) / len(returns)),
+            "return_mean": tr.return_stats(played.column("return").to_pylist())["mean"],
+            "length_mean": tr.return_stats(played.column("length").to_pylist())["mean"],
             "invalid_rate": counts.get("invalid_rate")}
         if counts.get("actions"):
             invalid, actions = invalid + counts["invalid"], actions + counts["actions"]

@@ -39,13 +39,11 @@ class BabyAIBot:
 
     def reset(self, slot: int, seed: int) -> None:
         """A fresh replica for ``slot``, reset with the episode's ``seed``."""
-        from minigrid.utils.baby_ai_bot import BabyAIBot as Planner
-
         old = self.slots.pop(slot, None)
         env = old["env"] if old else self.adapter.make_env()
         obs, _ = env.reset(seed=int(seed))
-        self.slots[slot] = {"env": env, "obs": obs, "bot": Planner(env), "taken": None,
-                            "rng": np.random.default_rng([int(seed), 0xBAB1]), "planner": Planner}
+        self.slots[slot] = {"env": env, "obs": obs, "bot": _planner(env), "taken": None,
+                            "rng": np.random.default_rng([int(seed), 0xBAB1])}
 
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[int]:
         """One action per observation: the bot's plan, or with probability ``eps`` a random
@@ -71,7 +69,7 @@ class BabyAIBot:
             action = len(ACTION_NAMES)
         if action >= len(ACTION_NAMES):  # "done", or no plan: replan from here, act at random
             self.bot_failures += 1
-            s["bot"] = s["planner"](s["env"])
+            s["bot"] = _planner(s["env"])
             action = int(s["rng"].integers(len(ACTION_NAMES)))
         return action
 
@@ -86,3 +84,11 @@ class BabyAIBot:
                 f"BabyAIBot's replica of slot {slot} no longer matches the env (was the env reset "
                 "without its seed, or the bot wrapped in mix:?); use "
                 "python:policylm.platform.envs.babyai_bot:BabyAIBot?eps=<p> for random actions")
+
+
+def _planner(env: Any) -> Any:
+    """minigrid's BabyAI bot over ``env`` (imported here: minigrid loads only where BabyAI
+    runs)."""
+    from minigrid.utils.baby_ai_bot import BabyAIBot as Planner
+
+    return Planner(env)
