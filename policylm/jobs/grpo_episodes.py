@@ -26,7 +26,6 @@ def main(cfg: Any) -> dict:
     from tqdm import tqdm
 
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
-    from policylm.platform.config import ConfigError
     from policylm.platform.data import trajectories as tr
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
@@ -36,10 +35,7 @@ def main(cfg: Any) -> dict:
     from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.training.sft import load_trainable
 
-    if read_history(cfg.adapter or None, cfg.model):
-        raise ConfigError(f"adapter={cfg.adapter} acts with history (earlier steps in its "
-                          "prompts), which episodes-mode GRPO does not train yet; use mode=states "
-                          "on a dataset built with the same history")
+    steps_back = read_history(cfg.adapter or None, cfg.model)  # the adapter's, kept
     run_dir = open_run("grpo", cfg).resolve()
     resolve_model(cfg.model)
     env = make_adapter(cfg.env_id, **cfg.env_options)
@@ -51,7 +47,7 @@ def main(cfg: Any) -> dict:
     # the actors load the base model; the learner's LoRA weights (the starting adapter's too)
     # reach them before every iteration
     base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"
-            f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}&live=grpo")
+            f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}&live=grpo&history={steps_back}")
     if learner.generated:  # continuous actions: generated text, parsed by the codec
         base += f"&mode=generate&max_new_tokens={cfg.max_completion_length}&fallback=random"
     # rollout and training take turns, so the actors may use every core while they play
@@ -76,7 +72,8 @@ def main(cfg: Any) -> dict:
             files = sorted((run_dir / "trajectories").glob(f"it{it:04d}-*.parquet"))
             steps, stale = current_episodes(
                 pa.concat_tables([tr.read_trajectories(f) for f in files]), it)
-            batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return)
+            batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return,
+                                history=steps_back)
             kept_steps = len(batch.prompts)
             batch = subsample(batch, cfg.train_steps, cfg.seed + it)
             stats = learner.update(batch, cfg.epochs_per_iteration)
@@ -108,7 +105,7 @@ def main(cfg: Any) -> dict:
     adapter = run_dir / "adapter"
     learner.model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    write_form(adapter, cfg.prompt_form)
+    write_form(adapter, cfg.prompt_form, steps_back)
     metrics = {"mode": "episodes", "iterations": history,
                "target_return": cfg.target_return, "group_size": cfg.group_size,
                "seeds_per_iteration": cfg.seeds_per_iteration}

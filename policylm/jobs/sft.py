@@ -23,11 +23,11 @@ from typing import Any
 from policylm.jobs.common import log, run_job, write_json
 from policylm.platform.prompts import read_history, write_form
 from policylm.platform.training.sft import (
-    TRAIN_COLUMNS,
     LoraSettings,
     SftJobConfig,
     build_trainer,
     check_lengths,
+    dataset_columns,
     to_prompt_completion,
 )
 
@@ -99,7 +99,7 @@ def main(cfg: SftJobConfig) -> dict:
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
     with stages("data"):
         lengths = check_lengths(cfg, data)
-        splits = ray_train.read_splits(data, TRAIN_COLUMNS, to_prompt_completion,
+        splits = ray_train.read_splits(data, dataset_columns(data), to_prompt_completion,
                                        {"form": cfg.prompt_form})
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
     notes = ray_train.open_notes()

@@ -11,11 +11,15 @@ training rows and for acting alike (one place, so the two never drift).
 ``policylm sft`` records the form in the adapter directory (``policylm.json``), and an
 ``hf://`` policy with that adapter (or a model merged from it) prompts in the same form.
 
-History (``history=k``): the observation text is preceded by the episode's last ``k`` steps, each
-its observation on one line and the action taken (:func:`with_history`), in dataset rows
-(``build-dataset history=k``) and acting prompts alike; ``k`` is recorded with the dataset and
-the adapter, so a policy acts with the history it was trained on. A window of ``k`` keeps the
-cost of a step bounded, linear in the episode's length.
+History (``history=k``): the prompt holds the episode's earlier steps as a transcript, each one
+rendered exactly as its own prompt was, followed by the action taken (:func:`history_messages`
+for ``chat``: earlier user and assistant turns; for ``compact``: one ``R=.. t=.. <obs> ->
+<action>`` block per step), in dataset rows (``build-dataset history=k``) and acting prompts
+alike. The window (:func:`history_start`) holds at least ``k`` earlier steps and fewer than
+``2k``: its start moves ``k`` steps at a time, so between moves every prompt of an episode
+extends the one before, and an engine reuses the episode's cached prefix instead of encoding it
+again (``score(..., sessions=...)``; vLLM's prefix caching does the same). ``k`` is recorded with
+the dataset and the adapter, so a policy acts with the history it was trained on.
 """
 
 from __future__ import annotations
@@ -42,21 +46,34 @@ def check_form(form: str) -> str:
     return form
 
 
-def with_history(past: Sequence[tuple[str, str]], obs_text: str) -> str:
-    """``obs_text`` after the episode's earlier steps (oldest first), one line each: the
-    observation's lines joined by `` | `` and the action taken::
+Step = tuple[float, int, str, str]
+"""An earlier step as the prompt holds it: (target in its prompt, step, observation text,
+action text)."""
 
-        Earlier:
-        Mission: go to the red ball | a wall 2 steps left -> turn left
-        Now:
-        Mission: go to the red ball
-        a red ball 1 step forward
 
-    No earlier steps: ``obs_text`` unchanged (step 0 reads as without history)."""
-    if not past:
-        return obs_text
-    lines = [" | ".join(o.splitlines()) + f" -> {a}" for o, a in past]
-    return "Earlier:\n" + "\n".join(lines) + "\nNow:\n" + obs_text
+def history_start(t: int, k: int) -> int:
+    """The first earlier step the prompt at step ``t`` holds with ``history=k`` (``t`` when
+    ``k`` is 0): ``max(0, (t // k - 1) * k)``. At least ``k`` steps (all of them before step
+    ``k``) and at most ``2k - 1``; the start moves only when ``t`` is a multiple of ``k``."""
+    if k <= 0:
+        return t
+    return max(0, (t // k - 1) * k)
+
+
+def history_messages(system: str, past: Sequence[Step], target_return: float, t: int,
+                     obs_text: str) -> list[dict]:
+    """The ``chat`` conversation: the system turn, then per earlier step its user turn and the
+    action as the assistant's answer, then this step's user turn."""
+    msgs = [{"role": "system", "content": system}]
+    for r, j, o, a in past:
+        msgs += [{"role": "user", "content": format_user(r, j, o)},
+                 {"role": "assistant", "content": a}]
+    return [*msgs, {"role": "user", "content": format_user(target_return, t, obs_text)}]
+
+
+def compact_history(past: Sequence[Step]) -> str:
+    """The ``compact`` transcript of earlier steps: each step's prompt, its action, a newline."""
+    return "".join(f"{compact_prompt(r, j, o)} {a}\n" for r, j, o, a in past)
 
 
 def compact_prompt(target_return: float, t: int, obs_text: str) -> str:
@@ -65,11 +82,14 @@ def compact_prompt(target_return: float, t: int, obs_text: str) -> str:
 
 
 def render_prompt(engine: Any, form: str, system: str, target_return: float, t: int,
-                  obs_text: str) -> str:
-    """The full prompt text, ending where the action starts. ``engine`` supplies the chat
-    template (``chat_prompt``)."""
+                  obs_text: str, past: Sequence[Step] = ()) -> str:
+    """The full prompt text, ending where the action starts, after the ``past`` steps (the
+    history window). ``engine`` supplies the chat template (``chat_prompt``,
+    ``chat_messages``)."""
     if check_form(form) == "compact":
-        return compact_prompt(target_return, t, obs_text)
+        return compact_history(past) + compact_prompt(target_return, t, obs_text)
+    if past:
+        return engine.chat_messages(history_messages(system, past, target_return, t, obs_text))
     return engine.chat_prompt(system, format_user(target_return, t, obs_text))
 
 
@@ -79,13 +99,14 @@ def render_prefix(engine: Any, form: str, system: str) -> str | None:
 
 
 def training_pair(form: str, system: str, target_return: float, t: int, obs_text: str,
-                  action_text: str) -> tuple[Any, Any]:
-    """``(prompt, completion)`` for TRL's SFTTrainer: chat messages for ``chat``
-    (conversational form), plain strings for ``compact`` (the loss is on the completion)."""
+                  action_text: str, past: Sequence[Step] = ()) -> tuple[Any, Any]:
+    """``(prompt, completion)`` for TRL's SFTTrainer, the prompt as :func:`render_prompt`
+    renders it: chat messages for ``chat`` (conversational form), plain strings for
+    ``compact`` (the loss is on the completion)."""
     if check_form(form) == "compact":
-        return compact_prompt(target_return, t, obs_text), " " + action_text
-    return ([{"role": "system", "content": system},
-             {"role": "user", "content": format_user(target_return, t, obs_text)}],
+        return render_prompt(None, form, system, target_return, t, obs_text, past), \
+            " " + action_text
+    return (history_messages(system, past, target_return, t, obs_text),
             [{"role": "assistant", "content": action_text}])
 
 

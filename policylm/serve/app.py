@@ -242,8 +242,11 @@ class RemoteStore:
     async def acall(self, method: str, *args: Any) -> Any:  # from the event loop
         return self._unwrap(await self.handle.call.remote(method, *args))
 
-    def advance(self, updates: list, default_target: float) -> list[dict]:
-        return self._call("advance", updates, default_target)
+    def advance(self, updates: list, default_target: float, history: int = 0) -> list[dict]:
+        return self._call("advance", updates, default_target, history)
+
+    def remember(self, steps: list) -> None:
+        return self._call("remember", steps)
 
     def reward(self, episode_id: str, reward: float) -> dict:
         return self._call("reward", episode_id, reward)

@@ -117,6 +117,52 @@ def test_episode_state_is_right_whichever_replica_serves(server):
     assert len(set.union(*(r for _, r in results))) == 2  # both replicas served
 
 
+def test_history_is_right_whichever_replica_serves(server, tiny_model_dir):
+    """A history=2 policy on two replicas (a second application): four episodes of six steps,
+    stepped concurrently, land on both replicas, and every action's scores are the in-process
+    policy's on the same observations (prompts holding the episode's earlier steps)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.policies import policy_from_uri
+    from policylm.serve.app import ServeConfig, start
+
+    uri = f"hf://{tiny_model_dir}?temperature=0&target_return=20&dtype=fp32&history=2"
+    start(ServeConfig(policy=uri, port=PORT, api_key=KEY, num_cpus=0.25, num_replicas=2,
+                      name="history", route_prefix="/h", block=False))
+    rng = np.random.default_rng(3)
+    obs = rng.normal(0, 0.2, (4, 6, 4)).round(3)
+
+    def episode(k: int) -> tuple[list, set]:
+        scores, replicas = [], set()
+        for t in range(6):
+            body = {"observations": [obs[k, t].tolist()], "episode_ids": [f"h-{k}"],
+                    "rewards": [1.0 if t else 0.0]}
+            status, out, replica = call("/h/v1/act", body, replica=True)
+            assert status == 200 and out["actions"][0]["step"] == t
+            scores.append(out["actions"][0]["scores"])
+            replicas.add(replica)
+        return scores, replicas
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(episode, range(4)))
+    assert len(set.union(*(r for _, r in results))) == 2  # both replicas served
+    policy = policy_from_uri(uri, make_adapter("CartPole-v1"))
+    for k, (scores, _) in enumerate(results):
+        policy.reset(k, k)
+        for t in range(6):
+            (prompt,) = policy.prompts([obs[k, t].astype(np.float32)], [k])
+            want = policy.engine.score([prompt], [["left", "right"]])[0]
+            assert np.allclose([scores[t]["left"], scores[t]["right"]], want, atol=1e-4)
+            policy.act([obs[k, t].astype(np.float32)], [k])
+            policy.observe([k], [1.0])
+    status, body = call("/h/v1/act", {"observations": OBS[:1]})
+    assert status == 422 and "episode_ids" in json.dumps(body)
+    from ray import serve
+
+    serve.delete("history")
+
+
 def test_a_hostile_client_does_not_stall_the_others(server):
     """16 clients acting one observation at a time keep their p90 latency within 3x while one
     client sends the largest requests the limits allow, and every request succeeds. (p90, not

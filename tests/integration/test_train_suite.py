@@ -41,7 +41,10 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
     # the dataset's history reaches the adapter, and the benchmarked policy acts with it
     assert read_history(run / "dataset" / "dataset") == 2 == read_history(run / "sft" / "adapter")
     rows = [json.loads(line) for line in (run / "dataset" / "dataset" / "train.jsonl").open()]
-    assert any("Earlier:" in r["messages"][1]["content"] for r in rows)
+    # a row after the first step holds the earlier steps as turns: user, assistant, ..., user
+    assert max(len(r["messages"]) for r in rows) == 1 + 2 * 3 + 2  # 3 earlier steps at most
+    assert all([m["role"] for m in r["messages"]] == ["system"] + ["user", "assistant"] * (
+        (len(r["messages"]) - 1) // 2) for r in rows)
     policy = yaml.safe_load((run / "benchmark-fine-tuned" / "config.yaml").read_text())["policy"]
     assert "adapter=" in policy and "target_return=1" in policy
     report = (run / "report.md").read_text()

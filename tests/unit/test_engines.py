@@ -2,6 +2,8 @@
 nothing, batching changes nothing, long prompts are truncated, bad models/adapters are named.
 Every engine runs the same contract tests; vllm's skip where it cannot run."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,14 @@ USERS = [f"Target return: {r}\nStep: {t}\nx=0.1 v=0 a=0.02 w=-0.1"
          for r, t in ((10, 0), (500, 3), (77, 12))]
 ENGINES = ["hf", pytest.param("vllm", marks=pytest.mark.skipif(
     vllm_unavailable_reason() is not None, reason=str(vllm_unavailable_reason())))]
+
+
+def common(a, b, most):
+    """Length of the common prefix of token lists ``a`` and ``b``, at most ``most``."""
+    n = 0
+    while n < min(len(a), len(b), most) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def brute_force(engine, prompt, cand, terminator):
@@ -44,6 +54,49 @@ def test_score_equals_brute_force_and_prefix_cache_is_exact(engine, cands):
         multi = any(len(engine.encode(c)) > 1 for c in cands)
         ref = [[brute_force(engine, p, c, multi) for c in cands] for p in prompts]
         assert np.allclose(plain, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("cands", [["left", "right"], ["pickup", "toggle", "left"]])
+def test_sessions_reuse_the_cached_prompt_and_change_no_score(engine, cands):
+    """An episode's prompts, each extending the one before (a transcript) except where the
+    window moves: with a session per episode the scores equal the uncached ones (and brute
+    force), while only the new tokens are computed; two interleaved episodes keep their own."""
+    turns = [f"Target return: {9 - t}\nStep: {t}\nx=0.{t} v=0" for t in range(5)]
+    msgs = [{"role": "system", "content": SYSTEM}]
+    episode = []
+    for t, user in enumerate(turns):
+        msgs = [*msgs, {"role": "user", "content": user}]
+        episode.append(engine.chat_messages(msgs))
+        msgs = [*msgs, {"role": "assistant", "content": cands[t % len(cands)]}]
+    moved = engine.chat_messages([msgs[0], *msgs[5:]])  # the window's start moved
+    prompts = [*episode, moved]
+    other = [engine.chat_prompt(SYSTEM, u) for u in USERS]
+    plain = engine.score(prompts, [cands] * len(prompts))
+    reused0 = getattr(engine, "reused_tokens", 0)
+    a, b = ("a", *cands), ("b", *cands)  # new keys (the engine is the module's)
+    got, got_other = [], []
+    for k, prompt in enumerate(prompts):  # one call per step, interleaved with episode b
+        got += engine.score([prompt], [cands], sessions=[a])
+        if k < len(other):
+            got_other += engine.score([other[k]], [cands], sessions=[b])
+    assert np.allclose(got, plain, atol=1e-4)
+    assert np.allclose(got_other, engine.score(other, [cands] * len(other)), atol=1e-4)
+    if engine.name == "hf":
+        multi = any(len(engine.encode(c)) > 1 for c in cands)
+        assert np.allclose(got[3], [brute_force(engine, prompts[3], c, multi) for c in cands],
+                           atol=1e-4)
+        # each prompt computes only its tokens after the common prefix with the one before
+        def reused(seq):
+            ids = [engine.encode(p) for p in seq]
+            return [common(x, y, len(y) - 1) for x, y in itertools.pairwise(ids)], ids
+
+        mine, ids = reused(prompts)
+        assert mine[:4] == [len(x) for x in ids[:4]]  # a transcript: all of the last prompt
+        assert 0 < mine[4] < len(ids[4])  # the window moved: the system turn still
+        assert engine.reused_tokens - reused0 == sum(mine) + sum(reused(other)[0])
+        assert {a, b} <= set(engine._sessions)
+    with pytest.raises(ValueError, match="one session key per prompt"):
+        engine.score(prompts[:2], [cands] * 2, sessions=["a"])
 
 
 def test_batch_splitting_changes_nothing(tiny_model_dir):

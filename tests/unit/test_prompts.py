@@ -11,10 +11,11 @@ from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
 from policylm.platform.prompts import (
     PromptFormError,
     compact_prompt,
+    history_messages,
+    history_start,
     read_form,
     read_history,
     render_prompt,
-    with_history,
     write_form,
     write_history,
 )
@@ -74,12 +75,21 @@ def test_unknown_form_refused(cartpole, engine):
         LLMPolicy(cartpole, engine, LLMPolicyConfig(prompt_form="json"))
 
 
-def test_history_text_by_hand():
-    assert with_history([], "now") == "now"
-    past = [("Mission: go\na wall 2 steps left", "turn left"), ("a key 1 step forward", "pick up")]
-    assert with_history(past, "Mission: go\nYou carry a red key") == (
-        "Earlier:\nMission: go | a wall 2 steps left -> turn left\n"
-        "a key 1 step forward -> pick up\nNow:\nMission: go\nYou carry a red key")
+def test_history_window_and_text_by_hand():
+    # k=2: steps 0, 0-1, 0-2, then 2-3, 2-4, 4-5, ...: at least k, fewer than 2k
+    assert [history_start(t, 2) for t in range(8)] == [0, 0, 0, 0, 2, 2, 4, 4]
+    assert [history_start(t, 0) for t in (0, 5)] == [0, 5]  # no history: nothing earlier
+    past = [(10.0, 0, "Mission: go\na wall 2 steps left", "turn left"),
+            (9.5, 1, "a key 1 step forward", "pick up")]
+    assert render_prompt(None, "compact", "", 9, 2, "You carry a red key", past) == (
+        "R=10 t=0 Mission: go\na wall 2 steps left -> turn left\n"
+        "R=9.5 t=1 a key 1 step forward -> pick up\n"
+        "R=9 t=2 You carry a red key ->")
+    assert history_messages("rules", past[1:], 9, 2, "now") == [
+        {"role": "system", "content": "rules"},
+        {"role": "user", "content": "Target return: 9.5\nStep: 1\na key 1 step forward"},
+        {"role": "assistant", "content": "pick up"},
+        {"role": "user", "content": "Target return: 9\nStep: 2\nnow"}]
 
 
 def test_history_record_round_trip(tmp_path):
@@ -95,40 +105,63 @@ def test_history_record_round_trip(tmp_path):
         read_history(str(data))
 
 
-def test_rows_with_history_match_acting_prompts(cartpole, engine):
-    """With history=2, a dataset row's prompt holds the episode's two earlier steps exactly as
-    the acting policy renders them, step after step; act() keeps what it chose."""
+@pytest.mark.parametrize("form", ["chat", "compact"])
+def test_rows_with_history_match_acting_prompts(cartpole, engine, form):
+    """With history=2, a dataset row's prompt holds the episode's earlier steps of the window
+    exactly as the acting policy renders them, step after step (the window moves at steps 4
+    and 6); between moves each prompt extends the one before; act() keeps what it chose."""
     (chunk,) = plan_chunks([("w", "random:")], 1, 0, 1)
     steps = EpisodeRunner(cartpole, 1).run(chunk.specs, "r")
     rows = dsx.to_chat_rows(dsx.add_history(steps, 2), cartpole.system_text())
-    pairs = to_prompt_completion(rows, "compact").to_pylist()
+    pairs = to_prompt_completion(rows, form).to_pylist()
     obs = [np.asarray(o, np.float32) for o in steps.column("obs").to_pylist()]
     ret = steps.column("episode_return")[0].as_py()
-    policy = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=ret,
-                                                          prompt_form="compact", history=2))
+    policy = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=ret, prompt_form=form,
+                                                          history=2))
     policy.reset(0, 0)
-    for t, pair in enumerate(pairs[:5]):
-        assert policy.prompts([obs[t]], [0]) == [pair["prompt"]]
-        assert pair["prompt"].count(" -> ") == min(t, 2)  # one line per earlier step
-        policy.remember([0], [obs[t]], [pair["completion"].strip()])  # the action the data took
+    acted = []
+    for t, pair in enumerate(pairs[:8]):
+        trained = engine.chat_messages(pair["prompt"]) if form == "chat" else pair["prompt"]
+        answer = pair["completion"][0]["content"] if form == "chat" else \
+            pair["completion"].strip()
+        (prompt,) = policy.prompts([obs[t]], [0])
+        assert prompt == trained
+        assert len(policy.window(0)) == t - history_start(t, 2)
+        if t and t not in (4, 6):
+            assert prompt.startswith(acted[-1])  # a transcript: the last prompt, extended
+        acted.append(prompt)
+        policy.remember([0], [cartpole.encode(obs[t])], [policy.target(0)], [answer])
         policy.t[0] += 1
         policy.observe([0], [1.0])
-    assert "Earlier:" in pairs[1]["prompt"] and "Earlier:" not in pairs[0]["prompt"]
+    assert rows.column("messages")[3].as_py()[1:-1] == pairs[3]["prompt"][1:] \
+        if form == "chat" else True  # the JSONL export holds the same turns
     policy.reset(0, 0)
-    assert policy.prompts([obs[0]], [0]) == [pairs[0]["prompt"]]  # a new episode forgets
+    assert policy.prompts([obs[0]], [0]) == [acted[0]]  # a new episode forgets
     (action,) = policy.act([obs[0]], [0])
-    assert list(policy.past[0]) == [(cartpole.encode(obs[0]), cartpole.codec.to_text(action))]
+    assert policy.past[0] == [(ret, 0, cartpole.encode(obs[0]), cartpole.codec.to_text(action))]
     with pytest.raises(ValueError, match="history must be >= 0"):
         LLMPolicy(cartpole, engine, LLMPolicyConfig(history=-1))
 
 
-def test_episodes_grpo_refuses_an_adapter_with_history(tmp_path):
-    from policylm.jobs.grpo import GrpoJobConfig, main
-    from policylm.platform.config import ConfigError
+def test_episodes_grpo_trains_on_the_prompts_the_policy_acted_with(cartpole, tiny_model_dir,
+                                                                    monkeypatch):
+    """Rollouts of a history=2 policy group (two sampling streams from one env seed), then the
+    learner's batch: the prompts the engine scored while acting are the batch's prompts."""
+    import pyarrow as pa
 
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    write_form(adapter, "compact", history=2)
-    with pytest.raises(ConfigError, match="history"):
-        main(GrpoJobConfig(mode="episodes", adapter=str(adapter), out=str(tmp_path / "out")))
-    assert not (tmp_path / "out").exists()
+    from policylm.platform.training.episodic_grpo import build_batch
+
+    uri = f"hf://{tiny_model_dir}?history=2&prompt=compact&dtype=fp32&target_return=30"
+    chunks = plan_chunks([("a", uri), ("b", uri + "&seed_offset=1")], 1, 4, 1, shared_seeds=True)
+    runner = EpisodeRunner(cartpole, 1)
+    engine = runner.policy(uri).engine
+    seen: list[str] = []
+    score = engine.score
+    monkeypatch.setattr(engine, "score", lambda prompts, cands, **kw: (
+        seen.extend(prompts), score(prompts, cands, **kw))[1])
+    steps = pa.concat_tables([runner.run(c.specs, "r") for c in chunks])
+    assert len(set(steps.column("episode_return").to_pylist())) == 2  # (fixed seeds) a spread
+    batch = build_batch(steps, cartpole, "compact", None, 30, history=2)
+    assert (batch.groups, batch.filtered_groups, len(batch.prompts)) == (1, 0, steps.num_rows)
+    assert len(seen) == steps.num_rows and any(p.count(" ->") >= 3 for p in seen)
+    assert sorted(batch.prompts) == sorted(seen)

@@ -229,8 +229,33 @@ def test_serve_config_files_match_rays_schema():
     assert cfg.host == "127.0.0.1" and cfg.policy.startswith("hf://")
 
 
-def test_a_policy_with_history_is_refused_by_name(tiny_model_dir):
-    from policylm.platform.policies import PolicyError
+def test_served_history_equals_the_in_process_policy(tiny_model_dir, cartpole):
+    """A history=2 policy served: two interleaved episodes, six steps each (the window moves at
+    step 4), get the scores the in-process policy computes on the same observations, with the
+    store keeping each episode's steps; a request without episode ids is refused by name."""
+    from policylm.platform.engines import get_engine
 
-    with pytest.raises(PolicyError, match="history=2"):
-        PolicyService(f"hf://{tiny_model_dir}?history=2&dtype=fp32")
+    uri = f"hf://{tiny_model_dir}?temperature=0&target_return=20&dtype=fp32&history=2"
+    svc = PolicyService(uri)
+    policy = LLMPolicy(cartpole, get_engine(tiny_model_dir, "", "hf", "fp32", live="ref"),
+                       LLMPolicyConfig(target_return=20, temperature=0, history=2))
+    rng = np.random.default_rng(0)
+    for slot in (0, 1):
+        policy.reset(slot, slot)
+    for t in range(6):
+        obs = rng.normal(0, 0.1, (2, 4)).astype(np.float32)
+        want = [policy.prompts([o], [s])[0] for o, s in zip(obs, (0, 1), strict=True)]
+        scores = policy.engine.score(want, [["left", "right"]] * 2)
+        policy.act(list(obs), [0, 1])
+        policy.observe([0, 1], [1.0, 1.0])
+        (got,) = svc.act([ActRequest(observations=obs.tolist(), episode_ids=["e0", "e1"],
+                                     rewards=[1.0 if t else 0.0] * 2)])
+        assert [a.step for a in got.actions] == [t, t]
+        for a, want_scores in zip(got.actions, scores, strict=True):
+            assert np.allclose([a.scores["left"], a.scores["right"]], want_scores, atol=1e-4)
+        if t == 3:
+            assert want[0].count("Target return") == 4  # steps 0-2 earlier, then step 3
+    assert [len(p) for p in svc.store.episodes["e0"].past] == [4, 4, 4, 4]  # steps 2-5 kept
+    (err,) = svc.act([ActRequest(observations=OBS[:1])])
+    assert isinstance(err, RequestError) and err.field == "episode_ids"
+    assert "history=2" in str(err)

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from policylm.platform.data import trajectories as tr
 from policylm.platform.data.returns import scale_returns, segment_returns_to_go
 from policylm.platform.envs import format_user
+from policylm.platform.prompts import training_pair
 
 TARGET_RETURN = "target_return"
 SYSTEM = "system"
@@ -27,9 +28,13 @@ PROMPT = "prompt"
 OBSERVATION = "observation"
 COMPLETION = "completion"
 MESSAGES = "messages"
+HISTORY = "history"
 SPLIT = "split"
 
 MESSAGE_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# a row's earlier steps in its prompt (policylm.platform.prompts.Step), oldest first
+HISTORY_TYPE = pa.list_(pa.struct([(TARGET_RETURN, pa.float64()), (tr.T, pa.int64()),
+                                   (OBSERVATION, pa.string()), ("action", pa.string())]))
 CHAT_SCHEMA = pa.schema(
     [
         pa.field(tr.EPISODE_ID, pa.string()),
@@ -43,6 +48,7 @@ CHAT_SCHEMA = pa.schema(
         pa.field(COMPLETION, pa.string()),
         pa.field(tr.ACTION_INDEX, pa.int32()),
         pa.field(MESSAGES, MESSAGE_TYPE),
+        pa.field(HISTORY, HISTORY_TYPE),
         tr.ENV_STATE_FIELD,  # null where the env cannot restore its state
     ]
 )
@@ -204,26 +210,32 @@ def add_rtg(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0) -> pa.Table
 
 
 def add_history(batch: pa.Table, history: int) -> pa.Table:
-    """Each row's observation text preceded by its episode's ``history`` earlier steps
-    (observation text and action text, :func:`policylm.platform.prompts.with_history`: the same
-    rendering the LLM policy acts with). Whole episodes must be in ``batch``."""
-    from policylm.platform.prompts import with_history
+    """A ``history`` column: each row's earlier steps in the window
+    (:func:`policylm.platform.prompts.history_start`), each with the target its own row has
+    (the return-to-go), its step, observation text and action text, so its prompt is rendered
+    as the LLM policy renders it when acting. Whole episodes must be in ``batch``; with
+    ``history`` 0 every list is empty."""
+    from policylm.platform.prompts import history_start
 
-    if history <= 0:
-        return batch
     eps = batch.column(tr.EPISODE_ID).to_pylist()
     steps = batch.column(tr.T).to_pylist()
+    rtg = batch.column(tr.RTG).to_pylist()
     obs = batch.column(tr.OBS_TEXT).to_pylist()
     acts = batch.column(tr.ACTION_TEXT).to_pylist()
     order = sorted(range(batch.num_rows), key=lambda i: (eps[i], steps[i]))
-    texts: list[str] = [""] * batch.num_rows
+    past: list[list[dict]] = [[] for _ in range(batch.num_rows)]
     for pos, i in enumerate(order):
-        first = pos
-        while first > max(0, pos - history) and eps[order[first - 1]] == eps[i]:
+        start, first = history_start(steps[i], history), pos
+        while first > 0 and eps[order[first - 1]] == eps[i] and steps[order[first - 1]] >= start:
             first -= 1
-        texts[i] = with_history([(obs[j], acts[j]) for j in order[first:pos]], obs[i])
-    idx = batch.schema.get_field_index(tr.OBS_TEXT)
-    return batch.set_column(idx, tr.OBS_TEXT, pa.array(texts, pa.string()))
+        past[i] = [{TARGET_RETURN: rtg[j], tr.T: steps[j], OBSERVATION: obs[j], "action": acts[j]}
+                   for j in order[first:pos]]
+    return batch.append_column(pa.field(HISTORY, HISTORY_TYPE), pa.array(past, HISTORY_TYPE))
+
+
+def steps_of(history: list[dict] | None) -> list[tuple[float, int, str, str]]:
+    """A ``history`` cell as the prompt renderers take it (``policylm.platform.prompts.Step``)."""
+    return [(h[TARGET_RETURN], h[tr.T], h[OBSERVATION], h["action"]) for h in history or []]
 
 
 def episode_rows(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0,
@@ -234,20 +246,20 @@ def episode_rows(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0,
 
 def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
     """Trajectory rows -> chat rows: system / user (target return, step, obs text) /
-    assistant (action text). ``target_return`` is the row's (scaled) return-to-go; the
-    observation text has its own column, so other prompt forms (``policylm.platform.prompts``)
-    can be rendered from the same rows."""
+    assistant (action text), after the earlier steps' turns where ``batch`` has ``history``.
+    ``target_return`` is the row's (scaled) return-to-go; the observation text has its own
+    column, so other prompt forms (``policylm.platform.prompts``) can be rendered from the same
+    rows."""
     n = batch.num_rows
     rtg = batch.column(tr.RTG).to_pylist()
     steps = batch.column(tr.T).to_pylist()
     obs_text = batch.column(tr.OBS_TEXT).to_pylist()
     act_text = batch.column(tr.ACTION_TEXT).to_pylist()
+    past = batch.column(HISTORY).to_pylist() if HISTORY in batch.schema.names else [[]] * n
     prompts = [format_user(r, t, o) for r, t, o in zip(rtg, steps, obs_text, strict=True)]
-    messages = [
-        [{"role": "system", "content": system}, {"role": "user", "content": p},
-         {"role": "assistant", "content": a}]
-        for p, a in zip(prompts, act_text, strict=True)
-    ]
+    pairs = [training_pair("chat", system, r, t, o, a, steps_of(h))
+             for r, t, o, a, h in zip(rtg, steps, obs_text, act_text, past, strict=True)]
+    messages = [prompt + completion for prompt, completion in pairs]
     return pa.table(
         {
             tr.EPISODE_ID: batch.column(tr.EPISODE_ID),
@@ -261,6 +273,7 @@ def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
             COMPLETION: pa.array(act_text, pa.string()),
             tr.ACTION_INDEX: batch.column(tr.ACTION_INDEX),
             MESSAGES: pa.array(messages, MESSAGE_TYPE),
+            HISTORY: pa.array(past, HISTORY_TYPE),
             tr.ENV_STATE: batch.column(tr.ENV_STATE) if tr.ENV_STATE in batch.schema.names
             else pa.nulls(n, tr.ENV_STATE_FIELD.type),
         },

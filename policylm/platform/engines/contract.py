@@ -3,7 +3,10 @@
 ``score(prompts, candidates, prefix=None)`` returns, for each prompt, the log-likelihood of each
 of its candidate continuations (natural log, summed over the candidate's tokens). ``prefix`` is
 a hint: text every prompt starts with (the chat-formatted system turn), whose key/value cache
-the engine keeps across calls. ``generate(prompts, ...)`` continues each prompt.
+the engine keeps across calls. ``sessions`` (optional) gives a key per prompt, an episode's: an
+engine may keep the prompt's cache under it and compute the key's next prompt from their longest
+common prefix on (``hf`` does; ``vllm`` does it for every prompt with its automatic prefix
+caching); scores are the same either way. ``generate(prompts, ...)`` continues each prompt.
 ``chat_prompt(system, user)`` formats a conversation with the model's chat template, ending
 where the assistant's answer starts; ``chat_prefix(system)`` is its system part;
 ``chat_messages(messages)`` formats any conversation; ``encode(text)`` gives token ids.
@@ -13,7 +16,7 @@ where the assistant's answer starts; ``chat_prefix(system)`` is its system part;
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -50,7 +53,8 @@ class Engine(Protocol):
     name: str
 
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
-              prefix: str | None = None) -> list[np.ndarray]: ...
+              prefix: str | None = None, sessions: Sequence[Hashable] | None = None
+              ) -> list[np.ndarray]: ...
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
                  temperature: float = 0.0, seed: int | None = None) -> list[str]: ...

@@ -9,6 +9,12 @@ prompt and its own earlier tokens only, at positions that continue the prompt: t
 encoded once for all its candidates instead of once per candidate. Rows are right-padded, so
 padding never reaches a position that is read, and only the positions that are read go through
 the output head.
+
+Sessions (``score(..., sessions=keys)``, what a policy with history passes: one key per
+episode): each prompt's KV cache is kept under its key, and the key's next prompt computes only
+its tokens after their longest common prefix, so a prompt that extends the one before costs its
+new tokens, not the whole transcript. Rows with a session are computed one at a time (their
+caches differ in length).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,13 +74,21 @@ def merge_adapter(lm: Any, adapter: str, model_name: str) -> Any:
         ) from err
 
 
+def crop(cache: Any, n: int) -> None:
+    """Keep the first ``n`` positions of a KV cache (``Cache.crop`` takes how many to drop)."""
+    drop = cache.get_seq_length() - n
+    if drop > 0:
+        cache.crop(-drop)
+
+
 class HFEngine:
     """transformers causal LM (+ optional PEFT LoRA adapter, merged for speed)."""
 
     name = "hf"
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto",
-                 device: str | None = None, max_batch_tokens: int = 8192):
+                 device: str | None = None, max_batch_tokens: int = 8192,
+                 max_sessions: int = 64):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -106,6 +120,10 @@ class HFEngine:
         if self.pad_id is None:
             self.pad_id = self.end_id
         self._prefixes: dict[tuple[int, ...], Any] = {}
+        # session key -> (the token ids of its last prompt, their KV cache), least recent first
+        self._sessions: dict[Hashable, tuple[list[int], Any]] = {}
+        self.max_sessions = max_sessions
+        self.reused_tokens = 0  # prompt tokens read from session caches instead of computed
         self.truncated = 0
         # work done by scoring forwards, for FLOP/s accounting: real (unpadded) query tokens
         # and query x key pairs summed over rows, and the padded tokens computed besides
@@ -119,8 +137,8 @@ class HFEngine:
         """Apply LoRA weights (a PEFT state dict: ``...<module>.lora_A.weight`` and
         ``...lora_B.weight``) on top of the weights this engine loaded: ``W = W0 + scaling *
         B @ A`` for each adapted linear layer (``W0`` kept from the first call, so successive
-        calls replace the delta instead of adding to it). Clears the prefix caches, which were
-        computed with the old weights. Returns the number of layers changed."""
+        calls replace the delta instead of adding to it). Clears the prefix and session caches,
+        which were computed with the old weights. Returns the number of layers changed."""
         import torch
 
         modules = dict(self.model.named_modules())
@@ -147,6 +165,7 @@ class HFEngine:
                 layer.weight.copy_((base.float() + delta.to(base.device)).to(base.dtype))
                 changed += 1
         self._prefixes.clear()
+        self._sessions.clear()
         return changed
 
     # --- prompts -------------------------------------------------------------------------
@@ -198,9 +217,11 @@ class HFEngine:
         return ids[: room - keep_tail] + ids[len(ids) - keep_tail:]
 
     def _hidden(self, rows: list[list[int]], n_pre: int, cache: Any,
-                packed: tuple[Any, Any] | None = None) -> Any:
+                packed: tuple[Any, Any] | None = None, extend: bool = False) -> Any:
         """Last hidden states of right-padded ``rows`` after the prefix cache; ``packed`` is
-        ``(allowed, positions)`` from :meth:`_packed_layout` (else plain causal attention)."""
+        ``(allowed, positions)`` from :meth:`_packed_layout` (else plain causal attention).
+        ``extend``: one row, whose keys and values are appended to ``cache`` itself (a session's;
+        else the cache is copied per row and left as it was)."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -222,10 +243,11 @@ class HFEngine:
             kwargs["attention_mask"] = torch.where(allowed, 0.0, blocked).to(
                 self.dtype).unsqueeze(1).to(self.device)
             kwargs["position_ids"] = positions.to(self.device)
+        if cache is not None and not extend:
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(rows))
         if cache is not None:
-            past = copy.deepcopy(cache)
-            past.batch_repeat_interleave(len(rows))
-            kwargs["past_key_values"] = past  # no mask: right padding is never read
+            kwargs["past_key_values"] = cache  # no mask: right padding is never read
         decoder = self.model.get_decoder()
         return decoder(**kwargs).last_hidden_state
 
@@ -239,18 +261,27 @@ class HFEngine:
         return torch.log_softmax(logits, dim=-1)
 
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
-              prefix: str | None = None) -> list[np.ndarray]:
+              prefix: str | None = None, sessions: Sequence[Hashable] | None = None
+              ) -> list[np.ndarray]:
+        """See the engine contract. ``sessions``: a key per prompt (an episode's); each prompt's
+        KV cache is kept under its key, and the next prompt of the key computes only the tokens
+        after their longest common prefix (``max_sessions`` kept, least recent dropped)."""
         import torch
 
         if len(prompts) != len(candidates):
             raise ValueError("score needs one candidate list per prompt")
+        if sessions is not None and len(sessions) != len(prompts):
+            raise ValueError("score needs one session key per prompt")
         cand = [[self.encode(c) for c in cs] for cs in candidates]
         single = all(len(c) == 1 for cs in cand for c in cs)
         longest = max((len(c) for cs in cand for c in cs), default=1) + (0 if single else 1)
         ids = [self._fit(self.encode(p), longest) for p in prompts]
-        n_pre, cache = self._prefix_cache(prefix, ids)  # none if truncation cut into it
-        out: list[np.ndarray] = []
         with torch.inference_mode():
+            if sessions is not None:
+                return [self._score_session(r, cs, single, key)
+                        for r, cs, key in zip(ids, cand, sessions, strict=True)]
+            n_pre, cache = self._prefix_cache(prefix, ids)  # none if truncation cut into it
+            out: list[np.ndarray] = []
             if single:  # one row per prompt; every candidate's logp is at its last position
                 for lo, hi in self._batches([len(r) - n_pre for r in ids]):
                     rows = [r[n_pre:] for r in ids[lo:hi]]
@@ -259,27 +290,65 @@ class HFEngine:
                     for i, cs in enumerate(cand[lo:hi]):
                         out.append(lp[i, [c[0] for c in cs]].cpu().numpy().astype(np.float64))
                 return out
-            scores = [np.zeros(len(cs)) for cs in cand]
             sizes = [len(r) - n_pre + sum(len(c) for c in cs) for r, cs in zip(ids, cand,
                                                                              strict=True)]
             for lo, hi in self._batches(sizes):
                 rows, reads = self._packed_rows(ids[lo:hi], cand[lo:hi], n_pre)
                 hidden = self._hidden(rows, n_pre, cache, self._packed_layout(rows, reads, n_pre))
-                picks = sorted({(k, p) for k, row in enumerate(reads) for _, ps, _ in row
-                                for p in ps})
-                lp = self._logprobs_at(hidden, picks)
-                at = {pick: n for n, pick in enumerate(picks)}
-                where, toks, owner = [], [], []  # every scored token at once, then summed
-                for k, row in enumerate(reads):
-                    for j, ps, ts in row:
-                        where += [at[(k, p)] for p in ps]
-                        toks += ts
-                        owner += [(k, j)] * len(ts)
-                got = lp[torch.tensor(where, device=lp.device),
-                         torch.tensor(toks, device=lp.device)].cpu().numpy().astype(np.float64)
-                for (k, j), v in zip(owner, got, strict=True):
-                    scores[lo + k][j] += v
-            return scores
+                out += self._read_scores(hidden, reads)
+            return out
+
+    def _score_session(self, ids: list[int], cand: list[list[int]], single: bool,
+                       key: Hashable) -> np.ndarray:
+        """One prompt's candidate scores, computing only its tokens after the longest common
+        prefix with the session's last prompt; the session then holds this prompt's cache."""
+        from transformers import DynamicCache
+
+        old_ids, cache = self._sessions.pop(key, ([], None)) if key is not None else ([], None)
+        n = 0
+        while n < min(len(old_ids), len(ids) - 1) and old_ids[n] == ids[n]:
+            n += 1  # at least the prompt's last token is computed: its hidden state is read
+        if cache is None or n == 0:
+            cache, n = DynamicCache(), 0
+        else:
+            crop(cache, n)
+        self.reused_tokens += n
+        if single:
+            hidden = self._hidden([ids[n:]], n, cache, extend=True)
+            lp = self._logprobs_at(hidden, [(0, len(ids) - n - 1)])
+            out = lp[0, [c[0] for c in cand]].cpu().numpy().astype(np.float64)
+        else:
+            rows, reads = self._packed_rows([ids], [cand], n)
+            hidden = self._hidden(rows, n, cache, self._packed_layout(rows, reads, n), extend=True)
+            (out,) = self._read_scores(hidden, reads)
+            crop(cache, len(ids))  # the prompt's keys and values, not the candidates'
+        if key is not None:  # None: a prompt of no session
+            self._sessions[key] = (ids, cache)
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.pop(next(iter(self._sessions)))
+        return out
+
+    def _read_scores(self, hidden: Any, reads: list[list[tuple[int, list[int], list[int]]]]
+                     ) -> list[np.ndarray]:
+        """Each packed row's candidate scores: the log-likelihoods of the tokens ``reads`` names
+        (:meth:`_packed_rows`), summed per candidate."""
+        import torch
+
+        picks = sorted({(k, p) for k, row in enumerate(reads) for _, ps, _ in row for p in ps})
+        lp = self._logprobs_at(hidden, picks)
+        at = {pick: n for n, pick in enumerate(picks)}
+        where, toks, owner = [], [], []  # every scored token at once, then summed
+        for k, row in enumerate(reads):
+            for j, ps, ts in row:
+                where += [at[(k, p)] for p in ps]
+                toks += ts
+                owner += [(k, j)] * len(ts)
+        got = lp[torch.tensor(where, device=lp.device),
+                 torch.tensor(toks, device=lp.device)].cpu().numpy().astype(np.float64)
+        scores = [np.zeros(len(row)) for row in reads]
+        for (k, j), v in zip(owner, got, strict=True):
+            scores[k][j] += v
+        return scores
 
     def _packed_rows(self, ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
                      ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:

@@ -11,7 +11,7 @@ and loaded in place under one LoRA id, a new version each call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -110,7 +110,10 @@ class VLLMEngine:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
-              prefix: str | None = None) -> list[np.ndarray]:
+              prefix: str | None = None, sessions: Sequence[Hashable] | None = None
+              ) -> list[np.ndarray]:
+        """See the engine contract; ``sessions`` needs nothing here: vLLM's automatic prefix
+        caching reuses the cached blocks of every prompt an episode's next prompt extends."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

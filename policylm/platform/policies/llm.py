@@ -17,9 +17,9 @@ Adaptive targeting: the target in the prompt is the target minus the reward earn
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +29,14 @@ from policylm.platform.engines import Engine, softmax
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.envs.codecs import ActionParseError
 from policylm.platform.prompts import (
+    Step,
     action_candidates,
     check_form,
+    history_start,
     read_form,
     read_history,
     render_prefix,
     render_prompt,
-    with_history,
 )
 
 log = logging.getLogger("policylm")
@@ -72,8 +73,8 @@ class LLMPolicyConfig:
                                  # tokens; "mean": per token; "pmi": minus the action's
                                  # log-likelihood without the observation (how much the
                                  # observation raises it; cancels the names' prior and length)
-    history: int = 0             # earlier steps (observation, action) before the observation
-                                 # (policylm.platform.prompts.with_history)
+    history: int = 0             # earlier steps of the episode before this one, k to 2k - 1
+                                 # (policylm.platform.prompts.history_start)
 
 
 class LLMPolicy:
@@ -102,12 +103,15 @@ class LLMPolicy:
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
-        self.past: dict[int, deque] = {}  # slot -> its episode's last (obs text, action text)
+        self.past: dict[int, list[Step]] = {}  # slot -> its episode's steps in the window
+        self.episodes: dict[int, Hashable] = {}  # slot -> its episode's engine session key
+        self._ids = itertools.count()
         self.counts = {"actions": 0, "invalid": 0}
 
     def reset(self, slot: int, seed: int) -> None:
         self.t[slot], self.earned[slot] = 0, 0.0
-        self.past[slot] = deque(maxlen=self.cfg.history)
+        self.past[slot] = []
+        self.episodes[slot] = (id(self), next(self._ids))
         self.rngs[slot] = np.random.default_rng(
             [seed, self.cfg.seed_offset] if self.cfg.seed_offset else seed)
 
@@ -122,54 +126,60 @@ class LLMPolicy:
                                               else 0.0)
         return round(remaining, 2)
 
-    def obs_texts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
-        """Each observation's text as the prompt holds it: after its slot's earlier steps
-        when the policy keeps ``history``."""
-        texts = [self.adapter.encode(o) for o in observations]
+    def window(self, slot: int) -> list[Step]:
+        """The earlier steps the prompt of ``slot`` holds now (none without ``history``)."""
         if not self.cfg.history:
-            return texts
-        return [with_history(list(self.past.get(s, ())), text)
-                for text, s in zip(texts, slots, strict=True)]
+            return []
+        start = history_start(self.t.get(slot, 0), self.cfg.history)
+        self.past[slot] = [p for p in self.past.get(slot, []) if p[1] >= start]
+        return self.past[slot]
 
-    def remember(self, slots: Sequence[int], observations: Sequence[Any],
+    def remember(self, slots: Sequence[int], obs_texts: Sequence[str], targets: Sequence[float],
                  actions: Sequence[str]) -> None:
-        """Keep each slot's observation and the action text taken (for ``history``)."""
+        """Keep each slot's step (target, step, observation text, action text) for
+        ``history``."""
         if not self.cfg.history:
             return
-        for s, o, a in zip(slots, observations, actions, strict=True):
-            self.past.setdefault(s, deque(maxlen=self.cfg.history)).append(
-                (self.adapter.encode(o), a))
+        for s, o, r, a in zip(slots, obs_texts, targets, actions, strict=True):
+            self.past.setdefault(s, []).append((r, self.t.get(s, 0), o, a))
 
     def prompts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
         return [
             render_prompt(self.engine, self.form, self.system, self.target(s), self.t.get(s, 0),
-                          text)
-            for text, s in zip(self.obs_texts(observations, slots), slots, strict=True)
+                          self.adapter.encode(o), self.window(s))
+            for o, s in zip(observations, slots, strict=True)
         ]
 
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
         for s in slots:
             if s not in self.rngs:
                 self.reset(s, s)
-        decisions = self.decide(self.obs_texts(observations, slots),
-                                [self.target(s) for s in slots],
-                                [self.t.get(s, 0) for s in slots], [self.rngs[s] for s in slots])
-        self.remember(slots, observations, [d.text for d in decisions])
+        texts = [self.adapter.encode(o) for o in observations]
+        targets = [self.target(s) for s in slots]
+        decisions = self.decide(texts, targets, [self.t.get(s, 0) for s in slots],
+                                [self.rngs[s] for s in slots], [self.window(s) for s in slots],
+                                [self.episodes[s] for s in slots])
+        self.remember(slots, texts, targets, [d.text for d in decisions])
         for s in slots:
             self.t[s] = self.t.get(s, 0) + 1
         return [d.action for d in decisions]
 
     def decide(self, obs_texts: Sequence[str], targets: Sequence[float], steps: Sequence[int],
-               rngs: Sequence[np.random.Generator]) -> list[Decision]:
+               rngs: Sequence[np.random.Generator], pasts: Sequence[Sequence[Step]] | None = None,
+               sessions: Sequence[Hashable] | None = None) -> list[Decision]:
         """One engine call for a batch of (observation text, target in the prompt, step,
-        random stream): the state-free core of :meth:`act`, which the Serve deployment calls
-        with its per-episode state."""
-        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text)
-                   for text, target, t in zip(obs_texts, targets, steps, strict=True)]
+        random stream, earlier steps in the window, episode key): the state-free core of
+        :meth:`act`, which the Serve deployment calls with its per-episode state. ``sessions``
+        (with history) lets the engine reuse each episode's cached prompt."""
+        pasts = pasts or [()] * len(obs_texts)
+        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text, past)
+                   for text, target, t, past in zip(obs_texts, targets, steps, pasts,
+                                                    strict=True)]
         codec = self.adapter.codec
         if self.cfg.mode == "score":
+            kw = {"sessions": sessions} if self.cfg.history and sessions else {}
             logps = self.engine.score(prompts, [self.candidates] * len(prompts),
-                                      prefix=self.prefix)
+                                      prefix=self.prefix, **kw)
             out = []
             for lp, rng in zip(logps, rngs, strict=True):
                 i = self._choose(self._normed(lp), rng)

@@ -21,7 +21,7 @@ import os
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -155,7 +155,8 @@ class OpenAIEngine:
         raise NotImplementedError("openai engine: no tokenizer on the client side")
 
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
-              prefix: str | None = None) -> list[np.ndarray]:
+              prefix: str | None = None, sessions: Sequence[Hashable] | None = None
+              ) -> list[np.ndarray]:
         from policylm.platform.engines import EngineError
 
         raise EngineError("openai:// cannot score actions (chat servers return no prompt "

@@ -1,6 +1,7 @@
-"""Episode state for the server-side adaptive target: per episode, its target, the reward earned
-so far and the step. One store serves every replica (the Serve application runs it as a
-deployment of its own), so a call lands right whichever replica serves it.
+"""Episode state for the server-side adaptive target and history: per episode, its target, the
+reward earned so far, the step and, for a policy with history, the earlier steps in its window.
+One store serves every replica (the Serve application runs it as a deployment of its own), so a
+call lands right whichever replica serves it.
 
 Everything a replica needs for a row comes back from :meth:`EpisodeStore.advance` as plain
 numbers, including the random seed of the step (from the episode id and the step), so an
@@ -13,9 +14,10 @@ import functools
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from policylm.platform.prompts import history_start
 from policylm.platform.serving.schemas import RequestError
 
 
@@ -34,6 +36,7 @@ class EpisodeState:
     earned: float = 0.0
     t: int = 0
     last_seen: float = 0.0
+    past: list = field(default_factory=list)  # [target, t, observation text, action text]
 
 
 def episode_seed(episode_id: str, t: int) -> list[int]:
@@ -73,19 +76,31 @@ class EpisodeStore:
 
     @_locked
     def advance(self, updates: list[tuple[str, float | None, float]],
-                default_target: float) -> list[dict]:
+                default_target: float, history: int = 0) -> list[dict]:
         """One act call's rows of episodes, in order: ``(episode id, target or None, reward
         earned since the previous call)``. Each row gets the episode's state for its prompt
-        (``target``, ``earned``, step ``t``, ``seed``) and moves the episode one step on."""
+        (``target``, ``earned``, step ``t``, ``seed``, and ``past``: the earlier steps its
+        prompt holds with ``history``) and moves the episode one step on."""
         self.expire()
         out = []
         for episode_id, target, reward in updates:
             e = self.get(episode_id, target, default_target)
             e.earned += reward
+            start = history_start(e.t, history)
+            e.past = [p for p in e.past if p[1] >= start]
             out.append({"target": e.target, "earned": e.earned, "t": e.t,
-                        "seed": episode_seed(episode_id, e.t)})
+                        "seed": episode_seed(episode_id, e.t), "past": list(e.past)})
             e.t += 1
         return out
+
+    @_locked
+    def remember(self, steps: list[tuple[str, list]]) -> None:
+        """Keep each ``(episode id, [target, t, observation text, action text])`` in its
+        episode's history (an episode ended or expired since is skipped)."""
+        for episode_id, step in steps:
+            e = self.episodes.get(episode_id)
+            if e is not None:
+                e.past.append(list(step))
 
     @_locked
     def reward(self, episode_id: str, reward: float) -> dict:

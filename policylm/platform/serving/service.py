@@ -67,10 +67,6 @@ class PolicyService:
         if not isinstance(policy, LLMPolicy):
             raise PolicyError(f"policy URI {policy_uri!r}: the server serves LLM policies "
                               f"(hf://...), not {scheme}:")
-        if policy.cfg.history:
-            raise PolicyError(f"policy URI {policy_uri!r} acts with history={policy.cfg.history} "
-                              "(earlier steps in its prompts), which the server does not keep "
-                              "per episode yet; serve a policy trained without history")
         self.policy, self.model, self.adapter_dir = policy, body, params.get("adapter", "")
         self.default_target = policy.cfg.target_return
         self.store = store if store is not None else EpisodeStore(episode_ttl_s)
@@ -100,6 +96,11 @@ class PolicyService:
 
     def _texts(self, req: ActRequest, index: int) -> list[str]:
         self.check_size(req)
+        if self.policy.cfg.history and req.episode_ids is None:
+            raise RequestError("episode_ids", f"this policy acts with history="
+                               f"{self.policy.cfg.history} (the episode's earlier steps in its "
+                               "prompt); send episode_ids, so the server keeps each episode's "
+                               "steps")
         if req.texts is not None:
             texts = list(req.texts)
         else:
@@ -133,29 +134,36 @@ class PolicyService:
                     req.rewards[j] if req.rewards is not None else 0.0)
                    for _, req, texts in parsed if req.episode_ids is not None
                    for j in range(len(texts))]
-        states = iter(self.store.advance(updates, self.default_target) if updates else [])
-        rows: list[tuple[int, str, float, int, np.random.Generator, str | None]] = []
+        history = self.policy.cfg.history
+        states = iter(self.store.advance(updates, self.default_target, history)
+                      if updates else [])
+        rows: list[tuple[int, str, float, int, np.random.Generator, str | None, list]] = []
         for i, req, texts in parsed:
             for j, text in enumerate(texts):
                 if req.episode_ids is None:
                     target = self._target(req, j)
                     target = self.default_target if target is None else target
                     t = req.steps[j] if req.steps is not None else 0
-                    rows.append((i, text, round(target, 2), t, self.stateless_rng, None))
+                    rows.append((i, text, round(target, 2), t, self.stateless_rng, None, []))
                     continue
                 s = next(states)
                 target = s["target"] - (s["earned"] if self.policy.cfg.adaptive else 0.0)
                 rows.append((i, text, round(target, 2), s["t"], np.random.default_rng(s["seed"]),
-                             req.episode_ids[j]))
+                             req.episode_ids[j], [tuple(p) for p in s["past"]]))
         decisions = []
         step = self.limits.max_rows_per_call
         for lo in range(0, len(rows), step):  # the lock per call: other batches interleave
             part = rows[lo: lo + step]
             with self.lock:
                 decisions += self.policy.decide([r[1] for r in part], [r[2] for r in part],
-                                                [r[3] for r in part], [r[4] for r in part])
+                                                [r[3] for r in part], [r[4] for r in part],
+                                                [r[6] for r in part], [r[5] for r in part])
+        if history:
+            self.store.remember([(episode, [target, t, text, d.text])
+                                 for (_, text, target, t, _, episode, _), d
+                                 in zip(rows, decisions, strict=True)])
         names = self.adapter.codec.valid_actions or []
-        for (i, _, target, t, _, episode), d in zip(rows, decisions, strict=True):
+        for (i, _, target, t, _, episode, _), d in zip(rows, decisions, strict=True):
             if results[i] is None:
                 results[i] = ActResponse(actions=[])
             scores = dict(zip(names, d.scores, strict=True)) if d.scores is not None else None

@@ -29,7 +29,7 @@ import pyarrow as pa
 from policylm.platform.data import trajectories as tr
 from policylm.platform.data.returns import group_advantages
 from policylm.platform.envs import EnvAdapter
-from policylm.platform.prompts import action_candidates, render_prompt
+from policylm.platform.prompts import action_candidates, history_start, render_prompt
 
 
 @dataclass
@@ -52,9 +52,10 @@ def remaining_targets(rewards: Sequence[float], target: float, adaptive: bool) -
 
 
 def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, target: float,
-                adaptive: bool = True) -> StepBatch:
+                adaptive: bool = True, history: int = 0) -> StepBatch:
     """The learner's batch from the steps of one iteration: episodes grouped by env seed,
-    advantages from their returns, prompts rendered as the policy rendered them."""
+    advantages from their returns, prompts rendered as the policy rendered them (after the
+    earlier steps of the window with ``history``)."""
     episodes = tr.episode_table(steps)
     adv, keep = group_advantages(episodes.column("return").to_numpy(),
                                  episodes.column(tr.SEED).to_numpy())
@@ -65,7 +66,7 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, targ
     spread = {s for s, k in zip(seeds, keep, strict=True) if k}
     generated = adapter.codec.valid_actions is None
     rows = steps.select([tr.EPISODE_ID, tr.T, tr.OBS_TEXT, tr.ACTION_INDEX, tr.REWARD,
-                         *([tr.ACTION_TEXT] if generated else [])]) \
+                         *([tr.ACTION_TEXT] if generated or history else [])]) \
         .sort_by([(tr.EPISODE_ID, "ascending"), (tr.T, "ascending")]).to_pydict()
     out = StepBatch([], [], [], groups=len(set(seeds)), filtered_groups=len(set(seeds)) - len(
         spread))
@@ -79,8 +80,11 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, targ
         if k:
             targets = remaining_targets(rows[tr.REWARD][start:end], target, adaptive)
             for i, tgt in zip(range(start, end), targets, strict=True):
+                first = start + history_start(rows[tr.T][i] - rows[tr.T][start], history)
+                past = [(targets[j - start], rows[tr.T][j], rows[tr.OBS_TEXT][j],
+                         rows[tr.ACTION_TEXT][j]) for j in range(first, i)]
                 out.prompts.append(render_prompt(chat, form, system, tgt, rows[tr.T][i],
-                                                 rows[tr.OBS_TEXT][i]))
+                                                 rows[tr.OBS_TEXT][i], past))
                 out.chosen.append(int(rows[tr.ACTION_INDEX][i]))
                 if generated:
                     out.completions.extend(action_candidates(form, [rows[tr.ACTION_TEXT][i]]))
@@ -131,6 +135,12 @@ class EpisodicLearner:
         from policylm.platform.engines import render_chat
 
         return render_chat(self.tokenizer, system, user)
+
+    def chat_messages(self, messages: Sequence[dict]) -> str:
+        """A conversation in the chat template, as the engine renders it (history)."""
+        from policylm.platform.engines import render_messages
+
+        return render_messages(self.tokenizer, messages)
 
     def _logp(self, rows: Sequence[Sequence[int]], temperature: float = 1.0) -> Any:
         """``log_softmax(logits / temperature)`` of right-padded token rows: [N, L, V]."""

@@ -120,13 +120,18 @@ TRAIN_COLUMNS = ["system", "target_return", "t", "observation", "completion"]
 
 def to_prompt_completion(batch: Any, form: str = "chat") -> Any:
     """Dataset rows (Arrow) -> TRL's prompt-completion form in the given prompt form
-    (``policylm.platform.prompts``): the loss is on the completion, the action."""
+    (``policylm.platform.prompts``), after each row's earlier steps where the dataset holds
+    history: the loss is on the completion, the action."""
     import pyarrow as pa
 
+    from policylm.platform.data.datasets import HISTORY, steps_of
     from policylm.platform.prompts import training_pair
 
     cols = [batch.column(c).to_pylist() for c in TRAIN_COLUMNS]
-    pairs = [training_pair(form, *row) for row in zip(*cols, strict=True)]
+    past = batch.column(HISTORY).to_pylist() if HISTORY in batch.schema.names \
+        else [None] * batch.num_rows
+    pairs = [training_pair(form, *row, steps_of(h))
+             for *row, h in zip(*cols, past, strict=True)]
     return pa.table({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
 
 
@@ -320,14 +325,15 @@ def trainer_class() -> type:
 
 
 def dataset_columns(data: Path) -> list[str]:
-    """The columns training reads: :data:`TRAIN_COLUMNS`, and ``env_state`` (for env-grounded
-    rewards) where the dataset has it."""
+    """The columns training reads: :data:`TRAIN_COLUMNS`, and ``history`` (earlier steps) and
+    ``env_state`` (for env-grounded rewards) where the dataset has them."""
     import pyarrow.parquet as pq
 
+    from policylm.platform.data.datasets import HISTORY
     from policylm.platform.data.trajectories import ENV_STATE
 
-    first = next((data / "train").glob("*.parquet"))
-    return TRAIN_COLUMNS + ([ENV_STATE] if ENV_STATE in pq.read_schema(first).names else [])
+    names = pq.read_schema(next((data / "train").glob("*.parquet"))).names
+    return TRAIN_COLUMNS + [c for c in (HISTORY, ENV_STATE) if c in names]
 
 
 def read_rows(data: Path, split: str, form: str, fn: Any = None) -> list[dict]:
