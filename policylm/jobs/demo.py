@@ -33,6 +33,8 @@ class DemoEvalConfig:
     temperature: float = field(0.5, doc="softmax temperature over the scored actions (0: argmax; "
                                "argmax ignores the target when the data's weak play is random)")
     adaptive: bool = field(True, doc="remaining target = target - reward so far")
+    guidance: float = field(0.0, doc="return guidance weight of the fine-tuned policy (hf:// "
+                            "guidance=; train with sft.target_dropout > 0); 0: none")
     num_workers: int = field(2, doc="rollout actors")
     envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
     compare_base: bool = field(True, doc="also evaluate the untrained model at the same targets")
@@ -198,7 +200,8 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
                        adaptive=int(ev.adaptive))
     todo = {}
     if adapter is not None:
-        todo["fine-tuned"] = with_params(base, adapter=adapter)
+        todo["fine-tuned"] = with_params(base, adapter=adapter,
+                                         **({"guidance": ev.guidance} if ev.guidance else {}))
     if ev.compare_base or adapter is None:
         todo["untrained"] = base
     out = {}

@@ -100,7 +100,8 @@ def main(cfg: SftJobConfig) -> dict:
     with stages("data"):
         lengths = check_lengths(cfg, data)
         splits = ray_train.read_splits(data, dataset_columns(data), to_prompt_completion,
-                                       {"form": cfg.prompt_form})
+                                       {"form": cfg.prompt_form,
+                                        "target_dropout": cfg.target_dropout})
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
     notes = ray_train.open_notes()
     loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),

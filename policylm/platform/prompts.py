@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from policylm.platform.envs import format_number, format_user
+from policylm.platform.envs.adapter import format_target, format_user
 
 FORMS = ("chat", "compact")
 PROMPT_TEMPLATE_VERSION = "v1"  # reported by the server with the prompt form
@@ -76,12 +76,13 @@ def compact_history(past: Sequence[Step]) -> str:
     return "".join(f"{compact_prompt(r, j, o)} {a}\n" for r, j, o, a in past)
 
 
-def compact_prompt(target_return: float, t: int, obs_text: str) -> str:
-    """``R=500 t=3 x=0.02 v=-0.15 a=0.03 w=0.21 ->`` (the model continues with the action)."""
-    return f"R={format_number(target_return)} t={t} {obs_text} ->"
+def compact_prompt(target_return: float | None, t: int, obs_text: str) -> str:
+    """``R=500 t=3 x=0.02 v=-0.15 a=0.03 w=0.21 ->`` (the model continues with the action);
+    ``R=?`` for the null target."""
+    return f"R={format_target(target_return)} t={t} {obs_text} ->"
 
 
-def render_prompt(engine: Any, form: str, system: str, target_return: float, t: int,
+def render_prompt(engine: Any, form: str, system: str, target_return: float | None, t: int,
                   obs_text: str, past: Sequence[Step] = ()) -> str:
     """The full prompt text, ending where the action starts, after the ``past`` steps (the
     history window). ``engine`` supplies the chat template (``chat_prompt``,
@@ -98,7 +99,7 @@ def render_prefix(engine: Any, form: str, system: str) -> str | None:
     return engine.chat_prefix(system) if check_form(form) == "chat" else None
 
 
-def training_pair(form: str, system: str, target_return: float, t: int, obs_text: str,
+def training_pair(form: str, system: str, target_return: float | None, t: int, obs_text: str,
                   action_text: str, past: Sequence[Step] = ()) -> tuple[Any, Any]:
     """``(prompt, completion)`` for TRL's SFTTrainer, the prompt as :func:`render_prompt`
     renders it: chat messages for ``chat`` (conversational form), plain strings for

@@ -108,7 +108,8 @@ def train_trial(config: dict, base: dict) -> None:
         (sft[section] if section else sft)[name] = value
     cfg = config_from_dict(SftJobConfig, sft)
     data = dataset_dir(cfg.dataset)
-    train = Dataset.from_list(read_rows(data, "train", cfg.prompt_form))
+    train = Dataset.from_list(read_rows(data, "train", cfg.prompt_form,
+                                        target_dropout=cfg.target_dropout))
     valid_rows = read_rows(data, "validation", cfg.prompt_form)
     if not valid_rows:
         raise ConfigError(f"{cfg.dataset}: no validation rows; ASHA needs a validation loss: "

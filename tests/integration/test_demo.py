@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from policylm.jobs.demo import DemoConfig, main
 from policylm.jobs.train_experts import TrainExpertsConfig
@@ -22,7 +23,7 @@ def test_demo_small(ray_local, tmp_path, tiny_model_dir):
         "experts.train_batch_size=500", "experts.minibatch_size=100", "experts.eval_episodes=2",
         "collect.episodes_per_policy=4", "collect.envs_per_worker=2", "collect.chunk_size=2",
         "skill_source=expert-mix", "dataset.max_rows_per_skill=0", f"sft.model={tiny_model_dir}",
-        "sft.max_steps=2",
+        "sft.max_steps=2", "sft.target_dropout=0.2", "evaluate.guidance=1.5",
         "sft.batch_size=4", "sft.dtype=fp32", "sft.eval_steps=0", "sft.max_eval_rows=8",
         "evaluate.targets=[10, 40, 200]", "evaluate.episodes=2", "evaluate.envs_per_worker=2",
         f"out={tmp_path / 'demo'}"])
@@ -58,6 +59,10 @@ def test_demo_small(ray_local, tmp_path, tiny_model_dir):
     assert q["stretch"]["bar"] == best_skill
     # the adapter prompts in the form it was trained in; the untrained model in chat form
     assert read_form(str(run / "sft" / "adapter")) == cfg.sft.prompt_form
+    # trained with null-target rows, evaluated with return guidance (the base model without)
+    played = {label: yaml.safe_load((run / f"evaluate-{label}" / "config.yaml").read_text())
+              ["policy"] for label in ("fine-tuned", "untrained")}
+    assert "guidance=1.5" in played["fine-tuned"] and "guidance" not in played["untrained"]
     text = (run / "report.md").read_text()
     assert "| expert |" in text and "## Quality bar" in text and "untrained mean" in text
     assert set(result["stage_seconds"]) == {"train_experts", "collect", "build_dataset", "sft",

@@ -95,13 +95,21 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
 def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_path):
     result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", kill_at_step=4,
                           num_workers=1, cpus_per_worker=1, max_failures=2,
-                          prompt_form="compact"))
+                          prompt_form="compact", target_dropout=0.25))
     notes = (tmp_path / "run" / "train_notes.jsonl").read_text()
     assert '"fault": "killed at step 4"' in notes
     assert result["attempts"] == 2 and result["resumed"]  # restarted from the step-3 checkpoint
     assert [s for s, _ in result["train_loss"]][-1] == 6  # and finished the run
     # trained in the compact prompt form, which the adapter records for the policy
     assert read_form(result["adapter"]) == "compact"
+    # with null-target rows (target_dropout): the adapter acts with return guidance
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
+
+    uri = f"hf://{tiny_model_dir}?adapter={result['adapter']}&dtype=fp32&guidance=1.5"
+    (chunk,) = plan_chunks([("g", uri)], 2, 0, 2)
+    steps = EpisodeRunner(make_adapter("CartPole-v1"), 2).run(chunk.specs, "r")
+    assert steps.num_rows >= 16  # two CartPole episodes played, each at least 8 steps
     # the same out= again would silently continue this run: refused unless resume=true
     from policylm.platform.config import ConfigError
 

@@ -125,3 +125,48 @@ def test_mean_norm_chooses_by_log_likelihood_per_token(engine):
     assert pmi.act(obs, [0]) == [int(np.argmax(logp - empty))]
     with pytest.raises(ValueError, match="norm must be sum, mean or pmi"):
         LLMPolicy(crafter, engine, LLMPolicyConfig(norm="max"))
+
+
+def test_return_guidance_by_hand(cartpole, engine):
+    """guidance=w acts on logp(a | R, s) + w * (logp(a | R, s) - logp(a | ?, s)): the scores of
+    the prompt with the target and of the same prompt with the null target, from one engine
+    call; computed here by hand from the engine's scores. The reported scores stay the
+    target-conditioned ones."""
+    from policylm.platform.policies.llm import guide
+    from policylm.platform.prompts import render_prompt
+
+    assert np.allclose(guide(np.array([-1.0, -2.0]), np.array([-1.5, -1.0]), 2.0),
+                       [-1.0 + 2 * 0.5, -2.0 + 2 * -1.0])
+    rng = np.random.default_rng(0)
+    obs = [rng.normal(0, 0.3, 4).astype(np.float32) for _ in range(8)]
+    texts = [cartpole.encode(o) for o in obs]
+    policy = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=300, temperature=0,
+                                                          prompt_form="compact", guidance=3.0))
+    calls = []
+    score = engine.score
+
+    def spy(prompts, cands, **kw):
+        calls.append(list(prompts))
+        return score(prompts, cands, **kw)
+
+    engine.score = spy
+    try:
+        decisions = policy.decide(texts, [300] * 8, [2] * 8, [rng] * 8)
+    finally:
+        del engine.score
+    (sent,) = calls  # one call: 8 prompts with the target, then the same 8 with "?"
+    assert sent[:8] == [render_prompt(None, "compact", "", 300, 2, t) for t in texts]
+    assert sent[8:] == [f"R=? t=2 {t} ->" for t in texts]
+    cond = score(sent[:8], [policy.candidates] * 8)  # " left", " right"
+    null = score(sent[8:], [policy.candidates] * 8)
+    for d, c, u in zip(decisions, cond, null, strict=True):
+        assert d.text == ["left", "right"][int(np.argmax(c + 3.0 * (c - u)))]
+        assert np.allclose(d.scores, c, atol=1e-5)
+    plain = LLMPolicy(cartpole, engine, LLMPolicyConfig(target_return=300, temperature=0,
+                                                         prompt_form="compact"))
+    unguided = [d.text for d in plain.decide(texts, [300] * 8, [2] * 8, [rng] * 8)]
+    want = [["left", "right"][int(np.argmax(c))] for c in cond]
+    assert unguided == want  # w = 0 is the plain policy
+    assert np.abs(np.array(cond) - np.array(null)).max() > 1e-3  # "?" moves the scores
+    with pytest.raises(ValueError, match="guidance needs mode=score"):
+        LLMPolicy(cartpole, engine, LLMPolicyConfig(mode="generate", guidance=1.0))

@@ -165,3 +165,24 @@ def test_episodes_grpo_trains_on_the_prompts_the_policy_acted_with(cartpole, tin
     assert (batch.groups, batch.filtered_groups, len(batch.prompts)) == (1, 0, steps.num_rows)
     assert len(seen) == steps.num_rows and any(p.count(" ->") >= 3 for p in seen)
     assert sorted(batch.prompts) == sorted(seen)
+
+
+def test_target_dropout_writes_the_null_target_in_a_stable_share_of_rows(cartpole):
+    """sft target_dropout=p: about a share p of the rows (a stable draw per episode and step,
+    not the row-sampling draw) read ``R=?`` / ``Target return: ?``; every other row is as
+    without dropout."""
+    (chunk,) = plan_chunks([("w", "random:")], 30, 0, 30)
+    rows = dsx.to_chat_rows(EpisodeRunner(cartpole, 4).run(chunk.specs, "r"),
+                            cartpole.system_text())
+    plain = to_prompt_completion(rows, "compact").column("prompt").to_pylist()
+    dropped = to_prompt_completion(rows, "compact", 0.3).column("prompt").to_pylist()
+    assert dropped == to_prompt_completion(rows, "compact", 0.3).column("prompt").to_pylist()
+    null = [d.startswith("R=? t=") for d in dropped]
+    assert 0.2 < sum(null) / len(null) < 0.4 and len(null) > 300
+    for p, d, n in zip(plain, dropped, null, strict=True):
+        assert d == (p.replace(p.split(" ")[0], "R=?", 1) if n else p)
+    chat = to_prompt_completion(rows, "chat", 0.3).column("prompt").to_pylist()
+    assert [c[1]["content"].startswith("Target return: ?\n") for c in chat] == null
+    kept = [dsx.row_draw(e, t) < 0.3 for e, t in zip(rows.column("episode_id").to_pylist(),
+                                                     rows.column("t").to_pylist(), strict=True)]
+    assert kept != null  # independent of the draw that row sampling uses

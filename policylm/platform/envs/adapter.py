@@ -84,10 +84,17 @@ class EnvAdapter:
         return format_user(target_return, t, obs_text)
 
 
-def format_user(target_return: float, t: int, obs_text: str) -> str:
-    """The user turn of the prompt template: target return, step index (return-to-go is
-    ambiguous under a time limit without it) and the observation text."""
-    return f"Target return: {format_number(target_return)}\nStep: {t}\n{obs_text}"
+def format_user(target_return: float | None, t: int, obs_text: str) -> str:
+    """The user turn of the prompt template: target return (``?`` for none: the null target),
+    step index (return-to-go is ambiguous under a time limit without it) and the observation
+    text."""
+    return f"Target return: {format_target(target_return)}\nStep: {t}\n{obs_text}"
+
+
+def format_target(target_return: float | None) -> str:
+    """The target as a prompt writes it: :func:`format_number`, or ``?`` for the null target
+    (no target: what return guidance contrasts the target with)."""
+    return "?" if target_return is None else format_number(target_return)
 
 
 def format_number(x: float, decimals: int = 2) -> str:

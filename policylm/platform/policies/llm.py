@@ -75,6 +75,7 @@ class LLMPolicyConfig:
                                  # observation raises it; cancels the names' prior and length)
     history: int = 0             # earlier steps of the episode before this one, k to 2k - 1
                                  # (policylm.platform.prompts.history_start)
+    guidance: float = 0.0        # score mode: return guidance weight w (see guide())
 
 
 class LLMPolicy:
@@ -89,6 +90,9 @@ class LLMPolicy:
             raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
         if cfg.norm not in ("sum", "mean", "pmi"):
             raise ValueError(f"norm must be sum, mean or pmi, got {cfg.norm!r}")
+        if cfg.guidance and cfg.mode != "score":
+            raise ValueError("guidance needs mode=score (it contrasts the scores of the actions "
+                             "with and without the target)")
         if cfg.history < 0:
             raise ValueError(f"history must be >= 0 (earlier steps in the prompt), got "
                              f"{cfg.history}")
@@ -177,12 +181,21 @@ class LLMPolicy:
                                                     strict=True)]
         codec = self.adapter.codec
         if self.cfg.mode == "score":
-            kw = {"sessions": sessions} if self.cfg.history and sessions else {}
+            keys = list(sessions) if self.cfg.history and sessions else None
+            if self.cfg.guidance:  # the same prompts with the null target, in the same call
+                prompts += [render_prompt(self.engine, self.form, self.system, None, t, text,
+                                          past)
+                            for text, t, past in zip(obs_texts, steps, pasts, strict=True)]
+                keys = keys and keys + [(k, "null target") for k in keys]
+            kw = {"sessions": keys} if keys else {}
             logps = self.engine.score(prompts, [self.candidates] * len(prompts),
                                       prefix=self.prefix, **kw)
+            n = len(obs_texts)
+            nulls = logps[n:] if self.cfg.guidance else [None] * n
             out = []
-            for lp, rng in zip(logps, rngs, strict=True):
-                i = self._choose(self._normed(lp), rng)
+            for lp, null, rng in zip(logps[:n], nulls, rngs, strict=True):
+                guided = lp if null is None else guide(lp, null, self.cfg.guidance)
+                i = self._choose(self._normed(guided), rng)
                 out.append(Decision(codec.from_index(i), codec.valid_actions[i], True,
                                     [float(x) for x in lp]))
         else:
@@ -235,6 +248,14 @@ class LLMPolicy:
         return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else None}
 
 
+def guide(logps: np.ndarray, null_logps: np.ndarray, weight: float) -> np.ndarray:
+    """Return guidance (classifier-free guidance over the target): ``logp(a | R, s) + w *
+    (logp(a | R, s) - logp(a | ?, s))``, the actions' scores with the target pushed ``w`` times
+    further from the scores without it (``?``, the null target a policy trained with
+    ``sft target_dropout`` knows). ``w`` 0: the scores unchanged."""
+    return logps + weight * (logps - null_logps)
+
+
 def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
     """Tokens each candidate's score sums over: its own, plus the end of turn when some
     candidate is longer than one token (the engine contract)."""
@@ -246,13 +267,15 @@ def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
 
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
-    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>&history=k``
+    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>&history=k
+    &guidance=w``
     (the query already split into ``params``). Without ``prompt`` and ``history``, what is
     recorded with the adapter (or model directory) is used."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
-             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live", "history"}
+             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live", "history",
+             "guidance"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -268,6 +291,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         norm=params.get("norm", "sum"),
         live=params.get("live", ""),
         history=int(params.get("history") or read_history(params.get("adapter"), model)),
+        guidance=float(params.get("guidance", 0.0)),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"), live=cfg.live)

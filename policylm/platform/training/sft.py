@@ -54,6 +54,9 @@ class SftJobConfig:
     gradient_checkpointing: bool = field(
         False, doc="recompute activations in the backward pass (TRL's default is on; off is "
                    "faster for short rows; turn it on for long sequences or large models)")
+    target_dropout: float = field(0.0, doc="share of rows (a stable draw per row) whose target "
+                                  "is written as ? (the null target), so a policy acting with "
+                                  "return guidance (guidance=w) reads null prompts it knows")
     eval_steps: int = field(50, doc="validation loss every N steps (0: only at the end)")
     max_eval_rows: int = field(512, doc="validation rows used for the loss (a fixed subset)")
     save_steps: int = field(50, doc="checkpoint every N steps")
@@ -96,6 +99,7 @@ class SftJobConfig:
         require(self.lora.rank >= 1, "lora.rank", "must be >= 1")
         require(self.lora.layers >= 0, "lora.layers", "must be >= 0 (0: every layer)")
         require(self.prompt_form in FORMS, "prompt_form", f"use one of {', '.join(FORMS)}")
+        require(0 <= self.target_dropout < 1, "target_dropout", "must be in [0, 1)")
         require(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0 (0: auto)")
         require(self.placement in PLACEMENTS, "placement", f"use one of {', '.join(PLACEMENTS)}")
 
@@ -118,18 +122,24 @@ def dataset_dir(path: str) -> Path:
 TRAIN_COLUMNS = ["system", "target_return", "t", "observation", "completion"]
 
 
-def to_prompt_completion(batch: Any, form: str = "chat") -> Any:
+def to_prompt_completion(batch: Any, form: str = "chat", target_dropout: float = 0.0) -> Any:
     """Dataset rows (Arrow) -> TRL's prompt-completion form in the given prompt form
     (``policylm.platform.prompts``), after each row's earlier steps where the dataset holds
-    history: the loss is on the completion, the action."""
+    history: the loss is on the completion, the action. ``target_dropout``: the share of rows
+    whose target is the null target (``?``), chosen by a stable draw per (episode, step)."""
     import pyarrow as pa
 
-    from policylm.platform.data.datasets import HISTORY, steps_of
+    from policylm.platform.data.datasets import HISTORY, row_draw, steps_of
+    from policylm.platform.data.trajectories import EPISODE_ID
     from policylm.platform.prompts import training_pair
 
     cols = [batch.column(c).to_pylist() for c in TRAIN_COLUMNS]
     past = batch.column(HISTORY).to_pylist() if HISTORY in batch.schema.names \
         else [None] * batch.num_rows
+    if target_dropout > 0:  # a salt of its own: row sampling draws from row_draw too
+        ids, steps = batch.column(EPISODE_ID).to_pylist(), cols[2]
+        cols[1] = [None if row_draw(f"{e}#null-target", t) < target_dropout else r
+                   for e, t, r in zip(ids, steps, cols[1], strict=True)]
     pairs = [training_pair(form, *row, steps_of(h))
              for *row, h in zip(*cols, past, strict=True)]
     return pa.table({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
@@ -330,13 +340,14 @@ def dataset_columns(data: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     from policylm.platform.data.datasets import HISTORY
-    from policylm.platform.data.trajectories import ENV_STATE
+    from policylm.platform.data.trajectories import ENV_STATE, EPISODE_ID
 
     names = pq.read_schema(next((data / "train").glob("*.parquet"))).names
-    return TRAIN_COLUMNS + [c for c in (HISTORY, ENV_STATE) if c in names]
+    return TRAIN_COLUMNS + [c for c in (EPISODE_ID, HISTORY, ENV_STATE) if c in names]
 
 
-def read_rows(data: Path, split: str, form: str, fn: Any = None) -> list[dict]:
+def read_rows(data: Path, split: str, form: str, fn: Any = None,
+              target_dropout: float = 0.0) -> list[dict]:
     """A split's rows in TRL's prompt-completion form (or mapped by ``fn(table, form)``), read
     here (no Ray Data): for in-process training (Tune trials, the benchmarks)."""
     import pyarrow as pa
@@ -347,7 +358,9 @@ def read_rows(data: Path, split: str, form: str, fn: Any = None) -> list[dict]:
         return []
     columns = dataset_columns(data)
     table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-    return (fn or to_prompt_completion)(table, form).to_pylist()
+    if fn is not None:
+        return fn(table, form).to_pylist()
+    return to_prompt_completion(table, form, target_dropout).to_pylist()
 
 
 def build_trainer(cfg: SftJobConfig, train: Any, valid: Any, work_dir: str, callbacks: list,
