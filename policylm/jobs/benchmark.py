@@ -40,6 +40,8 @@ class BenchmarkConfig:
     envs_per_worker: int = field(5, doc="envs per actor, acted for in one batched engine call")
     torch_threads: int = field(1, doc="torch threads per actor (raise it with one worker)")
     seed: int = field(20251, doc="base seed of the held-out env seeds")
+    video: int = field(0, doc="episodes per task recorded as a GIF (videos/<task>.gif, linked "
+                       "from report.md): the task's first seeds played again in this process")
     out: str = field("", doc="run directory (default runs/benchmark-<timestamp>)")
     overwrite: bool = overwrite_field()
     resume: bool = resume_field("tasks and episodes already played are kept, the rest played")
@@ -54,6 +56,7 @@ class BenchmarkConfig:
         require(self.episodes is None or self.episodes >= 1, "episodes", "must be >= 1")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
         require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
+        require(self.video >= 0, "video", "must be >= 0 (episodes per task recorded)")
 
 
 def training_seeds(runs: list[str]) -> set[int]:
@@ -85,6 +88,7 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
     from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
     from policylm.platform.evaluation.suites import get_suite
+    from policylm.platform.evaluation.videos import video_section
 
     suite = get_suite(cfg.suite)
     rows = [[name, t["balrog_name"], t["episodes"], mean_se(t, 1), t["return_mean"],
@@ -108,13 +112,16 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
             f"seed {cfg.seed}, the same for every task and every policy; "
             + ("none of them is in the training data given (checked)." if held else
                "held out by construction (no train_data given to check against).")
-            + f"\n\nProtocol: {suite.notes}\n\n![scores](scores.png)\n")
+            + f"\n\nProtocol: {suite.notes}\n\n![scores](scores.png)\n"
+            + video_section(metrics.get("videos") or {}))
 
 
 def main(cfg: BenchmarkConfig) -> dict:
     from policylm.platform.data import trajectories as tr
+    from policylm.platform.envs import make_adapter
     from policylm.platform.evaluation.reports import plot_scores
     from policylm.platform.evaluation.suites import get_suite, suite_scores
+    from policylm.platform.evaluation.videos import record
     from policylm.platform.policies import absolute_paths, with_params
     from policylm.platform.rollout.runner import derive_seed
 
@@ -132,6 +139,7 @@ def main(cfg: BenchmarkConfig) -> dict:
     run_dir = open_run("benchmark", cfg)
     stages = Stages()
     progressions, per_task, invalid, actions = {}, {}, 0.0, 0
+    videos: dict[str, dict] = {}
     for task in tasks:
         task_dir = run_dir / "tasks" / task.name
         task_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +158,12 @@ def main(cfg: BenchmarkConfig) -> dict:
             "invalid_rate": counts.get("invalid_rate")}
         if counts.get("actions"):
             invalid, actions = invalid + counts["invalid"], actions + counts["actions"]
+        if cfg.video:
+            with stages(f"video {task.name}"):
+                videos[task.name] = record(
+                    make_adapter(task.env_id, **task.env_options), uri, cfg.target_return,
+                    [derive_seed(cfg.seed, e) for e in range(cfg.video)],
+                    run_dir / "videos" / f"{task.name}.gif")
     scores = suite_scores(suite, progressions)
     metrics = {
         "suite": suite.name, "policy": cfg.policy, "episodes_per_task": episodes,
@@ -159,6 +173,7 @@ def main(cfg: BenchmarkConfig) -> dict:
         "invalid_rate": invalid / actions if actions else None,
         "held_out": bool(cfg.train_data),
         "references": [vars(r) for r in suite.references],
+        **({"videos": videos} if videos else {}),
         "stage_seconds": stages.seconds,
     }
     plot_scores(metrics, run_dir / "scores.png", f"{cfg.policy.split('?')[0]} on {suite.name}")

@@ -4,13 +4,15 @@ Usage: ``python -m policylm.jobs.evaluate --config configs/evaluate_cartpole.yam
 policy=hf://smollm2-135m`` (or ``policylm evaluate ...``). Every target plays the same env seeds.
 Writes ``trajectories/``, ``metrics.json`` (per target: mean, std, median, min, max of the actual
 return; Spearman correlation of target and actual; invalid-action rate), ``report.md`` and
-``target_vs_actual.png``.
+``target_vs_actual.png``; with ``video=N``, ``videos/<target>.gif``: the first N seeds played
+again with the frames drawn (``policylm.platform.evaluation.videos``).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from policylm.actors.rollout import play_policies
 from policylm.jobs.common import Stages, open_run, run_job, write_json
@@ -36,6 +38,10 @@ class EvaluateConfig:
                   "and BabyAI any positive reward; else none)")
     dataset: str = field("", doc="optional trajectories the policy was trained on: their "
                          "return range is shaded in the plot")
+    video: int = field(0, doc="episodes per target recorded as a GIF (videos/<target>.gif, "
+                       "linked from report.md): the evaluation's first seeds played again in "
+                       "this process, with target, step and return drawn on every frame")
+    video_fps: int = field(15, doc="frames per second of the videos")
     out: str = field("", doc="run directory (default runs/evaluate-<timestamp>)")
     overwrite: bool = overwrite_field()
     resume: bool = resume_field("episodes already played are kept, the rest played")
@@ -45,11 +51,13 @@ class EvaluateConfig:
         require(self.episodes >= 1, "episodes", "must be >= 1")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
         require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
+        require(0 <= self.video <= self.episodes, "video", "must be in [0, episodes]")
 
 
 def report(cfg: EvaluateConfig, metrics: dict) -> str:
     from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
+    from policylm.platform.evaluation.videos import video_section
 
     rows = []
     for label, m in metrics["targets"].items():
@@ -70,7 +78,9 @@ def report(cfg: EvaluateConfig, metrics: dict) -> str:
             "the mean. Success: return >= "
             f"{'n/a (give success_return)' if success is None else f'{success:g}'}; "
             "invalid-action rate n/a: the policy does not count invalid answers.\n\n"
-            "![target vs actual](target_vs_actual.png)\n")
+            "![target vs actual](target_vs_actual.png)\n"
+            + video_section({f"target {metrics['targets'][label]['target']:g}": v
+                             for label, v in (metrics.get("videos") or {}).items()}))
 
 
 def main(cfg: EvaluateConfig) -> dict:
@@ -107,10 +117,26 @@ def main(cfg: EvaluateConfig) -> dict:
         metrics["training_returns"] = tr.return_stats(returns)
     plot_target_vs_actual(metrics, run_dir / "target_vs_actual.png",
                           f"{cfg.policy.split('?')[0]} on {cfg.env_id}", data_range)
+    if cfg.video:
+        with stages("video"):
+            metrics["videos"] = record_videos(cfg, policies, run_dir)
     metrics["stage_seconds"] = stages.seconds
     write_json(run_dir / "metrics.json", metrics)
     (run_dir / "report.md").write_text(report(cfg, metrics))
     return {"run_dir": str(run_dir), **metrics}
+
+
+def record_videos(cfg: EvaluateConfig, policies: list[tuple[str, str]], run_dir: Path) -> dict:
+    """``{target label: record(...)}``: the first ``cfg.video`` evaluation seeds per target."""
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.evaluation.videos import record
+    from policylm.platform.rollout.runner import derive_seed
+
+    adapter = make_adapter(cfg.env_id, **cfg.env_options)
+    seeds = [derive_seed(cfg.seed, e) for e in range(cfg.video)]
+    return {label: record(adapter, uri, target, seeds, run_dir / "videos" / f"{label}.gif",
+                          cfg.video_fps)
+            for (label, uri), target in zip(policies, cfg.targets, strict=True)}
 
 
 CONFIG = EvaluateConfig

@@ -59,8 +59,15 @@ def test_scores_of_known_policies(tmp_path, play_returns):
 
 def test_held_out_seeds_are_checked(tmp_path):
     first = main(BenchmarkConfig(policy=BOT, episodes=2, tasks=["goto"], num_workers=0,
-                                 out=str(tmp_path / "a")))
+                                 video=1, out=str(tmp_path / "a")))
     assert first["overall"]["score"] == 100.0 and first["held_out"] is False
+    # the first seed played again on video: the bot's episode, one frame per step and the first
+    import imageio.v2 as imageio
+
+    video = first["videos"]["goto"]
+    frames = imageio.mimread(video["path"])
+    assert video["returns"][0] > 0 and len(frames) == video["lengths"][0] + 1
+    assert "[videos/goto.gif](videos/goto.gif)" in (tmp_path / "a" / "report.md").read_text()
     played = str(tmp_path / "a" / "tasks" / "goto")
     with pytest.raises(ValueError, match="seeds are in train_data"):
         main(BenchmarkConfig(policy=BOT, episodes=2, tasks=["goto"], num_workers=0,

@@ -56,7 +56,7 @@ class CrafterEnv(gym.Env):
     same ``s``; ``terminated`` when health reaches 0, ``truncated`` at ``length`` steps;
     ``info["unlocked"]`` lists the achievements unlocked by the step."""
 
-    metadata: ClassVar[dict] = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"]}
 
     def __init__(self, length: int = 10000, area: tuple[int, int] = (64, 64)):
         self.length, self.area = int(length), tuple(area)
@@ -88,6 +88,10 @@ class CrafterEnv(gym.Env):
         info = {"unlocked": sorted(now - before), "achievements": sorted(now),
                 "inventory": dict(info["inventory"])}
         return obs, float(reward), bool(terminated), bool(done and not terminated), info
+
+    def render(self) -> np.ndarray:
+        """The game's own picture (local view and inventory), 256 x 256 RGB."""
+        return np.asarray(self.env.render((256, 256)), np.uint8)
 
     def _observation(self) -> dict:
         player = self.env._player
