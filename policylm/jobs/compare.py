@@ -40,6 +40,8 @@ class CompareConfig:
     eval_fn: str = field("", doc="module:function over one input's trajectory table returning "
                          "a number or {name: number}; joins the report")
     top_actions: int = field(5, doc="most common actions listed per input")
+    video: int = field(0, doc="episodes per policy-URI input recorded as a GIF "
+                       "(videos/<label>.gif); run directories with videos/ are linked")
     seed: int = field(0, doc="base seed")
     out: str = field("", doc="run directory (default runs/compare-<timestamp>)")
     overwrite: bool = overwrite_field()
@@ -157,12 +159,33 @@ def main(cfg: CompareConfig) -> dict:
         extra += "\n## " + cfg.eval_fn + "\n\n" + markdown_table(
             ["input", *custom], [[label, *(s["custom"].get(k) for k in custom)]
                                  for label, s in summaries.items()]) + "\n"
+    extra += videos_section(cfg, labels, uris, run_dir)
     (run_dir / "report.md").write_text(
         f"# Comparison\n\n{sources}\n\n{table}\n\n## Most common actions\n\n{top}\n\n"
         f"## Action distribution (share of steps)\n\n{act_table}\n\n"
         f"![comparison](comparison.png)\n{extra}")
     write_json(run_dir / "comparison.json", summaries)
     return {"run_dir": str(run_dir), "summaries": summaries}
+
+
+def videos_section(cfg: CompareConfig, labels: list[str], uris: list[tuple[str, str]],
+                   run_dir: Path) -> str:
+    """With ``video``: each policy-URI input's first seeds recorded here
+    (``policylm.platform.evaluation.videos``); and, for run-directory inputs, links to the GIFs
+    their own run recorded."""
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.evaluation.videos import record, video_section
+    from policylm.platform.rollout.runner import derive_seed
+
+    if not cfg.video:
+        return ""
+    adapter = make_adapter(cfg.env_id, **cfg.env_options)
+    seeds = [derive_seed(cfg.seed, e) for e in range(cfg.video)]
+    videos = {label: record(adapter, uri, None, seeds, run_dir / "videos" / f"{label}.gif")
+              for label, uri in uris}
+    links = [f"- {label}: [{g}]({g})" for label, item in zip(labels, cfg.inputs, strict=True)
+             if is_directory_input(item) for g in sorted(Path(item).glob("videos/*.gif"))]
+    return video_section(videos) + ("\n".join(links) + "\n" if links else "")
 
 
 def differences_section(summaries: dict, labels: list[str], table: Any) -> str:

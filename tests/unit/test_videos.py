@@ -61,3 +61,20 @@ def test_mujoco_frames_through_egl():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("(480, 480, 3)"), out.stderr[-500:]
+
+
+def test_compare_video_records_policy_inputs_and_links_run_videos(tmp_path):
+    from policylm.jobs.compare import CompareConfig
+    from policylm.jobs.compare import main as compare
+
+    main(EvaluateConfig(policy="random:", targets=[10], episodes=1, video=1, num_workers=0,
+                        out=str(tmp_path / "ev")))
+    out = compare(CompareConfig(inputs=[str(tmp_path / "ev"), "constant:right"],
+                                labels=["evaluated", "right"], episodes=1, video=1,
+                                num_workers=0, out=str(tmp_path / "cmp")))
+    gif = imageio.mimread(tmp_path / "cmp" / "videos" / "right.gif")
+    right = out["summaries"]["right"]
+    assert len(gif) == right["length_mean"] + 1  # always right: one episode, every step drawn
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "[videos/right.gif](videos/right.gif)" in report
+    assert f"- evaluated: [{tmp_path / 'ev' / 'videos' / 'target_10.gif'}]" in report
