@@ -38,6 +38,9 @@ class EvaluateConfig:
                   "and BabyAI any positive reward; else none)")
     dataset: str = field("", doc="optional trajectories the policy was trained on: their "
                          "return range is shaded in the plot")
+    shots: int = field(0, doc="few-shot examples in an hf:// policy's prompt (its shots=): "
+                       "steps of shots_from's best episodes, seeded, listed in metrics.json")
+    shots_from: str = field("", doc="trajectory or run directory the examples are drawn from")
     video: int = field(0, doc="episodes per target recorded as a GIF (videos/<target>.gif, "
                        "linked from report.md): the evaluation's first seeds played again in "
                        "this process, with target, step and return drawn on every frame")
@@ -52,6 +55,8 @@ class EvaluateConfig:
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
         require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
         require(0 <= self.video <= self.episodes, "video", "must be in [0, episodes]")
+        require(not self.shots or bool(self.shots_from), "shots_from",
+                "give the trajectory or run directory the examples come from")
 
 
 def report(cfg: EvaluateConfig, metrics: dict) -> str:
@@ -91,11 +96,13 @@ def main(cfg: EvaluateConfig) -> dict:
         target_metrics,
     )
     from policylm.platform.evaluation.reports import plot_target_vs_actual
-    from policylm.platform.policies import absolute_paths, with_params
+    from policylm.platform.policies import absolute_paths, split_uri, with_params
 
     run_dir = open_run("evaluate", cfg)
     stages = Stages()
-    policies = [(target_label(t), absolute_paths(with_params(cfg.policy, target_return=t)))
+    policy = with_params(cfg.policy, shots=cfg.shots, shots_from=cfg.shots_from) \
+        if cfg.shots else cfg.policy
+    policies = [(target_label(t), absolute_paths(with_params(policy, target_return=t)))
                 for t in cfg.targets]
     with stages("play"):
         stats = play_policies(policies, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
@@ -117,6 +124,14 @@ def main(cfg: EvaluateConfig) -> dict:
         metrics["training_returns"] = tr.return_stats(returns)
     plot_target_vs_actual(metrics, run_dir / "target_vs_actual.png",
                           f"{cfg.policy.split('?')[0]} on {cfg.env_id}", data_range)
+    if cfg.shots:  # the examples every prompt held, drawn as the policy drew them
+        import dataclasses
+
+        from policylm.platform.policies.shots import pick_shots
+
+        _, _, params = split_uri(policy)
+        metrics["shots"] = [dataclasses.asdict(s) for s in pick_shots(
+            cfg.shots_from, cfg.shots, int(params.get("shots_seed", 0)))]
     if cfg.video:
         with stages("video"):
             metrics["videos"] = record_videos(cfg, policies, run_dir)

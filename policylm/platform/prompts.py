@@ -83,20 +83,25 @@ def compact_prompt(target_return: float | None, t: int, obs_text: str) -> str:
 
 
 def render_prompt(engine: Any, form: str, system: str, target_return: float | None, t: int,
-                  obs_text: str, past: Sequence[Step] = ()) -> str:
+                  obs_text: str, past: Sequence[Step] = (), lead: str = "") -> str:
     """The full prompt text, ending where the action starts, after the ``past`` steps (the
     history window). ``engine`` supplies the chat template (``chat_prompt``,
-    ``chat_messages``)."""
+    ``chat_messages``). ``lead``: text every prompt starts with (few-shot examples): in
+    ``compact`` before the first step, in ``chat`` after the system text."""
     if check_form(form) == "compact":
-        return compact_history(past) + compact_prompt(target_return, t, obs_text)
+        lead = lead + "\n" if lead else ""
+        return lead + compact_history(past) + compact_prompt(target_return, t, obs_text)
+    system = f"{system}\n\n{lead}" if lead else system
     if past:
         return engine.chat_messages(history_messages(system, past, target_return, t, obs_text))
     return engine.chat_prompt(system, format_user(target_return, t, obs_text))
 
 
-def render_prefix(engine: Any, form: str, system: str) -> str | None:
+def render_prefix(engine: Any, form: str, system: str, lead: str = "") -> str | None:
     """Text every prompt of this form starts with (a KV-cache hint for scoring), or None."""
-    return engine.chat_prefix(system) if check_form(form) == "chat" else None
+    if check_form(form) == "chat":
+        return engine.chat_prefix(f"{system}\n\n{lead}" if lead else system)
+    return lead + "\n" if lead else None
 
 
 def training_pair(form: str, system: str, target_return: float | None, t: int, obs_text: str,

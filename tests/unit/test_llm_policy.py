@@ -170,3 +170,45 @@ def test_return_guidance_by_hand(cartpole, engine):
     assert np.abs(np.array(cond) - np.array(null)).max() > 1e-3  # "?" moves the scores
     with pytest.raises(ValueError, match="guidance needs mode=score"):
         LLMPolicy(cartpole, engine, LLMPolicyConfig(mode="generate", guidance=1.0))
+
+
+def test_few_shot_examples_from_the_best_episodes(cartpole, engine, tmp_path):
+    """shots=3 draws three steps of the best quarter of the episodes (by return), seeded, and
+    puts them where every prompt shares them: after the system text (chat) or before the first
+    step (compact), which is the engine's cached prefix."""
+    from policylm.platform.policies.shots import pick_shots, render_shots
+    from policylm.platform.rollout.runner import write_chunk
+
+    (chunk,) = plan_chunks([("w", "random:")], 8, 0, 8)
+    steps = EpisodeRunner(cartpole, 4).run(chunk.specs, "r")
+    write_chunk(steps, tmp_path / "trajectories", chunk)
+    returns = {e: r for e, r in zip(steps.column("episode_id").to_pylist(),
+                                    steps.column("episode_return").to_pylist(), strict=True)}
+    best = sorted(returns, key=lambda e: (-returns[e], e))[:2]  # ceil(25% of 8)
+    shots = pick_shots(str(tmp_path), 3, seed=1)
+    assert len(shots) == 3 and {s.episode_id for s in shots} <= set(best)
+    assert shots == pick_shots(str(tmp_path), 3, seed=1) != pick_shots(str(tmp_path), 3, seed=2)
+    assert shots == sorted(shots, key=lambda s: (s.episode_id, s.t))
+    block = render_shots(shots)
+    assert block.splitlines()[1:] == [f"{s.observation} -> {s.action}" for s in shots]
+    uri = f"hf://{engine.model_name}?dtype=fp32&shots=3&shots_from={tmp_path}&shots_seed=1"
+    chat = policy_from_uri(uri, cartpole)
+    compact = policy_from_uri(uri + "&prompt=compact", cartpole)
+    obs = np.zeros(4, np.float32)
+    for policy in (chat, compact):
+        policy.reset(0, 0)
+        (prompt,) = policy.prompts([obs], [0])
+        assert prompt.startswith(policy.prefix) and block in policy.prefix
+        policy.act([obs], [0])
+    assert compact.prompts([obs], [0])[0] == f"{block}\nR=0 t=1 {cartpole.encode(obs)} ->"
+    with pytest.raises(ValueError, match="shots_from"):
+        policy_from_uri(f"hf://{engine.model_name}?dtype=fp32&shots=2", cartpole)
+    # evaluate shots=k: the policy's prompts hold them, and metrics.json lists them
+    from policylm.jobs.evaluate import EvaluateConfig, main
+
+    ev = main(EvaluateConfig(policy=f"hf://{engine.model_name}?dtype=fp32&shots_seed=1",
+                             targets=[20], episodes=1, shots=3, shots_from=str(tmp_path),
+                             num_workers=0, envs_per_worker=1, out=str(tmp_path / "ev")))
+    assert ev["shots"] == [vars(s) for s in shots] and ev["targets"]["target_20"]["count"] == 1
+    with pytest.raises(PolicyError, match="not a trajectory or run directory"):
+        pick_shots(str(tmp_path / "nothing"), 2)

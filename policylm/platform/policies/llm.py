@@ -28,6 +28,7 @@ import numpy as np
 from policylm.platform.engines import Engine, softmax
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.envs.codecs import ActionParseError
+from policylm.platform.policies.shots import Shot, pick_shots, render_shots
 from policylm.platform.prompts import (
     Step,
     action_candidates,
@@ -76,6 +77,9 @@ class LLMPolicyConfig:
     history: int = 0             # earlier steps of the episode before this one, k to 2k - 1
                                  # (policylm.platform.prompts.history_start)
     guidance: float = 0.0        # score mode: return guidance weight w (see guide())
+    shots: int = 0               # few-shot examples from shots_from's best episodes
+    shots_from: str = ""         # (policylm.platform.policies.shots), drawn with shots_seed
+    shots_seed: int = 0
 
 
 class LLMPolicy:
@@ -99,7 +103,14 @@ class LLMPolicy:
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
         self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text()
-        self.prefix = render_prefix(engine, self.form, self.system)
+        self.shots: list[Shot] = []
+        if cfg.shots:
+            if not cfg.shots_from:
+                raise ValueError(f"shots={cfg.shots} needs shots_from=<trajectory or run "
+                                 "directory> to draw the examples from")
+            self.shots = pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed)
+        self.lead = render_shots(self.shots)
+        self.prefix = render_prefix(engine, self.form, self.system, self.lead)
         self.candidates = action_candidates(self.form, list(adapter.codec.valid_actions or []))
         # norm=mean/pmi only: remote engines (openai://) have no tokenizer or scores here
         self.lengths = candidate_lengths(engine, self.candidates) if cfg.norm == "mean" else None
@@ -150,7 +161,7 @@ class LLMPolicy:
     def prompts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
         return [
             render_prompt(self.engine, self.form, self.system, self.target(s), self.t.get(s, 0),
-                          self.adapter.encode(o), self.window(s))
+                          self.adapter.encode(o), self.window(s), self.lead)
             for o, s in zip(observations, slots, strict=True)
         ]
 
@@ -176,7 +187,8 @@ class LLMPolicy:
         :meth:`act`, which the Serve deployment calls with its per-episode state. ``sessions``
         (with history) lets the engine reuse each episode's cached prompt."""
         pasts = pasts or [()] * len(obs_texts)
-        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text, past)
+        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text, past,
+                                 self.lead)
                    for text, target, t, past in zip(obs_texts, targets, steps, pasts,
                                                     strict=True)]
         codec = self.adapter.codec
@@ -184,7 +196,7 @@ class LLMPolicy:
             keys = list(sessions) if self.cfg.history and sessions else None
             if self.cfg.guidance:  # the same prompts with the null target, in the same call
                 prompts += [render_prompt(self.engine, self.form, self.system, None, t, text,
-                                          past)
+                                          past, self.lead)
                             for text, t, past in zip(obs_texts, steps, pasts, strict=True)]
                 keys = keys and keys + [(k, "null target") for k in keys]
             kw = {"sessions": keys} if keys else {}
@@ -207,7 +219,7 @@ class LLMPolicy:
     def _baseline(self) -> np.ndarray:
         """Each action's log-likelihood after a prompt with no observation (target 0, step 0):
         the prior that ``norm=pmi`` subtracts."""
-        empty = render_prompt(self.engine, self.form, self.system, 0, 0, "")
+        empty = render_prompt(self.engine, self.form, self.system, 0, 0, "", lead=self.lead)
         return self.engine.score([empty], [self.candidates], prefix=self.prefix)[0]
 
     def _normed(self, logps: np.ndarray) -> np.ndarray:
@@ -268,14 +280,14 @@ def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
     &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>&history=k
-    &guidance=w``
+    &guidance=w&shots=k&shots_from=<dir>&shots_seed=s``
     (the query already split into ``params``). Without ``prompt`` and ``history``, what is
     recorded with the adapter (or model directory) is used."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
              "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live", "history",
-             "guidance"}
+             "guidance", "shots", "shots_from", "shots_seed"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -292,6 +304,9 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         live=params.get("live", ""),
         history=int(params.get("history") or read_history(params.get("adapter"), model)),
         guidance=float(params.get("guidance", 0.0)),
+        shots=int(params.get("shots", 0)),
+        shots_from=params.get("shots_from", ""),
+        shots_seed=int(params.get("shots_seed", 0)),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"), live=cfg.live)

@@ -61,8 +61,9 @@ def with_params(uri: str, **params: object) -> str:
 
 
 def absolute_paths(uri: str) -> str:
-    """``hf://`` URIs with a relative model or adapter path that exists here rewritten to
-    absolute paths, so actors whose working directory differs find the same files."""
+    """``hf://`` URIs with a relative model, adapter or ``shots_from`` path that exists here
+    rewritten to absolute paths, so actors whose working directory differs find the same
+    files."""
     from pathlib import Path
 
     scheme, body, params = split_uri(uri)
@@ -70,9 +71,10 @@ def absolute_paths(uri: str) -> str:
         return uri
     if body and not body.startswith("/") and Path(body).exists():
         body = str(Path(body).resolve())
-    adapter = params.get("adapter", "")
-    if adapter and not adapter.startswith("/") and Path(adapter).exists():
-        params["adapter"] = str(Path(adapter).resolve())
+    for key in ("adapter", "shots_from"):
+        path = params.get(key, "")
+        if path and not path.startswith("/") and Path(path).exists():
+            params[key] = str(Path(path).resolve())
     query = f"?{urlencode(params, safe='/:')}" if params else ""
     return f"hf://{body}{query}"
 
@@ -86,7 +88,8 @@ def uri_paths(uri: str) -> list[str]:
     if scheme == "mix":
         return uri_paths(body)
     if scheme == "hf":
-        return [p for p in (body, params.get("adapter", "")) if p and Path(p).exists()]
+        return [p for p in (body, params.get("adapter", ""), params.get("shots_from", ""))
+                if p and Path(p).exists()]
     if scheme in ("file", "pytorch", "rllib"):
         return [body]
     return []
