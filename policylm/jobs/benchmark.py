@@ -56,7 +56,8 @@ class BenchmarkConfig:
         require(self.episodes is None or self.episodes >= 1, "episodes", "must be >= 1")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
         require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
-        require(self.video >= 0, "video", "must be >= 0 (episodes per task recorded)")
+        require(self.video >= 0 and (self.episodes is None or self.video <= self.episodes),
+                "video", "must be in [0, episodes] (episodes per task recorded)")
 
 
 def training_seeds(runs: list[str]) -> set[int]:
@@ -129,7 +130,7 @@ def main(cfg: BenchmarkConfig) -> dict:
     episodes = cfg.episodes or suite.episodes
     tasks = [t for t in suite.tasks if not cfg.tasks or t.name in cfg.tasks]
     trained_on = training_seeds(cfg.train_data)
-    clash = trained_on & {derive_seed(cfg.seed, e) for e in range(episodes)}
+    clash = trained_on & {derive_seed(cfg.seed, e) for e in range(max(episodes, cfg.video))}
     if clash:
         raise ValueError(f"{len(clash)} benchmark env seeds are in train_data ({sorted(clash)[:3]}"
                          "...); choose another seed= so that the benchmark is held out")

@@ -39,9 +39,10 @@ class BuildDatasetConfig:
     where: str = field("", doc="SQL condition over the episode table, e.g. \"return > 50\"")
     gamma: float = field(1.0, doc="discount for return-to-go (1.0 = undiscounted)")
     return_scale: float = field(1.0, doc="divide return-to-go by this in the prompt")
-    history: int = field(0, doc="earlier steps of the episode (observation and action) before "
-                         "each row's observation (BALROG uses 16); recorded with the dataset, and "
-                         "by sft with the adapter, so the policy acts with the same history")
+    history: int = field(0, doc="earlier steps of the episode in each row's prompt, as a "
+                         "transcript (k to 2k - 1 of them; BALROG keeps 16); recorded with the "
+                         "dataset, and by sft with the adapter, so the policy acts with the same "
+                         "history")
     validation_fraction: float = field(0.1, doc="share of episodes held out for validation")
     max_rows_per_skill: int = field(
         0, doc="training rows kept per skill label, sampled evenly over its steps (0: all); "

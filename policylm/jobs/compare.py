@@ -13,6 +13,8 @@ and returns a number or a dict of numbers).
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ class CompareConfig:
 
     def validate(self) -> None:
         require(len(self.inputs) >= 2, "inputs", "give at least two inputs: inputs=[a, b]")
+        require(0 <= self.video <= self.episodes, "video", "must be in [0, episodes]")
         require(not self.labels or len(self.labels) == len(self.inputs), "labels",
                 "give one label per input, or none")
         require(len(set(self.labels)) == len(self.labels), "labels", "labels must differ")
@@ -181,11 +184,19 @@ def videos_section(cfg: CompareConfig, labels: list[str], uris: list[tuple[str, 
         return ""
     adapter = make_adapter(cfg.env_id, **cfg.env_options)
     seeds = [derive_seed(cfg.seed, e) for e in range(cfg.video)]
-    videos = {label: record(adapter, uri, None, seeds, run_dir / "videos" / f"{label}.gif")
+    videos = {label: record(adapter, uri, None, seeds,
+                            run_dir / "videos" / f"{file_name(label)}.gif")
               for label, uri in uris}
-    links = [f"- {label}: [{g}]({g})" for label, item in zip(labels, cfg.inputs, strict=True)
+    links = [f"- {label}: [{g}]({os.path.relpath(g.resolve(), run_dir.resolve())})"
+             for label, item in zip(labels, cfg.inputs, strict=True)
              if is_directory_input(item) for g in sorted(Path(item).glob("videos/*.gif"))]
     return video_section(videos) + ("\n".join(links) + "\n" if links else "")
+
+
+def file_name(label: str) -> str:
+    """A label as a file name: characters other than letters, digits, ``.``, ``-`` and ``_``
+    become ``_``."""
+    return re.sub(r"[^\w.-]", "_", label)
 
 
 def differences_section(summaries: dict, labels: list[str], table: Any) -> str:

@@ -18,8 +18,8 @@ for ``chat``: earlier user and assistant turns; for ``compact``: one ``R=.. t=..
 alike. The window (:func:`history_start`) holds at least ``k`` earlier steps and fewer than
 ``2k``: its start moves ``k`` steps at a time, so between moves every prompt of an episode
 extends the one before, and an engine reuses the episode's cached prefix instead of encoding it
-again (``score(..., sessions=...)``; vLLM's prefix caching does the same). ``k`` is recorded with
-the dataset and the adapter, so a policy acts with the history it was trained on.
+again (``score(..., sessions=...)``, the ``hf`` engine). ``k`` is recorded with the dataset and
+the adapter, so a policy acts with the history it was trained on.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from typing import Any
 from policylm.platform.envs.adapter import format_target, format_user
 
 FORMS = ("chat", "compact")
-PROMPT_TEMPLATE_VERSION = "v1"  # reported by the server with the prompt form
+PROMPT_TEMPLATE_VERSION = "v2"  # reported by the server with the prompt form (v2: history as
+                                # a transcript of earlier steps)
+HISTORY_FORMAT = "transcript"  # recorded with history > 0; earlier records used other text
 FORM_FILE = "policylm.json"
 
 
@@ -122,28 +124,40 @@ def action_candidates(form: str, actions: list[str]) -> list[str]:
 
 
 def write_form(directory: str | Path, form: str, history: int = 0) -> None:
-    """Record the prompt form (and the steps of history, :func:`with_history`) a model or
+    """Record the prompt form (and the steps of history, :func:`history_start`) a model or
     adapter directory was trained with."""
-    record = {"prompt_form": check_form(form), "history": int(history)}
+    record = {"prompt_form": check_form(form), **_history_record(history)}
     Path(directory, FORM_FILE).write_text(json.dumps(record) + "\n")
+
+
+def _history_record(history: int) -> dict:
+    return {"history": int(history), **({"history_format": HISTORY_FORMAT} if history else {})}
 
 
 def read_history(*directories: str | Path | None) -> int:
     """The steps of history recorded in the first of ``directories`` that has a record (an
-    adapter, a model or a dataset directory); 0 when none does."""
+    adapter, a model or a dataset directory); 0 when none does. A record of history in an
+    earlier format (before the transcript) is refused with the fix: its rows hold other text."""
     for d in directories:
         path = Path(d) / FORM_FILE if d else None
         if path is not None and path.is_file():
             try:
-                return int(json.loads(path.read_text()).get("history", 0))
+                record = json.loads(path.read_text())
+                history = int(record.get("history", 0))
             except (ValueError, AttributeError, TypeError) as err:
                 raise PromptFormError(f"{path}: unreadable record ({err})") from err
+            if history and record.get("history_format") != HISTORY_FORMAT:
+                raise PromptFormError(
+                    f"{path}: history={history} was recorded in an earlier format (earlier steps "
+                    "as lines before the observation), which prompts no longer use; rebuild the "
+                    "dataset (build-dataset history=k) and train again")
+            return history
     return 0
 
 
 def write_history(directory: str | Path, history: int) -> None:
     """Record in a dataset directory how many steps of history its rows hold."""
-    Path(directory, FORM_FILE).write_text(json.dumps({"history": int(history)}) + "\n")
+    Path(directory, FORM_FILE).write_text(json.dumps(_history_record(history)) + "\n")
 
 
 def read_form(*directories: str | None) -> str:

@@ -100,6 +100,9 @@ def test_history_record_round_trip(tmp_path):
     data.mkdir()
     write_history(data, 16)
     assert read_history(str(data)) == 16
+    (data / "policylm.json").write_text('{"history": 2}')  # the earlier rendering's record
+    with pytest.raises(PromptFormError, match=r"earlier format.*rebuild the dataset"):
+        read_history(str(data))
     (data / "policylm.json").write_text("[1, 2]")
     with pytest.raises(PromptFormError, match="unreadable"):
         read_history(str(data))

@@ -55,6 +55,12 @@ def test_store_advance_by_hand():
     assert store.reward("a", 1.0) == {"episode_id": "a", "step": 2, "target_return": 30.0,
                                       "earned": 3.0, "remaining_target": 27.0}
     assert store.end("b")["step"] == 1 and store.count() == 1
+    # history: kept in step order, one entry per step (a retried call replaces its step)
+    store.remember([("a", [30.0, 1, "o1", "left"]), ("a", [30.0, 0, "o0", "right"]),
+                    ("gone", [1.0, 0, "x", "left"])])
+    store.remember([("a", [30.0, 1, "o1", "right"])])
+    assert store.episodes["a"].past == [[30.0, 0, "o0", "right"], [30.0, 1, "o1", "right"]]
+    assert [p[1] for p in store.advance([("a", None, 0.0)], 500.0, history=2)[0]["past"]] == [0, 1]
 
 
 def test_limits_answer_413_and_422_naming_them(tiny_model_dir):

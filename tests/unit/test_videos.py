@@ -70,11 +70,12 @@ def test_compare_video_records_policy_inputs_and_links_run_videos(tmp_path):
     main(EvaluateConfig(policy="random:", targets=[10], episodes=1, video=1, num_workers=0,
                         out=str(tmp_path / "ev")))
     out = compare(CompareConfig(inputs=[str(tmp_path / "ev"), "constant:right"],
-                                labels=["evaluated", "right"], episodes=1, video=1,
+                                labels=["evaluated", "right/1"], episodes=1, video=1,
                                 num_workers=0, out=str(tmp_path / "cmp")))
-    gif = imageio.mimread(tmp_path / "cmp" / "videos" / "right.gif")
-    right = out["summaries"]["right"]
+    gif = imageio.mimread(tmp_path / "cmp" / "videos" / "right_1.gif")  # a file name
+    right = out["summaries"]["right/1"]
     assert len(gif) == right["length_mean"] + 1  # always right: one episode, every step drawn
     report = (tmp_path / "cmp" / "report.md").read_text()
-    assert "[videos/right.gif](videos/right.gif)" in report
-    assert f"- evaluated: [{tmp_path / 'ev' / 'videos' / 'target_10.gif'}]" in report
+    assert "[videos/right_1.gif](videos/right_1.gif)" in report
+    gif_path = tmp_path / "ev" / "videos" / "target_10.gif"
+    assert f"- evaluated: [{gif_path}](../ev/videos/target_10.gif)" in report  # from report.md

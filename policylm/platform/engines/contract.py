@@ -5,8 +5,8 @@ of its candidate continuations (natural log, summed over the candidate's tokens)
 a hint: text every prompt starts with (the chat-formatted system turn), whose key/value cache
 the engine keeps across calls. ``sessions`` (optional) gives a key per prompt, an episode's: an
 engine may keep the prompt's cache under it and compute the key's next prompt from their longest
-common prefix on (``hf`` does; ``vllm`` does it for every prompt with its automatic prefix
-caching); scores are the same either way. ``generate(prompts, ...)`` continues each prompt.
+common prefix on (``hf`` does; ``vllm`` cannot: it recomputes prompts whose log-probabilities
+are asked for); scores are the same either way. ``generate(prompts, ...)`` continues each prompt.
 ``chat_prompt(system, user)`` formats a conversation with the model's chat template, ending
 where the assistant's answer starts; ``chat_prefix(system)`` is its system part;
 ``chat_messages(messages)`` formats any conversation; ``encode(text)`` gives token ids.

@@ -3,8 +3,10 @@
 Scoring sends one token prompt per (prompt, candidate): the prompt's tokens and the candidate's
 scored tokens (the contract's :func:`~policylm.platform.engines.contract.scored_tokens`, the same
 as the ``hf`` engine's), with ``prompt_logprobs=0`` and ``max_tokens=1``; the candidate's
-log-likelihood is the sum of the returned log-probs at its positions. vLLM's automatic prefix
-caching shares the system turn across rows. LoRA adapters go through ``LoRARequest``, and so
+log-likelihood is the sum of the returned log-probs at its positions. vLLM does not read its
+prefix cache for requests with prompt log-probabilities (it recomputes the whole prompt to
+return them), so scoring encodes every prompt whole; generation does use the cache. LoRA
+adapters go through ``LoRARequest``, and so
 does :meth:`VLLMEngine.set_lora` (online training): the weights are written as a PEFT adapter
 and loaded in place under one LoRA id, a new version each call.
 """
@@ -112,8 +114,8 @@ class VLLMEngine:
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
               prefix: str | None = None, sessions: Sequence[Hashable] | None = None
               ) -> list[np.ndarray]:
-        """See the engine contract; ``sessions`` needs nothing here: vLLM's automatic prefix
-        caching reuses the cached blocks of every prompt an episode's next prompt extends."""
+        """See the engine contract; ``sessions`` is accepted and unused: vLLM recomputes prompts
+        whose log-probabilities are asked for instead of reading its prefix cache."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -198,8 +198,10 @@ class LLMPolicy:
                 prompts += [render_prompt(self.engine, self.form, self.system, None, t, text,
                                           past, self.lead)
                             for text, t, past in zip(obs_texts, steps, pasts, strict=True)]
-                keys = keys and keys + [(k, "null target") for k in keys]
+                keys = keys and keys + [None if k is None else (k, "null target") for k in keys]
             kw = {"sessions": keys} if keys else {}
+            if keys and hasattr(self.engine, "max_sessions"):  # one call's episodes all kept
+                self.engine.max_sessions = max(self.engine.max_sessions, 2 * len(keys))
             logps = self.engine.score(prompts, [self.candidates] * len(prompts),
                                       prefix=self.prefix, **kw)
             n = len(obs_texts)

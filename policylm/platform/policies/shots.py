@@ -26,7 +26,8 @@ class Shot:
 
 def pick_shots(source: str, k: int, seed: int = 0, top: float = 0.25) -> list[Shot]:
     """``k`` steps drawn (seeded, without replacement) from the best ``top`` share of the
-    episodes in ``source`` by return (at least one episode), in episode and step order."""
+    episodes in ``source`` by return (at least one episode; ties broken by the seeded draw), in
+    episode and step order."""
     from policylm.platform.data import trajectories as tr
     from policylm.platform.policies.base import PolicyError
 
@@ -35,14 +36,17 @@ def pick_shots(source: str, k: int, seed: int = 0, top: float = 0.25) -> list[Sh
         raise PolicyError(f"shots_from={source!r} is not a trajectory or run directory; give a "
                           "collect or evaluate run (its best episodes give the examples)")
     steps = tr.read_trajectories(path)
-    episodes = tr.episode_table(steps).sort_by([("return", "descending"),
-                                               (tr.EPISODE_ID, "ascending")])
-    n = max(1, math.ceil(top * episodes.num_rows))
-    best = set(episodes.column(tr.EPISODE_ID).to_pylist()[:n])
+    if steps.num_rows == 0:
+        raise PolicyError(f"shots_from={source!r} holds no steps to draw examples from")
+    episodes = tr.episode_table(steps)
+    rng = np.random.default_rng(seed)
+    ids, returns = episodes.column(tr.EPISODE_ID).to_pylist(), episodes.column("return")
+    order = np.lexsort((rng.random(len(ids)), -returns.to_numpy()))  # ties: a seeded draw
+    best = {ids[i] for i in order[: max(1, math.ceil(top * len(ids)))]}
     rows = [r for r in steps.select([tr.EPISODE_ID, tr.T, tr.OBS_TEXT, tr.ACTION_TEXT])
             .to_pylist() if r[tr.EPISODE_ID] in best]
     rows.sort(key=lambda r: (r[tr.EPISODE_ID], r[tr.T]))
-    pick = np.random.default_rng(seed).choice(len(rows), size=min(k, len(rows)), replace=False)
+    pick = rng.choice(len(rows), size=min(k, len(rows)), replace=False)
     return [Shot(rows[i][tr.EPISODE_ID], rows[i][tr.T], rows[i][tr.OBS_TEXT],
                  rows[i][tr.ACTION_TEXT]) for i in sorted(pick)]
 

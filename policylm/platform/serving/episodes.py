@@ -96,11 +96,12 @@ class EpisodeStore:
     @_locked
     def remember(self, steps: list[tuple[str, list]]) -> None:
         """Keep each ``(episode id, [target, t, observation text, action text])`` in its
-        episode's history (an episode ended or expired since is skipped)."""
+        episode's history, in step order (an episode ended or expired since is skipped)."""
         for episode_id, step in steps:
             e = self.episodes.get(episode_id)
-            if e is not None:
-                e.past.append(list(step))
+            if e is not None:  # in step order, one entry per step (a retried call replaces)
+                e.past = sorted([p for p in e.past if p[1] != step[1]] + [list(step)],
+                                key=lambda p: p[1])
 
     @_locked
     def reward(self, episode_id: str, reward: float) -> dict:
