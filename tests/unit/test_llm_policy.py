@@ -213,3 +213,29 @@ def test_few_shot_examples_from_the_best_episodes(cartpole, engine, tmp_path):
     assert ev["shots"] == [vars(s) for s in shots] and ev["targets"]["target_20"]["count"] == 1
     with pytest.raises(PolicyError, match="not a trajectory or run directory"):
         pick_shots(str(tmp_path / "nothing"), 2)
+
+
+def test_a_long_history_drops_its_oldest_steps_to_fit_the_context(cartpole, tiny_model_dir):
+    """With a context too small for the whole window, the prompt keeps the newest earlier steps
+    that fit (the engine would otherwise cut into the newest ones) and still ends with the
+    current observation."""
+    from policylm.platform.engines import get_engine
+
+    engine = get_engine(tiny_model_dir, "", "hf", "fp32", live="small-context")
+    policy = LLMPolicy(cartpole, engine, LLMPolicyConfig(prompt_form="compact", history=8,
+                                                          temperature=0))
+    obs = [np.full(4, 0.01 * k, np.float32) for k in range(8)]
+    policy.reset(0, 0)
+    for o in obs[:7]:
+        policy.act([o], [0])
+    (whole,) = policy.prompts([obs[7]], [0])
+    assert whole.count(" ->") == 8  # seven earlier steps and this one
+    before, engine.max_length = engine.max_length, len(engine.encode(whole)) - 10  # too small
+    try:
+        kept = policy._fitting(cartpole.encode(obs[7]), policy.target(0), 7, policy.window(0))
+        assert 0 < len(kept) < 7 and kept == policy.window(0)[-len(kept):]  # the newest ones
+        (decision,) = policy.decide([cartpole.encode(obs[7])], [policy.target(0)], [7],
+                                    [policy.rngs[0]], [policy.window(0)])
+        assert decision.valid and engine.truncated == 0  # nothing cut by the engine
+    finally:
+        engine.max_length = before

@@ -186,7 +186,8 @@ class LLMPolicy:
         random stream, earlier steps in the window, episode key): the state-free core of
         :meth:`act`, which the Serve deployment calls with its per-episode state. ``sessions``
         (with history) lets the engine reuse each episode's cached prompt."""
-        pasts = pasts or [()] * len(obs_texts)
+        pasts = [self._fitting(text, target, t, past) for text, target, t, past
+                 in zip(obs_texts, targets, steps, pasts or [()] * len(obs_texts), strict=True)]
         prompts = [render_prompt(self.engine, self.form, self.system, target, t, text, past,
                                  self.lead)
                    for text, target, t, past in zip(obs_texts, targets, steps, pasts,
@@ -217,6 +218,22 @@ class LLMPolicy:
             out = [self._parse(text, rng) for text, rng in zip(texts, rngs, strict=True)]
         self.counts["actions"] += len(out)
         return out
+
+    def _fitting(self, obs_text: str, target: float, t: int, past: Sequence[Step]
+                 ) -> Sequence[Step]:
+        """``past`` without its oldest steps as far as needed for the prompt to fit the
+        engine's context (with room for the answer), so a long history loses its oldest steps
+        rather than the engine cutting into the newest ones; unchanged when it fits."""
+        limit = getattr(self.engine, "max_length", None)
+        if not past or limit is None:
+            return past
+        room = limit - 1 - max((len(self.engine.encode(c)) for c in self.candidates), default=0) \
+            if self.cfg.mode == "score" else limit - self.cfg.max_new_tokens
+        while past and len(self.engine.encode(render_prompt(
+                self.engine, self.form, self.system, target, t, obs_text, past,
+                self.lead))) > room:
+            past = past[1:]
+        return past
 
     def _baseline(self) -> np.ndarray:
         """Each action's log-likelihood after a prompt with no observation (target 0, step 0):
