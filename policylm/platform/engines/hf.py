@@ -265,7 +265,8 @@ class HFEngine:
               ) -> list[np.ndarray]:
         """See the engine contract. ``sessions``: a key per prompt (an episode's); each prompt's
         KV cache is kept under its key, and the next prompt of the key computes only the tokens
-        after their longest common prefix (``max_sessions`` kept, least recent dropped)."""
+        after their longest common prefix (``max_sessions`` kept, or as many as one call has;
+        least recent dropped)."""
         import torch
 
         if len(prompts) != len(candidates):
@@ -278,8 +279,12 @@ class HFEngine:
         ids = [self._fit(self.encode(p), longest) for p in prompts]
         with torch.inference_mode():
             if sessions is not None:
-                return [self._score_session(r, cs, single, key)
-                        for r, cs, key in zip(ids, cand, sessions, strict=True)]
+                out = [self._score_session(r, cs, single, key)
+                       for r, cs, key in zip(ids, cand, sessions, strict=True)]
+                keep = max(self.max_sessions, len(sessions))  # this call's sessions all stay
+                while len(self._sessions) > keep:
+                    self._sessions.pop(next(iter(self._sessions)))  # the least recent first
+                return out
             n_pre, cache = self._prefix_cache(prefix, ids)  # none if truncation cut into it
             out: list[np.ndarray] = []
             if single:  # one row per prompt; every candidate's logp is at its last position
@@ -324,8 +329,6 @@ class HFEngine:
             crop(cache, len(ids))  # the prompt's keys and values, not the candidates'
         if key is not None:  # None: a prompt of no session
             self._sessions[key] = (ids, cache)
-        while len(self._sessions) > self.max_sessions:
-            self._sessions.pop(next(iter(self._sessions)))
         return out
 
     def _read_scores(self, hidden: Any, reads: list[list[tuple[int, list[int], list[int]]]]

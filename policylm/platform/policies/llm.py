@@ -115,6 +115,10 @@ class LLMPolicy:
         # norm=mean/pmi only: remote engines (openai://) have no tokenizer or scores here
         self.lengths = candidate_lengths(engine, self.candidates) if cfg.norm == "mean" else None
         self.baseline = self._baseline() if cfg.norm == "pmi" else None
+        # context kept free for the answer: the longest candidate and the end of turn, or the
+        # generated tokens (history windows are trimmed to leave it, see _fitting)
+        self.reserve = 1 + max((len(engine.encode(c)) for c in self.candidates), default=0) \
+            if cfg.mode == "score" and cfg.history else cfg.max_new_tokens
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
@@ -201,8 +205,6 @@ class LLMPolicy:
                             for text, t, past in zip(obs_texts, steps, pasts, strict=True)]
                 keys = keys and keys + [None if k is None else (k, "null target") for k in keys]
             kw = {"sessions": keys} if keys else {}
-            if keys and hasattr(self.engine, "max_sessions"):  # one call's episodes all kept
-                self.engine.max_sessions = max(self.engine.max_sessions, 2 * len(keys))
             logps = self.engine.score(prompts, [self.candidates] * len(prompts),
                                       prefix=self.prefix, **kw)
             n = len(obs_texts)
@@ -227,11 +229,13 @@ class LLMPolicy:
         limit = getattr(self.engine, "max_length", None)
         if not past or limit is None:
             return past
-        room = limit - 1 - max((len(self.engine.encode(c)) for c in self.candidates), default=0) \
-            if self.cfg.mode == "score" else limit - self.cfg.max_new_tokens
-        while past and len(self.engine.encode(render_prompt(
-                self.engine, self.form, self.system, target, t, obs_text, past,
-                self.lead))) > room:
+        room = limit - self.reserve
+        while past:
+            prompt = render_prompt(self.engine, self.form, self.system, target, t, obs_text,
+                                   past, self.lead)
+            # a token holds at least one byte: a prompt of fewer bytes fits without encoding
+            if len(prompt.encode()) <= room or len(self.engine.encode(prompt)) <= room:
+                break
             past = past[1:]
         return past
 
