@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"policylm.jobs.{JOBS[name]}")
     from policylm.jobs.common import run_job
 
-    run_job(name, module.CONFIG, module.main, rest)
+    run_job(name, module.CONFIG, module.main, rest, quiet=getattr(module, "QUIET", True))
     return 0
 
 

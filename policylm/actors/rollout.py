@@ -310,8 +310,7 @@ def play_policies(policies: list[tuple[str, str]], env_id: str, env_options: dic
     """Play ``episodes`` of each ``(label, uri)`` on the same env seeds with a
     :class:`RolloutGroup` of ``num_workers`` actors (0: in this process), writing
     ``run_dir/trajectories``; returns the policies' statistics (actions, invalid answers)."""
-    from tqdm import tqdm
-
+    from policylm.platform.console import progress
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import absolute_paths, policy_from_uri, split_uri
     from policylm.platform.rollout.runner import plan_chunks
@@ -330,7 +329,8 @@ def play_policies(policies: list[tuple[str, str]], env_id: str, env_options: dic
     if num_workers:
         init_ray()
     group = RolloutGroup(spec, num_workers=num_workers)
-    with tqdm(total=len(policies) * episodes, desc="episodes", unit="ep") as bar:
+    with progress(total=len(policies) * episodes, desc=f"{run_dir.name} episodes",
+                  unit="ep") as bar:
         try:
             group.run(chunks, lambda chunk, summaries: bar.update(len(chunk.specs)))
             return group.policy_stats()

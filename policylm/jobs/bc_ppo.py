@@ -172,8 +172,8 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
         DefaultPPOTorchRLModule,
     )
     from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
-    from tqdm import tqdm
 
+    from policylm.platform.console import progress
     from policylm.platform.data.rllib_offline import action_accuracy
     from policylm.platform.envs import FlatObsEnv
     from policylm.rllib.checkpoints import module_logits_fn
@@ -195,7 +195,7 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
     env.close()
     algo = bc.build_algo()
     losses = []
-    for _ in tqdm(range(cfg.bc_steps), desc="BC steps", unit="step"):
+    for _ in progress(range(cfg.bc_steps), desc="BC steps", unit="step"):
         result = algo.train()
         losses.append(float(result["learners"]["default_policy"]["policy_loss"]))
     path = module_dir(algo.save_to_path(str((run_dir / "bc").resolve())))

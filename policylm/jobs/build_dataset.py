@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 from policylm.runtime import check_shared_dir, check_visible, init_ray
 
@@ -128,7 +129,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
         del steps
     stats = selection_stats(episodes, selected)
     if cfg.stats_only:
-        print(json.dumps(stats, indent=2))
+        console.say(json.dumps(stats, indent=2), "stdout")
         return {"stats": stats}
     if selected.num_rows == 0:
         raise dsx.DatasetError(

@@ -62,9 +62,8 @@ class CollectConfig:
 
 def collect(cfg: CollectConfig, run_dir: Path) -> dict:
     """Play the plan with a :class:`RolloutGroup` and write trajectories, episodes, metadata."""
-    from tqdm import tqdm
-
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.platform.console import progress
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import policy_from_uri
@@ -82,7 +81,7 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
         init_ray()
     group = RolloutGroup(spec, num_workers=cfg.num_workers)
     total = len(sources) * cfg.episodes_per_policy
-    with tqdm(total=total, desc="episodes", unit="ep") as bar:
+    with progress(total=total, desc="episodes", unit="ep") as bar:
         def on_chunk(chunk, summaries):
             bar.update(len(chunk.specs))
             bar.set_postfix(last=chunk.chunk_id)

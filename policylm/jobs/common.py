@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from policylm.platform import console
 from policylm.platform.config import ConfigError, config_to_dict, describe_config, load_config
 
 log = logging.getLogger("policylm")
@@ -95,6 +96,7 @@ def open_run(job: str, cfg: Any) -> Path:
         raise ConfigError(f"resume=true but out={out or '(not given)'} holds no run to "
                           "continue; drop resume or point out= at the run's directory")
     run_dir = make_run_dir(job, out)
+    console.attach_run_dir(run_dir)
     save_config(cfg, run_dir)
     write_json(run_dir / "run.json", {"job": job, "fingerprint": fingerprint(cfg)})
     return run_dir
@@ -129,19 +131,29 @@ def save_config(cfg: Any, run_dir: Path) -> Path:
     return path
 
 
+_stage_depth = 0  # stages open in this process: a stage inside a stage is a detail
+
+
 class Stages:
-    """Times named stages; ``with stages("collect"): ...`` logs start, end and seconds."""
+    """Times named stages; ``with stages("collect"): ...`` logs start, end and seconds (the
+    console shows the outermost stages; stages inside them go to the log file only)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        log.info("stage %s: start", name)
+        global _stage_depth
+        detail = {"detail": _stage_depth > 0}
+        log.info("stage %s: start", name, extra=detail)
         t0 = time.perf_counter()
-        yield
+        _stage_depth += 1
+        try:
+            yield
+        finally:
+            _stage_depth -= 1
         self.seconds[name] = round(time.perf_counter() - t0, 3)
-        log.info("stage %s: done in %.1fs", name, self.seconds[name])
+        log.info("stage %s: done in %.1fs", name, self.seconds[name], extra=detail)
 
 
 def write_json(path: Path, obj: Any) -> Path:
@@ -199,24 +211,55 @@ def parse_args(job: str, cfg_cls: type[C], argv: list[str] | None) -> C:
         parser.exit(2, f"policylm {job}: config error: {err}\n")
 
 
-def run_job(job: str, cfg_cls: type[C], main: Callable[[C], dict], argv: list[str] | None = None
-            ) -> dict:
-    """Parse arguments, run ``main(cfg)`` and print where its outputs are."""
-    from policylm.platform.errors import USER_ERRORS
-
+def run_job(job: str, cfg_cls: type[C], main: Callable[[C], dict], argv: list[str] | None = None,
+            quiet: bool = True) -> dict:
+    """Parse arguments, run ``main(cfg)`` and print where its outputs are. With ``quiet`` (a
+    batch job's default) and without ``--verbose``, the terminal shows only the job's own lines
+    and progress bars, and everything else goes to the run directory's ``console.log``
+    (:mod:`policylm.platform.console`)."""
     setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or os.environ.get("POLICYLM_DEBUG", "") not in ("", "0")
     cfg = parse_args(job, cfg_cls, argv)
+    if verbose or not quiet:
+        result = _call(job, main, cfg, verbose)
+    else:
+        with console.quiet(job) as con:
+            try:
+                result = _call(job, main, cfg, verbose=False)
+            except Exception:
+                import traceback
+
+                text = traceback.format_exc()
+                sys.stderr.write(text)  # the log file
+                console.say(f"{text.rstrip()}\npolicylm {job}: failed; the full log is {con.path}")
+                _shutdown_ray()
+                raise SystemExit(1) from None
+            _shutdown_ray()  # Ray's closing messages to the log file too
+    if "run_dir" in result:
+        console.say(f"policylm {job}: outputs in {result['run_dir']}", "stdout")
+    return result
+
+
+def _call(job: str, main: Callable[[C], dict], cfg: C, verbose: bool) -> dict:
+    """``main(cfg)``; bad input (a user error) becomes one line naming what to fix, and exit 1."""
+    from policylm.platform.errors import USER_ERRORS
+
     try:
-        result = main(cfg)
+        return main(cfg)
     except USER_ERRORS as err:  # bad input: what, why and how to fix, in one line
         if verbose:
             raise
         message = " ".join(str(err).split())
-        print(f"policylm {job}: error: {message} (--verbose shows the traceback)",
-              file=sys.stderr)
+        if console.log_path() is not None:
+            print(message, file=sys.stderr)  # into the log file too
+        console.say(f"policylm {job}: error: {message} (--verbose shows the traceback)")
         raise SystemExit(1) from None
-    if "run_dir" in result:
-        print(f"policylm {job}: outputs in {result['run_dir']}")
-    return result
+
+
+def _shutdown_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()

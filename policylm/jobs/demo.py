@@ -19,6 +19,7 @@ from pathlib import Path
 
 from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
 from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.prompts import read_form
 
@@ -260,8 +261,8 @@ def main(cfg: DemoConfig) -> dict:
     write_json(run_dir / "metrics.json", metrics)
     (run_dir / "report.md").write_text(report(col, ex["experts"], ds, tuned, evals, checks,
                                               stages.seconds))
-    print(f"policylm demo: report in {run_dir / 'report.md'} (quality bar "
-          f"{'met' if checks['passed'] else 'NOT met'})")
+    console.say(f"policylm demo: report in {run_dir / 'report.md'} (quality bar "
+                f"{'met' if checks['passed'] else 'NOT met'})", "stdout")
     return {"run_dir": str(run_dir), **metrics}
 
 

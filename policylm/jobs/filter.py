@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policylm.jobs.common import open_run, run_job, write_json
+from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 
 
@@ -64,7 +65,7 @@ def main(cfg: FilterConfig) -> dict:
                         cfg.min_achievement_types)
     kept = select_quality(episodes, flt, UNLOCKED in steps.column_names)
     stats = quality_stats(episodes, kept, cfg.high_quality)
-    print(json.dumps(stats, indent=2))
+    console.say(json.dumps(stats, indent=2), "stdout")
     if cfg.stats_only:
         return stats
     run_dir = open_run("filter", cfg)

@@ -182,7 +182,7 @@ def train_loop_per_worker(config: dict) -> None:
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
     from trl import GRPOTrainer
 
-    from policylm.jobs.ray_train import note, resume_point, worker_rows
+    from policylm.jobs.ray_train import note, resume_point, step_callback, worker_rows
     from policylm.platform.envs import make_adapter
     from policylm.platform.training.rewards import reward_funcs
     from policylm.platform.training.sft import load_trainable
@@ -208,7 +208,8 @@ def train_loop_per_worker(config: dict) -> None:
     trainer = Trainer(model=model, reward_funcs=funcs,
                       args=grpo_args(cfg, config["work_dir"], weights, rank0),
                       train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                      peft_config=peft, callbacks=[RayTrainReportCallback()])
+                      peft_config=peft, callbacks=[RayTrainReportCallback(),
+                                                   *([step_callback(notes)] if rank0 else [])])
     trainer = prepare_trainer(trainer)
     resume = resume_point(config["work_dir"])
     note(notes, {"attempt": "start", "resumed": resume is not None, "train_rows": len(rows)})

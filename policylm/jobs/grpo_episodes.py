@@ -23,9 +23,9 @@ def main(cfg: Any) -> dict:
     """Run ``cfg`` (a ``GrpoJobConfig`` whose start ``policylm.jobs.grpo.main`` resolved)."""
     import pyarrow as pa
     from peft import get_peft_model
-    from tqdm import tqdm
 
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.platform.console import progress
     from policylm.platform.data import trajectories as tr
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
@@ -59,7 +59,7 @@ def main(cfg: Any) -> dict:
     group = RolloutGroup(spec, num_workers=cfg.rollout_workers)
     history: list[dict] = []
     try:
-        for it in tqdm(range(cfg.iterations), desc="GRPO iterations", unit="it"):
+        for it in progress(range(cfg.iterations), desc="GRPO iterations", unit="it"):
             t0 = time.perf_counter()
             weights, scaling = learner.lora_weights()
             group.set_lora(weights, scaling, version=it)

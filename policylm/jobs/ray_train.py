@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
             worker_runtime_env=runtime_env(),
         ),
     )
-    result = trainer.fit()
+    with step_progress(loop_config["notes"], f"{name} steps"):
+        result = trainer.fit()
     if result.error:
         raise result.error
     return result
@@ -119,6 +121,14 @@ class RunNotes:
     def __init__(self) -> None:
         self.records: list[dict] = []
         self.flags: set[str] = set()
+        self.steps = (0, 0)
+
+    def step(self, done: int, total: int) -> None:
+        self.steps = (done, total)
+
+    def progress(self) -> tuple[int, int]:
+        """``(steps done, steps in all)`` as rank 0 last told (``(0, 0)`` before its first)."""
+        return self.steps
 
     def add(self, record: dict) -> None:
         self.records.append(record)
@@ -148,6 +158,57 @@ def note(notes: Any, record: dict) -> None:
     ctx = ray.train.get_context()
     ray.get(notes.add.remote({**record, "rank": ctx.get_world_rank(),
                               "node_id": ray.get_runtime_context().get_node_id()}))
+
+
+def step_callback(notes: Any) -> Any:
+    """Inside rank 0: a trainer callback that tells the run's notes each finished step (the
+    driver's progress bar reads them)."""
+    from transformers import TrainerCallback
+
+    class TellSteps(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            notes.step.remote(state.global_step, state.max_steps)
+
+    return TellSteps()
+
+
+@contextmanager
+def step_progress(notes: Any, desc: str) -> Iterator[None]:
+    """While the body runs, a progress bar of the training steps rank 0 reported to ``notes``
+    (polled every 2 s; a slow or failed poll only skips an update)."""
+    import threading
+
+    import ray
+
+    from policylm.platform.console import progress
+
+    stop, bar = threading.Event(), None
+
+    def update() -> None:
+        nonlocal bar
+        try:
+            done, total = ray.get(notes.progress.remote(), timeout=30)
+        except Exception:  # the notes actor busy or gone: the next poll tries again
+            return
+        if total and bar is None:
+            bar = progress(total=total, desc=desc, unit="step")
+        if bar is not None and done > bar.n:
+            bar.update(done - bar.n)
+
+    def poll() -> None:
+        while not stop.wait(2.0):
+            update()
+
+    thread = threading.Thread(target=poll, name="policylm-steps", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        update()
+        if bar is not None:
+            bar.close()
 
 
 def save_notes(notes: Any, run_dir: Path) -> list[dict]:

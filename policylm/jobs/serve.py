@@ -43,7 +43,8 @@ def stop_event() -> Any:
 
 
 CONFIG = ServeConfig
+QUIET = False  # a server's messages are its console (it has no run directory to log into)
 run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
 
 if __name__ == "__main__":
-    run_job("serve", ServeConfig, main, sys.argv[1:])
+    run_job("serve", ServeConfig, main, sys.argv[1:], quiet=QUIET)

@@ -59,7 +59,7 @@ def train_loop_per_worker(config: dict) -> None:
     from datasets import Dataset
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
-    from policylm.jobs.ray_train import note, resume_point, worker_rows
+    from policylm.jobs.ray_train import note, resume_point, step_callback, worker_rows
 
     cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
@@ -71,7 +71,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     train, valid = split("train"), split("validation")
     rank0 = ray.train.get_context().get_world_rank() == 0
-    callbacks = [RayTrainReportCallback()]
+    callbacks = [RayTrainReportCallback(), *([step_callback(notes)] if rank0 else [])]
     if cfg.kill_at_step:
         callbacks.append(_fault_callback(cfg.kill_at_step, notes))
     trainer = build_trainer(cfg, train, valid, config["work_dir"], callbacks, rank0,

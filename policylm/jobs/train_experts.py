@@ -77,8 +77,8 @@ def evaluate_uri(env_id: str, env_options: dict, uri: str, episodes: int, seed: 
 
 def main(cfg: TrainExpertsConfig) -> dict:
     from ray.rllib.algorithms.ppo import PPOConfig
-    from tqdm import tqdm
 
+    from policylm.platform.console import progress
     from policylm.platform.envs import FlatObsEnv
 
     run_dir = open_run("train-experts", cfg)
@@ -101,7 +101,7 @@ def main(cfg: TrainExpertsConfig) -> dict:
     with stages("train"):
         algo = ppo.build_algo()
         tmp = run_dir / "checkpoints" / ".latest"
-        bar = tqdm(range(1, iterations + 1), desc="PPO iterations", unit="it")
+        bar = progress(range(1, iterations + 1), desc="PPO iterations", unit="it")
         for it in bar:
             result = algo.train()
             ret = result.get("env_runners", {}).get("episode_return_mean")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from policylm.jobs import benchmark, build_dataset, collect, sft
 from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 
 BOT = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
@@ -149,8 +150,8 @@ def main(cfg: TrainSuiteConfig) -> dict:
     write_json(run_dir / "metrics.json", metrics)
     (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds))
     score = results["fine-tuned"]["overall"]["score"]
-    print(f"policylm train-suite: fine-tuned {score:.1f} % on {cfg.suite}; report in "
-          f"{Path(run_dir) / 'report.md'}")
+    console.say(f"policylm train-suite: fine-tuned {score:.1f} % on {cfg.suite}; report in "
+                f"{Path(run_dir) / 'report.md'}", "stdout")
     return {"run_dir": str(run_dir), **metrics}
 
 

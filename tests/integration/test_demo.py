@@ -1,6 +1,9 @@
 """The main job end to end at a tiny budget, and experts on MiniGrid through FlatObsEnv."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,12 @@ from policylm.platform.prompts import read_form
 pytestmark = pytest.mark.integration
 
 
-def test_demo_small(ray_local, tmp_path, tiny_model_dir):
-    """Every stage at a tiny budget with a tiny model: experts, collection, dataset, SFT,
-    evaluation of the fine-tuned and the untrained model, report and quality checks."""
-    cfg = load_config(DemoConfig, Path(__file__).parents[2] / "configs" / "demo.yaml", [
+def test_demo_small(tmp_path, tiny_model_dir):
+    """Every stage at a tiny budget with a tiny model, run as the command a user types:
+    experts, collection, dataset, SFT, evaluation of the fine-tuned and the untrained model,
+    report and quality checks; the terminal shows the job's own lines only (Ray's and the
+    libraries' messages are in console.log)."""
+    overrides = [
         "experts.select=iteration", "experts.skills={weak: 1, expert: 2}",
         "experts.train_batch_size=500", "experts.minibatch_size=100", "experts.eval_episodes=2",
         "collect.episodes_per_policy=4", "collect.envs_per_worker=2", "collect.chunk_size=2",
@@ -26,8 +31,14 @@ def test_demo_small(ray_local, tmp_path, tiny_model_dir):
         "sft.max_steps=2", "sft.target_dropout=0.2", "evaluate.guidance=1.5",
         "sft.batch_size=4", "sft.dtype=fp32", "sft.eval_steps=0", "sft.max_eval_rows=8",
         "evaluate.targets=[10, 40, 200]", "evaluate.episodes=2", "evaluate.envs_per_worker=2",
-        f"out={tmp_path / 'demo'}"])
-    result = main(cfg)
+        f"out={tmp_path / 'demo'}"]
+    config = Path(__file__).parents[2] / "configs" / "demo.yaml"
+    cfg = load_config(DemoConfig, config, overrides)
+    proc = subprocess.run([str(Path(sys.executable).parent / "policylm"), "demo", "--config",
+                           str(config), *overrides], capture_output=True, text=True,
+                          timeout=900, env={k: v for k, v in os.environ.items()
+                                            if k != "RAY_ADDRESS"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     run = tmp_path / "demo"
     for f in ("config.yaml", "metrics.json", "report.md", "target_vs_actual.png",
               "experts/experts.json", "collect/metadata.json", "dataset/stats.json",
@@ -65,8 +76,19 @@ def test_demo_small(ray_local, tmp_path, tiny_model_dir):
     assert "guidance=1.5" in played["fine-tuned"] and "guidance" not in played["untrained"]
     text = (run / "report.md").read_text()
     assert "| expert |" in text and "## Quality bar" in text and "untrained mean" in text
-    assert set(result["stage_seconds"]) == {"train_experts", "collect", "build_dataset", "sft",
-                                            "evaluate"}
+    stages = {"train_experts", "collect", "build_dataset", "sft", "evaluate"}
+    assert set(metrics["stage_seconds"]) == stages
+    # the console: a few dozen lines (tqdm redraws a bar in place with \r), each stage started
+    # and done, the SFT steps' bar; Ray's and the libraries' messages only in the log
+    terminal = proc.stdout + proc.stderr
+    assert terminal.count("\n") < 60, terminal
+    for stage in stages:
+        assert f"stage {stage}: start" in terminal and f"stage {stage}: done" in terminal, stage
+    assert "sft steps: 100%" in terminal and "evaluate-fine-tuned episodes" in terminal
+    log = (run / "console.log").read_text()
+    assert "Started a local Ray instance" in log and "Started a local Ray" not in terminal
+    assert "stage play: start" in log and "stage play:" not in terminal  # a stage's inner stage
+    assert proc.stdout.splitlines()[-1] == f"policylm demo: outputs in {run}"
 
 
 def test_train_experts_on_minigrid(ray_local, tmp_path):
