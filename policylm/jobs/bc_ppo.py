@@ -9,7 +9,9 @@ bc-ppo ...``). Stages:
 3. bc: RLlib BC (new API stack) reads that through Ray Data and trains a PPO-shaped module.
 4. transfer source: PPO on ``transfer_env_id`` (same spaces) unless a checkpoint is given.
 5. ppo: one Tune trial per (method, seed), the same frame budget each: ``bc-ppo`` (policy
-   from BC, value head zeroed), ``scratch`` (random init), ``transfer`` (the source's weights).
+   from BC, value head zeroed), ``scratch`` (random init), ``transfer`` (the source's weights),
+   ``external`` (the policy of ``init=``, a ``pytorch://`` or ``rllib://`` URI trained
+   elsewhere, copied into a PPO module of its shape; value head zeroed).
 6. report: ``return_vs_frames.png``, ``visitation_<method>.png``, ``report.md``,
    ``metrics.json``; TensorBoard logs under ``trials/*/tensorboard``.
 """
@@ -24,7 +26,7 @@ from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
 from policylm.runtime import check_shared_dir, init_ray
 
-METHODS = ("bc-ppo", "scratch", "transfer")
+METHODS = ("bc-ppo", "scratch", "transfer", "external")
 
 
 @dataclass
@@ -61,7 +63,9 @@ class BcPpoConfig:
     bc_steps: int = field(400, doc="BC gradient steps")
     bc_batch_size: int = field(256, doc="BC minibatch size")
     bc_lr: float = field(1e-3, doc="BC learning rate")
-    methods: list = field(factory=lambda: list(METHODS), doc=f"methods to run, of {METHODS}")
+    methods: list = field(factory=lambda: list(METHODS[:3]), doc=f"methods to run, of {METHODS}")
+    init: str = field("", doc="method 'external': the policy PPO starts from, a pytorch:// "
+                      "(plain MLP) or rllib:// URI whose spaces fit env_id")
     transfer_env_id: str = field("MiniGrid-Empty-5x5-v0",
                                  doc="env the transfer baseline is pretrained on (same spaces)")
     transfer_frames: int = field(30_000, doc="PPO frames on transfer_env_id")
@@ -84,6 +88,12 @@ class BcPpoConfig:
     def validate(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
         require(bool(self.methods) and not bad, "methods", f"use some of {list(METHODS)}")
+        external = "external" in self.methods
+        require(external or not self.init, "init", "is used by the method 'external': add it "
+                "to methods, e.g. methods=[external, scratch]")
+        require(not external or self.init.startswith(("pytorch://", "rllib://")), "init",
+                "the method 'external' starts PPO from a policy: give init=rllib://<checkpoint> "
+                "or init=pytorch://<weights>?class=<module:Class>")
         require(bool(self.seeds) and all(isinstance(s, int) for s in self.seeds), "seeds",
                 "give a list of integer seeds, e.g. [0, 1, 2]")
         require(self.demo_episodes >= 1, "demo_episodes", "must be >= 1")
@@ -222,7 +232,8 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
 
 def trial_spec(cfg: BcPpoConfig, run_dir: Path, method: str, seed: int, init_path: str,
                env_id: str | None = None, frames: int | None = None) -> dict:
-    init = {"bc-ppo": "bc", "scratch": "scratch", "transfer": "transfer"}[method]
+    init = {"bc-ppo": "bc", "scratch": "scratch", "transfer": "transfer",
+            "external": "external"}[method]
     name = f"{method}-seed{seed}"
     return {"name": name, "method": method, "env_id": env_id or cfg.env_id,
             "env_options": cfg.env_options if env_id is None else {}, "seed": seed,
@@ -268,8 +279,18 @@ def main(cfg: BcPpoConfig) -> dict:
                                               "frames": res["frames"],
                                               "eval_return": res["eval_after"]["mean"]}
             inits["transfer"] = source
+    if "external" in cfg.methods:
+        with stages("external"):
+            from policylm.rllib.initial_weights import prepare_init
+
+            inits["external"], model, metrics["external"] = prepare_init(
+                cfg.init, cfg.env_id, cfg.env_options, run_dir / "external" / "module")
+            metrics["external"]["model_config"] = model
     with stages("ppo"):
         specs = [trial_spec(cfg, run_dir, m, s, inits[m]) for m in cfg.methods for s in cfg.seeds]
+        for spec in specs:
+            if spec["method"] == "external":  # the source's shape, not ppo.hidden
+                spec["model_config"] = metrics["external"]["model_config"]
         results = run_trials(specs, run_dir / "tune", "ppo", cfg.max_concurrent_trials)
     with stages("report"):
         metrics.update(write_report(cfg, run_dir, results, metrics))

@@ -87,9 +87,10 @@ def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) ->
         lines += [f"Transfer source: PPO on {src['env_id']} for {src['frames']:,} frames "
                   f"(evaluation return {src['eval_return']:.3f}).", ""]
     lines += [f"Frames to reach return {cfg.threshold:g} (budget {cfg.frames:,} per run), every "
-              f"method measured the same way: the greedy policy's mean return over "
-              f"{cfg.eval_episodes} evaluation episodes (the same env seeds each time), before "
-              f"PPO (frame 0) and every {cfg.eval_interval or cfg.frames // 8:,} frames:", ""]
+              "method measured the same way: the policy's mean return (actions sampled from its "
+              f"softmax) over {cfg.eval_episodes} evaluation episodes (the same env seeds each "
+              f"time), before PPO (frame 0) and every "
+              f"{cfg.eval_interval or cfg.frames // 8:,} frames:", ""]
     methods = summary["methods"]
     seeds = sorted({s for m in methods.values() for s in m["seeds"]}, key=int)
     rows = [[name, *(_frames(m["seeds"].get(s), cfg.frames) for s in seeds),

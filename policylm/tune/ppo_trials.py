@@ -3,11 +3,13 @@ trials: one trial per (method, seed), each PPO in its trial's own process with a
 runner, so trials run side by side, one CPU each.
 
 A trial's spec (a plain dict, what Tune passes): ``name``, ``env_id``, ``env_options``, ``seed``,
-``frames`` (budget), ``ppo`` (settings, see :func:`ppo_config`), ``init`` (``scratch``, ``bc``
-or ``transfer``), ``init_path`` (an RLModule directory for bc/transfer), ``eval_episodes``,
-``out_dir``. It writes into ``out_dir``: ``result.json`` (curve, evaluations, init check),
-``positions.npy`` (visited positions in the final evaluation), ``module/`` (the trained
-RLModule, usable as ``rllib://``) and TensorBoard event files under ``tensorboard/``.
+``frames`` (budget), ``ppo`` (settings, see :func:`ppo_config`), ``init`` (``scratch``, ``bc``,
+``transfer`` or ``external``), ``init_path`` (an RLModule directory for the others),
+``model_config`` (optional: the module's shape when it is not ``ppo["hidden"]``'s),
+``eval_episodes``, ``out_dir``. It writes into ``out_dir``: ``result.json`` (curve,
+evaluations, init check), ``positions.npy`` (visited positions in the final evaluation),
+``module/`` (the trained RLModule, usable as ``rllib://``) and TensorBoard event files under
+``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import numpy as np
 MODULE_COMPONENT = "learner_group/learner/rl_module/default_policy"
 
 
-def ppo_config(env_id: str, env_options: dict, ppo: dict, seed: int) -> Any:
+def ppo_config(env_id: str, env_options: dict, ppo: dict, seed: int,
+               model: dict | None = None) -> Any:
     """A PPOConfig over ``FlatObsEnv`` with a local env runner (sampling in this process).
 
     ``ppo`` keys: lr, train_batch_size, minibatch_size, num_epochs, entropy_coeff, gamma,
-    lambda_, vf_loss_coeff, hidden (MLP sizes), envs (vectorised envs)."""
+    lambda_, vf_loss_coeff, hidden (MLP sizes), envs (vectorised envs); ``model``: the RLModule's
+    model config instead of :func:`model_config` of ``hidden``."""
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from policylm.platform.envs import FlatObsEnv
@@ -39,7 +43,7 @@ def ppo_config(env_id: str, env_options: dict, ppo: dict, seed: int) -> Any:
                   minibatch_size=int(ppo["minibatch_size"]), num_epochs=int(ppo["num_epochs"]),
                   entropy_coeff=float(ppo["entropy_coeff"]), gamma=float(ppo["gamma"]),
                   lambda_=float(ppo["lambda_"]), vf_loss_coeff=float(ppo["vf_loss_coeff"]))
-        .rl_module(model_config=model_config(ppo["hidden"]))
+        .rl_module(model_config=model or model_config(ppo["hidden"]))
         .debugging(seed=int(seed))
     )
 
@@ -132,13 +136,15 @@ def run_ppo(spec: dict, report: Callable[[dict], None] = lambda _: None) -> dict
     out_dir = Path(spec["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter = make_adapter(spec["env_id"], **spec["env_options"])
-    algo = ppo_config(spec["env_id"], spec["env_options"], spec["ppo"], spec["seed"]).build_algo()
+    algo = ppo_config(spec["env_id"], spec["env_options"], spec["ppo"], spec["seed"],
+                      spec.get("model_config")).build_algo()
     check: dict[str, Any] = {}
     if spec["init"] != "scratch":
-        saved = load_policy(algo, spec["init_path"], zero_value=spec["init"] == "bc")
+        neutral = spec["init"] in ("bc", "external")  # a policy without a trained critic
+        saved = load_policy(algo, spec["init_path"], zero_value=neutral)
         check["policy_max_abs_diff"] = max_weight_diff(
             policy_weights(saved), policy_weights(algo.get_module()))
-        if spec["init"] == "bc":
+        if neutral:
             check["value_head_abs_sum"] = float(
                 value_head(_learner_module(algo)).weight.detach().abs().sum())
 
@@ -146,8 +152,9 @@ def run_ppo(spec: dict, report: Callable[[dict], None] = lambda _: None) -> dict
         return evaluate_logits(adapter, module_logits_fn(algo.get_module()),
                                int(spec["eval_episodes"]), int(spec["seed"]) * 1000 + 100_000)
 
-    # one estimator for the whole curve and every method: the greedy policy's mean return over
-    # the same eval episodes, before training (frame 0) and every eval_interval frames
+    # one estimator for the whole curve and every method: the policy's mean return (actions
+    # sampled from its softmax) over the same eval episodes, before training (frame 0) and
+    # every eval_interval frames
     interval = int(spec.get("eval_interval") or max(1, int(spec["frames"]) // 8))
     writer = _tensorboard(out_dir)
     before = after = evaluate()

@@ -5,16 +5,43 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from policylm.jobs.bc_ppo import BcPpoConfig, PPOSettings, main
 
+# a policy "trained elsewhere": push the way the pole falls and the cart drifts (a linear
+# score of tanh(obs); sampled from its softmax, as the evaluation does)
+HEURISTIC = """
+from torch import nn
+
+class Heuristic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, obs):
+        return self.head(self.body(obs))
+"""
+
+
+def external_policy(tmp_path: Path) -> str:
+    (tmp_path / "heuristic.py").write_text(HEURISTIC)
+    state = {"body.0.weight": torch.eye(4), "body.0.bias": torch.zeros(4),
+             "head.weight": torch.tensor([[0.0, 0, 0, 0], [0, 5, 10, 10]]),
+             "head.bias": torch.zeros(2)}
+    torch.save(state, tmp_path / "heuristic.pt")
+    return f"pytorch://{tmp_path / 'heuristic.pt'}?class={tmp_path / 'heuristic.py'}:Heuristic"
+
 
 def test_bc_ppo_on_cartpole(ray_local, tmp_path):
+    init = external_policy(tmp_path)
     cfg = BcPpoConfig(
         env_id="CartPole-v1",
         demo_policy="python:policylm.platform.envs.cartpole:CartPoleHeuristic",
         demo_episodes=4, num_workers=0, bc_steps=30, transfer_env_id="CartPole-v0",
         transfer_frames=1000, seeds=[0, 1], frames=2000, threshold=150, eval_episodes=3,
+        methods=["bc-ppo", "scratch", "transfer", "external"], init=init,
         ppo=PPOSettings(train_batch_size=1000, minibatch_size=250, envs=2),
         out=str(tmp_path / "run"))
     out = main(cfg)
@@ -29,11 +56,11 @@ def test_bc_ppo_on_cartpole(ray_local, tmp_path):
 
     results = [json.loads(p.read_text()) for p in sorted((run / "trials").glob("*/result.json"))]
     assert sorted(r["name"] for r in results) == [
-        f"{m}-seed{s}" for m in ("bc-ppo", "scratch", "transfer") for s in (0, 1)]
+        f"{m}-seed{s}" for m in ("bc-ppo", "external", "scratch", "transfer") for s in (0, 1)]
     for r in results:
         if r["method"] != "scratch":  # loaded weights equal the saved module's exactly
             assert r["init_check"]["policy_max_abs_diff"] == 0.0
-        if r["method"] == "bc-ppo":
+        if r["method"] in ("bc-ppo", "external"):  # no trained critic: V starts at 0
             assert r["init_check"]["value_head_abs_sum"] == 0.0
         # one estimator: evaluations at frame 0 and after each 1000-frame iteration
         frames = [f for f, _ in r["curve"]]  # RLlib may sample a frame or two more
@@ -45,10 +72,26 @@ def test_bc_ppo_on_cartpole(ray_local, tmp_path):
     before = {m: np.mean([r["eval_before"]["mean"] for r in results if r["method"] == m])
               for m in ("bc-ppo", "scratch")}
     assert before["bc-ppo"] > before["scratch"]  # cloning the heuristic already balances longer
+    # PPO's first weights are the external policy's: at frame 0 it plays what the policy itself
+    # plays on the same evaluation seeds
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.evaluation.sample_efficiency import evaluate_logits
+    from policylm.platform.policies.external import build_module, load_class
+    from policylm.platform.policies.network import load_state_dict, torch_logits_fn
+
+    net = build_module(load_class(f"{tmp_path / 'heuristic.py'}:Heuristic"), {}, None)
+    load_state_dict(net, str(tmp_path / "heuristic.pt"), "Heuristic")
+    for r in (r for r in results if r["method"] == "external"):
+        own = evaluate_logits(make_adapter("CartPole-v1"), torch_logits_fn(net), 3,
+                              r["seed"] * 1000 + 100_000)
+        assert r["eval_before"]["mean"] == own.mean > 400  # the heuristic balances
+    assert out["external"]["logits_max_abs_diff"] <= 1e-5
+    assert out["external"]["model_config"]["fcnet_hiddens"] == [4]
 
     for name in ("return_vs_frames.png", "visitation_bc-ppo.png", "visitation_scratch.png",
-                 "visitation_transfer.png", "report.md", "metrics.json", "config.yaml"):
+                 "visitation_transfer.png", "visitation_external.png", "report.md",
+                 "metrics.json", "config.yaml"):
         assert (run / name).stat().st_size > 0, name
     report = (run / "report.md").read_text()
     assert "Frames to reach return 150" in report and "held-out demonstration" in report
-    assert set(out["methods"]) == {"bc-ppo", "scratch", "transfer"}
+    assert set(out["methods"]) == {"bc-ppo", "scratch", "transfer", "external"}
