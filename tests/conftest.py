@@ -13,3 +13,21 @@ def tiny_model_dir(tmp_path_factory):
     from policylm.platform.engines.models import save_tiny_model
 
     return str(save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0))
+
+
+@pytest.fixture
+def mlflow_history():
+    """``history(run_dir, key)``: the ``(step, value)`` pairs of metric ``key`` in the MLflow run
+    a job recorded in ``run_dir/tracking.json``, read back with MLflow's client."""
+    import json
+    from pathlib import Path
+
+    def history(run_dir, key: str) -> list[tuple[int, float]]:
+        from mlflow import MlflowClient
+
+        info = json.loads((Path(run_dir) / "tracking.json").read_text())["mlflow"]
+        client = MlflowClient(info["uri"])
+        return [(m.step, m.value) for m in sorted(
+            client.get_metric_history(info["run_id"], key), key=lambda m: (m.step, m.timestamp))]
+
+    return history

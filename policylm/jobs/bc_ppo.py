@@ -24,6 +24,7 @@ from pathlib import Path
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.tracking import TrackingConfig
 from policylm.runtime import check_shared_dir, init_ray
 
 METHODS = ("bc-ppo", "scratch", "transfer", "external")
@@ -82,6 +83,8 @@ class BcPpoConfig:
     heldout_fraction: float = field(0.2, doc="share of the kept demo episodes held out of BC "
                                              "(its accuracy is measured on them)")
     max_concurrent_trials: int = field(2, doc="PPO trials at once (one CPU each)")
+    tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
+                                     "(tracking.<key>)")
     out: str = field("", doc="run directory (default runs/bc-ppo-<timestamp>)")
     overwrite: bool = overwrite_field()
 
@@ -246,10 +249,12 @@ def trial_spec(cfg: BcPpoConfig, run_dir: Path, method: str, seed: int, init_pat
 def main(cfg: BcPpoConfig) -> dict:
     from policylm.jobs.bc_ppo_report import write_report
     from policylm.tune.ppo_trials import run_trials
+    from policylm.tune.tracking import tune_callbacks
 
     run_dir = open_run("bc-ppo", cfg)
     stages = Stages()
     init_ray()
+    callbacks = tune_callbacks(cfg.tracking, run_dir, "bc-ppo")
     check_shared_dir(str(run_dir), "out")  # RLlib's readers and Tune's trials use it
     metrics: dict = {"env_id": cfg.env_id, "threshold": cfg.threshold, "frames": cfg.frames}
     inits = {"scratch": ""}
@@ -273,7 +278,7 @@ def main(cfg: BcPpoConfig) -> dict:
             if not source:
                 (res,) = run_trials([trial_spec(cfg, run_dir / "source", "scratch", cfg.seeds[0],
                                                 "", cfg.transfer_env_id, cfg.transfer_frames)],
-                                    run_dir / "tune", "transfer-source")
+                                    run_dir / "tune", "transfer-source", 1, callbacks)
                 source = res["module"]
                 metrics["transfer_source"] = {"env_id": cfg.transfer_env_id,
                                               "frames": res["frames"],
@@ -291,7 +296,8 @@ def main(cfg: BcPpoConfig) -> dict:
         for spec in specs:
             if spec["method"] == "external":  # the source's shape, not ppo.hidden
                 spec["model_config"] = metrics["external"]["model_config"]
-        results = run_trials(specs, run_dir / "tune", "ppo", cfg.max_concurrent_trials)
+        results = run_trials(specs, run_dir / "tune", "ppo", cfg.max_concurrent_trials,
+                             callbacks)
     with stages("report"):
         metrics.update(write_report(cfg, run_dir, results, metrics))
     metrics["stage_seconds"] = stages.seconds

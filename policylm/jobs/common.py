@@ -50,7 +50,7 @@ def make_run_dir(job: str, out: str | None) -> Path:
 # keys that say where and how a run goes, not what it computes (a resumed run may change them)
 RUN_KEYS = ("out", "resume", "overwrite", "max_concurrent_trials", "torch_threads",
             "max_failures", "cpus_per_worker", "cpus_per_trial", "gpus_per_trial",
-            "kill_at_step", "kill_after_episodes", "record_rows")
+            "kill_at_step", "kill_after_episodes", "record_rows", "tracking")
 
 
 def settings(cfg: Any) -> dict:

@@ -24,10 +24,12 @@ from typing import Any
 from policylm.jobs.common import (
     log,
     run_job,
+    settings,
     write_json,
 )
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.prompts import FORMS
+from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.rewards import REWARDS
 from policylm.platform.training.sft import PLACEMENTS, LoraSettings, dataset_columns
 
@@ -89,6 +91,8 @@ class GrpoJobConfig:
     record_rows: bool = field(False, doc="write the rows each worker trains on to rows.jsonl")
     seed: int = field(0, doc="seed")
     resume: bool = field(False, doc="continue the run already in out= from its checkpoint")
+    tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
+                                     "(tracking.<key>)")
     out: str = field("", doc="run directory (default runs/grpo-<timestamp>)")
     overwrite: bool = overwrite_field()
 
@@ -188,7 +192,8 @@ def train_loop_per_worker(config: dict) -> None:
     from policylm.platform.training.sft import load_trainable
     from policylm.platform.training.sharding import pick_rows
 
-    cfg = GrpoJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
+    cfg = GrpoJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"]),
+                            "tracking": TrackingConfig(**config["cfg"]["tracking"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     notes = config["notes"]
     rows = [{**r, "row": i} for i, r in enumerate(pick_rows(worker_rows("train"), cfg.max_rows,
@@ -227,6 +232,7 @@ def main(cfg: GrpoJobConfig) -> dict:
         return episodes(cfg)
     from policylm.jobs import ray_train
     from policylm.platform.prompts import read_history, write_form
+    from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "grpo")
     with stages("data"):
@@ -237,23 +243,25 @@ def main(cfg: GrpoJobConfig) -> dict:
     notes = ray_train.open_notes()
     loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
                    "cpus_per_worker": cpus, "notes": notes}
-    with stages("train"):
-        try:
-            result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
-                                   run_dir, "grpo")
-        finally:
-            records = ray_train.save_notes(notes, run_dir)
-    adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
-    write_form(adapter, cfg.prompt_form, read_history(data))  # the rows' history
-    metrics = summarize(ray_train.log_history(result), stages.seconds)
-    attempts = [n for n in records if n.get("attempt") == "start" and n["rank"] == 0]
-    finals = [n for n in records if "train_runtime" in n]
-    # the trainer's time of the last attempt (a resumed run's rate would mix attempts)
-    metrics["train_runtime_s"] = finals[-1]["train_runtime"] \
-        if len(attempts) == 1 and finals else None
-    metrics["attempts"] = len(attempts)
-    if not cfg.beta:
-        metrics["kl"] = None  # not computed: TRL measures KL only with beta > 0
+    with track(cfg.tracking, run_dir, "grpo", settings(cfg)) as tracker:
+        with stages("train"):
+            try:
+                result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
+                                       run_dir, "grpo", tracker)
+            finally:
+                records = ray_train.save_notes(notes, run_dir)
+        adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
+        write_form(adapter, cfg.prompt_form, read_history(data))  # the rows' history
+        metrics = summarize(ray_train.log_history(result), stages.seconds)
+        attempts = [n for n in records if n.get("attempt") == "start" and n["rank"] == 0]
+        finals = [n for n in records if "train_runtime" in n]
+        # the trainer's time of the last attempt (a resumed run's rate would mix attempts)
+        metrics["train_runtime_s"] = finals[-1]["train_runtime"] \
+            if len(attempts) == 1 and finals else None
+        metrics["attempts"] = len(attempts)
+        if not cfg.beta:
+            metrics["kl"] = None  # not computed: TRL measures KL only with beta > 0
+        tracker.log({"final": metrics}, finals[-1]["step"] if finals else 0)
     write_json(run_dir / "metrics.json", metrics)
     plot_rewards(metrics, run_dir / "reward.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)

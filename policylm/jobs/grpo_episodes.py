@@ -15,7 +15,7 @@ import os
 import time
 from typing import Any
 
-from policylm.jobs.common import log, open_run, write_json
+from policylm.jobs.common import log, open_run, settings, write_json
 from policylm.runtime import init_ray
 
 
@@ -32,6 +32,7 @@ def main(cfg: Any) -> dict:
     from policylm.platform.policies import with_params
     from policylm.platform.prompts import read_history, write_form
     from policylm.platform.rollout.runner import plan_chunks
+    from policylm.platform.tracking import Tracker
     from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.training.sft import load_trainable
 
@@ -58,6 +59,7 @@ def main(cfg: Any) -> dict:
         init_ray()
     group = RolloutGroup(spec, num_workers=cfg.rollout_workers)
     history: list[dict] = []
+    tracker, finished = Tracker(cfg.tracking, run_dir, "grpo", settings(cfg)), False
     try:
         for it in progress(range(cfg.iterations), desc="GRPO iterations", unit="it"):
             t0 = time.perf_counter()
@@ -90,6 +92,7 @@ def main(cfg: Any) -> dict:
                    "clip_fraction": stats["clip_fraction"], "sync_s": round(t1 - t0, 3),
                    "rollout_s": round(t2 - t1, 3), "train_s": round(t3 - t2, 3)}
             history.append(row)
+            tracker.log(row, it)
             if stats["rows"] == 0:
                 log.info("iteration %d: mean return %.1f: nothing trained (all %d groups had "
                          "the same return in each)", it, row["mean_return"], row["groups"])
@@ -100,8 +103,10 @@ def main(cfg: Any) -> dict:
                          row["filtered_groups"], row["groups"],
                          "not computed" if row["kl"] is None else f"{row['kl']:.4f}",
                          row["clip_fraction"], row["rollout_s"], row["train_s"], row["sync_s"])
+        finished = True
     finally:
         group.shutdown()
+        tracker.close(failed=not finished)
     adapter = run_dir / "adapter"
     learner.model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))

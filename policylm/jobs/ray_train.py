@@ -58,10 +58,11 @@ def worker_cpus(cpus_per_worker: float, num_workers: int) -> float:
 
 
 def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, run_dir: Path,
-        name: str) -> Any:
+        name: str, tracker: Any = None) -> Any:
     """A ``TorchTrainer`` run of ``loop`` on ``cfg.num_workers`` workers (``cfg.use_gpu``, placed
     by ``cfg.placement``), restarted up to ``cfg.max_failures`` times from its latest checkpoint in
-    ``storage_path(cfg, run_dir)``; its result. Every worker reads the whole of each split."""
+    ``storage_path(cfg, run_dir)``; its result. Every worker reads the whole of each split;
+    rank 0's logs go to ``tracker`` as they come."""
     from ray.train import (
         CheckpointConfig,
         DataConfig,
@@ -89,7 +90,7 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
             worker_runtime_env=runtime_env(),
         ),
     )
-    with step_progress(loop_config["notes"], f"{name} steps"):
+    with step_progress(loop_config["notes"], f"{name} steps", tracker):
         result = trainer.fit()
     if result.error:
         raise result.error
@@ -122,13 +123,18 @@ class RunNotes:
         self.records: list[dict] = []
         self.flags: set[str] = set()
         self.steps = (0, 0)
+        self.logs: list[tuple[int, dict]] = []
 
     def step(self, done: int, total: int) -> None:
         self.steps = (done, total)
 
-    def progress(self) -> tuple[int, int]:
-        """``(steps done, steps in all)`` as rank 0 last told (``(0, 0)`` before its first)."""
-        return self.steps
+    def log(self, step: int, metrics: dict) -> None:
+        self.logs.append((step, metrics))
+
+    def progress(self, logs_from: int = 0) -> tuple[int, int, list[tuple[int, dict]]]:
+        """``(steps done, steps in all, the trainer's logs from index logs_from on)`` as rank 0
+        told them (``(0, 0, [])`` before its first step)."""
+        return (*self.steps, self.logs[logs_from:])
 
     def add(self, record: dict) -> None:
         self.records.append(record)
@@ -161,35 +167,45 @@ def note(notes: Any, record: dict) -> None:
 
 
 def step_callback(notes: Any) -> Any:
-    """Inside rank 0: a trainer callback that tells the run's notes each finished step (the
-    driver's progress bar reads them)."""
+    """Inside rank 0: a trainer callback that tells the run's notes each finished step and each
+    log of the trainer (losses, learning rate, rewards); the driver's progress bar and tracker
+    read them."""
     from transformers import TrainerCallback
 
     class TellSteps(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             notes.step.remote(state.global_step, state.max_steps)
 
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+                   **kwargs: Any) -> None:
+            if logs:
+                notes.log.remote(state.global_step, dict(logs))
+
     return TellSteps()
 
 
 @contextmanager
-def step_progress(notes: Any, desc: str) -> Iterator[None]:
-    """While the body runs, a progress bar of the training steps rank 0 reported to ``notes``
-    (polled every 2 s; a slow or failed poll only skips an update)."""
+def step_progress(notes: Any, desc: str, tracker: Any = None) -> Iterator[None]:
+    """While the body runs, a progress bar of the training steps rank 0 reported to ``notes``,
+    and its logs sent on to ``tracker`` (a :class:`~policylm.platform.tracking.Tracker`), polled
+    every 2 s (a slow or failed poll only waits for the next)."""
     import threading
 
     import ray
 
     from policylm.platform.console import progress
 
-    stop, bar = threading.Event(), None
+    stop, bar, seen = threading.Event(), None, 0
 
     def update() -> None:
-        nonlocal bar
+        nonlocal bar, seen
         try:
-            done, total = ray.get(notes.progress.remote(), timeout=30)
+            done, total, logs = ray.get(notes.progress.remote(seen), timeout=30)
         except Exception:  # the notes actor busy or gone: the next poll tries again
             return
+        seen += len(logs)
+        for step, metrics in logs if tracker is not None else ():
+            tracker.log(metrics, step)
         if total and bar is None:
             bar = progress(total=total, desc=desc, unit="step")
         if bar is not None and done > bar.n:

@@ -20,8 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import log, run_job, write_json
+from policylm.jobs.common import log, run_job, settings, write_json
 from policylm.platform.prompts import read_history, write_form
+from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.sft import (
     LoraSettings,
     SftJobConfig,
@@ -61,7 +62,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     from policylm.jobs.ray_train import note, resume_point, step_callback, worker_rows
 
-    cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"])})
+    cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"]),
+                            "tracking": TrackingConfig(**config["cfg"]["tracking"])})
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     notes = config["notes"]
 
@@ -95,6 +97,7 @@ def train_loop_per_worker(config: dict) -> None:
 
 def main(cfg: SftJobConfig) -> dict:
     from policylm.jobs import ray_train
+    from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
     with stages("data"):
@@ -106,16 +109,19 @@ def main(cfg: SftJobConfig) -> dict:
     notes = ray_train.open_notes()
     loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
                    "splits": sorted(splits), "cpus_per_worker": cpus, "notes": notes}
-    with stages("train"):
-        try:
-            result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
-                                   run_dir, "sft")
-        finally:
-            records = ray_train.save_notes(notes, run_dir)
-    adapter = ray_train.export_checkpoint(
-        result, run_dir / ("model" if cfg.full_finetune else "adapter"))
-    write_form(adapter, cfg.prompt_form, read_history(data))  # the dataset's history
-    metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths}
+    with track(cfg.tracking, run_dir, "sft", settings(cfg)) as tracker:
+        with stages("train"):
+            try:
+                result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
+                                       run_dir, "sft", tracker)
+            finally:
+                records = ray_train.save_notes(notes, run_dir)
+        adapter = ray_train.export_checkpoint(
+            result, run_dir / ("model" if cfg.full_finetune else "adapter"))
+        write_form(adapter, cfg.prompt_form, read_history(data))  # the dataset's history
+        metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths}
+        tracker.log({"final": metrics}, metrics["train_loss"][-1][0] if metrics["train_loss"]
+                    else 0)
     write_json(run_dir / "metrics.json", metrics)
     plot_losses(metrics, run_dir / "loss.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)

@@ -20,6 +20,7 @@ from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import ConfigError, field, overwrite_field, require
 from policylm.platform.policies import absolute_paths
 from policylm.platform.policies.uri import uri_paths
+from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.sft import SftJobConfig
 from policylm.runtime import check_shared_dir, check_visible, init_ray
 
@@ -56,6 +57,8 @@ class SweepConfig:
     gpus_per_trial: float = field(0.0, doc="GPUs per trial")
     max_concurrent_trials: int = field(0, doc="0: as many as the cluster's resources allow")
     resume: bool = field(False, doc="continue the sweep already in out= (Tuner.restore)")
+    tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
+                                     "(tracking.<key>)")
     out: str = field("", doc="run directory (default runs/sweep-<timestamp>)")
     overwrite: bool = overwrite_field()
 
@@ -103,6 +106,7 @@ def tuner(cfg: SweepConfig, run_dir: Path) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from policylm.tune.tracking import tune_callbacks
     from policylm.tune.trials import search_space
 
     path = run_dir / "tune" / "sweep"
@@ -122,7 +126,8 @@ def tuner(cfg: SweepConfig, run_dir: Path) -> Any:
         tune_config=tune.TuneConfig(num_samples=cfg.num_samples, scheduler=scheduler,
                                     max_concurrent_trials=cfg.max_concurrent_trials or None),
         run_config=tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune"),
-                                  verbose=1),
+                                  verbose=1,
+                                  callbacks=tune_callbacks(cfg.tracking, run_dir, "sweep")),
     )
 
 

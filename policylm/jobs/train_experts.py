@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.jobs.common import Stages, log, open_run, run_job, settings, write_json
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.tracking import TrackingConfig
 from policylm.runtime import init_ray
 
 
@@ -43,6 +44,8 @@ class TrainExpertsConfig:
     hidden: list = field(factory=lambda: [64, 64], doc="MLP hidden layer sizes")
     eval_episodes: int = field(5, doc="greedy evaluation episodes per saved checkpoint")
     seed: int = field(0, doc="seed for PPO and evaluation")
+    tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
+                                     "(tracking.<key>)")
     out: str = field("", doc="run directory (default runs/train-experts-<timestamp>)")
     overwrite: bool = overwrite_field()
 
@@ -80,6 +83,7 @@ def main(cfg: TrainExpertsConfig) -> dict:
 
     from policylm.platform.console import progress
     from policylm.platform.envs import FlatObsEnv
+    from policylm.platform.tracking import track
 
     run_dir = open_run("train-experts", cfg)
     stages = Stages()
@@ -98,7 +102,8 @@ def main(cfg: TrainExpertsConfig) -> dict:
     experts: dict[str, dict] = {}
     history = []
     iterations = (max(cfg.skills.values()) if cfg.select == "iteration" else cfg.max_iterations)
-    with stages("train"):
+    tracked = track(cfg.tracking, run_dir, "train-experts", settings(cfg))
+    with tracked as tracker, stages("train"):
         algo = ppo.build_algo()
         tmp = run_dir / "checkpoints" / ".latest"
         bar = progress(range(1, iterations + 1), desc="PPO iterations", unit="it")
@@ -116,6 +121,9 @@ def main(cfg: TrainExpertsConfig) -> dict:
                         if s not in experts
                         or abs(row["eval"] - target) < abs(experts[s]["eval_mean"] - target)]
             history.append(row)
+            learner = result.get("learners", {}).get("default_policy", {})
+            tracker.log({**row, **{f"learner.{k}": learner[k] for k in (
+                "policy_loss", "vf_loss", "entropy", "mean_kl_loss") if k in learner}}, it)
             bar.set_postfix(ret=f"{ret:.1f}" if ret is not None else "n/a",
                             eval=f"{row.get('eval', float('nan')):.1f}")
             for skill in keep:

@@ -204,9 +204,10 @@ def _trial(config: dict) -> None:
 
 
 def run_trials(specs: Sequence[dict], storage: Path, name: str,
-               max_concurrent: int = 2) -> list[dict]:
-    """Run one Tune trial per spec (one CPU each, ``max_concurrent`` at once) and return their
-    results in the order of ``specs``. A failed trial raises with its error."""
+               max_concurrent: int = 2, callbacks: Sequence[Any] = ()) -> list[dict]:
+    """Run one Tune trial per spec (one CPU each, ``max_concurrent`` at once, Tune
+    ``callbacks`` such as trackers) and return their results in the order of ``specs``. A failed
+    trial raises with its error."""
     from ray import tune
 
     tuner = tune.Tuner(
@@ -214,7 +215,7 @@ def run_trials(specs: Sequence[dict], storage: Path, name: str,
         param_space={"spec": tune.grid_search(list(specs))},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(storage_path=str(Path(storage).resolve()), name=name,
-                                  verbose=0),
+                                  verbose=0, callbacks=list(callbacks)),
     )
     grid = tuner.fit()
     errors = [str(r.error) for r in grid if r.error]

@@ -87,6 +87,19 @@ def test_bc_ppo_on_cartpole(ray_local, tmp_path):
         assert r["eval_before"]["mean"] == own.mean > 400  # the heuristic balances
     assert out["external"]["logits_max_abs_diff"] <= 1e-5
     assert out["external"]["model_config"]["fcnet_hiddens"] == [4]
+    # Ray Tune's MLflow callback: one run per trial (and the transfer source), each with the
+    # curve its trial reported
+    from mlflow import MlflowClient
+
+    tracking = json.loads((run / "tracking.json").read_text())["mlflow"]
+    client = MlflowClient(tracking["uri"])
+    experiment = client.get_experiment_by_name(tracking["experiment"])
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == len(results) + 1
+    for r in results:
+        (mine,) = [m for m in runs if r["out_dir"] in m.data.params.values()]
+        curve = client.get_metric_history(mine.info.run_id, "return")
+        assert curve and curve[-1].value == r["eval_after"]["mean"]
 
     for name in ("return_vs_frames.png", "visitation_bc-ppo.png", "visitation_scratch.png",
                  "visitation_transfer.png", "visitation_external.png", "report.md",

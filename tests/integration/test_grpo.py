@@ -32,7 +32,8 @@ def write_dataset(root: Path, n: int, labels: str, seed: int = 0) -> Path:
     return root
 
 
-def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path):
+def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path,
+                                            mlflow_history):
     from policylm.jobs.grpo import GrpoJobConfig
     from policylm.jobs.grpo import main as grpo
     from policylm.jobs.sft import SftJobConfig
@@ -72,6 +73,7 @@ def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path)
     assert (adapter / "adapter_model.safetensors").is_file()
     assert read_form(str(adapter)) == "compact"  # taken from the starting model
     assert (Path(result["run_dir"]) / "reward.png").is_file()
+    assert mlflow_history(result["run_dir"], "reward") == [tuple(x) for x in result["reward"]]
 
 
 def test_grpo_on_two_workers_uses_every_row_once(ray_local, tiny_model_dir, tmp_path):
@@ -210,7 +212,8 @@ def test_restarted_actor_plays_with_the_current_weights(ray_local, tiny_model_di
     assert faulted.num_rows == clean.num_rows > 0
 
 
-def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path):
+def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path,
+                                           mlflow_history):
     from policylm.jobs.grpo import GrpoJobConfig
     from policylm.jobs.grpo import main as grpo
     from policylm.platform.config import config_from_dict
@@ -246,3 +249,5 @@ def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path):
         assert its[it]["mean_return"] == pytest.approx(returns.mean())
         assert its[it]["max_return"] == returns.max()
     assert [i["stale_episodes"] for i in its] == [0, 0]
+    assert mlflow_history(run, "mean_return") == [(i["iteration"], i["mean_return"])
+                                                  for i in its]

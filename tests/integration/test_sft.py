@@ -40,7 +40,8 @@ def split_rows(data, split):
     return sum(pq.read_metadata(f).num_rows for f in files)
 
 
-def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_dir, tmp_path):
+def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_dir, tmp_path,
+                                                     mlflow_history):
     """Two workers, one epoch: across them every training row once (not half of each half), the
     same number of steps each, and every validation row evaluated once per evaluation."""
     n_train, n_valid = split_rows(small_dataset, "train"), split_rows(small_dataset, "validation")
@@ -64,6 +65,9 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
     assert len(losses) == steps and losses[-1] < losses[0]  # the loss fell
     evals = [loss for _, loss in result["eval_loss"]]
     assert evals and evals[-1] < evals[0] + 1e-6
+    # rank 0's logs reached the job's MLflow run as they came: the same curve
+    assert mlflow_history(tmp_path / "run", "loss") == [tuple(x) for x in result["train_loss"]]
+    assert mlflow_history(tmp_path / "run", "final.train_tokens")[0][1] == result["train_tokens"]
     adapter = Path(result["adapter"])
     assert (adapter / "adapter_config.json").is_file()
     assert lora_b_norm(adapter) > 0  # LoRA B starts at zero: the adapter weights changed

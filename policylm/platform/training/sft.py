@@ -14,6 +14,7 @@ from typing import Any
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.data.datasets import DatasetError
 from policylm.platform.prompts import FORMS
+from policylm.platform.tracking import TrackingConfig
 
 log = logging.getLogger("policylm")
 # Ray placement-group strategies for the training workers
@@ -86,6 +87,8 @@ class SftJobConfig:
     resume: bool = field(False, doc="continue the run already in out= from its latest "
                                     "checkpoint (e.g. after the driver was stopped)")
     kill_at_step: int = field(0, doc="testing only: worker 0 exits once at this step")
+    tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
+                                     "(tracking.<key>)")
     out: str = field("", doc="run directory (default runs/sft-<timestamp>)")
     overwrite: bool = overwrite_field()
 

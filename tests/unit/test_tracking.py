@@ -1,0 +1,51 @@
+"""The tracker: metrics to TensorBoard and an MLflow run, read back with MLflow's client."""
+
+import json
+
+import pytest
+
+from policylm.platform.tracking import Tracker, TrackingConfig, flat, numbers, track
+
+
+def test_numbers_and_params_by_hand():
+    assert numbers({"loss": 1.5, "n": 3, "ok": True, "none": None, "nan": float("nan"),
+                    "name": "x", "curve": [1, 2], "eval": {"mean": 2.0, "se": None}}) == {
+        "loss": 1.5, "n": 3.0, "ok": 1.0, "eval.mean": 2.0}
+    assert flat({"lr": 0.1, "lora": {"rank": 8}, "targets": [1, 2], "empty": {}}) == {
+        "lr": "0.1", "lora.rank": "8", "targets": "[1, 2]", "empty": "{}"}
+
+
+def test_a_run_holds_the_metrics_and_settings(tmp_path):
+    from mlflow import MlflowClient
+
+    with track(TrackingConfig(), tmp_path, "sft", {"lr": 0.001, "lora": {"rank": 4}}) as t:
+        t.log({"loss": 2.0, "lr": 1e-3}, 1)
+        t.log({"loss": 1.5, "note": "text"}, 2)
+    info = json.loads((tmp_path / "tracking.json").read_text())
+    assert info["mlflow"]["uri"] == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    client = MlflowClient(info["mlflow"]["uri"])
+    run = client.get_run(info["mlflow"]["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["policylm.job"] == "sft"
+    assert run.data.params == {"lr": "0.001", "lora.rank": "4"}
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 2.0), (2, 1.5)]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_a_failed_job_marks_its_run_failed_and_nothing_when_off(tmp_path):
+    from mlflow import MlflowClient
+
+    (tmp_path / "a").mkdir()
+    with pytest.raises(RuntimeError), track(TrackingConfig(tensorboard=False), tmp_path / "a",
+                                            "grpo", {}) as t:
+        t.log({"reward": 0.5}, 0)
+        raise RuntimeError("boom")
+    info = json.loads((tmp_path / "a" / "tracking.json").read_text())
+    run = MlflowClient(info["mlflow"]["uri"]).get_run(info["mlflow"]["run_id"])
+    assert run.info.status == "FAILED" and not (tmp_path / "a" / "tensorboard").exists()
+    (tmp_path / "b").mkdir()
+    off = Tracker(TrackingConfig(tensorboard=False, mlflow=False), tmp_path / "b", "sft", {})
+    off.log({"loss": 1.0}, 0)
+    off.close()
+    assert json.loads((tmp_path / "b" / "tracking.json").read_text()) == {"job": "sft"}
+    assert not (tmp_path / "b" / "mlflow.db").exists()
