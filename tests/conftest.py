@@ -31,3 +31,18 @@ def mlflow_history():
             client.get_metric_history(info["run_id"], key), key=lambda m: (m.step, m.timestamp))]
 
     return history
+
+
+@pytest.fixture
+def wandb_records():
+    """``records(directory)``: the bytes of the offline W&B runs under ``directory`` (the SDK
+    has no reader for them; keys and JSON values are stored as plain strings in the records)."""
+    from pathlib import Path
+
+    def records(directory) -> bytes:
+        files = sorted(f for f in Path(directory).rglob("run-*.wandb")
+                       if "latest-run" not in f.parts)
+        assert files, f"no offline W&B run under {directory}"
+        return b"".join(f.read_bytes() for f in files)
+
+    return records

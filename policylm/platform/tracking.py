@@ -4,9 +4,11 @@ files and an MLflow run, besides the run directory's ``metrics.json``.
 One :class:`Tracker` per job, in the driver: the jobs on Ray Train forward rank 0's logs to it
 (``policylm.jobs.ray_train``), the others log from their own loop, and Tune jobs use Ray Tune's
 MLflow callback (``policylm.tune.tracking``). Where it went is written to ``tracking.json`` in the
-run directory. MLflow goes to ``tracking.mlflow_uri``, else ``MLFLOW_TRACKING_URI``, else a local
-SQLite store, ``<run dir>/mlflow.db`` (``mlflow ui --backend-store-uri sqlite:///<run
-dir>/mlflow.db``, with the full ``mlflow`` package, shows it).
+run directory. With ``tracking.wandb`` a Weights & Biases run is written too, offline (nothing
+leaves the machine until ``wandb sync``). MLflow goes to ``tracking.mlflow_uri``, else
+``MLFLOW_TRACKING_URI``, else a local SQLite store, ``<run dir>/mlflow.db`` (``mlflow ui
+--backend-store-uri sqlite:///<run dir>/mlflow.db``, with the full ``mlflow`` package, shows
+it).
 """
 
 from __future__ import annotations
@@ -35,14 +37,35 @@ class TrackingConfig:
     mlflow: bool = field(True, doc="an MLflow run with the job's settings and metrics")
     mlflow_uri: str = field("", doc="MLflow tracking URI (http://host:5000, sqlite:///f.db, "
                             "...); default MLFLOW_TRACKING_URI, else SQLite <run dir>/mlflow.db")
-    experiment: str = field("policylm", doc="MLflow experiment name")
+    experiment: str = field("policylm", doc="MLflow experiment name (and W&B project)")
+    wandb: bool = field(False, doc="also a Weights & Biases run in offline mode, in <run dir>/"
+                        "wandb (upload later with `wandb sync`); needs the wandb package")
+
+
+# the user's MLFLOW_TRACKING_URI, as the process started: MLflow's own callbacks set the variable
+# while they run, which must not send a later job of the same process to an earlier job's store
+USER_URI = os.environ.get("MLFLOW_TRACKING_URI", "")
 
 
 def mlflow_uri(cfg: TrackingConfig, run_dir: Path) -> str:
-    """The tracking URI ``cfg`` means for a run in ``run_dir``: its own, else
+    """The tracking URI ``cfg`` means for a run in ``run_dir``: its own, else the user's
     ``MLFLOW_TRACKING_URI``, else a SQLite store in the run directory."""
-    return (cfg.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-            or f"sqlite:///{(Path(run_dir) / MLFLOW_DB).resolve()}")
+    return cfg.mlflow_uri or USER_URI or f"sqlite:///{(Path(run_dir) / MLFLOW_DB).resolve()}"
+
+
+def start_wandb() -> Any:
+    """The ``wandb`` module, set to offline mode, or a ConfigError saying how to install it."""
+    from policylm.platform.config import ConfigError
+
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("tracking.wandb=true needs the wandb package: pip install "
+                          "'policylm[wandb]' (or pip install wandb), or drop tracking.wandb"
+                          ) from None
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb
 
 
 def flat(params: dict, prefix: str = "") -> dict[str, str]:
@@ -76,8 +99,15 @@ class Tracker:
     def __init__(self, cfg: TrackingConfig, run_dir: Path, job: str, params: dict) -> None:
         self.writer: Any = None
         self.client: Any = None
+        self.wandb: Any = None
         self.run_id = ""
         info: dict[str, Any] = {"job": job}
+        if cfg.wandb:
+            self.wandb = start_wandb().init(
+                mode="offline", project=cfg.experiment, dir=str(Path(run_dir).resolve()),
+                name=f"{job}:{Path(run_dir).name}", config=flat(params), job_type=job)
+            info["wandb"] = {"dir": str(Path(self.wandb.dir).parent), "mode": "offline",
+                             "project": cfg.experiment}
         if cfg.tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -118,6 +148,8 @@ class Tracker:
             now = int(time.time() * 1000)
             self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, int(step))
                                                         for k, v in values.items()])
+        if self.wandb is not None:
+            self.wandb.log(values, step=int(step))
 
     def close(self, failed: bool = False) -> None:
         if self.writer is not None:
@@ -126,6 +158,9 @@ class Tracker:
         if self.client is not None:
             self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
             self.client = None
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=1 if failed else 0)
+            self.wandb = None
 
 
 @contextmanager

@@ -49,3 +49,29 @@ def test_a_failed_job_marks_its_run_failed_and_nothing_when_off(tmp_path):
     off.close()
     assert json.loads((tmp_path / "b" / "tracking.json").read_text()) == {"job": "sft"}
     assert not (tmp_path / "b" / "mlflow.db").exists()
+
+
+def test_a_wandb_run_is_written_offline(tmp_path, wandb_records):
+    cfg = TrackingConfig(tensorboard=False, mlflow=False, wandb=True)
+    with track(cfg, tmp_path, "sft", {"lr": 0.00123}) as t:
+        t.log({"loss": 0.3333333333333333}, 1)
+        t.log({"loss": 0.1428571428571428}, 2)
+    info = json.loads((tmp_path / "tracking.json").read_text())
+    assert info["wandb"]["mode"] == "offline"
+    records = wandb_records(tmp_path)
+    for text in (b"loss", b"0.3333333333333333", b"0.1428571428571428", b"0.00123"):
+        assert text in records, text
+
+
+def test_a_later_job_keeps_to_its_own_store(tmp_path, monkeypatch):
+    """MLflow's callbacks set MLFLOW_TRACKING_URI while they run; a later job of the same
+    process still writes to its own run directory (the user's variable, read at start, counts)."""
+    from policylm.platform import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'earlier.db'}")
+    assert tracking.mlflow_uri(TrackingConfig(), tmp_path / "run") == \
+        f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}"
+    monkeypatch.setattr(tracking, "USER_URI", "http://mlflow.example:5000")
+    assert tracking.mlflow_uri(TrackingConfig(), tmp_path / "run") == "http://mlflow.example:5000"
+    assert tracking.mlflow_uri(TrackingConfig(mlflow_uri="sqlite:///x.db"), tmp_path) == \
+        "sqlite:///x.db"
