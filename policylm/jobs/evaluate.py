@@ -61,7 +61,7 @@ class EvaluateConfig:
 
 def report(cfg: EvaluateConfig, metrics: dict) -> str:
     from policylm.platform.evaluation.metrics import mean_se
-    from policylm.platform.evaluation.reports import markdown_table
+    from policylm.platform.evaluation.reports import markdown_table, thought_section
     from policylm.platform.evaluation.videos import video_section
 
     rows = []
@@ -85,7 +85,8 @@ def report(cfg: EvaluateConfig, metrics: dict) -> str:
             "invalid-action rate n/a: the policy does not count invalid answers.\n\n"
             "![target vs actual](target_vs_actual.png)\n"
             + video_section({f"target {metrics['targets'][label]['target']:g}": v
-                             for label, v in (metrics.get("videos") or {}).items()}))
+                             for label, v in (metrics.get("videos") or {}).items()})
+            + thought_section(metrics.get("thoughts") or {}))
 
 
 def main(cfg: EvaluateConfig) -> dict:
@@ -95,7 +96,7 @@ def main(cfg: EvaluateConfig) -> dict:
         target_label,
         target_metrics,
     )
-    from policylm.platform.evaluation.reports import plot_target_vs_actual
+    from policylm.platform.evaluation.reports import plot_target_vs_actual, sample_thoughts
     from policylm.platform.policies import absolute_paths, split_uri, with_params
 
     run_dir = open_run("evaluate", cfg)
@@ -107,7 +108,8 @@ def main(cfg: EvaluateConfig) -> dict:
     with stages("play"):
         stats = play_policies(policies, cfg.env_id, cfg.env_options, cfg.episodes, run_dir,
                               cfg.num_workers, cfg.envs_per_worker, cfg.torch_threads, cfg.seed)
-    episodes = tr.episode_table(tr.read_trajectories(run_dir / "trajectories"))
+    steps = tr.read_trajectories(run_dir / "trajectories")
+    episodes = tr.episode_table(steps)
     success = cfg.success_return if cfg.success_return is not None \
         else success_threshold(cfg.env_id)
     metrics = target_metrics(episodes, cfg.targets, success)
@@ -115,6 +117,12 @@ def main(cfg: EvaluateConfig) -> dict:
     # count 0 invalid of N, generate-mode ones their fallbacks)
     metrics["invalid_rate"] = {label: stats.get(uri, {}).get("invalid_rate")
                                for label, uri in policies}
+    thoughts = sample_thoughts(steps)  # think mode: what the policy wrote before acting
+    if thoughts:
+        metrics["thoughts"] = thoughts
+        metrics["no_action_rate"] = {label: stats.get(uri, {}).get("no_action", 0)
+                                     / max(1, stats.get(uri, {}).get("actions", 0))
+                                     for label, uri in policies}
     data_range = None
     if cfg.dataset:
 

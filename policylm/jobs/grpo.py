@@ -17,7 +17,7 @@ function) and ``reward.png``. ``use_vllm`` generates with vLLM on GPU workers.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +126,17 @@ class GrpoJobConfig:
                             prompt_form=self.prompt_form or "chat")
 
 
-def to_grpo_rows(batch: Any, form: str = "chat") -> Any:
-    """Dataset rows -> ``prompt`` (in the policy's form), ``expected`` (the dataset's action
-    text, for the bc reward), ``t`` and, when the dataset has it, ``env_state`` (for the env
-    reward)."""
+def to_grpo_rows(batch: Any, form: str = "chat", lead: str = "") -> Any:
+    """Dataset rows -> ``prompt`` (in the policy's form, with the few-shot examples ``lead`` the
+    starting adapter was trained with), ``expected`` (the dataset's action text, for the bc
+    reward), ``t`` and, when the dataset has it, ``env_state`` (for the env reward)."""
     import pyarrow as pa
 
     from policylm.platform.data.trajectories import ENV_STATE
     from policylm.platform.training.rewards import completion_text
     from policylm.platform.training.sft import to_prompt_completion
 
-    pairs = to_prompt_completion(batch, form)
+    pairs = to_prompt_completion(batch, form, lead=lead)
     cols = {"prompt": pairs.column("prompt"),
             "expected": [completion_text(c).strip()
                          for c in pairs.column("completion").to_pylist()],
@@ -231,27 +231,21 @@ def main(cfg: GrpoJobConfig) -> dict:
 
         return episodes(cfg)
     from policylm.jobs import ray_train
-    from policylm.platform.prompts import read_history, write_form
+    from policylm.platform.prompts import read_history, read_lead, write_form
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "grpo")
     with stages("data"):
+        lead = read_lead(cfg.adapter or None, cfg.model)
         splits = ray_train.read_splits(data, dataset_columns(data), to_grpo_rows,
-                                       {"form": cfg.prompt_form})
+                                       {"form": cfg.prompt_form, "lead": lead})
         splits = {"train": splits["train"]}  # max_rows: a seeded subset, in the workers
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
-    notes = ray_train.open_notes()
-    loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
-                   "cpus_per_worker": cpus, "notes": notes}
     with track(cfg.tracking, run_dir, "grpo", settings(cfg)) as tracker:
-        with stages("train"):
-            try:
-                result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
-                                       run_dir, "grpo", tracker)
-            finally:
-                records = ray_train.save_notes(notes, run_dir)
+        result, records = ray_train.train(train_loop_per_worker, {}, splits, cfg, cpus, run_dir,
+                                          "grpo", stages, tracker)
         adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
-        write_form(adapter, cfg.prompt_form, read_history(data))  # the rows' history
+        write_form(adapter, cfg.prompt_form, read_history(data), lead)  # as the rows
         metrics = summarize(ray_train.log_history(result), stages.seconds)
         attempts = [n for n in records if n.get("attempt") == "start" and n["rank"] == 0]
         finals = [n for n in records if "train_runtime" in n]

@@ -30,13 +30,14 @@ def main(cfg: Any) -> dict:
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import with_params
-    from policylm.platform.prompts import read_history, write_form
+    from policylm.platform.prompts import read_history, read_lead, write_form
     from policylm.platform.rollout.runner import plan_chunks
     from policylm.platform.tracking import Tracker
     from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.training.sft import load_trainable
 
     steps_back = read_history(cfg.adapter or None, cfg.model)  # the adapter's, kept
+    lead = read_lead(cfg.adapter or None, cfg.model)  # its few-shot examples, kept too
     run_dir = open_run("grpo", cfg).resolve()
     resolve_model(cfg.model)
     env = make_adapter(cfg.env_id, **cfg.env_options)
@@ -49,6 +50,8 @@ def main(cfg: Any) -> dict:
     # reach them before every iteration
     base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"
             f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}&live=grpo&history={steps_back}")
+    if lead:  # the examples the starting adapter was trained with (its weights come live)
+        base += f"&lead_from={cfg.adapter}"
     if learner.generated:  # continuous actions: generated text, parsed by the codec
         base += f"&mode=generate&max_new_tokens={cfg.max_completion_length}&fallback=random"
     # rollout and training take turns, so the actors may use every core while they play
@@ -75,7 +78,7 @@ def main(cfg: Any) -> dict:
             steps, stale = current_episodes(
                 pa.concat_tables([tr.read_trajectories(f) for f in files]), it)
             batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return,
-                                history=steps_back)
+                                history=steps_back, lead=lead)
             kept_steps = len(batch.prompts)
             batch = subsample(batch, cfg.train_steps, cfg.seed + it)
             stats = learner.update(batch, cfg.epochs_per_iteration)
@@ -110,7 +113,7 @@ def main(cfg: Any) -> dict:
     adapter = run_dir / "adapter"
     learner.model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    write_form(adapter, cfg.prompt_form, steps_back)
+    write_form(adapter, cfg.prompt_form, steps_back, lead)
     metrics = {"mode": "episodes", "iterations": history,
                "target_return": cfg.target_return, "group_size": cfg.group_size,
                "seeds_per_iteration": cfg.seeds_per_iteration}

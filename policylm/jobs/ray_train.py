@@ -97,6 +97,25 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
     return result
 
 
+def train(loop: Callable, extra: dict, splits: dict, cfg: Any, cpus: float, run_dir: Path,
+          name: str, stages: Any, tracker: Any) -> tuple[Any, list[dict]]:
+    """The training stage ``sft`` and ``grpo`` share: the run's notes, :func:`fit` of ``loop``
+    (its config: the job's ``cfg``, its work directory, the worker's CPUs, the notes and
+    ``extra``), and the notes saved to the run directory even when training failed. Returns
+    ``(result, notes)``."""
+    from dataclasses import asdict
+
+    notes = open_notes()
+    loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"), "cpus_per_worker": cpus,
+                   "notes": notes, **extra}
+    with stages("train"):
+        try:
+            result = fit(loop, loop_config, splits, cfg, cpus, run_dir, name, tracker)
+        finally:
+            records = save_notes(notes, run_dir)
+    return result, records
+
+
 def storage_path(cfg: Any, run_dir: Path) -> str:
     """Where Ray Train keeps checkpoints: ``cfg.storage_path`` (a path every node reads, or a
     URI such as ``s3://bucket/prefix``), else ``<run_dir>/ray_results``."""

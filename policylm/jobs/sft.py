@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from policylm.jobs.common import log, run_job, settings, write_json
+from policylm.platform.policies.shots import pick_shots, render_shots
 from policylm.platform.prompts import read_history, write_form
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.sft import (
@@ -100,26 +101,23 @@ def main(cfg: SftJobConfig) -> dict:
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
+    shots = pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed) if cfg.shots else []
+    lead = render_shots(shots)
     with stages("data"):
-        lengths = check_lengths(cfg, data)
+        lengths = check_lengths(cfg, data, lead=lead)
         splits = ray_train.read_splits(data, dataset_columns(data), to_prompt_completion,
                                        {"form": cfg.prompt_form,
-                                        "target_dropout": cfg.target_dropout})
+                                        "target_dropout": cfg.target_dropout, "lead": lead})
     cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
-    notes = ray_train.open_notes()
-    loop_config = {"cfg": asdict(cfg), "work_dir": str(run_dir / "hf"),
-                   "splits": sorted(splits), "cpus_per_worker": cpus, "notes": notes}
     with track(cfg.tracking, run_dir, "sft", settings(cfg)) as tracker:
-        with stages("train"):
-            try:
-                result = ray_train.fit(train_loop_per_worker, loop_config, splits, cfg, cpus,
-                                       run_dir, "sft", tracker)
-            finally:
-                records = ray_train.save_notes(notes, run_dir)
+        result, records = ray_train.train(train_loop_per_worker, {"splits": sorted(splits)},
+                                          splits, cfg, cpus, run_dir, "sft", stages, tracker)
         adapter = ray_train.export_checkpoint(
             result, run_dir / ("model" if cfg.full_finetune else "adapter"))
-        write_form(adapter, cfg.prompt_form, read_history(data))  # the dataset's history
-        metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths}
+        # the dataset's history, and the examples: the adapter's policy prompts with them
+        write_form(adapter, cfg.prompt_form, read_history(data), lead)
+        metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths,
+                   "shots": [asdict(s) for s in shots]}
         tracker.log({"final": metrics}, metrics["train_loss"][-1][0] if metrics["train_loss"]
                     else 0)
     write_json(run_dir / "metrics.json", metrics)

@@ -93,6 +93,8 @@ def trainable(cfg: SweepConfig) -> Any:
     else:
         sft = asdict(cfg.sft)
         sft["dataset"] = str(Path(cfg.sft.dataset).resolve())
+        if sft.get("shots_from"):  # trials run in their own directories
+            sft["shots_from"] = str(Path(sft["shots_from"]).resolve())
         if Path(sft["model"]).exists():
             sft["model"] = str(Path(sft["model"]).resolve())
         fn = tune.with_parameters(train_trial, base={

@@ -25,6 +25,7 @@ the adapter, so a policy acts with the history it was trained on.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,13 +108,14 @@ def render_prefix(engine: Any, form: str, system: str, lead: str = "") -> str | 
 
 
 def training_pair(form: str, system: str, target_return: float | None, t: int, obs_text: str,
-                  action_text: str, past: Sequence[Step] = ()) -> tuple[Any, Any]:
+                  action_text: str, past: Sequence[Step] = (), lead: str = "") -> tuple[Any, Any]:
     """``(prompt, completion)`` for TRL's SFTTrainer, the prompt as :func:`render_prompt`
-    renders it: chat messages for ``chat`` (conversational form), plain strings for
-    ``compact`` (the loss is on the completion)."""
+    renders it (``lead``: the few-shot examples): chat messages for ``chat`` (conversational
+    form), plain strings for ``compact`` (the loss is on the completion)."""
     if check_form(form) == "compact":
-        return render_prompt(None, form, system, target_return, t, obs_text, past), \
+        return render_prompt(None, form, system, target_return, t, obs_text, past, lead), \
             " " + action_text
+    system = f"{system}\n\n{lead}" if lead else system
     return (history_messages(system, past, target_return, t, obs_text),
             [{"role": "assistant", "content": action_text}])
 
@@ -123,11 +125,26 @@ def action_candidates(form: str, actions: list[str]) -> list[str]:
     return [" " + a for a in actions] if check_form(form) == "compact" else list(actions)
 
 
-def write_form(directory: str | Path, form: str, history: int = 0) -> None:
-    """Record the prompt form (and the steps of history, :func:`history_start`) a model or
-    adapter directory was trained with."""
-    record = {"prompt_form": check_form(form), **_history_record(history)}
+def write_form(directory: str | Path, form: str, history: int = 0, lead: str = "") -> None:
+    """Record the prompt form (and the steps of history, :func:`history_start`, and the
+    few-shot examples' text, ``lead``) a model or adapter directory was trained with."""
+    record = {"prompt_form": check_form(form), **_history_record(history),
+              **({"lead": lead} if lead else {})}
     Path(directory, FORM_FILE).write_text(json.dumps(record) + "\n")
+
+
+def read_lead(*directories: str | Path | None) -> str:
+    """The few-shot examples' text recorded in the first of ``directories`` that has a record
+    (an adapter trained with ``shots``); empty when none does."""
+    for d in directories:
+        path = Path(d) / FORM_FILE if d else None
+        if path is not None and path.is_file():
+            try:
+                lead = json.loads(path.read_text()).get("lead", "")
+            except (ValueError, AttributeError) as err:
+                raise PromptFormError(f"{path}: unreadable record ({err})") from err
+            return str(lead)
+    return ""
 
 
 def _history_record(history: int) -> dict:
@@ -175,3 +192,40 @@ def read_form(*directories: str | None) -> str:
                     f"{path}: not a prompt-form record ({err}); expected "
                     f'{{"prompt_form": "chat"}} or {{"prompt_form": "compact"}}') from err
     return "chat"
+
+
+# Think-then-act (ReAct-style answers, mode=think): a short reasoning text, then the action on a
+# last line "Action: <action>". Acting, SFT rows and GRPO's format reward use these, so they
+# agree on the template.
+INSTRUCTION = ("Think briefly about the situation (a few short sentences), then give your "
+               "action on a last line of its own, exactly as: Action: <action>")
+ACTION_MARK = re.compile(r"\baction[ \t]*:[ \t]*([^\n]*)", re.IGNORECASE)
+
+
+ACTION_ONLY = "Reply with the action only."  # the end of an env's system text (EnvAdapter)
+
+
+def think_system(system: str) -> str:
+    """The system text of a thinking policy: the env's rules without the request for the action
+    alone, then :data:`INSTRUCTION`."""
+    return f"{system.removesuffix(ACTION_ONLY).rstrip()}\n\n{INSTRUCTION}"
+
+
+def split_answer(text: str) -> tuple[str, str | None]:
+    """``(thought, action text)`` of an answer: the thought is the text before the last
+    ``Action:`` marker, the action the rest of its line; the action is None when there is no
+    marker, or nothing after it (the budget ran out, or the model ignored the template)."""
+    matches = list(ACTION_MARK.finditer(text))
+    if not matches:
+        return text.strip(), None
+    last = matches[-1]
+    action = last.group(1).strip()
+    return text[:last.start()].strip(), action or None
+
+
+def answer(thought: str | None, action_text: str) -> str:
+    """The completion a row with a thought trains on (the template :func:`split_answer`
+    reads); the bare action text without one."""
+    if not thought:
+        return action_text
+    return f"{thought.strip()}\nAction: {action_text}"

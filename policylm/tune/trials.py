@@ -95,6 +95,7 @@ def train_trial(config: dict, base: dict) -> None:
     from ray import tune
 
     from policylm.platform.config import config_from_dict
+    from policylm.platform.policies.shots import pick_shots, render_shots
     from policylm.platform.prompts import read_history, write_form
     from policylm.platform.training.sft import SftJobConfig, build_trainer, dataset_dir, read_rows
 
@@ -108,9 +109,11 @@ def train_trial(config: dict, base: dict) -> None:
         (sft[section] if section else sft)[name] = value
     cfg = config_from_dict(SftJobConfig, sft)
     data = dataset_dir(cfg.dataset)
+    lead = render_shots(pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed)) \
+        if cfg.shots else ""
     train = Dataset.from_list(read_rows(data, "train", cfg.prompt_form,
-                                        target_dropout=cfg.target_dropout))
-    valid_rows = read_rows(data, "validation", cfg.prompt_form)
+                                        target_dropout=cfg.target_dropout, lead=lead))
+    valid_rows = read_rows(data, "validation", cfg.prompt_form, lead=lead)
     if not valid_rows:
         raise ConfigError(f"{cfg.dataset}: no validation rows; ASHA needs a validation loss: "
                           "build the dataset with validation_fraction > 0")
@@ -121,7 +124,7 @@ def train_trial(config: dict, base: dict) -> None:
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
-    write_form(adapter, cfg.prompt_form, read_history(data))
+    write_form(adapter, cfg.prompt_form, read_history(data), lead)
     model = base["sft"]["model"]
     policy = f"hf://{model}?adapter={adapter}&temperature={base['temperature']}"
     result = _play(policy, float(config.get("target_return", base["target_return"])),

@@ -99,7 +99,8 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
 def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_path):
     result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", kill_at_step=4,
                           num_workers=1, cpus_per_worker=1, max_failures=2,
-                          prompt_form="compact", target_dropout=0.25))
+                          prompt_form="compact", target_dropout=0.25, shots=2,
+                          shots_from=str(small_dataset.parent / "collect")))
     notes = (tmp_path / "run" / "train_notes.jsonl").read_text()
     assert '"fault": "killed at step 4"' in notes
     assert result["attempts"] == 2 and result["resumed"]  # restarted from the step-3 checkpoint
@@ -111,6 +112,13 @@ def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_pa
     from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
     uri = f"hf://{tiny_model_dir}?adapter={result['adapter']}&dtype=fp32&guidance=1.5"
+    # trained with two examples in every row: the adapter's policy prompts with them
+    from policylm.platform.policies import policy_from_uri
+    from policylm.platform.policies.shots import Shot, render_shots
+
+    lead = render_shots([Shot(**s) for s in result["shots"]])
+    assert len(result["shots"]) == 2 and lead.count(" -> ") == 2
+    assert policy_from_uri(uri, make_adapter("CartPole-v1")).lead == lead
     (chunk,) = plan_chunks([("g", uri)], 2, 0, 2)
     steps = EpisodeRunner(make_adapter("CartPole-v1"), 2).run(chunk.specs, "r")
     assert steps.num_rows >= 16  # two CartPole episodes played, each at least 8 steps

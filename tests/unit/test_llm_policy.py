@@ -239,3 +239,43 @@ def test_a_long_history_drops_its_oldest_steps_to_fit_the_context(cartpole, tiny
         assert decision.valid and engine.truncated == 0  # nothing cut by the engine
     finally:
         engine.max_length = before
+
+
+@pytest.mark.parametrize("form", ["chat", "compact"])
+def test_few_shot_rows_and_acting_prompts_are_the_same(cartpole, engine, tmp_path, form):
+    """SFT rows rendered with the examples (sft shots=k) equal the prompts of a policy drawing
+    the same examples, step by step; a model or adapter recorded with the examples prompts with
+    them without being told."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from policylm.platform.policies.shots import pick_shots, render_shots
+    from policylm.platform.prompts import write_form
+    from policylm.platform.rollout.runner import write_chunk
+    from policylm.platform.training.sft import to_prompt_completion
+
+    (chunk,) = plan_chunks([("w", "random:")], 4, 0, 4)
+    steps = EpisodeRunner(cartpole, 4).run(chunk.specs, "r")
+    write_chunk(steps, tmp_path / "trajectories", chunk)
+    lead = render_shots(pick_shots(str(tmp_path), 2, seed=3))
+    first = steps.filter(pc.equal(steps.column("episode_id"), steps.column("episode_id")[0]))
+    rows = dsx.to_chat_rows(first, cartpole.system_text())
+    pairs = to_prompt_completion(rows, form, lead=lead).to_pylist()
+    obs = [np.asarray(o, np.float32) for o in first.column("obs").to_pylist()]
+    ret = first.column("episode_return")[0].as_py()
+    uri = (f"hf://{engine.model_name}?dtype=fp32&prompt={form}&target_return={ret}"
+           f"&shots=2&shots_from={tmp_path}&shots_seed=3")
+    model = tmp_path / "model"  # the model directory recorded with the examples, as sft does
+    shutil.copytree(engine.model_name, model)
+    write_form(model, form, 0, lead)
+    for policy in (policy_from_uri(uri, cartpole),
+                   policy_from_uri(f"hf://{model}?dtype=fp32&target_return={ret}", cartpole)):
+        assert policy.lead == lead
+        policy.reset(0, 0)
+        for t, pair in enumerate(pairs[:4]):
+            trained = engine.chat_messages(pair["prompt"]) if form == "chat" else pair["prompt"]
+            assert policy.prompts([obs[t]], [0]) == [trained]
+            assert lead in trained
+            policy.act([obs[t]], [0])
+            policy.observe([0], [1.0])

@@ -147,14 +147,19 @@ def test_rows_with_history_match_acting_prompts(cartpole, engine, form):
 
 
 def test_episodes_grpo_trains_on_the_prompts_the_policy_acted_with(cartpole, tiny_model_dir,
-                                                                    monkeypatch):
-    """Rollouts of a history=2 policy group (two sampling streams from one env seed), then the
-    learner's batch: the prompts the engine scored while acting are the batch's prompts."""
+                                                                    monkeypatch, tmp_path):
+    """Rollouts of a history=2 policy group (two sampling streams from one env seed) whose
+    starting adapter was trained with few-shot examples (lead_from), then the learner's batch:
+    the prompts the engine scored while acting are the batch's prompts."""
     import pyarrow as pa
 
+    from policylm.platform.prompts import write_form
     from policylm.platform.training.episodic_grpo import build_batch
 
-    uri = f"hf://{tiny_model_dir}?history=2&prompt=compact&dtype=fp32&target_return=30"
+    lead = "Examples from good episodes (observation -> action):\nx=0.01 v=0 a=0 w=0 -> left"
+    write_form(tmp_path, "compact", 0, lead)  # as sft shots=1 records it with the adapter
+    uri = (f"hf://{tiny_model_dir}?history=2&prompt=compact&dtype=fp32&target_return=30"
+           f"&lead_from={tmp_path}")
     chunks = plan_chunks([("a", uri), ("b", uri + "&seed_offset=1")], 1, 4, 1, shared_seeds=True)
     runner = EpisodeRunner(cartpole, 1)
     engine = runner.policy(uri).engine
@@ -164,10 +169,10 @@ def test_episodes_grpo_trains_on_the_prompts_the_policy_acted_with(cartpole, tin
         seen.extend(prompts), score(prompts, cands, **kw))[1])
     steps = pa.concat_tables([runner.run(c.specs, "r") for c in chunks])
     assert len(set(steps.column("episode_return").to_pylist())) == 2  # (fixed seeds) a spread
-    batch = build_batch(steps, cartpole, "compact", None, 30, history=2)
+    batch = build_batch(steps, cartpole, "compact", None, 30, history=2, lead=lead)
     assert (batch.groups, batch.filtered_groups, len(batch.prompts)) == (1, 0, steps.num_rows)
     assert len(seen) == steps.num_rows and any(p.count(" ->") >= 3 for p in seen)
-    assert sorted(batch.prompts) == sorted(seen)
+    assert sorted(batch.prompts) == sorted(seen) and all(p.startswith(lead) for p in seen)
 
 
 def test_target_dropout_writes_the_null_target_in_a_stable_share_of_rows(cartpole):

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from policylm.platform.data import trajectories as tr
 from policylm.platform.data.returns import scale_returns, segment_returns_to_go
 from policylm.platform.envs import format_user
-from policylm.platform.prompts import training_pair
+from policylm.platform.prompts import answer, think_system, training_pair
 
 TARGET_RETURN = "target_return"
 SYSTEM = "system"
@@ -246,7 +246,9 @@ def episode_rows(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0,
 
 def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
     """Trajectory rows -> chat rows: system / user (target return, step, obs text) /
-    assistant (action text), after the earlier steps' turns where ``batch`` has ``history``.
+    assistant (action text; a step with a ``thought`` column value: the thinking policy's system
+    text and the thought, then ``Action: <action>``), after the earlier steps' turns where
+    ``batch`` has ``history``.
     ``target_return`` is the row's (scaled) return-to-go; the observation text has its own
     column, so other prompt forms (``policylm.platform.prompts``) can be rendered from the same
     rows."""
@@ -256,9 +258,16 @@ def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
     obs_text = batch.column(tr.OBS_TEXT).to_pylist()
     act_text = batch.column(tr.ACTION_TEXT).to_pylist()
     past = batch.column(HISTORY).to_pylist() if HISTORY in batch.schema.names else [[]] * n
+    thoughts = batch.column(tr.THOUGHT).to_pylist() if tr.THOUGHT in batch.schema.names \
+        else [None] * n
+    # a step played with a thought (mode=think) trains on the thinking policy's prompt and on
+    # its whole answer, the thought then "Action: <action>"
+    systems = [think_system(system) if th else system for th in thoughts]
+    completions = [answer(th, a) for th, a in zip(thoughts, act_text, strict=True)]
     prompts = [format_user(r, t, o) for r, t, o in zip(rtg, steps, obs_text, strict=True)]
-    pairs = [training_pair("chat", system, r, t, o, a, steps_of(h))
-             for r, t, o, a, h in zip(rtg, steps, obs_text, act_text, past, strict=True)]
+    pairs = [training_pair("chat", sy, r, t, o, c, steps_of(h))
+             for sy, r, t, o, c, h in zip(systems, rtg, steps, obs_text, completions, past,
+                                          strict=True)]
     messages = [prompt + completion for prompt, completion in pairs]
     return pa.table(
         {
@@ -267,10 +276,10 @@ def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
             tr.SKILL: batch.column(tr.SKILL),
             tr.EPISODE_RETURN: batch.column(tr.EPISODE_RETURN),
             TARGET_RETURN: pa.array(rtg, pa.float64()),
-            SYSTEM: pa.array([system] * n, pa.string()),
+            SYSTEM: pa.array(systems, pa.string()),
             PROMPT: pa.array(prompts, pa.string()),
             OBSERVATION: pa.array(obs_text, pa.string()),
-            COMPLETION: pa.array(act_text, pa.string()),
+            COMPLETION: pa.array(completions, pa.string()),
             tr.ACTION_INDEX: batch.column(tr.ACTION_INDEX),
             MESSAGES: pa.array(messages, MESSAGE_TYPE),
             HISTORY: pa.array(past, HISTORY_TYPE),

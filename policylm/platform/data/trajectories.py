@@ -48,6 +48,10 @@ ENV_STATE_FIELD = pa.field(ENV_STATE, pa.list_(pa.float64()), nullable=True)
 # stamps every rollout; null when the policy's weights are fixed)
 POLICY_VERSION = "policy_version"
 POLICY_VERSION_FIELD = pa.field(POLICY_VERSION, pa.int64(), nullable=True)
+# optional: the reasoning a thinking policy wrote before the step's action (mode=think); null
+# for policies that act without one
+THOUGHT = "thought"
+THOUGHT_FIELD = pa.field(THOUGHT, pa.string(), nullable=True)
 
 BASE_FIELDS = [
     pa.field(RUN_ID, pa.string(), nullable=False),

@@ -77,7 +77,7 @@ class EnvAdapter:
         acts = self.codec.valid_actions
         listed = f"Valid actions: {', '.join(acts)}." if acts else "Answer with the action."
         rules = self.rules or f"You control the agent of the environment {self.env_id}."
-        return f"{rules} {listed} Reply with the action only."
+        return f"{rules} {listed} Reply with the action only."  # prompts.ACTION_ONLY
 
     def user_text(self, target_return: float, t: int, obs_text: str) -> str:
         """The user turn (see :func:`format_user`)."""

@@ -246,3 +246,41 @@ def plot_scores(metrics: dict, path: str | Path, title: str) -> Path:
     axes[1].set_title("overall, next to published figures")
     fig.suptitle(title)
     return _save(plt, fig, path)
+
+
+def sample_thoughts(steps: object, per_skill: int = 3, width: int = 300) -> dict[str, list]:
+    """A think-mode run's first ``per_skill`` thoughts per skill label (target), from its first
+    episode: ``{skill: [{"t", "thought", "action"}]}`` with each thought cut to ``width``
+    characters; empty when the steps hold no thought."""
+    from policylm.platform.data import trajectories as tr
+
+    if tr.THOUGHT not in steps.schema.names or steps.column(tr.THOUGHT).null_count == len(steps):
+        return {}
+    rows = steps.select([tr.SKILL, tr.EPISODE_ID, tr.T, tr.THOUGHT, tr.ACTION_TEXT]).to_pylist()
+    rows.sort(key=lambda r: (r[tr.SKILL], r[tr.EPISODE_ID], r[tr.T]))
+    out: dict[str, list] = {}
+    first: dict[str, str] = {}
+    for r in rows:
+        skill = r[tr.SKILL]
+        if first.setdefault(skill, r[tr.EPISODE_ID]) != r[tr.EPISODE_ID] or r[tr.THOUGHT] is None:
+            continue
+        picked = out.setdefault(skill, [])
+        if len(picked) < per_skill:
+            text = " ".join(r[tr.THOUGHT].split())
+            picked.append({"t": r[tr.T], "thought": text[:width] + ("…" if len(text) > width
+                                                                     else ""),
+                           "action": r[tr.ACTION_TEXT]})
+    return out
+
+
+def thought_section(thoughts: dict[str, list]) -> str:
+    """Markdown: each skill's sampled thoughts, then the action taken after them."""
+    if not thoughts:
+        return ""
+    lines = ["", "## Thoughts (first steps of the first episode)", ""]
+    for skill, picked in thoughts.items():
+        lines += [f"**{skill}**", ""]
+        lines += [f"- step {p['t']}: {p['thought'] or '(empty)'} -> `{p['action']}`"
+                  for p in picked]
+        lines.append("")
+    return "\n".join(lines)

@@ -10,7 +10,9 @@ Acting by scoring (default): the log-likelihood of every valid action in one bat
 pass, then sampling from their softmax at ``temperature`` (0: argmax). Return conditioning on
 data whose weak behaviour is random needs the sampling: greedy choice learns the expert and
 ignores the target. Acting by generation: free text, parsed by the action codec; an invalid
-answer falls back to a defined action and is counted.
+answer falls back to a defined action and is counted. Thinking then acting (``mode=think``): a
+short reasoning text within ``think_tokens``, then ``Action: <action>`` on a last line
+(``policylm.platform.prompts``); the thought is kept with the step.
 
 Adaptive targeting: the target in the prompt is the target minus the reward earned so far.
 """
@@ -36,8 +38,11 @@ from policylm.platform.prompts import (
     history_start,
     read_form,
     read_history,
+    read_lead,
     render_prefix,
     render_prompt,
+    split_answer,
+    think_system,
 )
 
 log = logging.getLogger("policylm")
@@ -53,6 +58,7 @@ class Decision:
     text: str
     valid: bool
     scores: list[float] | None
+    thought: str | None = None  # think mode: the reasoning written before the action
 
 
 @dataclass
@@ -61,9 +67,10 @@ class LLMPolicyConfig:
 
     target_return: float = 0.0
     adaptive: bool = True
-    mode: str = "score"          # score | generate
+    mode: str = "score"          # score | generate | think (reason, then "Action: <action>")
     temperature: float = 1.0     # score: softmax temperature (0 = argmax); generate: sampling
-    max_new_tokens: int = 16     # generate mode
+    max_new_tokens: int = 16     # generate and think modes: tokens for the action
+    think_tokens: int = 96       # think mode: the thought's token budget (before the action)
     fallback: str = "first"      # generate mode, on invalid text: first valid action | random
     prompt_form: str = "chat"    # chat | compact (policylm.platform.prompts)
     seed_offset: int = 0         # a second stream per episode seed (GRPO groups: same env
@@ -80,14 +87,18 @@ class LLMPolicyConfig:
     shots: int = 0               # few-shot examples from shots_from's best episodes
     shots_from: str = ""         # (policylm.platform.policies.shots), drawn with shots_seed
     shots_seed: int = 0
+    lead: str = ""               # without shots: the examples' text an adapter was trained with
 
 
 class LLMPolicy:
     """Acts for a batch of env slots with one engine call per step (see module docstring)."""
 
     def __init__(self, adapter: EnvAdapter, engine: Engine, cfg: LLMPolicyConfig):
-        if cfg.mode not in ("score", "generate"):
-            raise ValueError(f"mode must be score or generate, got {cfg.mode!r}")
+        if cfg.mode not in ("score", "generate", "think"):
+            raise ValueError(f"mode must be score, generate or think, got {cfg.mode!r}")
+        if cfg.mode == "think" and cfg.prompt_form != "chat":
+            raise ValueError("mode=think writes a thought before the action: it needs "
+                             "prompt=chat (the compact form's answer is the action alone)")
         if cfg.mode == "score" and not adapter.codec.valid_actions:
             raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
         if cfg.fallback not in ("first", "random"):
@@ -102,14 +113,15 @@ class LLMPolicy:
                              f"{cfg.history}")
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
         self.form = check_form(cfg.prompt_form)
-        self.system = adapter.system_text()
+        self.system = adapter.system_text() if cfg.mode != "think" \
+            else think_system(adapter.system_text())
         self.shots: list[Shot] = []
         if cfg.shots:
             if not cfg.shots_from:
                 raise ValueError(f"shots={cfg.shots} needs shots_from=<trajectory or run "
                                  "directory> to draw the examples from")
             self.shots = pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed)
-        self.lead = render_shots(self.shots)
+        self.lead = render_shots(self.shots) if self.shots else cfg.lead
         self.prefix = render_prefix(engine, self.form, self.system, self.lead)
         self.candidates = action_candidates(self.form, list(adapter.codec.valid_actions or []))
         # norm=mean/pmi only: remote engines (openai://) have no tokenizer or scores here
@@ -118,7 +130,8 @@ class LLMPolicy:
         # context kept free for the answer: the longest candidate and the end of turn, or the
         # generated tokens (history windows are trimmed to leave it, see _fitting)
         self.reserve = 1 + max((len(engine.encode(c)) for c in self.candidates), default=0) \
-            if cfg.mode == "score" and cfg.history else cfg.max_new_tokens
+            if cfg.mode == "score" and cfg.history else cfg.max_new_tokens \
+            + (cfg.think_tokens if cfg.mode == "think" else 0)
         self.t: dict[int, int] = {}
         self.earned: dict[int, float] = {}
         self.rngs: dict[int, np.random.Generator] = {}
@@ -126,6 +139,7 @@ class LLMPolicy:
         self.episodes: dict[int, Hashable] = {}  # slot -> its episode's engine session key
         self._ids = itertools.count()
         self.counts = {"actions": 0, "invalid": 0}
+        self.thoughts: list[str | None] = []  # think mode: the last act()'s, in slot order
 
     def reset(self, slot: int, seed: int) -> None:
         self.t[slot], self.earned[slot] = 0, 0.0
@@ -179,6 +193,7 @@ class LLMPolicy:
                                 [self.rngs[s] for s in slots], [self.window(s) for s in slots],
                                 [self.episodes[s] for s in slots])
         self.remember(slots, texts, targets, [d.text for d in decisions])
+        self.thoughts = [d.thought for d in decisions]
         for s in slots:
             self.t[s] = self.t.get(s, 0) + 1
         return [d.action for d in decisions]
@@ -215,6 +230,10 @@ class LLMPolicy:
                 i = self._choose(self._normed(guided), rng)
                 out.append(Decision(codec.from_index(i), codec.valid_actions[i], True,
                                     [float(x) for x in lp]))
+        elif self.cfg.mode == "think":
+            texts = self.engine.generate(prompts, self.cfg.think_tokens + self.cfg.max_new_tokens,
+                                         self.cfg.temperature)
+            out = [self._think(text, rng) for text, rng in zip(texts, rngs, strict=True)]
         else:
             texts = self.engine.generate(prompts, self.cfg.max_new_tokens, self.cfg.temperature)
             out = [self._parse(text, rng) for text, rng in zip(texts, rngs, strict=True)]
@@ -277,6 +296,16 @@ class LLMPolicy:
                 action = codec.from_index(0)
             return Decision(action, codec.to_text(action), False, None)
 
+    def _think(self, text: str, rng: np.random.Generator) -> Decision:
+        """A think-mode answer: the thought, and the action of its last ``Action:`` line (an
+        answer without one counts as invalid, with ``no_action``, and falls back)."""
+        thought, action_text = split_answer(text)
+        if action_text is None:
+            self.counts["no_action"] = self.counts.get("no_action", 0) + 1
+        decision = self._parse("" if action_text is None else action_text, rng)
+        decision.thought = thought
+        return decision
+
     def stats(self) -> dict[str, float]:
         """Actions taken, invalid generations and their rate."""
         n = self.counts["actions"]
@@ -302,15 +331,19 @@ def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
 
 def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
     """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
+    &max_new_tokens=n&think_tokens=n
     &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>&history=k
-    &guidance=w&shots=k&shots_from=<dir>&shots_seed=s``
-    (the query already split into ``params``). Without ``prompt`` and ``history``, what is
-    recorded with the adapter (or model directory) is used."""
+    &guidance=w&shots=k&shots_from=<dir>&shots_seed=s&lead_from=<dir>``
+    (the query already split into ``params``). Without ``prompt``, ``history`` and ``shots``,
+    what is recorded with the adapter (or model directory) is used: its form, its steps of
+    history, the few-shot examples it was trained with (``lead_from``: those recorded in
+    another directory, for a live adapter whose weights arrive from a learner)."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
+             "think_tokens",
              "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live", "history",
-             "guidance", "shots", "shots_from", "shots_seed"}
+             "guidance", "shots", "shots_from", "shots_seed", "lead_from"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
@@ -320,6 +353,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         mode=params.get("mode", "score"),
         temperature=float(params.get("temperature", 1.0)),
         max_new_tokens=int(params.get("max_new_tokens", 16)),
+        think_tokens=int(params.get("think_tokens", 96)),
         fallback=params.get("fallback", "first"),
         prompt_form=params.get("prompt") or read_form(params.get("adapter"), model),
         seed_offset=int(params.get("seed_offset", 0)),
@@ -330,6 +364,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
         shots=int(params.get("shots", 0)),
         shots_from=params.get("shots_from", ""),
         shots_seed=int(params.get("shots_seed", 0)),
+        lead=read_lead(params.get("lead_from") or params.get("adapter"), model),
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"), live=cfg.live)

@@ -198,11 +198,12 @@ def http_policy(body: str, params: dict[str, str], adapter: EnvAdapter,
 
 def openai_policy(body: str, params: dict[str, str], adapter: EnvAdapter) -> Any:
     """``openai://host:port/v1?model=<name>&target_return=R&temperature=T&max_new_tokens=N
-    &fallback=first|random&adaptive=1&https=0``: the LLM policy in generate mode."""
+    &fallback=first|random&adaptive=1&https=0&think=1&think_tokens=N``: the LLM policy in
+    generate mode (``think=1``: think mode, a short reasoning text then ``Action: <action>``)."""
     from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
 
     known = {"model", "target_return", "adaptive", "temperature", "max_new_tokens", "fallback",
-             "https", "timeout"}
+             "https", "timeout", "think", "think_tokens"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown openai:// parameters {sorted(unknown)}; known: "
@@ -215,7 +216,9 @@ def openai_policy(body: str, params: dict[str, str], adapter: EnvAdapter) -> Any
     cfg = LLMPolicyConfig(
         target_return=float(params.get("target_return", 0.0)),
         adaptive=params.get("adaptive", "1").lower() in ("1", "true", "yes"),
-        mode="generate", temperature=float(params.get("temperature", 0.0)),
+        mode="think" if params.get("think", "0").lower() in ("1", "true", "yes") else "generate",
+        temperature=float(params.get("temperature", 0.0)),
         max_new_tokens=int(params.get("max_new_tokens", 16)),
+        think_tokens=int(params.get("think_tokens", 256)),
         fallback=params.get("fallback", "first"), prompt_form="chat")
     return LLMPolicy(adapter, engine, cfg)

@@ -61,9 +61,9 @@ def with_params(uri: str, **params: object) -> str:
 
 
 def absolute_paths(uri: str) -> str:
-    """``hf://`` URIs with a relative model, adapter or ``shots_from`` path that exists here
-    rewritten to absolute paths, so actors whose working directory differs find the same
-    files."""
+    """``hf://`` URIs with a relative model, adapter, ``shots_from`` or ``lead_from`` path that
+    exists here rewritten to absolute paths, so actors whose working directory differs find the
+    same files."""
     from pathlib import Path
 
     scheme, body, params = split_uri(uri)
@@ -71,7 +71,7 @@ def absolute_paths(uri: str) -> str:
         return uri
     if body and not body.startswith("/") and Path(body).exists():
         body = str(Path(body).resolve())
-    for key in ("adapter", "shots_from"):
+    for key in ("adapter", "shots_from", "lead_from"):
         path = params.get(key, "")
         if path and not path.startswith("/") and Path(path).exists():
             params[key] = str(Path(path).resolve())
@@ -88,7 +88,8 @@ def uri_paths(uri: str) -> list[str]:
     if scheme == "mix":
         return uri_paths(body)
     if scheme == "hf":
-        return [p for p in (body, params.get("adapter", ""), params.get("shots_from", ""))
+        return [p for p in (body, *(params.get(k, "") for k in ("adapter", "shots_from",
+                                                                   "lead_from")))
                 if p and Path(p).exists()]
     if scheme in ("file", "pytorch", "rllib"):
         return [body]

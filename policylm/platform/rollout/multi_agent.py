@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from policylm.platform.data.trajectories import agent_episode_id
 from policylm.platform.envs import EnvAdapter
-from policylm.platform.rollout.runner import EpisodeRunner, EpisodeSpec, _Episode
+from policylm.platform.rollout.runner import EpisodeRunner, EpisodeSpec, _Episode, policy_thoughts
 
 
 class MultiAgentRunner(EpisodeRunner):
@@ -62,12 +62,14 @@ class MultiAgentRunner(EpisodeRunner):
             slots = sorted(live)
             batch = [o for s in slots for o in live[s][1]]
             actions = policy.act(batch, [s * n + a for s in slots for a in range(n)])
+            thoughts = policy_thoughts(policy, len(batch))
             rewarded: list[tuple[int, float]] = []
             for k, slot in enumerate(slots):
                 episodes, obs = live[slot]
                 mine = actions[k * n:(k + 1) * n]
-                for ep, o, act in zip(episodes, obs, mine, strict=True):
-                    self._record_step(ep, o, self.envs[slot], act)
+                for ep, o, act, thought in zip(episodes, obs, mine, thoughts[k * n:(k + 1) * n],
+                                               strict=True):
+                    self._record_step(ep, o, self.envs[slot], act, thought)
                 obs, rewards, term, trunc, _ = self.envs[slot].step(
                     np.asarray(mine, dtype=np.int64))
                 self.steps_taken += n

@@ -88,6 +88,14 @@ class _Episode:
     final_obs: np.ndarray | None = None
     extras: list = field(default_factory=list)
     env_state: list = field(default_factory=list)
+    thought: list = field(default_factory=list)
+
+
+def policy_thoughts(policy: Any, n: int) -> list[str | None]:
+    """The thoughts a policy wrote with its last ``act`` (think mode), one per slot; Nones for
+    policies that keep none."""
+    thoughts = getattr(policy, "thoughts", None)
+    return list(thoughts) if thoughts is not None and len(thoughts) == n else [None] * n
 
 
 class EpisodeRunner:
@@ -119,9 +127,12 @@ class EpisodeRunner:
             raise ValueError(f"a chunk holds episodes of one policy, got {sorted(uris)}")
         return self.policy(specs[0].policy_uri)
 
-    def _record_step(self, ep: _Episode, obs: Any, env: Any, action: Any) -> None:
-        """The step's observation, saved state and action, before the env takes it."""
+    def _record_step(self, ep: _Episode, obs: Any, env: Any, action: Any,
+                     thought: str | None = None) -> None:
+        """The step's observation, saved state, action and the policy's thought (think mode),
+        before the env takes it."""
         self._record_obs(ep, obs)
+        ep.thought.append(thought)
         if self.adapter.save_state is not None:
             ep.env_state.append(self.adapter.save_state(env))
         codec = self.adapter.codec
@@ -160,11 +171,12 @@ class EpisodeRunner:
         while live:
             slots = sorted(live)
             actions = policy.act([live[s][1] for s in slots], slots)
+            thoughts = policy_thoughts(policy, len(slots))
             if observe is not None:  # rewards of this step, in slot order, after stepping
                 stepped: list[tuple[int, float]] = []
-            for slot, action in zip(slots, actions, strict=True):
+            for slot, action, thought in zip(slots, actions, thoughts, strict=True):
                 ep, obs = live[slot]
-                self._record_step(ep, obs, self.envs[slot], action)
+                self._record_step(ep, obs, self.envs[slot], action, thought)
                 obs, reward, term, trunc, info = self.envs[slot].step(action)
                 if self.adapter.info_extras is not None:
                     ep.extras.append(self.adapter.info_extras(info))
@@ -214,12 +226,14 @@ class EpisodeRunner:
         if self.adapter.save_state is not None:
             cols[tr.ENV_STATE] = ep.env_state
         cols[tr.POLICY_VERSION] = const(self.version)
+        cols[tr.THOUGHT] = ep.thought if len(ep.thought) == n else const(None)
         return pa.table(cols, schema=self.schema)
 
     @property
     def schema(self) -> pa.Schema:
         """The trajectory schema with this env's extra columns."""
-        return tr.trajectory_schema([tr.POLICY_VERSION_FIELD, *tr.env_fields(self.adapter)])
+        return tr.trajectory_schema([tr.POLICY_VERSION_FIELD, tr.THOUGHT_FIELD,
+                                     *tr.env_fields(self.adapter)])
 
     def policy_stats(self) -> dict[str, dict]:
         """``{uri: policy.stats()}`` for the policies that report statistics."""

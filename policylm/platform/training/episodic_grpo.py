@@ -52,10 +52,10 @@ def remaining_targets(rewards: Sequence[float], target: float, adaptive: bool) -
 
 
 def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, target: float,
-                adaptive: bool = True, history: int = 0) -> StepBatch:
+                adaptive: bool = True, history: int = 0, lead: str = "") -> StepBatch:
     """The learner's batch from the steps of one iteration: episodes grouped by env seed,
     advantages from their returns, prompts rendered as the policy rendered them (after the
-    earlier steps of the window with ``history``)."""
+    earlier steps of the window with ``history``, with the few-shot examples ``lead``)."""
     episodes = tr.episode_table(steps)
     adv, keep = group_advantages(episodes.column("return").to_numpy(),
                                  episodes.column(tr.SEED).to_numpy())
@@ -84,7 +84,7 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, targ
                 past = [(targets[j - start], rows[tr.T][j], rows[tr.OBS_TEXT][j],
                          rows[tr.ACTION_TEXT][j]) for j in range(first, i)]
                 out.prompts.append(render_prompt(chat, form, system, tgt, rows[tr.T][i],
-                                                 rows[tr.OBS_TEXT][i], past))
+                                                 rows[tr.OBS_TEXT][i], past, lead))
                 out.chosen.append(int(rows[tr.ACTION_INDEX][i]))
                 if generated:
                     out.completions.extend(action_candidates(form, [rows[tr.ACTION_TEXT][i]]))

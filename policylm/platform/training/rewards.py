@@ -3,7 +3,8 @@ completion texts (and dataset columns) to one float per completion, and the TRL-
 callables built from them.
 
 - ``format``: 1 when the completion is exactly one valid action text (surrounding white space
-  and an ``<action>...</action>`` wrapper allowed), else 0.
+  and an ``<action>...</action>`` wrapper allowed), or a think-then-act answer whose last
+  ``Action:`` line is (``policylm.platform.prompts.split_answer``), else 0.
 - ``bc`` (behaviour cloning): agreement with the dataset's action: 1 or 0 for listed (discrete)
   actions; for continuous actions the negative distance to the dataset action, scaled by the
   action space's width so it lies in [-1, 0]; an answer that does not parse gets ``invalid``.
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from policylm.platform.envs.codecs import ActionCodec, ActionParseError
+from policylm.platform.prompts import split_answer
 
 REWARDS = ("format", "bc", "env")
 
@@ -37,11 +39,19 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
+def action_part(text: str) -> str:
+    """The action text of an answer: after the last ``Action:`` line of a think-then-act answer,
+    else the whole text."""
+    action = split_answer(text)[1]
+    return text if action is None else action
+
+
 def format_reward(completions: Sequence[Any], codec: ActionCodec) -> list[float]:
-    """1.0 for a completion that is exactly one valid action, else 0.0."""
+    """1.0 for a completion that is exactly one valid action (alone, or on the last
+    ``Action:`` line after a thought), else 0.0."""
     out = []
     for c in completions:
-        text = completion_text(c).strip()
+        text = action_part(completion_text(c)).strip()
         try:
             action = codec.parse(text)
         except ActionParseError:
@@ -61,9 +71,9 @@ def bc_reward(completions: Sequence[Any], expected: Sequence[str], codec: Action
     scales continuous distances."""
     out = []
     for c, e in zip(completions, expected, strict=True):
-        want = codec.parse(completion_text(e))
+        want = codec.parse(action_part(completion_text(e)))
         try:
-            got = codec.parse(completion_text(c))
+            got = codec.parse(action_part(completion_text(c)))
         except ActionParseError:
             out.append(invalid)
             continue

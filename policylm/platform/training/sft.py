@@ -58,6 +58,11 @@ class SftJobConfig:
     target_dropout: float = field(0.0, doc="share of rows (a stable draw per row) whose target "
                                   "is written as ? (the null target), so a policy acting with "
                                   "return guidance (guidance=w) reads null prompts it knows")
+    shots: int = field(0, doc="few-shot examples in every row's prompt (recorded with the "
+                       "adapter, so its hf:// policy prompts with them too)")
+    shots_from: str = field("", doc="with shots: the trajectory or run directory whose best "
+                            "episodes give the examples")
+    shots_seed: int = field(0, doc="with shots: the seed of the examples' draw")
     eval_steps: int = field(50, doc="validation loss every N steps (0: only at the end)")
     max_eval_rows: int = field(512, doc="validation rows used for the loss (a fixed subset)")
     save_steps: int = field(50, doc="checkpoint every N steps")
@@ -103,6 +108,9 @@ class SftJobConfig:
         require(self.lora.layers >= 0, "lora.layers", "must be >= 0 (0: every layer)")
         require(self.prompt_form in FORMS, "prompt_form", f"use one of {', '.join(FORMS)}")
         require(0 <= self.target_dropout < 1, "target_dropout", "must be in [0, 1)")
+        require(self.shots >= 0, "shots", "must be >= 0")
+        require(not self.shots or bool(self.shots_from), "shots_from",
+                "shots needs the trajectory or run directory to draw examples from")
         require(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0 (0: auto)")
         require(self.placement in PLACEMENTS, "placement", f"use one of {', '.join(PLACEMENTS)}")
 
@@ -125,11 +133,13 @@ def dataset_dir(path: str) -> Path:
 TRAIN_COLUMNS = ["system", "target_return", "t", "observation", "completion"]
 
 
-def to_prompt_completion(batch: Any, form: str = "chat", target_dropout: float = 0.0) -> Any:
+def to_prompt_completion(batch: Any, form: str = "chat", target_dropout: float = 0.0,
+                         lead: str = "") -> Any:
     """Dataset rows (Arrow) -> TRL's prompt-completion form in the given prompt form
     (``policylm.platform.prompts``), after each row's earlier steps where the dataset holds
     history: the loss is on the completion, the action. ``target_dropout``: the share of rows
-    whose target is the null target (``?``), chosen by a stable draw per (episode, step)."""
+    whose target is the null target (``?``), chosen by a stable draw per (episode, step).
+    ``lead``: the few-shot examples every prompt carries (``policylm.platform.policies.shots``)."""
     import pyarrow as pa
 
     from policylm.platform.data.datasets import HISTORY, row_draw, steps_of
@@ -143,7 +153,7 @@ def to_prompt_completion(batch: Any, form: str = "chat", target_dropout: float =
         ids, steps = batch.column(EPISODE_ID).to_pylist(), cols[2]
         cols[1] = [None if row_draw(f"{e}#null-target", t) < target_dropout else r
                    for e, t, r in zip(ids, steps, cols[1], strict=True)]
-    pairs = [training_pair(form, *row, steps_of(h))
+    pairs = [training_pair(form, *row, steps_of(h), lead)
              for *row, h in zip(*cols, past, strict=True)]
     return pa.table({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
 
@@ -350,7 +360,7 @@ def dataset_columns(data: Path) -> list[str]:
 
 
 def read_rows(data: Path, split: str, form: str, fn: Any = None,
-              target_dropout: float = 0.0) -> list[dict]:
+              target_dropout: float = 0.0, lead: str = "") -> list[dict]:
     """A split's rows in TRL's prompt-completion form (or mapped by ``fn(table, form)``), read
     here (no Ray Data): for in-process training (Tune trials, the benchmarks)."""
     import pyarrow as pa
@@ -363,7 +373,7 @@ def read_rows(data: Path, split: str, form: str, fn: Any = None,
     table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
     if fn is not None:
         return fn(table, form).to_pylist()
-    return to_prompt_completion(table, form, target_dropout).to_pylist()
+    return to_prompt_completion(table, form, target_dropout, lead).to_pylist()
 
 
 def build_trainer(cfg: SftJobConfig, train: Any, valid: Any, work_dir: str, callbacks: list,
@@ -398,7 +408,7 @@ def row_tokens(rows: list[dict], tokenizer: Any) -> list[int]:
     return out
 
 
-def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256) -> dict:
+def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256, lead: str = "") -> dict:
     """Fail early when the rows do not fit ``max_length``: TRL cuts a long row from the end, so
     its action (the only labelled tokens) is lost and the row dropped; with every row too long
     training would stop on an empty dataset. Some rows too long: a warning."""
@@ -406,7 +416,7 @@ def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256) -> dict:
 
     from policylm.platform.engines.models import resolve_model
 
-    rows = read_rows(data, "train", cfg.prompt_form)[:sample]
+    rows = read_rows(data, "train", cfg.prompt_form, lead=lead)[:sample]
     if not rows or cfg.packing:
         return {}
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
@@ -415,7 +425,7 @@ def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256) -> dict:
     info = {"row_tokens_max": max(lengths), "row_tokens_median": sorted(lengths)[len(lengths) // 2],
             "rows_over_max_length": f"{over}/{len(lengths)}"}
     hint = (f"raise max_length (e.g. max_length={1 << max(lengths).bit_length()}) or use "
-            "prompt_form=compact (no system text)")
+            "prompt_form=compact (no system text)" + (" or fewer shots" if lead else ""))
     if over == len(lengths):
         raise DatasetError(f"every sampled row is longer than max_length={cfg.max_length} tokens "
                          f"(median {info['row_tokens_median']}, longest {max(lengths)}), so the "
