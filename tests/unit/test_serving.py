@@ -265,3 +265,13 @@ def test_served_history_equals_the_in_process_policy(tiny_model_dir, cartpole):
     (err,) = svc.act([ActRequest(observations=OBS[:1])])
     assert isinstance(err, RequestError) and err.field == "episode_ids"
     assert "history=2" in str(err)
+
+
+def test_a_thinking_policy_serves_its_thoughts(tiny_model_dir, monkeypatch):
+    """mode=think behind the service: each action comes with the thought written before it."""
+    think = PolicyService(f"hf://{tiny_model_dir}?mode=think&think_tokens=8&dtype=fp32")
+    monkeypatch.setattr(think.policy.engine, "generate", lambda prompts, *a, **k: [
+        "Pole right.\nAction: right", "No idea"][:len(prompts)])
+    (out,) = think.act([ActRequest(observations=OBS, steps=[0, 0])])
+    assert [(a.text, a.thought, a.valid) for a in out.actions] == [
+        ("right", "Pole right.", True), ("left", "No idea", False)]

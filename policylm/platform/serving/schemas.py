@@ -76,6 +76,8 @@ class ActionOut(BaseModel):
         None, description="score mode: log-likelihood of every valid action")
     valid: bool = Field(True, description="generate mode: False when the text did not parse "
                                           "and the fallback action was used")
+    thought: str | None = Field(None, description="think mode: the reasoning written before "
+                                                  "the action")
 
 
 class ActResponse(BaseModel):

@@ -169,7 +169,8 @@ class PolicyService:
             scores = dict(zip(names, d.scores, strict=True)) if d.scores is not None else None
             results[i].actions.append(ActionOut(action=to_json(d.action), text=d.text,
                                                 target_return=target, step=t, episode_id=episode,
-                                                scores=scores, valid=d.valid))
+                                                scores=scores, valid=d.valid,
+                                                thought=d.thought))
         return results
 
     @staticmethod
