@@ -258,6 +258,13 @@ def main(cfg: BcPpoConfig) -> dict:
     check_shared_dir(str(run_dir), "out")  # RLlib's readers and Tune's trials use it
     metrics: dict = {"env_id": cfg.env_id, "threshold": cfg.threshold, "frames": cfg.frames}
     inits = {"scratch": ""}
+    if "external" in cfg.methods:  # first: a policy that does not fit fails before any work
+        with stages("external"):
+            from policylm.rllib.initial_weights import prepare_init
+
+            inits["external"], model, metrics["external"] = prepare_init(
+                cfg.init, cfg.env_id, cfg.env_options, run_dir / "external" / "module")
+            metrics["external"]["model_config"] = model
     if "bc-ppo" in cfg.methods:
         with stages("demos"):
             kept, metrics["demos"] = demonstrations(cfg, run_dir)
@@ -284,13 +291,6 @@ def main(cfg: BcPpoConfig) -> dict:
                                               "frames": res["frames"],
                                               "eval_return": res["eval_after"]["mean"]}
             inits["transfer"] = source
-    if "external" in cfg.methods:
-        with stages("external"):
-            from policylm.rllib.initial_weights import prepare_init
-
-            inits["external"], model, metrics["external"] = prepare_init(
-                cfg.init, cfg.env_id, cfg.env_options, run_dir / "external" / "module")
-            metrics["external"]["model_config"] = model
     with stages("ppo"):
         specs = [trial_spec(cfg, run_dir, m, s, inits[m]) for m in cfg.methods for s in cfg.seeds]
         for spec in specs:

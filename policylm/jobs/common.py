@@ -227,6 +227,9 @@ def run_job(job: str, cfg_cls: type[C], main: Callable[[C], dict], argv: list[st
         with console.quiet(job) as con:
             try:
                 result = _call(job, main, cfg, verbose=False)
+            except SystemExit:  # a user error, already told: Ray's closing lines to the log
+                _shutdown_ray()
+                raise
             except Exception:
                 import traceback
 

@@ -150,12 +150,17 @@ def resolve_start(cfg: GrpoJobConfig) -> None:
     """Make the starting adapter and a local model path absolute (actors and workers run in
     other directories), and settle the prompt form: the one given, else the one recorded with
     the adapter or model, else chat."""
-    from policylm.platform.prompts import read_form
+    from policylm.platform.config import ConfigError
+    from policylm.platform.prompts import read_form, read_mode
 
     if cfg.adapter:
         cfg.adapter = str(Path(cfg.adapter).resolve())
     if Path(cfg.model).exists():
         cfg.model = str(Path(cfg.model).resolve())
+    if read_mode(cfg.adapter or None, cfg.model) == "think":
+        raise ConfigError(f"{cfg.adapter or cfg.model} was trained to think before acting "
+                          "(mode=think); grpo trains policies that answer with the action alone, "
+                          "so start from an adapter trained on rows without thoughts")
     cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
 
 

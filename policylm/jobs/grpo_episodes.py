@@ -60,9 +60,9 @@ def main(cfg: Any) -> dict:
                        str(run_dir / "trajectories"), run_dir.name, torch_threads=threads)
     if cfg.rollout_workers:
         init_ray()
+    tracker, finished = Tracker(cfg.tracking, run_dir, "grpo", settings(cfg)), False
     group = RolloutGroup(spec, num_workers=cfg.rollout_workers)
     history: list[dict] = []
-    tracker, finished = Tracker(cfg.tracking, run_dir, "grpo", settings(cfg)), False
     try:
         for it in progress(range(cfg.iterations), desc="GRPO iterations", unit="it"):
             t0 = time.perf_counter()

@@ -224,7 +224,7 @@ def step_progress(notes: Any, desc: str, tracker: Any = None) -> Iterator[None]:
             return
         seen += len(logs)
         for step, metrics in logs if tracker is not None else ():
-            tracker.log(metrics, step)
+            tracker.log(metrics, step)  # (a tracking server down: a warning, see Tracker)
         if total and bar is None:
             bar = progress(total=total, desc=desc, unit="step")
         if bar is not None and done > bar.n:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from policylm.jobs.common import log, run_job, settings, write_json
-from policylm.platform.policies.shots import pick_shots, render_shots
+from policylm.platform.config import ConfigError
+from policylm.platform.policies.shots import render_shots
 from policylm.platform.prompts import read_history, write_form
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.sft import (
@@ -30,6 +31,8 @@ from policylm.platform.training.sft import (
     build_trainer,
     check_lengths,
     dataset_columns,
+    rows_think,
+    shots_of,
     to_prompt_completion,
 )
 
@@ -101,7 +104,11 @@ def main(cfg: SftJobConfig) -> dict:
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
-    shots = pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed) if cfg.shots else []
+    shots = shots_of(cfg)
+    think = rows_think(data)  # rows that thought before acting: their adapter acts so too
+    if think and cfg.prompt_form != "chat":
+        raise ConfigError(f"{cfg.dataset}: its rows think before acting (played with mode=think), "
+                          "which only the chat form holds; train with prompt_form=chat")
     lead = render_shots(shots)
     with stages("data"):
         lengths = check_lengths(cfg, data, lead=lead)
@@ -115,7 +122,7 @@ def main(cfg: SftJobConfig) -> dict:
         adapter = ray_train.export_checkpoint(
             result, run_dir / ("model" if cfg.full_finetune else "adapter"))
         # the dataset's history, and the examples: the adapter's policy prompts with them
-        write_form(adapter, cfg.prompt_form, read_history(data), lead)
+        write_form(adapter, cfg.prompt_form, read_history(data), lead, think)
         metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths,
                    "shots": [asdict(s) for s in shots]}
         tracker.log({"final": metrics}, metrics["train_loss"][-1][0] if metrics["train_loss"]

@@ -132,8 +132,11 @@ class QuietConsole:
         for stream in _terminal.values():
             stream.close()
         _terminal.clear()
-        if self.path is not None and not self.attached and self.path.stat().st_size == 0:
-            self.path.unlink(missing_ok=True)
+        if self.path is not None and not self.attached:  # a job without a run directory
+            if self.path.stat().st_size == 0:
+                self.path.unlink(missing_ok=True)
+            else:
+                say(f"policylm {self.job}: Ray's and the libraries' messages are in {self.path}")
 
 
 _active: QuietConsole | None = None

@@ -94,16 +94,21 @@ def render_prompt(engine: Any, form: str, system: str, target_return: float | No
     if check_form(form) == "compact":
         lead = lead + "\n" if lead else ""
         return lead + compact_history(past) + compact_prompt(target_return, t, obs_text)
-    system = f"{system}\n\n{lead}" if lead else system
+    system = with_lead(system, lead)
     if past:
         return engine.chat_messages(history_messages(system, past, target_return, t, obs_text))
     return engine.chat_prompt(system, format_user(target_return, t, obs_text))
 
 
+def with_lead(system: str, lead: str) -> str:
+    """The chat form's system text with the few-shot examples after it (unchanged without)."""
+    return f"{system}\n\n{lead}" if lead else system
+
+
 def render_prefix(engine: Any, form: str, system: str, lead: str = "") -> str | None:
     """Text every prompt of this form starts with (a KV-cache hint for scoring), or None."""
     if check_form(form) == "chat":
-        return engine.chat_prefix(f"{system}\n\n{lead}" if lead else system)
+        return engine.chat_prefix(with_lead(system, lead))
     return lead + "\n" if lead else None
 
 
@@ -115,8 +120,7 @@ def training_pair(form: str, system: str, target_return: float | None, t: int, o
     if check_form(form) == "compact":
         return render_prompt(None, form, system, target_return, t, obs_text, past, lead), \
             " " + action_text
-    system = f"{system}\n\n{lead}" if lead else system
-    return (history_messages(system, past, target_return, t, obs_text),
+    return (history_messages(with_lead(system, lead), past, target_return, t, obs_text),
             [{"role": "assistant", "content": action_text}])
 
 
@@ -125,12 +129,27 @@ def action_candidates(form: str, actions: list[str]) -> list[str]:
     return [" " + a for a in actions] if check_form(form) == "compact" else list(actions)
 
 
-def write_form(directory: str | Path, form: str, history: int = 0, lead: str = "") -> None:
-    """Record the prompt form (and the steps of history, :func:`history_start`, and the
-    few-shot examples' text, ``lead``) a model or adapter directory was trained with."""
+def write_form(directory: str | Path, form: str, history: int = 0, lead: str = "",
+               think: bool = False) -> None:
+    """Record the prompt form (and the steps of history, :func:`history_start`, the few-shot
+    examples' text, ``lead``, and whether its rows thought before acting, ``think``) a model or
+    adapter directory was trained with."""
     record = {"prompt_form": check_form(form), **_history_record(history),
-              **({"lead": lead} if lead else {})}
+              **({"lead": lead} if lead else {}), **({"mode": "think"} if think else {})}
     Path(directory, FORM_FILE).write_text(json.dumps(record) + "\n")
+
+
+def read_mode(*directories: str | Path | None) -> str:
+    """``think`` when the first of ``directories`` that has a record was trained on rows that
+    thought before acting; empty otherwise."""
+    for d in directories:
+        path = Path(d) / FORM_FILE if d else None
+        if path is not None and path.is_file():
+            try:
+                return str(json.loads(path.read_text()).get("mode", ""))
+            except (ValueError, AttributeError) as err:
+                raise PromptFormError(f"{path}: unreadable record ({err})") from err
+    return ""
 
 
 def read_lead(*directories: str | Path | None) -> str:
@@ -225,7 +244,8 @@ def split_answer(text: str) -> tuple[str, str | None]:
 
 def answer(thought: str | None, action_text: str) -> str:
     """The completion a row with a thought trains on (the template :func:`split_answer`
-    reads); the bare action text without one."""
-    if not thought:
+    reads; an empty thought: the ``Action:`` line alone); the bare action text without one
+    (None)."""
+    if thought is None:
         return action_text
-    return f"{thought.strip()}\nAction: {action_text}"
+    return f"{thought.strip()}\nAction: {action_text}".lstrip()

@@ -14,17 +14,20 @@ it).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
 from policylm.platform.config import field
 
+log = logging.getLogger("policylm")
 TRACKING_FILE = "tracking.json"
 MLFLOW_DB = "mlflow.db"
 
@@ -54,7 +57,8 @@ def mlflow_uri(cfg: TrackingConfig, run_dir: Path) -> str:
 
 
 def start_wandb() -> Any:
-    """The ``wandb`` module, set to offline mode, or a ConfigError saying how to install it."""
+    """The ``wandb`` module (every run policylm starts is offline), or a ConfigError saying
+    how to install it."""
     from policylm.platform.config import ConfigError
 
     try:
@@ -63,8 +67,7 @@ def start_wandb() -> Any:
         raise ConfigError("tracking.wandb=true needs the wandb package: pip install "
                           "'policylm[wandb]' (or pip install wandb), or drop tracking.wandb"
                           ) from None
-    os.environ["WANDB_MODE"] = "offline"
-    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_SILENT", "true")  # its banner, not its errors
     return wandb
 
 
@@ -87,7 +90,7 @@ def numbers(metrics: dict) -> dict[str, float]:
     for key, value in metrics.items():
         if isinstance(value, dict):
             out.update({f"{key}.{k}": v for k, v in numbers(value).items()})
-        elif isinstance(value, int | float) and math.isfinite(value):
+        elif isinstance(value, Real) and math.isfinite(value):  # numpy scalars too
             out[key] = float(value)
     return out
 
@@ -101,6 +104,14 @@ class Tracker:
         self.client: Any = None
         self.wandb: Any = None
         self.run_id = ""
+        self.failures = 0  # metrics MLflow did not take (a server that stopped answering)
+        try:
+            self._open(cfg, Path(run_dir), job, params)
+        except BaseException:
+            self.close(failed=True)  # what opened before the failure
+            raise
+
+    def _open(self, cfg: TrackingConfig, run_dir: Path, job: str, params: dict) -> None:
         info: dict[str, Any] = {"job": job}
         if cfg.wandb:
             self.wandb = start_wandb().init(
@@ -146,8 +157,14 @@ class Tracker:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, int(step))
-                                                        for k, v in values.items()])
+            try:
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, int(step))
+                                                            for k, v in values.items()])
+            except Exception as err:  # a tracking server down costs a warning, not the job
+                self.failures += 1
+                if self.failures in (1, 10, 100):
+                    log.warning("MLflow: step %s not logged (%s); %d so far, the job goes on",
+                                step, err, self.failures)
         if self.wandb is not None:
             self.wandb.log(values, step=int(step))
 
@@ -156,7 +173,8 @@ class Tracker:
             self.writer.close()
             self.writer = None
         if self.client is not None:
-            self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+            if self.run_id:
+                self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
             self.client = None
         if self.wandb is not None:
             self.wandb.finish(exit_code=1 if failed else 0)

@@ -113,6 +113,10 @@ def prepare_init(uri: str, env_id: str, env_options: dict, out: Path) -> tuple[s
         raise PolicyError(f"init={uri}: PPO starts from pytorch:// or rllib:// policies, not "
                          f"{scheme}://")
     env = FlatObsEnv({"env_id": env_id, "env_options": env_options})
+    if not hasattr(env.action_space, "n"):
+        env.close()
+        raise PolicyError(f"init={uri}: {env_id} has continuous actions ({env.action_space}); "
+                          "bc-ppo starts PPO from policies over discrete actions only")
     obs_dim, n_actions = int(np.prod(env.observation_space.shape)), int(env.action_space.n)
     if scheme == "pytorch":
         source, model_config = _torch_source(uri, make_adapter(env_id, **env_options))

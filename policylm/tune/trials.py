@@ -95,9 +95,15 @@ def train_trial(config: dict, base: dict) -> None:
     from ray import tune
 
     from policylm.platform.config import config_from_dict
-    from policylm.platform.policies.shots import pick_shots, render_shots
+    from policylm.platform.policies.shots import render_shots
     from policylm.platform.prompts import read_history, write_form
-    from policylm.platform.training.sft import SftJobConfig, build_trainer, dataset_dir, read_rows
+    from policylm.platform.training.sft import (
+        SftJobConfig,
+        build_trainer,
+        dataset_dir,
+        read_rows,
+        shots_of,
+    )
 
     torch.set_num_threads(max(1, int(base["threads"])))
     out = Path(tune.get_context().get_trial_dir())
@@ -109,8 +115,7 @@ def train_trial(config: dict, base: dict) -> None:
         (sft[section] if section else sft)[name] = value
     cfg = config_from_dict(SftJobConfig, sft)
     data = dataset_dir(cfg.dataset)
-    lead = render_shots(pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed)) \
-        if cfg.shots else ""
+    lead = render_shots(shots_of(cfg))
     train = Dataset.from_list(read_rows(data, "train", cfg.prompt_form,
                                         target_dropout=cfg.target_dropout, lead=lead))
     valid_rows = read_rows(data, "validation", cfg.prompt_form, lead=lead)

@@ -23,6 +23,9 @@ JOB = textwrap.dedent('''
 
     def main(cfg):
         print("library line before the run directory")
+        if cfg.fail == "no-run":  # a job that writes no run directory (stats only)
+            console.say("stats line", "stdout")
+            return {}
         run_dir = open_run("toy", cfg)
         stages = Stages()
         with stages("outer"):
@@ -97,3 +100,11 @@ def test_errors_reach_the_terminal_and_a_resumed_log_keeps_the_earlier_one(tmp_p
     assert "Traceback" in bug.stderr and "RuntimeError: boom" in bug.stderr
     assert f"the full log is {tmp_path / 'bug' / 'console.log'}" in bug.stderr
     assert "RuntimeError: boom" in (tmp_path / "bug" / "console.log").read_text()
+
+
+def test_a_job_without_a_run_directory_names_its_log(tmp_path):
+    proc = run(tmp_path, "fail=no-run")
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ["stats line"]
+    (log,) = tmp_path.glob("policylm-toy-*.log")
+    assert f"messages are in {log}" in proc.stderr
+    assert "library line before the run directory" in log.read_text()

@@ -106,9 +106,11 @@ def test_sources_that_do_not_fit_are_refused_by_name(tmp_path):
     skip, _ = torch_uri(tmp_path, [4, 8, 2], skip=True)
     with pytest.raises(PolicyError, match="logits differ from the source's"):
         prepare_init(skip, "CartPole-v1", {}, tmp_path / "b")
+    with pytest.raises(PolicyError, match="continuous actions"):
+        prepare_init(wrong, "Pendulum-v1", {}, tmp_path / "d")
     with pytest.raises(PolicyError, match="pytorch:// or rllib://"):
         prepare_init("file://x.pt", "CartPole-v1", {}, tmp_path / "c")
-    assert not any((tmp_path / d).exists() for d in "abc")  # nothing written for a refusal
+    assert not any((tmp_path / d).exists() for d in "abcd")  # nothing written for a refusal
 
 
 def test_init_and_the_external_method_go_together():

@@ -29,7 +29,8 @@ def test_answers_split_by_hand(text, thought, action):
 def test_the_training_answer_reads_back():
     assert answer("The pole leans right.", "right") == "The pole leans right.\nAction: right"
     assert split_answer(answer("x = 0.1, so push.", "left")) == ("x = 0.1, so push.", "left")
-    assert answer(None, "left") == answer("", "left") == "left"
+    assert answer(None, "left") == "left"  # a row played without thinking
+    assert answer("", "left") == "Action: left"  # a thinking answer with an empty thought
 
 
 def test_format_and_bc_rewards_read_the_template(cartpole):
@@ -129,3 +130,34 @@ def test_evaluate_reports_the_thoughts(engine, tmp_path):
         assert 0 <= out["no_action_rate"][label] <= out["invalid_rate"][label] <= 1
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "## Thoughts" in report and "step 0: " in report
+
+
+def test_an_adapter_trained_on_thinking_rows_thinks_unasked(cartpole, engine, tmp_path):
+    """sft records think mode with an adapter whose rows thought (rows_think reads the rows'
+    system text); its hf:// policy then thinks without mode=think; grpo refuses it by name."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from policylm.jobs.grpo import GrpoJobConfig, resolve_start
+    from policylm.platform.config import ConfigError
+    from policylm.platform.policies import policy_from_uri
+    from policylm.platform.prompts import think_system, write_form
+    from policylm.platform.training.sft import rows_think
+
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    plain = cartpole.system_text()
+    pq.write_table(pa.table({"system": [plain, plain]}), data / "train" / "a.parquet")
+    assert not rows_think(data)
+    pq.write_table(pa.table({"system": [plain, think_system(plain)]}), data / "train" / "b.parquet")
+    assert rows_think(data)
+    model = tmp_path / "model"
+    shutil.copytree(engine.model_name, model)
+    write_form(model, "chat", think=True)
+    policy = policy_from_uri(f"hf://{model}?dtype=fp32", cartpole)
+    assert policy.cfg.mode == "think" and policy.system.endswith(INSTRUCTION)
+    assert policy_from_uri(f"hf://{model}?dtype=fp32&mode=score", cartpole).cfg.mode == "score"
+    with pytest.raises(ConfigError, match="trained to think before acting"):
+        resolve_start(GrpoJobConfig(dataset=str(data), model=str(model)))

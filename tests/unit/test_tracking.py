@@ -75,3 +75,12 @@ def test_a_later_job_keeps_to_its_own_store(tmp_path, monkeypatch):
     assert tracking.mlflow_uri(TrackingConfig(), tmp_path / "run") == "http://mlflow.example:5000"
     assert tracking.mlflow_uri(TrackingConfig(mlflow_uri="sqlite:///x.db"), tmp_path) == \
         "sqlite:///x.db"
+
+
+def test_a_tracking_server_that_stops_answering_costs_a_warning(tmp_path, caplog):
+    with track(TrackingConfig(tensorboard=False), tmp_path, "sft", {}) as t:
+        t.client.log_batch = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down"))
+        t.log({"loss": 1.0}, 1)
+        t.log({"loss": 0.5}, 2)
+    assert t.failures == 2
+    assert "MLflow: step 1 not logged (down); 1 so far" in caplog.text

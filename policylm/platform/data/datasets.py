@@ -262,7 +262,7 @@ def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:
         else [None] * n
     # a step played with a thought (mode=think) trains on the thinking policy's prompt and on
     # its whole answer, the thought then "Action: <action>"
-    systems = [think_system(system) if th else system for th in thoughts]
+    systems = [system if th is None else think_system(system) for th in thoughts]
     completions = [answer(th, a) for th, a in zip(thoughts, act_text, strict=True)]
     prompts = [format_user(r, t, o) for r, t, o in zip(rtg, steps, obs_text, strict=True)]
     pairs = [training_pair("chat", sy, r, t, o, c, steps_of(h))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from textwrap import fill
+from typing import Any
 
 
 def _plt():
@@ -248,7 +249,7 @@ def plot_scores(metrics: dict, path: str | Path, title: str) -> Path:
     return _save(plt, fig, path)
 
 
-def sample_thoughts(steps: object, per_skill: int = 3, width: int = 300) -> dict[str, list]:
+def sample_thoughts(steps: Any, per_skill: int = 3, width: int = 300) -> dict[str, list]:
     """A think-mode run's first ``per_skill`` thoughts per skill label (target), from its first
     episode: ``{skill: [{"t", "thought", "action"}]}`` with each thought cut to ``width``
     characters; empty when the steps hold no thought."""

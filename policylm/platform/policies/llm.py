@@ -39,6 +39,7 @@ from policylm.platform.prompts import (
     read_form,
     read_history,
     read_lead,
+    read_mode,
     render_prefix,
     render_prompt,
     split_answer,
@@ -334,9 +335,10 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
     &max_new_tokens=n&think_tokens=n
     &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>&history=k
     &guidance=w&shots=k&shots_from=<dir>&shots_seed=s&lead_from=<dir>``
-    (the query already split into ``params``). Without ``prompt``, ``history`` and ``shots``,
-    what is recorded with the adapter (or model directory) is used: its form, its steps of
-    history, the few-shot examples it was trained with (``lead_from``: those recorded in
+    (the query already split into ``params``). Without ``prompt``, ``history``, ``shots`` and
+    ``mode``, what is recorded with the adapter (or model directory) is used: its form, its
+    steps of history, the few-shot examples it was trained with, think mode for rows that
+    thought (``lead_from``: those recorded in
     another directory, for a live adapter whose weights arrive from a learner)."""
     from policylm.platform.engines import get_engine
 
@@ -350,7 +352,7 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
     cfg = LLMPolicyConfig(
         target_return=float(params.get("target_return", 0.0)),
         adaptive=params.get("adaptive", "1").lower() in ("1", "true", "yes"),
-        mode=params.get("mode", "score"),
+        mode=params.get("mode") or read_mode(params.get("adapter"), model) or "score",
         temperature=float(params.get("temperature", 1.0)),
         max_new_tokens=int(params.get("max_new_tokens", 16)),
         think_tokens=int(params.get("think_tokens", 96)),

@@ -133,6 +133,28 @@ def dataset_dir(path: str) -> Path:
 TRAIN_COLUMNS = ["system", "target_return", "t", "observation", "completion"]
 
 
+def rows_think(data: Path) -> bool:
+    """True when some training row of the dataset in ``data`` was played with a thought (its
+    system text asks for one, ``policylm.platform.prompts.think_system``)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from policylm.platform.prompts import INSTRUCTION
+
+    for f in sorted((data / "train").glob("*.parquet")):
+        systems = pc.unique(pq.read_table(f, columns=["system"]).column("system")).to_pylist()
+        if any(s and s.endswith(INSTRUCTION) for s in systems):
+            return True
+    return False
+
+
+def shots_of(cfg: SftJobConfig) -> list:
+    """The few-shot examples every row of ``cfg``'s training holds (``shots``); none without."""
+    from policylm.platform.policies.shots import pick_shots
+
+    return pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed) if cfg.shots else []
+
+
 def to_prompt_completion(batch: Any, form: str = "chat", target_dropout: float = 0.0,
                          lead: str = "") -> Any:
     """Dataset rows (Arrow) -> TRL's prompt-completion form in the given prompt form
