@@ -139,31 +139,31 @@ def write_form(directory: str | Path, form: str, history: int = 0, lead: str = "
     Path(directory, FORM_FILE).write_text(json.dumps(record) + "\n")
 
 
-def read_mode(*directories: str | Path | None) -> str:
-    """``think`` when the first of ``directories`` that has a record was trained on rows that
-    thought before acting; empty otherwise."""
+def _first_record(*directories: str | Path | None) -> dict:
+    """The record in the first of ``directories`` that has one, or an empty one."""
     for d in directories:
         path = Path(d) / FORM_FILE if d else None
         if path is not None and path.is_file():
             try:
-                return str(json.loads(path.read_text()).get("mode", ""))
-            except (ValueError, AttributeError) as err:
+                record = json.loads(path.read_text())
+            except ValueError as err:
                 raise PromptFormError(f"{path}: unreadable record ({err})") from err
-    return ""
+            if not isinstance(record, dict):
+                raise PromptFormError(f"{path}: unreadable record (not a JSON object)")
+            return record
+    return {}
+
+
+def read_mode(*directories: str | Path | None) -> str:
+    """``think`` when the first of ``directories`` that has a record was trained on rows that
+    thought before acting; empty otherwise."""
+    return str(_first_record(*directories).get("mode", ""))
 
 
 def read_lead(*directories: str | Path | None) -> str:
     """The few-shot examples' text recorded in the first of ``directories`` that has a record
     (an adapter trained with ``shots``); empty when none does."""
-    for d in directories:
-        path = Path(d) / FORM_FILE if d else None
-        if path is not None and path.is_file():
-            try:
-                lead = json.loads(path.read_text()).get("lead", "")
-            except (ValueError, AttributeError) as err:
-                raise PromptFormError(f"{path}: unreadable record ({err})") from err
-            return str(lead)
-    return ""
+    return str(_first_record(*directories).get("lead", ""))
 
 
 def _history_record(history: int) -> dict:

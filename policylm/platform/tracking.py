@@ -71,6 +71,11 @@ def start_wandb() -> Any:
     return wandb
 
 
+def write_info(run_dir: Path, info: dict) -> None:
+    """Where a job's tracking went, as ``tracking.json`` in its run directory."""
+    (Path(run_dir) / TRACKING_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
 def flat(params: dict, prefix: str = "") -> dict[str, str]:
     """Nested settings as MLflow params: dotted keys, values as text of at most 500 chars."""
     out: dict[str, str] = {}
@@ -113,17 +118,18 @@ class Tracker:
 
     def _open(self, cfg: TrackingConfig, run_dir: Path, job: str, params: dict) -> None:
         info: dict[str, Any] = {"job": job}
+        name = f"{job}:{run_dir.name}"
         if cfg.wandb:
             self.wandb = start_wandb().init(
-                mode="offline", project=cfg.experiment, dir=str(Path(run_dir).resolve()),
-                name=f"{job}:{Path(run_dir).name}", config=flat(params), job_type=job)
+                mode="offline", project=cfg.experiment, dir=str(run_dir.resolve()), name=name,
+                config=flat(params), job_type=job)
             info["wandb"] = {"dir": str(Path(self.wandb.dir).parent), "mode": "offline",
                              "project": cfg.experiment}
         if cfg.tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            info["tensorboard"] = str((Path(run_dir) / "tensorboard").resolve())
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            info["tensorboard"] = str((run_dir / "tensorboard").resolve())
         if cfg.mlflow:
             from mlflow import MlflowClient
             from mlflow.entities import Param
@@ -133,9 +139,9 @@ class Tracker:
             found = self.client.get_experiment_by_name(cfg.experiment)
             experiment = (found.experiment_id if found is not None
                           else self.client.create_experiment(cfg.experiment))
-            run = self.client.create_run(experiment, run_name=f"{job}:{Path(run_dir).name}",
+            run = self.client.create_run(experiment, run_name=name,
                                          tags={"policylm.job": job,
-                                               "policylm.run_dir": str(Path(run_dir).resolve())})
+                                               "policylm.run_dir": str(run_dir.resolve())})
             self.run_id = run.info.run_id
             items = [Param(k, v) for k, v in flat(params).items()]
             for i in range(0, len(items), 100):  # MLflow takes 100 params per batch
@@ -143,7 +149,7 @@ class Tracker:
             info["mlflow"] = {"uri": uri, "experiment": cfg.experiment,
                               "experiment_id": experiment, "run_id": self.run_id}
         self.info = info
-        (Path(run_dir) / TRACKING_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        write_info(run_dir, info)
 
     def log(self, metrics: dict, step: int) -> None:
         """Log the finite numbers of ``metrics`` at ``step``."""

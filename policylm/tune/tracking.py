@@ -7,11 +7,17 @@ and with ``tracking.wandb`` one offline W&B run per trial (:func:`wandb_callback
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from policylm.platform.tracking import TRACKING_FILE, TrackingConfig, mlflow_uri, start_wandb
+from policylm.platform.tracking import (
+    TrackingConfig,
+    flat,
+    mlflow_uri,
+    numbers,
+    start_wandb,
+    write_info,
+)
 
 
 def tune_callbacks(cfg: TrackingConfig, run_dir: Path, job: str) -> list[Any]:
@@ -32,7 +38,7 @@ def tune_callbacks(cfg: TrackingConfig, run_dir: Path, job: str) -> list[Any]:
         callbacks.append(wandb_callback(cfg.experiment, Path(run_dir), job))
         info["wandb"] = {"dir": str((Path(run_dir) / "wandb").resolve()), "mode": "offline",
                          "project": cfg.experiment, "runs": "one per trial"}
-    (Path(run_dir) / TRACKING_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_info(run_dir, info)
     return callbacks
 
 
@@ -42,8 +48,6 @@ def wandb_callback(project: str, run_dir: Path, job: str) -> Any:
     returns; in offline mode that lost a trial's records now and then (a run file of its header
     only), so the runs live here instead, where nothing is killed under them."""
     from ray.tune import Callback
-
-    from policylm.platform.tracking import flat, numbers
 
     wandb = start_wandb()
 

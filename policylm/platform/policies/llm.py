@@ -337,9 +337,9 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
     &guidance=w&shots=k&shots_from=<dir>&shots_seed=s&lead_from=<dir>``
     (the query already split into ``params``). Without ``prompt``, ``history``, ``shots`` and
     ``mode``, what is recorded with the adapter (or model directory) is used: its form, its
-    steps of history, the few-shot examples it was trained with, think mode for rows that
-    thought (``lead_from``: those recorded in
-    another directory, for a live adapter whose weights arrive from a learner)."""
+    steps of history, the few-shot examples it was trained with (``lead_from``: those recorded
+    in another directory, for a live adapter whose weights arrive from a learner), think mode
+    for rows that thought."""
     from policylm.platform.engines import get_engine
 
     known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",

@@ -226,7 +226,7 @@ class EpisodeRunner:
         if self.adapter.save_state is not None:
             cols[tr.ENV_STATE] = ep.env_state
         cols[tr.POLICY_VERSION] = const(self.version)
-        cols[tr.THOUGHT] = ep.thought if len(ep.thought) == n else const(None)
+        cols[tr.THOUGHT] = ep.thought
         return pa.table(cols, schema=self.schema)
 
     @property
