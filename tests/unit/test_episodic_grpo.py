@@ -158,11 +158,84 @@ def test_subsample_keeps_rows_aligned():
     from policylm.platform.training.episodic_grpo import StepBatch, subsample
 
     batch = StepBatch([f"p{i}" for i in range(10)], list(range(10)), [float(i) for i in range(10)],
-                      3, 1)
+                      3, 1, versions=[i % 3 for i in range(10)])
     assert subsample(batch, 0, 0) is batch and subsample(batch, 10, 0) is batch
     small = subsample(batch, 4, seed=1)
     assert len(small.prompts) == 4 and len(set(small.chosen)) == 4
     assert all(p == f"p{c}" and a == float(c) for p, c, a in
                zip(small.prompts, small.chosen, small.advantages, strict=True))
     assert (small.groups, small.filtered_groups, small.completions) == (3, 1, [])
+    assert small.versions == [c % 3 for c in small.chosen]
     assert small.chosen == sorted(small.chosen)  # episode order kept
+
+
+def test_batch_carries_the_weight_version_of_each_step(cartpole):
+    steps = steps_table([("a1", 7, [1, 1], [1, 0]), ("a2", 7, [1], [0])])
+    steps = steps.append_column(tr.POLICY_VERSION, pa.array([3, 3, 2], pa.int64()))
+    assert build_batch(steps, cartpole, "compact", Compact(), target=10).versions == [3, 3, 2]
+    unknown = steps.set_column(steps.schema.get_field_index(tr.POLICY_VERSION), tr.POLICY_VERSION,
+                               pa.array([3, None, 2], pa.int64()))
+    with pytest.raises(ValueError, match="1 steps carry no weight version"):
+        build_batch(unknown, cartpole, "compact", Compact(), target=10)
+
+
+def test_importance_weights_of_stale_steps_by_hand(learner):
+    """Steps played by an older version are weighted min(exp(proximal - behaviour), cap), the
+    behaviour log-probability under the weights that played them (kept by the learner); the
+    current weights are back afterwards, and the learner refuses steps older than its cap."""
+    from policylm.platform.training.episodic_grpo import StepBatch
+
+    learner.max_staleness, learner.max_weight = 1, 1.3
+    prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->", "R=20 t=3 x=1 v=0 a=0 w=1 ->"] * 2
+    chosen = [1, 0, 0, 1]
+    with torch.no_grad():
+        v0 = learner.action_logps(prompts, chosen)  # version 0 plays these
+    stats = learner.update(StepBatch(prompts, chosen, [1.0, 1.0, -1.0, -1.0], 1, 0,
+                                     versions=[0] * 4))
+    assert learner.version == 1 and stats["staleness"] == 0.0
+    assert stats["importance_weight"] == 1.0 and stats["weight_truncated"] == 0.0
+    with torch.no_grad():
+        v1 = learner.action_logps(prompts, chosen)
+        stale = StepBatch(prompts, chosen, [1.0] * 4, 1, 0, versions=[0, 1, 0, 1])
+        got = learner.importance_weights(stale, v1)
+        after = learner.action_logps(prompts, chosen)
+    want = [min(float(torch.exp(v1[0] - v0[0])), 1.3), 1.0,
+            min(float(torch.exp(v1[2] - v0[2])), 1.3), 1.0]
+    assert not torch.allclose(v0, v1)  # the update moved the policy: weights differ from 1
+    assert got.tolist() == pytest.approx(want, rel=1e-5)
+    assert torch.equal(after, v1)  # the current weights were put back exactly
+    stats = learner.update(stale)
+    assert stats["staleness"] == 0.5 and stats["importance_weight"] == pytest.approx(
+        sum(want) / 4, rel=1e-5)
+    assert stats["weight_truncated"] == sum(w == 1.3 for w in want) / 4
+    assert learner.version == 2 and sorted(learner.snapshots) == [1]  # version 0 is past the cap
+    with pytest.raises(ValueError, match=r"version\(s\) \[0\].*trains only on versions 1..2"):
+        learner.update(stale)
+    assert learner.version == 2  # a refused batch changes nothing
+
+
+def test_unchanged_weights_give_weight_one(learner):
+    """An update that trained nothing leaves the weights as they were: the steps its version
+    played are weighted exactly 1 by the next (the correction adds nothing when none is due)."""
+    from policylm.platform.training.episodic_grpo import StepBatch
+
+    learner.max_staleness = 2
+    prompts, chosen = ["R=500 t=0 x=0 v=0 a=0 w=0 ->"] * 2, [0, 1]
+    assert learner.update(StepBatch([], [], [], 1, 1))["rows"] == 0
+    with torch.no_grad():
+        now = learner.action_logps(prompts, chosen)
+        weight = learner.importance_weights(StepBatch(prompts, chosen, [1.0, -1.0], 1, 0,
+                                                      versions=[0, 0]), now)
+    assert weight.tolist() == [1.0, 1.0]
+
+
+def test_fresh_episodes_keep_versions_within_the_cap():
+    from policylm.jobs.grpo_episodes import fresh_episodes
+
+    steps = steps_table([(e, 1, [1, 1], [0, 1]) for e in "abcde"])
+    steps = steps.append_column(tr.POLICY_VERSION, pa.array(
+        [0, 0, 1, 1, 2, 2, None, None, 3, 3], pa.int64()))
+    kept, dropped = fresh_episodes(steps, version=2, max_staleness=1)
+    assert sorted(set(kept.column(tr.EPISODE_ID).to_pylist())) == ["b", "c"] and dropped == 3
+    kept, dropped = fresh_episodes(steps, version=2)  # synchronous: its own version only
+    assert set(kept.column(tr.EPISODE_ID).to_pylist()) == {"c"} and dropped == 4

@@ -29,6 +29,18 @@ def test_clipped_loss_by_hand():
     assert stats["clip_fraction"] == pytest.approx(3 / 4)  # ratios 1.5, 1.5, .5 are outside
     masked, _ = clipped_loss(new, old, adv, mask=torch.tensor([1, 0, 1, 0]))
     assert float(masked) == pytest.approx(-(1.2 + 2) / 2)
+    # importance weights scale each term (steps another policy played)
+    weighted, _ = clipped_loss(new, old, adv, weight=torch.tensor([2.0, 0.5, 1.0, 0.0]))
+    assert float(weighted) == pytest.approx(-(2 * 1.2 - 0.5 * 1.5 + 2 + 0) / 4)
+
+
+def test_importance_weight_is_a_constant_of_the_gradient():
+    new = torch.log(torch.tensor([1.0, 1.0])).requires_grad_()
+    weight = torch.tensor([3.0, 0.5], requires_grad=True)
+    loss, _ = clipped_loss(new, torch.zeros(2), torch.tensor([1.0, 1.0]), weight=weight)
+    loss.backward()
+    # d/dnew of -(w * exp(new)) / 2 at new = 0 is -w / 2; nothing flows into the weight
+    assert new.grad.tolist() == pytest.approx([-1.5, -0.25]) and weight.grad is None
 
 
 def test_kl_penalty_and_gradient():
