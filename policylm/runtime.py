@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 log = logging.getLogger("policylm")
@@ -25,6 +26,20 @@ def runtime_env() -> dict[str, Any]:
     return {"env_vars": {"TOKENIZERS_PARALLELISM": "false",
                          "PYTHONWARNINGS": "ignore::DeprecationWarning",
                          **{k: os.environ[k] for k in PASSED_ENV if k in os.environ}}}
+
+
+def passive_openmp() -> bool:
+    """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) in a
+    process whose torch threads share the cores with other busy processes (and in the Ray
+    workers it starts afterwards): spinning threads hold the cores the others need. OpenMP
+    reads the policy once, when torch is imported, so this works only before; returns whether
+    the policy is in force (one the user set is kept)."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        return os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
+    if "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
 
 
 def init_ray(num_cpus: int | None = None) -> None:

@@ -188,6 +188,7 @@ class RolloutGroup:
         self.weights: Weights | None = None
         self.counts: dict[str, dict[str, int]] = {}
         self.episodes_played = 0
+        self.closed = False  # shut down: a chunk whose actor was killed is not played again
 
     def _new_actor(self) -> Any:
         import ray
@@ -263,7 +264,7 @@ class RolloutGroup:
             try:
                 table, counts = ray.get(ready[0])
             except RayActorError:
-                if attempts[chunk.chunk_id] >= self.max_chunk_attempts:
+                if attempts[chunk.chunk_id] >= self.max_chunk_attempts or self.closed:
                     raise
                 self.actors[i] = self._new_actor()  # the old one is gone for good
                 todo.append(chunk)
@@ -297,6 +298,7 @@ class RolloutGroup:
     def shutdown(self) -> None:
         import ray
 
+        self.closed = True
         if self.local is not None:
             self.local.runner.close()
         for a in self.actors:

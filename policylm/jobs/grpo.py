@@ -76,6 +76,11 @@ class GrpoJobConfig:
     minibatch: int = field(64, doc="mode=episodes: steps per optimizer step")
     train_steps: int = field(0, doc="mode=episodes: train on at most this many steps per "
                              "iteration, drawn uniformly from the kept episodes (0: all)")
+    max_staleness: int = field(0, doc="mode=episodes: 0 plays and trains in turns; k > 0 lets "
+                               "the actors play ahead while the learner trains, with weights "
+                               "at most k updates old (needs rollout_workers >= 1)")
+    max_importance_weight: float = field(2.0, doc="mode=episodes: truncation of the "
+                                         "importance weight of steps older weights played")
     rollout_workers: int = field(2, doc="mode=episodes: rollout actors (0: in this process)")
     envs_per_worker: int = field(8, doc="mode=episodes: envs per rollout actor")
     num_workers: int = field(1, doc="Ray Train workers (mode=states)")
@@ -106,6 +111,11 @@ class GrpoJobConfig:
             require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
             require(self.iterations >= 1, "iterations", "must be >= 1")
             require(self.seeds_per_iteration >= 1, "seeds_per_iteration", "must be >= 1")
+            require(self.max_staleness >= 0, "max_staleness", "must be >= 0 (0: synchronous)")
+            require(self.max_staleness == 0 or self.rollout_workers >= 1, "max_staleness",
+                    "playing ahead needs rollout actors beside the learner: set "
+                    "rollout_workers >= 1, or max_staleness=0 to play in this process")
+            require(self.max_importance_weight >= 1, "max_importance_weight", "must be >= 1")
             return
         require(bool(self.dataset), "dataset", "give the build-dataset run directory")
         require(self.num_generations >= 2, "num_generations", "must be >= 2 (a group)")

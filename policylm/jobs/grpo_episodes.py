@@ -2,7 +2,9 @@
 of B env seeds with the current policy; the learner (``policylm.platform.training.episodic_grpo``,
 in this process) turns their group-normalised returns into advantages and updates the LoRA adapter
 with the clipped objective; the new LoRA weights reach the actors through the object store before
-the next iteration (no files on shared disk). Continuous actions are generated
+the next iteration (no files on shared disk); with ``max_staleness=k`` they play up to k
+iterations ahead while the learner trains, every episode stamped with the weight version that
+played it and the learner correcting for it. Continuous actions are generated
 (``max_completion_length`` tokens at ``temperature``) and trained token by token. Per iteration it
 logs the mean and max return, the share of groups without spread (filtered), KL, the clip fraction
 and the seconds spent in rollout, training and weight sync. Writes ``adapter/``, ``metrics.json``,
@@ -16,11 +18,15 @@ import time
 from typing import Any
 
 from policylm.jobs.common import log, open_run, settings, write_json
-from policylm.runtime import init_ray
+from policylm.runtime import init_ray, passive_openmp
 
 
 def main(cfg: Any) -> dict:
     """Run ``cfg`` (a ``GrpoJobConfig`` whose start ``policylm.jobs.grpo.main`` resolved)."""
+    if cfg.max_staleness and not passive_openmp():  # before anything imports torch
+        log.warning("torch was imported before the job started, so the learner's idle threads "
+                    "spin and slow the rollout actors beside them; set OMP_WAIT_POLICY=PASSIVE "
+                    "in the environment")
     import pyarrow as pa
     from peft import get_peft_model
 
@@ -29,9 +35,7 @@ def main(cfg: Any) -> dict:
     from policylm.platform.data import trajectories as tr
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
-    from policylm.platform.policies import with_params
     from policylm.platform.prompts import read_history, read_lead, write_form
-    from policylm.platform.rollout.runner import plan_chunks
     from policylm.platform.tracking import Tracker
     from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.training.sft import load_trainable
@@ -45,7 +49,8 @@ def main(cfg: Any) -> dict:
     if peft is not None:
         model = get_peft_model(model, peft)
     learner = EpisodicLearner(model, tokenizer, env, cfg.prompt_form, cfg.temperature, cfg.lr,
-                              cfg.epsilon, cfg.beta, cfg.minibatch)
+                              cfg.epsilon, cfg.beta, cfg.minibatch, cfg.max_staleness,
+                              cfg.max_importance_weight)
     # the actors load the base model; the learner's LoRA weights (the starting adapter's too)
     # reach them before every iteration
     base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"
@@ -54,69 +59,70 @@ def main(cfg: Any) -> dict:
         base += f"&lead_from={cfg.adapter}"
     if learner.generated:  # continuous actions: generated text, parsed by the codec
         base += f"&mode=generate&max_new_tokens={cfg.max_completion_length}&fallback=random"
-    # rollout and training take turns, so the actors may use every core while they play
-    threads = max(1, (os.cpu_count() or 1) // max(1, cfg.rollout_workers))
+    threads = actor_threads(os.cpu_count() or 1, cfg.rollout_workers, cfg.max_staleness > 0)
     spec = RolloutSpec(cfg.env_id, cfg.env_options, cfg.envs_per_worker, 1.0,
                        str(run_dir / "trajectories"), run_dir.name, torch_threads=threads)
     if cfg.rollout_workers:
         init_ray()
     tracker, finished = Tracker(cfg.tracking, run_dir, "grpo", settings(cfg)), False
     group = RolloutGroup(spec, num_workers=cfg.rollout_workers)
+    rollouts = Rollouts(group, cfg, base)
     history: list[dict] = []
+    t_start = time.perf_counter()
     try:
+        for it in range(cfg.max_staleness + 1):  # iterations 0..k play with the first weights
+            rollouts.launch(it, learner)
         for it in progress(range(cfg.iterations), desc="GRPO iterations", unit="it"):
             t0 = time.perf_counter()
-            weights, scaling = learner.lora_weights()
-            group.set_lora(weights, scaling, version=it)
+            played = rollouts.result(it)
             t1 = time.perf_counter()
-            members = [(f"it{it:04d}-g{g}", with_params(base, seed_offset=g + 1))
-                       for g in range(cfg.group_size)]
-            group.run(plan_chunks(members, cfg.seeds_per_iteration, cfg.seed + 7919 * it,
-                                  cfg.envs_per_worker, shared_seeds=True))
-            t2 = time.perf_counter()
             files = sorted((run_dir / "trajectories").glob(f"it{it:04d}-*.parquet"))
-            steps, stale = current_episodes(
-                pa.concat_tables([tr.read_trajectories(f) for f in files]), it)
+            steps, stale = fresh_episodes(
+                pa.concat_tables([tr.read_trajectories(f) for f in files]), learner.version,
+                cfg.max_staleness)
             batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return,
                                 history=steps_back, lead=lead)
             kept_steps = len(batch.prompts)
             batch = subsample(batch, cfg.train_steps, cfg.seed + it)
             stats = learner.update(batch, cfg.epochs_per_iteration)
-            t3 = time.perf_counter()
+            rollouts.launch(it + cfg.max_staleness + 1, learner)  # with the new weights
+            t2 = time.perf_counter()
             returns = tr.episode_table(steps).column("return").to_numpy()
             row = {"iteration": it, "mean_return": float(returns.mean()),
                    "mean_return_se": tr.return_stats(returns)["se"],
                    "max_return": float(returns.max()), "episodes": len(returns),
                    "groups": batch.groups, "filtered_groups": batch.filtered_groups,
                    "filtered_fraction": batch.filtered_groups / max(batch.groups, 1),
-                   "stale_episodes": stale,
+                   "stale_episodes": stale, "behaviour_version": played["version"],
+                   "staleness": stats["staleness"],
+                   "importance_weight": stats["importance_weight"],
+                   "weight_truncated": stats["weight_truncated"],
                    "steps_kept": kept_steps, "steps_trained": stats["rows"],
                    "loss": stats["loss"], "kl": stats["kl"],
-                   "clip_fraction": stats["clip_fraction"], "sync_s": round(t1 - t0, 3),
-                   "rollout_s": round(t2 - t1, 3), "train_s": round(t3 - t2, 3)}
+                   "clip_fraction": stats["clip_fraction"], "sync_s": played["sync_s"],
+                   "rollout_s": played["rollout_s"], "wait_s": round(t1 - t0, 3),
+                   "train_s": round(t2 - t1, 3), "wall_s": round(t2 - t_start, 3),
+                   # when (seconds into the loop) the episodes were played and the update ran
+                   "rollout_from_s": round(played["from"] - t_start, 3),
+                   "rollout_to_s": round(played["to"] - t_start, 3),
+                   "train_from_s": round(t1 - t_start, 3)}
             history.append(row)
             tracker.log(row, it)
-            if stats["rows"] == 0:
-                log.info("iteration %d: mean return %.1f: nothing trained (all %d groups had "
-                         "the same return in each)", it, row["mean_return"], row["groups"])
-            else:
-                log.info("iteration %d: mean return %.1f ± %.1f (max %.0f), %d/%d groups "
-                         "filtered, kl %s, clip %.3f, rollout %.1fs train %.1fs sync %.2fs", it,
-                         row["mean_return"], row["mean_return_se"] or 0.0, row["max_return"],
-                         row["filtered_groups"], row["groups"],
-                         "not computed" if row["kl"] is None else f"{row['kl']:.4f}",
-                         row["clip_fraction"], row["rollout_s"], row["train_s"], row["sync_s"])
+            log_iteration(row)
         finished = True
     finally:
-        group.shutdown()
+        rollouts.close()
         tracker.close(failed=not finished)
     adapter = run_dir / "adapter"
     learner.model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))
     write_form(adapter, cfg.prompt_form, steps_back, lead)
+    wall = history[-1]["wall_s"]
     metrics = {"mode": "episodes", "iterations": history,
                "target_return": cfg.target_return, "group_size": cfg.group_size,
-               "seeds_per_iteration": cfg.seeds_per_iteration}
+               "seeds_per_iteration": cfg.seeds_per_iteration,
+               "max_staleness": cfg.max_staleness, "wall_s": wall,
+               "iterations_per_hour": round(3600 * len(history) / wall, 2) if wall else None}
     write_json(run_dir / "metrics.json", metrics)
     from policylm.platform.evaluation.reports import plot_curves
 
@@ -129,42 +135,129 @@ def main(cfg: Any) -> dict:
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}
 
 
-def current_episodes(steps: Any, version: int) -> tuple[Any, int]:
-    """The steps of episodes played with weights ``version`` (the policy being trained), and
-    how many episodes were played with other weights and dropped."""
+def actor_threads(cores: int, workers: int, overlap: bool) -> int:
+    """Torch threads per rollout actor. Taking turns with the learner, the actors may use every
+    core while they play; overlapping, each keeps to one thread (its work is mostly the env
+    and prompts, which one thread runs as fast as two) and the learner keeps torch's default,
+    every core (measured on 2 cores: an even split doubled the update's time)."""
+    return max(1, cores // max(1, workers)) if not overlap else 1
+
+
+class Rollouts:
+    """The iterations' rollouts, played one after another in a background thread: each with
+    the weights the learner had when it was launched (version and LoRA tensors), so the job
+    launches iteration ``it + max_staleness + 1`` right after update ``it`` and the actors play
+    ahead while the learner trains (``max_staleness`` 0: launched after the update it waits
+    for, the synchronous loop)."""
+
+    def __init__(self, group: Any, cfg: Any, base: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.group, self.cfg, self.base = group, cfg, base
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grpo-rollouts")
+        self.played: dict[int, Any] = {}
+
+    def launch(self, it: int, learner: Any) -> None:
+        """Queue iteration ``it`` (past the last: nothing) with the learner's current weights."""
+        if it >= self.cfg.iterations:
+            return
+        t0 = time.perf_counter()
+        weights, scaling = learner.lora_weights()
+        self.played[it] = self.pool.submit(self._play, it, learner.version, weights, scaling,
+                                           time.perf_counter() - t0)
+
+    def result(self, it: int) -> dict:
+        """Wait for iteration ``it``'s episodes (a failure in the thread is raised here)."""
+        return self.played.pop(it).result()
+
+    def _play(self, it: int, version: int, weights: dict, scaling: float,
+              copy_s: float) -> dict:
+        from policylm.platform.policies import with_params
+        from policylm.platform.rollout.runner import plan_chunks
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self.group.set_lora(weights, scaling, version=version)
+        t1 = time.perf_counter()
+        members = [(f"it{it:04d}-g{g}", with_params(self.base, seed_offset=g + 1))
+                   for g in range(cfg.group_size)]
+        self.group.run(plan_chunks(members, cfg.seeds_per_iteration, cfg.seed + 7919 * it,
+                                   cfg.envs_per_worker, shared_seeds=True))
+        t2 = time.perf_counter()
+        return {"version": version, "sync_s": round(copy_s + t1 - t0, 3),
+                "rollout_s": round(t2 - t1, 3), "from": t1, "to": t2}
+
+    def close(self) -> None:
+        """Drop the queued rollouts, stop the actors (a rollout under way fails with them) and
+        wait for the thread."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.group.shutdown()
+        self.pool.shutdown(wait=True)
+
+
+def log_iteration(row: dict) -> None:
+    """One log line per iteration."""
+    lag = (f", weights {row['staleness']:.1f} updates old (weight {row['importance_weight']:.2f})"
+           if row["staleness"] else "")
+    if row["steps_trained"] == 0:
+        log.info("iteration %d: mean return %.1f: nothing trained (all %d groups had the same "
+                 "return in each)", row["iteration"], row["mean_return"], row["groups"])
+        return
+    log.info("iteration %d: mean return %.1f ± %.1f (max %.0f), %d/%d groups filtered, kl %s, "
+             "clip %.3f%s, rollout %.1fs train %.1fs waited %.1fs", row["iteration"],
+             row["mean_return"], row["mean_return_se"] or 0.0, row["max_return"],
+             row["filtered_groups"], row["groups"],
+             "not computed" if row["kl"] is None else f"{row['kl']:.4f}", row["clip_fraction"],
+             lag, row["rollout_s"], row["train_s"], row["wait_s"])
+
+
+def fresh_episodes(steps: Any, version: int, max_staleness: int = 0) -> tuple[Any, int]:
+    """The steps of episodes played with weights ``version - max_staleness`` .. ``version``
+    (the learner's), and how many episodes were played with other weights and dropped."""
     import pyarrow.compute as pc
 
     from policylm.platform.data import trajectories as tr
 
-    ok = pc.fill_null(pc.equal(steps.column(tr.POLICY_VERSION), version), False)
+    played = steps.column(tr.POLICY_VERSION)
+    ok = pc.fill_null(pc.and_(pc.greater_equal(played, version - max_staleness),
+                              pc.less_equal(played, version)), False)
     stale = set(steps.filter(pc.invert(ok)).column(tr.EPISODE_ID).to_pylist())
     if stale:
-        log.warning("%d episodes were played with other weights than version %d; dropped",
-                    len(stale), version)
+        log.warning("%d episodes were played with weights older than version %d (max_staleness "
+                    "%d) or unknown ones; dropped", len(stale), version - max_staleness,
+                    max_staleness)
     return steps.filter(ok), len(stale)
 
 
 def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
     """``report.md``: the budget, the return curve and one row per iteration."""
+    from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
 
     episodes = sum(h["episodes"] for h in history)
-    seconds = sum(h["rollout_s"] + h["train_s"] + h["sync_s"] for h in history)
-    from policylm.platform.evaluation.metrics import mean_se
-
+    wall = history[-1]["wall_s"]
     rows = [[h["iteration"], mean_se({"mean": h["mean_return"], "se": h["mean_return_se"]}),
              h["max_return"], f"{h['filtered_groups']}/{h['groups']}",
-             h["steps_trained"] or "0 (nothing trained)",
+             h["steps_trained"] or "0 (nothing trained)", h["behaviour_version"],
              "not computed" if h["kl"] is None else h["kl"], h["clip_fraction"],
-             h["rollout_s"], h["train_s"], h["sync_s"]] for h in history]
+             h["importance_weight"], h["rollout_s"], h["train_s"], h["wait_s"]]
+            for h in history]
+    mode = ("synchronous (the actors wait while the learner trains)" if not cfg.max_staleness
+            else f"asynchronous: the actors play up to {cfg.max_staleness} updates ahead of the "
+            "learner, whose importance weights are truncated at "
+            f"{cfg.max_importance_weight:g}")
     (run_dir / "report.md").write_text(
         f"# Episodic GRPO on {cfg.env_id}\n\nStart: `{cfg.adapter or cfg.model}`; target "
-        f"{cfg.target_return:g}, temperature {cfg.temperature:g}, lr {cfg.lr:g}.\n\nBudget: "
-        f"{len(history)} iterations x {cfg.seeds_per_iteration} seeds x {cfg.group_size} "
-        f"episodes = {episodes} episodes; {sum(h['steps_trained'] for h in history)} steps "
-        f"trained; {seconds / 60:.1f} min of rollout, training and sync.\n\n"
+        f"{cfg.target_return:g}, temperature {cfg.temperature:g}, lr {cfg.lr:g}; {mode}.\n\n"
+        f"Budget: {len(history)} iterations x {cfg.seeds_per_iteration} seeds x "
+        f"{cfg.group_size} episodes = {episodes} episodes; "
+        f"{sum(h['steps_trained'] for h in history)} steps trained; {wall / 60:.1f} min wall "
+        f"clock ({3600 * len(history) / wall:.1f} iterations per hour).\n\n"
         "![return per iteration](return_per_iteration.png)\n\n" + markdown_table(
             ["iteration", "mean return ± s.e.", "max return", "filtered groups",
-             "steps trained", "KL", "clip fraction", "rollout s", "train s", "sync s"], rows)
+             "steps trained", "played by version", "KL", "clip fraction", "importance weight",
+             "rollout s", "train s", "waited s"], rows)
         + "\n\nThe mean return is over the iteration's episodes (training seeds: each "
-        "iteration plays new ones); KL is computed only with beta > 0.\n")
+        "iteration plays new ones), played with the weights of the version shown (the "
+        "learner's version is the iteration's number); KL is computed only with beta > 0; "
+        "'waited' is the learner's time waiting for the iteration's episodes.\n")

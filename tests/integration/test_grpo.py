@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -182,8 +183,6 @@ def test_restarted_actor_plays_with_the_current_weights(ray_local, tiny_model_di
     """An actor killed mid-chunk comes back (Ray restarts it and retries the chunk) and plays
     with the weights of the current version: every episode is stamped with it, and its actions
     equal an undisturbed in-process worker's with the same weights and seeds."""
-    import pyarrow.compute as pc
-
     from policylm.actors.rollout import RolloutGroup, RolloutSpec
     from policylm.platform.data import trajectories as tr
     from policylm.platform.rollout.runner import plan_chunks
@@ -236,8 +235,6 @@ def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path,
     assert "2 iterations x 2 seeds x 3 episodes = 12 episodes" in (run / "report.md").read_text()
     assert len(list((run / "trajectories").glob("it0001-*.parquet"))) == 3
     # every episode was played with the weights of its iteration, and none was dropped
-    import pyarrow.compute as pc
-
     from policylm.platform.data import trajectories as tr
 
     for it in (0, 1):
@@ -249,5 +246,43 @@ def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path,
         assert its[it]["mean_return"] == pytest.approx(returns.mean())
         assert its[it]["max_return"] == returns.max()
     assert [i["stale_episodes"] for i in its] == [0, 0]
+    # synchronous: iteration 1 was played after update 0 ended, with its weights
+    assert its[1]["rollout_from_s"] >= its[0]["wall_s"]
+    assert [i["behaviour_version"] for i in its] == [0, 1]
+    assert [i["importance_weight"] for i in its if i["steps_trained"]] == \
+        [1.0] * sum(1 for i in its if i["steps_trained"])
     assert mlflow_history(run, "mean_return") == [(i["iteration"], i["mean_return"])
                                                   for i in its]
+
+
+def test_asynchronous_episodic_grpo_plays_ahead_with_capped_staleness(ray_local, tiny_model_dir,
+                                                                      tmp_path):
+    """max_staleness=1 with 2 rollout actors: iteration k+1 is played with the weights of
+    update k-1 while update k trains (the windows overlap), every episode of an iteration
+    carries the version that played it on both actors, and the learner weighs those steps."""
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo import main as grpo
+    from policylm.platform.config import config_from_dict
+    from policylm.platform.data import trajectories as tr
+
+    result = grpo(config_from_dict(GrpoJobConfig, {
+        "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
+        "env_options": {"max_episode_steps": 12}, "iterations": 3, "seeds_per_iteration": 2,
+        "group_size": 2, "rollout_workers": 2, "envs_per_worker": 2, "target_return": 12,
+        "lr": 1e-2, "max_staleness": 1, "out": str(tmp_path / "async")}))
+    its = result["iterations"]
+    assert result["max_staleness"] == 1 and result["iterations_per_hour"] > 0
+    assert [i["behaviour_version"] for i in its] == [0, 0, 1]
+    assert [i["stale_episodes"] for i in its] == [0, 0, 0]
+    played = tr.read_trajectories(Path(result["run_dir"]) / "trajectories")
+    for it, i in enumerate(its):  # the versions recorded in the episodes, on both actors
+        steps = played.filter(pc.starts_with(played.column(tr.EPISODE_ID), f"it{it:04d}-"))
+        assert steps.num_rows and pc.unique(steps.column(tr.POLICY_VERSION)).to_pylist() == \
+            [i["behaviour_version"]]
+        if i["steps_trained"]:
+            assert i["staleness"] == it - i["behaviour_version"]
+    # iteration 1's episodes were being played while update 0 trained
+    assert its[1]["rollout_from_s"] < its[0]["wall_s"]
+    assert its[2]["rollout_from_s"] < its[1]["wall_s"]
+    report = (Path(result["run_dir"]) / "report.md").read_text()
+    assert "asynchronous: the actors play up to 1 updates ahead" in report

@@ -1,5 +1,6 @@
 """The policylm command: fast help, unknown commands, config errors."""
 
+import os
 import subprocess
 import sys
 import time
@@ -98,3 +99,31 @@ def test_workers_get_the_users_hub_settings_and_no_others(monkeypatch):
     assert env["POLICYLM_CACHE"] == "/shared/cache"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert runtime_env()["env_vars"]["HF_HUB_OFFLINE"] == "1"
+
+
+def test_async_grpo_sets_passive_openmp_before_torch_loads(tmp_path):
+    """``policylm grpo mode=episodes max_staleness=1`` reaches the episodes job with torch not
+    yet imported, so the job's OMP_WAIT_POLICY=PASSIVE takes effect (and reaches the Ray
+    workers it starts); after torch is imported the policy cannot be set and says so."""
+    code = f"""
+import os, sys
+import policylm.jobs.grpo_episodes as episodes
+from policylm.runtime import passive_openmp
+def job(cfg):
+    print("torch loaded:", "torch" in sys.modules, "policy:", passive_openmp(),
+          os.environ.get("OMP_WAIT_POLICY"))
+    import torch
+    del os.environ["OMP_WAIT_POLICY"]
+    print("after torch:", passive_openmp(), os.environ.get("OMP_WAIT_POLICY"))
+    os.environ["OMP_WAIT_POLICY"] = "active"
+    print("user's:", passive_openmp(), os.environ["OMP_WAIT_POLICY"])
+    return {{}}
+episodes.main = job
+from policylm.cli import main
+main(["grpo", "mode=episodes", "max_staleness=1", "out={tmp_path / 'run'}", "--verbose"])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, env=env).stdout
+    assert "torch loaded: False policy: True PASSIVE" in out
+    assert "after torch: False None" in out and "user's: False active" in out
