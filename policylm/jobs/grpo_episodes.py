@@ -23,7 +23,7 @@ from policylm.runtime import init_ray, passive_openmp
 
 def main(cfg: Any) -> dict:
     """Run ``cfg`` (a ``GrpoJobConfig`` whose start ``policylm.jobs.grpo.main`` resolved)."""
-    if cfg.max_staleness and not passive_openmp():  # before anything imports torch
+    if cfg.max_staleness and "OMP_WAIT_POLICY" not in os.environ and not passive_openmp():
         log.warning("torch was imported before the job started, so the learner's idle threads "
                     "spin and slow the rollout actors beside them; set OMP_WAIT_POLICY=PASSIVE "
                     "in the environment")
@@ -85,8 +85,8 @@ def main(cfg: Any) -> dict:
             kept_steps = len(batch.prompts)
             batch = subsample(batch, cfg.train_steps, cfg.seed + it)
             stats = learner.update(batch, cfg.epochs_per_iteration)
-            rollouts.launch(it + cfg.max_staleness + 1, learner)  # with the new weights
             t2 = time.perf_counter()
+            rollouts.launch(it + cfg.max_staleness + 1, learner)  # with the new weights
             returns = tr.episode_table(steps).column("return").to_numpy()
             row = {"iteration": it, "mean_return": float(returns.mean()),
                    "mean_return_se": tr.return_stats(returns)["se"],
@@ -154,7 +154,9 @@ class Rollouts:
         from concurrent.futures import ThreadPoolExecutor
 
         self.group, self.cfg, self.base = group, cfg, base
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grpo-rollouts")
+        # in this process (no actors) the rollout plays in this thread, when launched
+        self.pool = None if group.local is not None else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="grpo-rollouts")
         self.played: dict[int, Any] = {}
 
     def launch(self, it: int, learner: Any) -> None:
@@ -163,12 +165,16 @@ class Rollouts:
             return
         t0 = time.perf_counter()
         weights, scaling = learner.lora_weights()
-        self.played[it] = self.pool.submit(self._play, it, learner.version, weights, scaling,
-                                           time.perf_counter() - t0)
+        args = (it, learner.version, weights, scaling, time.perf_counter() - t0)
+        if self.pool is None:
+            done = self._play(*args)
+            self.played[it] = lambda: done
+        else:
+            self.played[it] = self.pool.submit(self._play, *args).result
 
     def result(self, it: int) -> dict:
         """Wait for iteration ``it``'s episodes (a failure in the thread is raised here)."""
-        return self.played.pop(it).result()
+        return self.played.pop(it)()
 
     def _play(self, it: int, version: int, weights: dict, scaling: float,
               copy_s: float) -> dict:
@@ -190,9 +196,11 @@ class Rollouts:
     def close(self) -> None:
         """Drop the queued rollouts, stop the actors (a rollout under way fails with them) and
         wait for the thread."""
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
         self.group.shutdown()
-        self.pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def log_iteration(row: dict) -> None:
@@ -243,8 +251,8 @@ def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
              h["importance_weight"], h["rollout_s"], h["train_s"], h["wait_s"]]
             for h in history]
     mode = ("synchronous (the actors wait while the learner trains)" if not cfg.max_staleness
-            else f"asynchronous: the actors play up to {cfg.max_staleness} updates ahead of the "
-            "learner, whose importance weights are truncated at "
+            else f"asynchronous: the actors play with weights up to {cfg.max_staleness} updates "
+            "behind the learner's, whose importance weights are truncated at "
             f"{cfg.max_importance_weight:g}")
     (run_dir / "report.md").write_text(
         f"# Episodic GRPO on {cfg.env_id}\n\nStart: `{cfg.adapter or cfg.model}`; target "
@@ -252,7 +260,7 @@ def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
         f"Budget: {len(history)} iterations x {cfg.seeds_per_iteration} seeds x "
         f"{cfg.group_size} episodes = {episodes} episodes; "
         f"{sum(h['steps_trained'] for h in history)} steps trained; {wall / 60:.1f} min wall "
-        f"clock ({3600 * len(history) / wall:.1f} iterations per hour).\n\n"
+        f"clock ({3600 * len(history) / max(wall, 1e-9):.1f} iterations per hour).\n\n"
         "![return per iteration](return_per_iteration.png)\n\n" + markdown_table(
             ["iteration", "mean return ± s.e.", "max return", "filtered groups",
              "steps trained", "played by version", "KL", "clip fraction", "importance weight",

@@ -269,7 +269,8 @@ def test_asynchronous_episodic_grpo_plays_ahead_with_capped_staleness(ray_local,
         "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
         "env_options": {"max_episode_steps": 12}, "iterations": 3, "seeds_per_iteration": 2,
         "group_size": 2, "rollout_workers": 2, "envs_per_worker": 2, "target_return": 12,
-        "lr": 1e-2, "max_staleness": 1, "out": str(tmp_path / "async")}))
+        "lr": 1e-2, "max_staleness": 1, "epochs_per_iteration": 2,
+        "out": str(tmp_path / "async")}))
     its = result["iterations"]
     assert result["max_staleness"] == 1 and result["iterations_per_hour"] > 0
     assert [i["behaviour_version"] for i in its] == [0, 0, 1]
@@ -285,4 +286,4 @@ def test_asynchronous_episodic_grpo_plays_ahead_with_capped_staleness(ray_local,
     assert its[1]["rollout_from_s"] < its[0]["wall_s"]
     assert its[2]["rollout_from_s"] < its[1]["wall_s"]
     report = (Path(result["run_dir"]) / "report.md").read_text()
-    assert "asynchronous: the actors play up to 1 updates ahead" in report
+    assert "asynchronous: the actors play with weights up to 1 updates behind" in report

@@ -105,11 +105,16 @@ def test_update_raises_the_advantaged_action(learner):
     prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->"] * 8
     with torch.no_grad():
         p0 = learner.action_logps(prompts[:1], [1]).exp().item()
+    sent, _ = learner.lora_weights()  # as sent to rollouts that may play after the update
+    kept = {k: v.clone() for k, v in sent.items()}
     batch = StepBatch(prompts, [1] * 4 + [0] * 4, [1.0] * 4 + [-1.0] * 4, 1, 0)
     stats = learner.update(batch, epochs=3)
     with torch.no_grad():
         p1 = learner.action_logps(prompts[:1], [1]).exp().item()
     assert p1 > p0 + 0.05 and stats["rows"] == 8
+    now, _ = learner.lora_weights()
+    assert all(torch.equal(sent[k], kept[k]) for k in kept)  # a copy: the update left it be
+    assert not all(torch.equal(now[k], kept[k]) for k in kept)
 
 
 def test_generated_actions_logps_batch_and_update(tiny_model_dir):

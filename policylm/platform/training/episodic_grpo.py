@@ -333,7 +333,10 @@ class EpisodicLearner:
     def _load_lora(self, state: dict[str, Any]) -> None:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.model, state)
+        result = set_peft_model_state_dict(self.model, state)
+        unused = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if unused:  # loading is not strict: a key that did not round-trip would be skipped
+            raise RuntimeError(f"LoRA snapshot keys not loaded into the model: {unused[:3]}")
 
     def _spans(self, n: int) -> list[tuple[int, int]]:
         return [(lo, min(lo + self.minibatch, n)) for lo in range(0, n, self.minibatch)]
@@ -349,10 +352,13 @@ class EpisodicLearner:
                                  batch.completions[lo:hi])
 
     def lora_weights(self) -> tuple[dict[str, Any], float]:
-        """The adapter's LoRA tensors (CPU) and their scaling (alpha / r), for the engines."""
+        """A copy of the adapter's LoRA tensors (CPU, fp32) and their scaling (alpha / r), for
+        the engines."""
+        import torch
         from peft import get_peft_model_state_dict
 
-        state = {k: v.detach().float().cpu() for k, v in
+        # a copy, never the parameters themselves: the rollouts may read it after updates
+        state = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in
                  get_peft_model_state_dict(self.model).items()}
         cfg = self.model.peft_config["default"]
         return state, float(cfg.lora_alpha) / float(cfg.r)
