@@ -238,7 +238,8 @@ class EpisodicLearner:
         trains nothing and says so: every figure None, ``rows`` 0."""
         n = len(batch.prompts)
         lags = self._lags(batch)
-        self.snapshots[self.version] = self._lora_state()
+        if self.max_staleness:  # kept for the steps these weights will play
+            self.snapshots[self.version] = self._lora_state()
         try:
             if n == 0:  # nothing to learn from (every group without spread): nothing trained
                 return {"loss": None, "clip_fraction": None, "kl": None, "rows": 0,
@@ -312,7 +313,8 @@ class EpisodicLearner:
         stale = sorted({v for v in batch.versions if v != self.version})
         if not stale:
             return None
-        behaviour, current = proximal.clone(), self._lora_state()
+        behaviour = proximal.clone()
+        current = self.snapshots.get(self.version) or self._lora_state()  # update's copy
         try:
             for v in stale:
                 self._load_lora(self.snapshots[v])
