@@ -67,7 +67,8 @@ def test_demo_small(tmp_path, tiny_model_dir):
     assert q["highest_target"]["mean"] == tuned["targets"]["target_200"]["mean"]
     assert q["highest_target"]["bar"] == metrics["training_returns"]["median"]
     best_skill = max(s["return"]["mean"] for s in metrics["collect"]["skills"].values())
-    assert q["stretch"]["bar"] == best_skill
+    assert q["best_data"]["bar"] == best_skill
+    assert q["best_data"]["difference"] == q["highest_target"]["mean"] - best_skill
     # the adapter prompts in the form it was trained in; the untrained model in chat form
     assert read_form(str(run / "sft" / "adapter")) == cfg.sft.prompt_form
     # trained with null-target rows, evaluated with return guidance (the base model without)

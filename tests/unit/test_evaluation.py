@@ -74,24 +74,36 @@ def test_markdown_table():
 def test_demo_quality_bar_by_hand():
     from policylm.jobs.demo import quality
 
-    def ev(means, rho):
-        return {"targets": {f"target_{t}": {"target": float(t), "count": 4, "mean": m}
+    def ev(means, rho, se=10.0):
+        return {"targets": {f"target_{t}": {"target": float(t), "count": 4, "mean": m, "se": se}
                             for t, m in means.items()}, "spearman_means": rho}
 
     training = {"median": 103.5}
-    ok = quality(ev({25: 20.0, 100: 60.0, 250: 140.0, 500: 300.0}, 1.0), training, 445.4)
+    expert = {"mean": 445.0, "se": 15.0}
+    ok = quality(ev({25: 20.0, 100: 60.0, 250: 140.0, 500: 300.0}, 1.0), training, expert)
     assert ok["passed"] and ok["spearman"]["passed"] and ok["highest_target"]["passed"]
     assert ok["highest_target"]["target"] == 500.0 and ok["highest_target"]["mean"] == 300.0
-    assert not ok["stretch"]["passed"] and ok["stretch"]["best_mean"] == 300.0
-    # three targets are too few even with a perfect rank correlation
-    few = quality(ev({25: 20.0, 100: 60.0, 500: 470.0}, 1.0), training, 445.4)
-    assert not few["spearman"]["passed"] and not few["passed"] and few["stretch"]["passed"]
+    # the highest target's mean against the best skill's: 300 - 445, s.e. sqrt(10² + 15²)
+    best = ok["best_data"]
+    assert not best["passed"] and best["difference"] == -145.0 and best["bar"] == 445.0
+    assert abs(best["se"] - 18.027756) < 1e-6
+    # three targets are too few even with a perfect rank correlation; 470 at the highest
+    # target reaches the best skill's 445
+    few = quality(ev({25: 20.0, 100: 60.0, 600: 470.0}, 1.0), training, expert)
+    assert not few["spearman"]["passed"] and not few["passed"] and few["best_data"]["passed"]
+    assert few["best_data"]["difference"] == 25.0
+    # a high mean at a lower target does not count: only the highest target's mean does
+    dip = quality(ev({25: 20.0, 100: 60.0, 500: 470.0, 600: 440.0}, 0.8), training, expert)
+    assert not dip["best_data"]["passed"] and dip["best_data"]["target"] == 600.0
+    # an unknown standard error stays unknown
+    assert quality(ev({25: 20.0, 500: 470.0}, 1.0, None), training, expert)[
+        "best_data"]["se"] is None
     # the highest target below the training median fails the second criterion
-    low = quality(ev({25: 20.0, 100: 30.0, 250: 40.0, 500: 100.0}, 1.0), training, 445.4)
+    low = quality(ev({25: 20.0, 100: 30.0, 250: 40.0, 500: 100.0}, 1.0), training, expert)
     assert low["spearman"]["passed"] and not low["highest_target"]["passed"]
     assert not low["passed"]
     # a weak correlation fails the first
-    flat = quality(ev({25: 200.0, 100: 160.0, 250: 140.0, 500: 150.0}, -0.4), training, 445.4)
+    flat = quality(ev({25: 200.0, 100: 160.0, 250: 140.0, 500: 150.0}, -0.4), training, expert)
     assert not flat["spearman"]["passed"] and flat["highest_target"]["passed"]
 
 
