@@ -327,10 +327,13 @@ class EpisodicLearner:
             self._load_lora(current)
         return torch.clamp(torch.exp(proximal - behaviour), max=self.max_weight)
 
-    def _lora_state(self) -> dict[str, Any]:
+    def _lora_state(self, *to: Any) -> dict[str, Any]:
+        """A copy of the LoRA tensors (never the parameters themselves), moved or cast by
+        ``to`` (``Tensor.to``'s device and dtype) when given."""
         from peft import get_peft_model_state_dict
 
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        return {k: v.detach().to(*to, copy=True)
+                for k, v in get_peft_model_state_dict(self.model).items()}
 
     def _load_lora(self, state: dict[str, Any]) -> None:
         from peft import set_peft_model_state_dict
@@ -357,10 +360,8 @@ class EpisodicLearner:
         """A copy of the adapter's LoRA tensors (CPU, fp32) and their scaling (alpha / r), for
         the engines."""
         import torch
-        from peft import get_peft_model_state_dict
 
-        # a copy, never the parameters themselves: the rollouts may read it after updates
-        state = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in
-                 get_peft_model_state_dict(self.model).items()}
+        # a copy: the rollouts may read it after later updates
+        state = self._lora_state("cpu", torch.float32)
         cfg = self.model.peft_config["default"]
         return state, float(cfg.lora_alpha) / float(cfg.r)
