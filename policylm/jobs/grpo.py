@@ -83,6 +83,14 @@ class GrpoJobConfig:
                                          "importance weight of steps older weights played")
     rollout_workers: int = field(2, doc="mode=episodes: rollout actors (0: in this process)")
     envs_per_worker: int = field(8, doc="mode=episodes: envs per rollout actor")
+    heldout_episodes: int = field(0, doc="mode=episodes: after training, the starting and the "
+                                  "trained policy each play this many held-out env seeds (the "
+                                  "same ones) at target_return; the report gives both means and "
+                                  "their paired difference (0: none)")
+    heldout_seed: int = field(10000, doc="mode=episodes: base seed of the held-out env seeds "
+                              "(refused when one is a training seed)")
+    heldout_guidance: float = field(0.0, doc="mode=episodes: return guidance w of the held-out "
+                                    "play (0: none; see policylm evaluate)")
     num_workers: int = field(1, doc="Ray Train workers (mode=states)")
     use_gpu: bool = field(False, doc="GPU workers")
     gpus_per_worker: float = field(1.0, doc="with use_gpu: GPUs per worker (below 1: shared)")
@@ -116,6 +124,8 @@ class GrpoJobConfig:
                     "playing ahead needs rollout actors beside the learner: set "
                     "rollout_workers >= 1, or max_staleness=0 to play in this process")
             require(self.max_importance_weight >= 1, "max_importance_weight", "must be >= 1")
+            require(self.heldout_episodes >= 0, "heldout_episodes", "must be >= 0 (0: none)")
+            require(self.heldout_guidance >= 0, "heldout_guidance", "must be >= 0 (0: none)")
             return
         require(bool(self.dataset), "dataset", "give the build-dataset run directory")
         require(self.num_generations >= 2, "num_generations", "must be >= 2 (a group)")

@@ -40,11 +40,12 @@ def main(cfg: Any) -> dict:
     from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
     from policylm.platform.training.sft import load_trainable
 
+    env = make_adapter(cfg.env_id, **cfg.env_options)
+    check_heldout(cfg, env)
     steps_back = read_history(cfg.adapter or None, cfg.model)  # the adapter's, kept
     lead = read_lead(cfg.adapter or None, cfg.model)  # its few-shot examples, kept too
     run_dir = open_run("grpo", cfg).resolve()
     resolve_model(cfg.model)
-    env = make_adapter(cfg.env_id, **cfg.env_options)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
     if peft is not None:
         model = get_peft_model(model, peft)
@@ -57,8 +58,10 @@ def main(cfg: Any) -> dict:
             f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}&live=grpo&history={steps_back}")
     if lead:  # the examples the starting adapter was trained with (its weights come live)
         base += f"&lead_from={cfg.adapter}"
-    if learner.generated:  # continuous actions: generated text, parsed by the codec
-        base += f"&mode=generate&max_new_tokens={cfg.max_completion_length}&fallback=random"
+    # continuous actions: generated text, parsed by the codec
+    generate = (f"&mode=generate&max_new_tokens={cfg.max_completion_length}&fallback=random"
+                if learner.generated else "")
+    base += generate
     threads = actor_threads(os.cpu_count() or 1, cfg.rollout_workers, cfg.max_staleness > 0)
     spec = RolloutSpec(cfg.env_id, cfg.env_options, cfg.envs_per_worker, 1.0,
                        str(run_dir / "trajectories"), run_dir.name, torch_threads=threads)
@@ -130,7 +133,10 @@ def main(cfg: Any) -> dict:
                  ("max return", [(h["iteration"], h["max_return"]) for h in history], "--")],
                 run_dir / "return_per_iteration.png", "iteration", "episode return",
                 f"episodic GRPO on {cfg.env_id} (target {cfg.target_return:g})")
-    write_report(cfg, history, run_dir)
+    if cfg.heldout_episodes:
+        metrics["heldout"] = heldout_comparison(cfg, run_dir, adapter, generate)
+        write_json(run_dir / "metrics.json", metrics)
+    write_report(cfg, history, run_dir, metrics.get("heldout"))
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}
 
@@ -178,17 +184,15 @@ class Rollouts:
 
     def _play(self, it: int, version: int, weights: dict, scaling: float,
               copy_s: float) -> dict:
-        from policylm.platform.policies import with_params
-        from policylm.platform.rollout.runner import plan_chunks
+        from policylm.platform.rollout.runner import plan_groups
 
         cfg = self.cfg
         t0 = time.perf_counter()
         self.group.set_lora(weights, scaling, version=version)
         t1 = time.perf_counter()
-        members = [(f"it{it:04d}-g{g}", with_params(self.base, seed_offset=g + 1))
-                   for g in range(cfg.group_size)]
-        self.group.run(plan_chunks(members, cfg.seeds_per_iteration, cfg.seed + 7919 * it,
-                                   cfg.envs_per_worker, shared_seeds=True))
+        # one policy; a group's episodes sample apart (streams), all in batches of envs_per_worker
+        self.group.run(plan_groups(self.base, f"it{it:04d}", cfg.seeds_per_iteration,
+                                   cfg.group_size, iteration_seed(cfg, it), cfg.envs_per_worker))
         t2 = time.perf_counter()
         return {"version": version, "sync_s": round(copy_s + t1 - t0, 3),
                 "rollout_s": round(t2 - t1, 3), "from": t1, "to": t2}
@@ -201,6 +205,75 @@ class Rollouts:
         self.group.shutdown()
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+
+
+def iteration_seed(cfg: Any, it: int) -> int:
+    """The base seed of iteration ``it``'s env seeds (group ``b`` plays
+    ``derive_seed(iteration_seed, b)``)."""
+    return cfg.seed + 7919 * it
+
+
+def check_heldout(cfg: Any, env: Any) -> None:
+    """Before any work: refuse held-out env seeds that a training iteration plays, and return
+    guidance where the actions are generated (``env``'s codec lists none)."""
+    from policylm.platform.config import ConfigError
+    from policylm.platform.rollout.runner import derive_seed
+
+    if not cfg.heldout_episodes:
+        return
+    if cfg.heldout_guidance and env.codec.valid_actions is None:
+        raise ConfigError(f"heldout_guidance: {cfg.env_id}'s actions are generated, and return "
+                          "guidance contrasts the scores of listed actions; set it to 0")
+    train = {derive_seed(iteration_seed(cfg, it), e) for it in range(cfg.iterations)
+             for e in range(cfg.seeds_per_iteration)}
+    shared = train & {derive_seed(cfg.heldout_seed, e) for e in range(cfg.heldout_episodes)}
+    if shared:
+        raise ConfigError(f"heldout_seed: {cfg.heldout_seed} gives {len(shared)} env seeds that "
+                          "training also plays; choose a heldout_seed other than seed + 7919 x "
+                          "iteration")
+
+
+def heldout_comparison(cfg: Any, run_dir: Any, adapter: Any, generate: str = "") -> dict:
+    """The starting and the trained policy on the same ``heldout_episodes`` held-out env seeds
+    at ``target_return`` (``heldout/trajectories``; ``generate``: the URI options of generated
+    actions): each one's return statistics and success
+    rate, and the paired difference trained - start with its standard error."""
+    import pyarrow.compute as pc
+
+    from policylm.actors.rollout import play_policies
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.metrics import (
+        paired_difference,
+        returns_by_seed,
+        success_threshold,
+        summarize_steps,
+    )
+
+    query = (f"target_return={cfg.target_return}&temperature={cfg.temperature}"
+             f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}&guidance={cfg.heldout_guidance}"
+             + generate)
+    start = f"hf://{cfg.model}?" + (f"adapter={cfg.adapter}&" if cfg.adapter else "") + query
+    policies = [("start", start), ("trained", f"hf://{cfg.model}?adapter={adapter}&{query}")]
+    out = run_dir / "heldout"
+    play_policies(policies, cfg.env_id, cfg.env_options, cfg.heldout_episodes, out,
+                  cfg.rollout_workers, cfg.envs_per_worker, 1, cfg.heldout_seed)
+    steps = tr.read_trajectories(out / "trajectories")
+    result: dict = {"episodes": cfg.heldout_episodes, "seed": cfg.heldout_seed,
+                    "guidance": cfg.heldout_guidance, "policies": dict(policies)}
+    by_seed = {}
+    for label, _ in policies:
+        own = steps.filter(pc.equal(steps.column(tr.SKILL), label))
+        summary = summarize_steps(own, success_threshold(cfg.env_id))
+        result[label] = {k: summary.get(k) for k in ("return", "success_rate",
+                                                     "success_rate_se")}
+        by_seed[label] = returns_by_seed(tr.episode_table(own))
+    result["difference"] = paired_difference(by_seed["start"], by_seed["trained"])
+    d = result["difference"]
+    log.info("held out (%d seeds at target %g): start %.1f, trained %.1f, paired difference "
+             "%s", cfg.heldout_episodes, cfg.target_return, result["start"]["return"]["mean"],
+             result["trained"]["return"]["mean"], "unknown" if d["se"] is None
+             else f"{d['mean']:+.1f} ± {d['se']:.1f} s.e.")
+    return result
 
 
 def log_iteration(row: dict) -> None:
@@ -237,8 +310,10 @@ def fresh_episodes(steps: Any, version: int, max_staleness: int = 0) -> tuple[An
     return steps.filter(ok), len(stale)
 
 
-def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
-    """``report.md``: the budget, the return curve and one row per iteration."""
+def write_report(cfg: Any, history: list[dict], run_dir: Any,
+                 heldout: dict | None = None) -> None:
+    """``report.md``: the budget, the return curve, one row per iteration and, with ``heldout``,
+    the held-out comparison of the starting and the trained policy."""
     from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
 
@@ -268,4 +343,29 @@ def write_report(cfg: Any, history: list[dict], run_dir: Any) -> None:
         + "\n\nThe mean return is over the iteration's episodes (training seeds: each "
         "iteration plays new ones), played with the weights of the version shown (the "
         "learner's version is the iteration's number); KL is computed only with beta > 0; "
-        "'waited' is the learner's time waiting for the iteration's episodes.\n")
+        "'waited' is the learner's time waiting for the iteration's episodes.\n"
+        + heldout_section(cfg, heldout, mean_se, markdown_table))
+
+
+def heldout_section(cfg: Any, heldout: dict | None, mean_se: Any, table: Any) -> str:
+    """The report's held-out comparison (empty without one)."""
+    if not heldout:
+        return ""
+    rows = [[label, f"`{heldout['policies'][label]}`", heldout[label]["return"]["count"],
+             mean_se(heldout[label]["return"]), heldout[label]["return"].get("std"),
+             None if heldout[label].get("success_rate") is None else mean_se(
+                 {"mean": heldout[label]["success_rate"],
+                  "se": heldout[label].get("success_rate_se")}, 2)]
+            for label in ("start", "trained")]
+    d = heldout["difference"]
+    ratio = (None if d["se"] is None or d["mean"] is None else
+             "no spread" if d["se"] == 0 else f"{d['mean'] / d['se']:.1f}")
+    return (f"\n## Held out\n\nBoth policies on the same {heldout['episodes']} held-out env "
+            f"seeds (base seed {heldout['seed']}, none of them a training seed) at target "
+            f"{cfg.target_return:g}, temperature {cfg.temperature:g}, return guidance "
+            f"{heldout['guidance']:g}:\n\n" + table(
+                ["policy", "uri", "episodes", "mean return ± s.e.", "std",
+                 "success rate ± s.e."], rows)
+            + f"\n\nPaired difference trained - start over {d['pairs']} seeds: "
+            + mean_se(d)
+            + f" (difference / s.e.: {ratio}).\n")

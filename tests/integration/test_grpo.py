@@ -233,7 +233,8 @@ def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path,
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert (run / "return_per_iteration.png").is_file()
     assert "2 iterations x 2 seeds x 3 episodes = 12 episodes" in (run / "report.md").read_text()
-    assert len(list((run / "trajectories").glob("it0001-*.parquet"))) == 3
+    # the iteration's 6 episodes in chunks of envs_per_worker = 3, each played in one batch
+    assert len(list((run / "trajectories").glob("it0001-*.parquet"))) == 2
     # every episode was played with the weights of its iteration, and none was dropped
     from policylm.platform.data import trajectories as tr
 
@@ -269,7 +270,7 @@ def test_asynchronous_episodic_grpo_plays_ahead_with_capped_staleness(ray_local,
         "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
         "env_options": {"max_episode_steps": 12}, "iterations": 3, "seeds_per_iteration": 2,
         "group_size": 2, "rollout_workers": 2, "envs_per_worker": 2, "target_return": 12,
-        "lr": 1e-2, "max_staleness": 1, "epochs_per_iteration": 2,
+        "lr": 1e-2, "max_staleness": 1, "epochs_per_iteration": 2, "heldout_episodes": 3,
         "out": str(tmp_path / "async")}))
     its = result["iterations"]
     assert result["max_staleness"] == 1 and result["iterations_per_hour"] > 0
@@ -287,3 +288,19 @@ def test_asynchronous_episodic_grpo_plays_ahead_with_capped_staleness(ray_local,
     assert its[2]["rollout_from_s"] < its[1]["wall_s"]
     report = (Path(result["run_dir"]) / "report.md").read_text()
     assert "asynchronous: the actors play with weights up to 1 updates behind" in report
+    # held out: the starting and the trained policy on the same 3 seeds, none a training seed,
+    # played by the 2-actor group; the figures are those of the held-out episodes
+    held = tr.read_trajectories(Path(result["run_dir"]) / "heldout" / "trajectories")
+    episodes = tr.episode_table(held)
+    by = {label: dict(zip(*(episodes.filter(pc.equal(episodes.column(tr.SKILL), label))
+                            .column(c).to_pylist() for c in (tr.SEED, "return")), strict=True))
+          for label in ("start", "trained")}
+    assert set(by["start"]) == set(by["trained"]) and len(by["start"]) == 3
+    assert not set(by["start"]) & set(played.column(tr.SEED).to_pylist())
+    h = result["heldout"]
+    assert h["start"]["return"]["mean"] == pytest.approx(np.mean(list(by["start"].values())))
+    assert h["trained"]["return"]["mean"] == pytest.approx(np.mean(list(by["trained"].values())))
+    assert h["difference"]["pairs"] == 3 and h["difference"]["mean"] == pytest.approx(
+        np.mean([by["trained"][s] - by["start"][s] for s in by["start"]]))
+    assert "adapter=" in h["policies"]["trained"] and "adapter=" not in h["policies"]["start"]
+    assert "Paired difference trained - start over 3 seeds" in report

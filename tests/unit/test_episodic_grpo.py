@@ -244,3 +244,51 @@ def test_fresh_episodes_keep_versions_within_the_cap():
     assert sorted(set(kept.column(tr.EPISODE_ID).to_pylist())) == ["b", "c"] and dropped == 3
     kept, dropped = fresh_episodes(steps, version=2)  # synchronous: its own version only
     assert set(kept.column(tr.EPISODE_ID).to_pylist()) == {"c"} and dropped == 4
+
+
+def test_heldout_checks_refuse_training_seeds_and_guidance_of_generated_actions():
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo_episodes import check_heldout
+    from policylm.platform.config import ConfigError, config_from_dict
+    from policylm.platform.envs import make_adapter
+
+    def cfg(**kw):
+        return config_from_dict(GrpoJobConfig, {"mode": "episodes", "iterations": 3,
+                                                "heldout_episodes": 20, **kw})
+
+    cartpole = make_adapter("CartPole-v1")
+    check_heldout(cfg(), cartpole)  # 10000 is no iteration's base seed (0, 7919, 15838)
+    with pytest.raises(ConfigError, match="heldout_seed: 7919 gives 4 env seeds that training"):
+        check_heldout(cfg(heldout_seed=7919), cartpole)  # iteration 1's 4 seeds
+    check_heldout(cfg(heldout_seed=7919, heldout_episodes=0), cartpole)  # nothing held out
+    check_heldout(cfg(heldout_guidance=1.0), cartpole)
+    with pytest.raises(ConfigError, match="heldout_guidance: Pendulum-v1's actions are gen"):
+        check_heldout(cfg(env_id="Pendulum-v1", heldout_guidance=1.0),
+                      make_adapter("Pendulum-v1", box_codec="numeric"))
+    with pytest.raises(ConfigError, match="heldout_episodes: must be >= 0"):
+        cfg(heldout_episodes=-1)
+
+
+def test_heldout_report_section_by_hand():
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo_episodes import heldout_section
+    from policylm.platform.config import config_from_dict
+    from policylm.platform.evaluation.metrics import mean_se, paired_difference
+    from policylm.platform.evaluation.reports import markdown_table
+
+    start = {(s, 0): r for s, r in zip(range(4), [400.0, 300.0, 500.0, 200.0])}
+    trained = {(s, 0): r for s, r in zip(range(4), [500.0, 500.0, 500.0, 400.0])}
+    d = paired_difference(start, trained)  # differences 100, 200, 0, 200: mean 125
+    assert d["mean"] == 125.0 and d["se"] == pytest.approx(np.std([100, 200, 0, 200], ddof=1) / 2)
+    heldout = {"episodes": 4, "seed": 10000, "guidance": 0.0, "difference": d,
+               "policies": {"start": "hf://m?adapter=a", "trained": "hf://m?adapter=b"},
+               "start": {"return": tr.return_stats(start.values()), "success_rate": 0.25,
+                         "success_rate_se": 0.25},
+               "trained": {"return": tr.return_stats(trained.values()), "success_rate": 0.75,
+                           "success_rate_se": 0.25}}
+    text = heldout_section(config_from_dict(GrpoJobConfig, {"mode": "episodes"}), heldout,
+                           mean_se, markdown_table)
+    assert "same 4 held-out env seeds (base seed 10000" in text and "target 500" in text
+    assert "| 350.0 ± 64.5 |" in text and "| 475.0 ± 25.0 |" in text  # by hand
+    assert "over 4 seeds: 125.0 ± 47.9 (difference / s.e.: 2.6)" in text
+    assert heldout_section(None, None, mean_se, markdown_table) == ""

@@ -11,6 +11,7 @@ from policylm.platform.rollout.runner import (
     EpisodeRunner,
     derive_seed,
     plan_chunks,
+    plan_groups,
     read_chunk,
     write_chunk,
 )
@@ -35,6 +36,37 @@ def test_plan_is_deterministic_and_ids_unique():
     ids = [s.episode_id for c in a for s in c.specs]
     assert len(ids) == len(set(ids)) == 10
     assert a[0].specs[0].seed == derive_seed(3, 0, 0) != derive_seed(4, 0, 0)
+
+
+def test_group_plan_shares_env_seeds_and_samples_apart(cartpole):
+    """plan_groups: G episodes per env seed under one policy, each with its own sampling stream:
+    a group starts from one state, its episodes differ, and the plan replays exactly however
+    it is chunked."""
+    plan = plan_groups("random:", "it0003", 2, 3, 7, 4)
+    assert [c.chunk_id for c in plan] == ["it0003-c00000", "it0003-c00001"]
+    specs = [s for c in plan for s in c.specs]
+    assert [s.episode_id for s in specs][:4] == ["it0003-s00000-g1", "it0003-s00000-g2",
+                                                 "it0003-s00000-g3", "it0003-s00001-g1"]
+    assert [s.seed for s in specs] == [derive_seed(7, 0)] * 3 + [derive_seed(7, 1)] * 3
+    assert [s.stream for s in specs] == [1, 2, 3] * 2
+    assert specs[0].policy_seed() == derive_seed(derive_seed(7, 0), "stream", 1)
+    assert plan_chunks([("a", "random:")], 1, 7, 1)[0].specs[0].policy_seed() == \
+        derive_seed(7, 0, 0)  # stream 0: the env seed, as before
+
+    def play(chunk_size, num_envs):
+        runner = EpisodeRunner(cartpole, num_envs)
+        return pa.concat_tables([runner.run(c.specs, "r") for c in plan_groups(
+            "random:", "it0003", 2, 3, 7, chunk_size)])
+
+    steps = play(4, 4)
+    first = steps.filter(pa.compute.equal(steps.column(tr.T), 0))
+    obs = first.column(tr.OBS).to_pylist()
+    assert obs[0] == obs[1] == obs[2] != obs[3]  # a group starts from its seed's state
+    actions = [tuple(steps.filter(pa.compute.equal(steps.column(tr.EPISODE_ID), e))
+                     .column(tr.ACTION_INDEX).to_pylist()) for e in
+               first.column(tr.EPISODE_ID).to_pylist()]
+    assert len(set(actions[:3])) == 3  # ... and samples apart
+    assert steps.equals(play(6, 1))  # however chunked and batched
 
 
 def test_runner_rows_rtg_and_independence_from_batching(cartpole):

@@ -52,7 +52,7 @@ class MultiAgentRunner(EpisodeRunner):
             spec = queue.pop(0)
             obs, _ = self.envs[slot].reset(seed=spec.seed)
             for a in range(n):
-                policy.reset(slot * n + a, spec.seed * n + a)
+                policy.reset(slot * n + a, spec.policy_seed() * n + a)
             live[slot] = ([_Episode(spec, a, agent_episode_id(spec.episode_id, a))
                            for a in range(n)], list(obs))
 

@@ -26,12 +26,20 @@ from policylm.platform.policies import Policy, policy_from_uri
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """One episode to play: its id (the idempotency key), policy, skill label and env seed."""
+    """One episode to play: its id (the idempotency key), policy, skill label and env seed;
+    ``stream`` > 0 gives the policy a sampling stream of its own for that seed (the episodes
+    of a GRPO group start alike and sample apart, in one chunk)."""
 
     episode_id: str
     policy_uri: str
     skill: str
     seed: int
+    stream: int = 0
+
+    def policy_seed(self) -> int:
+        """The seed the policy's random draws start from: the env seed (stream 0), else one
+        derived from it and the stream."""
+        return self.seed if not self.stream else derive_seed(self.seed, "stream", self.stream)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,21 @@ def plan_chunks(
             part = tuple(specs[c: c + chunk_size])
             chunks.append(Chunk(f"{skill}-p{p}-c{c // chunk_size:05d}", part))
     return chunks
+
+
+def plan_groups(uri: str, label: str, groups: int, group_size: int, seed: int,
+                chunk_size: int) -> list[Chunk]:
+    """Deterministic plan of GRPO groups under one policy: ``group_size`` episodes from each of
+    ``groups`` env seeds (group ``b`` starts from ``derive_seed(seed, b)``), each episode of a
+    group with its own sampling stream (1 .. ``group_size``); episode ids
+    ``<label>-s<b>-g<stream>``, in chunks of ``chunk_size`` (``<label>-c<n>``: one chunk plays
+    in one batch per step, whichever groups it mixes)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    specs = [EpisodeSpec(f"{label}-s{b:05d}-g{g}", uri, label, derive_seed(seed, b), stream=g)
+             for b in range(groups) for g in range(1, group_size + 1)]
+    return [Chunk(f"{label}-c{c // chunk_size:05d}", tuple(specs[c: c + chunk_size]))
+            for c in range(0, len(specs), chunk_size)]
 
 
 @dataclass
@@ -162,7 +185,7 @@ class EpisodeRunner:
         def start(slot: int) -> None:
             spec = queue.pop(0)
             obs, _ = self.envs[slot].reset(seed=spec.seed)
-            policy.reset(slot, spec.seed)
+            policy.reset(slot, spec.policy_seed())
             live[slot] = (_Episode(spec), obs)
 
         for slot in range(min(len(self.envs), len(queue))):
