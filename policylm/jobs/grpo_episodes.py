@@ -236,8 +236,8 @@ def check_heldout(cfg: Any, env: Any) -> None:
 def heldout_comparison(cfg: Any, run_dir: Any, adapter: Any, generate: str = "") -> dict:
     """The starting and the trained policy on the same ``heldout_episodes`` held-out env seeds
     at ``target_return`` (``heldout/trajectories``; ``generate``: the URI options of generated
-    actions): each one's return statistics and success
-    rate, and the paired difference trained - start with its standard error."""
+    actions): each one's return statistics and success rate, and the paired difference
+    trained - start with its standard error."""
     import pyarrow.compute as pc
 
     from policylm.actors.rollout import play_policies
