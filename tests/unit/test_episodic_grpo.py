@@ -276,8 +276,8 @@ def test_heldout_report_section_by_hand():
     from policylm.platform.evaluation.metrics import mean_se, paired_difference
     from policylm.platform.evaluation.reports import markdown_table
 
-    start = {(s, 0): r for s, r in zip(range(4), [400.0, 300.0, 500.0, 200.0])}
-    trained = {(s, 0): r for s, r in zip(range(4), [500.0, 500.0, 500.0, 400.0])}
+    start = {(s, 0): r for s, r in enumerate([400.0, 300.0, 500.0, 200.0])}
+    trained = {(s, 0): r for s, r in enumerate([500.0, 500.0, 500.0, 400.0])}
     d = paired_difference(start, trained)  # differences 100, 200, 0, 200: mean 125
     assert d["mean"] == 125.0 and d["se"] == pytest.approx(np.std([100, 200, 0, 200], ddof=1) / 2)
     heldout = {"episodes": 4, "seed": 10000, "guidance": 0.0, "difference": d,
