@@ -64,8 +64,6 @@ def plan_chunks(
     ``<skill>-p<policy index>-e<episode index>`` and seeds come from :func:`derive_seed`.
     ``shared_seeds``: episode ``e`` of every policy starts from the same env seed (for
     comparing policies on the same starts)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     chunks = []
     for p, (skill, uri) in enumerate(policies):
         specs = [
@@ -73,10 +71,16 @@ def plan_chunks(
                         derive_seed(seed, e) if shared_seeds else derive_seed(seed, p, e))
             for e in range(episodes_per_policy)
         ]
-        for c in range(0, len(specs), chunk_size):
-            part = tuple(specs[c: c + chunk_size])
-            chunks.append(Chunk(f"{skill}-p{p}-c{c // chunk_size:05d}", part))
+        chunks.extend(chunked(f"{skill}-p{p}", specs, chunk_size))
     return chunks
+
+
+def chunked(prefix: str, specs: Sequence[EpisodeSpec], chunk_size: int) -> list[Chunk]:
+    """``specs`` in order, in chunks of ``chunk_size`` named ``<prefix>-c<n>``."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return [Chunk(f"{prefix}-c{c // chunk_size:05d}", tuple(specs[c: c + chunk_size]))
+            for c in range(0, len(specs), chunk_size)]
 
 
 def plan_groups(uri: str, label: str, groups: int, group_size: int, seed: int,
@@ -86,12 +90,9 @@ def plan_groups(uri: str, label: str, groups: int, group_size: int, seed: int,
     group with its own sampling stream (1 .. ``group_size``); episode ids
     ``<label>-s<b>-g<stream>``, in chunks of ``chunk_size`` (``<label>-c<n>``: one chunk plays
     in one batch per step, whichever groups it mixes)."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     specs = [EpisodeSpec(f"{label}-s{b:05d}-g{g}", uri, label, derive_seed(seed, b), stream=g)
              for b in range(groups) for g in range(1, group_size + 1)]
-    return [Chunk(f"{label}-c{c // chunk_size:05d}", tuple(specs[c: c + chunk_size]))
-            for c in range(0, len(specs), chunk_size)]
+    return chunked(label, specs, chunk_size)
 
 
 @dataclass
