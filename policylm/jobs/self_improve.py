@@ -7,7 +7,8 @@ Usage: ``policylm self-improve --config configs/crafter_self_improve.yaml``. Sta
 2. filter: ``policylm filter`` keeps the best (``filter.*``: achievements, reward, turns);
 3. dataset + sft: the kept episodes become chat rows (every kept step, target = its return to
    go) and SFT trains an adapter on them (``sft.*``);
-4. replay: the fine-tuned policy plays the same seeds;
+4. replay: the fine-tuned policy, prompted with the best trained return (``target_return``),
+   plays held-out seeds beside the base, and the training seeds;
 5. compare: ``policylm compare`` over both (achievement rate, per-achievement success,
    Crafter score, reward per step, most common actions, charts, ``eval_fn``).
 """
@@ -55,6 +56,11 @@ class SelfImproveConfig:
     sft: sft.SftJobConfig = field(factory=lambda: sft.SftJobConfig(max_steps=60, batch_size=16,
                                                                     eval_steps=0, save_steps=60),
                                   doc="SFT settings (sft.<key>; dataset and out are set here)")
+    target_return: float | None = field(
+        None, doc="the target in the tuned policy's prompt (its training rows carry their return "
+                  "to go); default: the best trained episode's return")
+    tuned_params: dict = field(factory=dict, doc="hf:// parameters for the tuned policy over the "
+                                                 "base's, e.g. {norm: sum}")
     eval_fn: str = field("", doc="module:function with your own metric for compare")
     seed: int = field(0, doc="base seed of the played episodes")
     out: str = field("", doc="run directory (default runs/self-improve-<timestamp>)")
@@ -103,14 +109,17 @@ def main(cfg: SelfImproveConfig) -> dict:
             raise ValueError("no played episode passed the filter; loosen filter.* or play "
                              "more episodes")
     with stages("dataset"):
-        where = ""
-        if f.top_k:
-            import pyarrow.parquet as pq
+        import pyarrow.parquet as pq
 
-            best = pq.read_table(run_dir / "kept" / "episodes.parquet").sort_by(
-                [("return", "descending")]).slice(0, f.top_k)
+        where = ""
+        best = pq.read_table(run_dir / "kept" / "episodes.parquet").sort_by(
+            [("return", "descending")])
+        if f.top_k:
+            best = best.slice(0, f.top_k)
             ids = ", ".join(f"'{e}'" for e in best.column("episode_id").to_pylist())
             where = f"episode_id IN ({ids})"
+        target = (cfg.target_return if cfg.target_return is not None
+                  else float(best.column("return")[0].as_py()))
         build_dataset.main(build_dataset.BuildDatasetConfig(
             trajectories=str(run_dir / "kept"), where=where, validation_fraction=0.0,
             out=str(run_dir / "dataset")))
@@ -121,7 +130,10 @@ def main(cfg: SelfImproveConfig) -> dict:
                                              model=_model_of(cfg.policy),
                                              out=str(run_dir / "sft")))
     adapter = tuned["adapter"]
-    fine = with_params(base, adapter=adapter)
+    # the rows were (return to go, state) -> action: the tuned policy is asked for the best
+    # trained return (prompted with the default target 0 it imitated episodes' idle tails)
+    fine = with_params(base, adapter=adapter, target_return=target, **cfg.tuned_params)
+    log.info("tuned policy: %s", fine)
     heldout_seed = cfg.seed + HELDOUT_SEED_OFFSET
     with stages("heldout"):  # base and tuned on seeds no episode was trained on, paired
         held = compare.main(compare.CompareConfig(
@@ -142,7 +154,8 @@ def main(cfg: SelfImproveConfig) -> dict:
         raise RuntimeError("held-out seeds overlap the training seeds")  # derived apart
     log.info("report: %s (held-out seeds); training seeds: %s",
              run_dir / "compare" / "report.md", run_dir / "compare-train" / "report.md")
-    metrics = {"kept": kept, "adapter": adapter, "heldout": held["summaries"],
+    metrics = {"kept": kept, "adapter": adapter, "tuned_policy": fine, "target_return": target,
+               "heldout": held["summaries"],
                "training_seeds": train["summaries"], "seeds": seeds,
                "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", metrics)

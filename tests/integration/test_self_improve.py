@@ -5,6 +5,7 @@ policy also replays the training seeds (reported apart)."""
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -18,7 +19,7 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
         env_id="Crafter", env_options={"length": 8}, episodes=4, heldout_episodes=3,
         num_workers=1,
         envs_per_worker=4, policy=f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact",
-        filter=FilterSettings(top_k=2),
+        filter=FilterSettings(top_k=2), tuned_params={"norm": "sum"},
         sft=SftJobConfig(max_steps=4, batch_size=8, eval_steps=0, save_steps=4,
                          logging_steps=1, dtype="fp32", prompt_form="compact"),
         out=str(tmp_path / "run")))
@@ -26,6 +27,11 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     assert out["kept"]["total_episodes"] == 4 and out["kept"]["kept"] == 4
     stats = json.loads((run / "dataset" / "stats.json").read_text())
     assert stats["episodes_kept"] == 2  # top_k of the kept
+    # the tuned policy asks for the best trained return (its rows carry their return to go)
+    returns = pq.read_table(run / "kept" / "episodes.parquet").column("return").to_pylist()
+    assert out["target_return"] == max(returns)
+    assert f"target_return={max(returns)}" in out["tuned_policy"]
+    assert "norm=sum" in out["tuned_policy"] and "adapter=" in out["tuned_policy"]
     base, tuned = out["heldout"]["base"], out["heldout"]["tuned"]
     assert base["episodes"] == tuned["episodes"] == 3
     for s in (base, tuned):
