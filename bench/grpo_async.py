@@ -58,30 +58,21 @@ def job(args: argparse.Namespace) -> None:
 
 
 def held_out(root: Path, adapters: dict[str, str], args: argparse.Namespace) -> dict:
-    """Returns of each adapter on the same held-out seeds (no latency: the text is the same)."""
-    import numpy as np
+    """Returns of each adapter on the same held-out seeds (no latency: the text is the same),
+    played by ``policylm compare``: (mean, s.e.) each, and the paired ``gap`` (the second
+    minus the first)."""
+    from policylm.jobs import compare
 
-    from policylm.actors.rollout import play_policies
-    from policylm.platform.data import trajectories as tr
-
-    uris = [(label, f"hf://{args.model}?adapter={a}&target_return=500&temperature=1.0")
-            for label, a in adapters.items()]
-    play_policies(uris, ENV_ID, {"env_kwargs": {"latency": 0.0}}, args.episodes,
-                  root / "held-out", num_workers=2, envs_per_worker=8, torch_threads=1,
-                  seed=1_000_003)
-    episodes = tr.episode_table(tr.read_trajectories(root / "held-out" / "trajectories"))
-    by = {label: {} for label in adapters}
-    for skill, seed, ret in zip(episodes.column(tr.SKILL).to_pylist(),
-                                episodes.column(tr.SEED).to_pylist(),
-                                episodes.column("return").to_pylist(), strict=True):
-        by[skill][seed] = ret
-    seeds = sorted(by["sync"])
-    returns = {k: np.array([v[s] for s in seeds]) for k, v in by.items()}
-    gap = returns["async"] - returns["sync"]
-    se = lambda x: float(x.std(ddof=1) / np.sqrt(len(x)))  # noqa: E731
-    return {"sync": (float(returns["sync"].mean()), se(returns["sync"])),
-            "async": (float(returns["async"].mean()), se(returns["async"])),
-            "gap": (float(gap.mean()), se(gap)), "episodes": len(seeds)}
+    summaries = compare.main(compare.CompareConfig(
+        inputs=[f"hf://{args.model}?adapter={a}&target_return=500&temperature=1.0"
+                for a in adapters.values()], labels=list(adapters), env_id=ENV_ID,
+        env_options={"env_kwargs": {"latency": 0.0}}, episodes=args.episodes, num_workers=2,
+        envs_per_worker=8, seed=1_000_003, out=str(root / "held-out")))["summaries"]
+    first, second = list(adapters)
+    gap = summaries[second][f"difference_vs_{first}"]
+    return {**{k: (summaries[k]["return"]["mean"], summaries[k]["return"]["se"])
+               for k in adapters},
+            "gap": (gap["mean"], gap["se"]), "episodes": gap["pairs"]}
 
 
 def steady_rate(iterations: list[dict]) -> float:

@@ -235,40 +235,27 @@ def check_heldout(cfg: Any, env: Any) -> None:
 
 def heldout_comparison(cfg: Any, run_dir: Any, adapter: Any, generate: str = "") -> dict:
     """The starting and the trained policy on the same ``heldout_episodes`` held-out env seeds
-    at ``target_return`` (``heldout/trajectories``; ``generate``: the URI options of generated
-    actions): each one's return statistics and success rate, and the paired difference
-    trained - start with its standard error."""
-    import pyarrow.compute as pc
-
-    from policylm.actors.rollout import play_policies
-    from policylm.platform.data import trajectories as tr
-    from policylm.platform.evaluation.metrics import (
-        paired_difference,
-        returns_by_seed,
-        success_threshold,
-        summarize_steps,
-    )
+    at ``target_return``, played by ``policylm compare`` (``heldout/``: its trajectories and
+    report; ``generate``: the URI options of generated actions): each one's return statistics
+    and success rate, and the paired difference trained - start with its standard error."""
+    from policylm.jobs import compare
 
     query = (f"target_return={cfg.target_return}&temperature={cfg.temperature}"
              f"&prompt={cfg.prompt_form}&dtype={cfg.dtype}&guidance={cfg.heldout_guidance}"
              + generate)
     start = f"hf://{cfg.model}?" + (f"adapter={cfg.adapter}&" if cfg.adapter else "") + query
-    policies = [("start", start), ("trained", f"hf://{cfg.model}?adapter={adapter}&{query}")]
-    out = run_dir / "heldout"
-    play_policies(policies, cfg.env_id, cfg.env_options, cfg.heldout_episodes, out,
-                  cfg.rollout_workers, cfg.envs_per_worker, 1, cfg.heldout_seed)
-    steps = tr.read_trajectories(out / "trajectories")
+    policies = {"start": start, "trained": f"hf://{cfg.model}?adapter={adapter}&{query}"}
+    summaries = compare.main(compare.CompareConfig(
+        inputs=list(policies.values()), labels=list(policies), env_id=cfg.env_id,
+        env_options=cfg.env_options, episodes=cfg.heldout_episodes,
+        num_workers=cfg.rollout_workers, envs_per_worker=cfg.envs_per_worker,
+        seed=cfg.heldout_seed, out=str(run_dir / "heldout")))["summaries"]
     result: dict = {"episodes": cfg.heldout_episodes, "seed": cfg.heldout_seed,
-                    "guidance": cfg.heldout_guidance, "policies": dict(policies)}
-    by_seed = {}
-    for label, _ in policies:
-        own = steps.filter(pc.equal(steps.column(tr.SKILL), label))
-        summary = summarize_steps(own, success_threshold(cfg.env_id))
-        result[label] = {k: summary.get(k) for k in ("return", "success_rate",
-                                                     "success_rate_se")}
-        by_seed[label] = returns_by_seed(tr.episode_table(own))
-    result["difference"] = paired_difference(by_seed["start"], by_seed["trained"])
-    d = result["difference"]
+                    "guidance": cfg.heldout_guidance, "policies": policies}
+    for label in policies:
+        result[label] = {k: summaries[label].get(k) for k in ("return", "success_rate",
+                                                              "success_rate_se")}
+    d = result["difference"] = summaries["trained"]["difference_vs_start"]
     log.info("held out (%d seeds at target %g): start %.1f, trained %.1f, paired difference "
              "%s", cfg.heldout_episodes, cfg.target_return, result["start"]["return"]["mean"],
              result["trained"]["return"]["mean"], "unknown" if d["se"] is None

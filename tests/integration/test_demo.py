@@ -109,12 +109,13 @@ def test_train_experts_on_minigrid(ray_local, tmp_path):
 def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
     """The MettaGrid workflow config at a tiny budget: scripted skills play a 6-agent arena
     (rows per agent), the dataset and SFT run, the tuned and untrained model play every target
-    with every agent counted."""
+    with every agent counted, the s.e. taken over arenas."""
     cfg = load_config(DemoConfig, Path(__file__).parents[2] / "configs" / "mettagrid_arena.yaml", [
         "env_options={num_agents: 6, hearts: 20, max_steps: 6, width: 13, height: 13}",
         "collect.episodes_per_policy=2", f"sft.model={tiny_model_dir}", "sft.max_steps=2",
         "sft.batch_size=4", "sft.dtype=fp32", "sft.max_eval_rows=8", "sft.save_steps=2",
-        "dataset.max_rows_per_skill=0", "evaluate.targets=[0, 4]", "evaluate.episodes=1",
+        "dataset.max_rows_per_skill=0", "evaluate.targets=[0, 4]", "evaluate.episodes=2",
+        "evaluate.compare_base=true",
         f"out={tmp_path / 'arena'}"])
     main(cfg)
     run = tmp_path / "arena"
@@ -126,6 +127,9 @@ def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
     assert "train_experts" not in metrics["stage_seconds"]
     for label in ("fine-tuned", "untrained"):
         counts = [t["count"] for t in metrics["evaluate"][label]["targets"].values()]
-        assert counts == [6, 6], (label, counts)  # one arena per target, 6 agents each
+        assert counts == [12, 12], (label, counts)  # two arenas per target, 6 agents each
+        for t in metrics["evaluate"][label]["targets"].values():  # s.e. over the 2 arenas
+            assert t["arenas"] == 2 and t["agent_se"] is not None
     report = (run / "report.md").read_text()
+    assert "s.e. over the 2 arenas' mean returns" in report
     assert "6 agents per episode" in report and "MettaGrid-Arena" in report

@@ -51,6 +51,27 @@ def test_target_metrics():
     assert m["spearman_means"] == pytest.approx(0.5)
 
 
+def test_target_metrics_over_arenas():
+    """Agents of one arena share its seed: the s.e. is over arena means, not agents."""
+    table = episodes([("target_0", 0), ("target_0", 2), ("target_0", 4), ("target_0", 6),
+                      ("target_4", 5), ("target_4", 5), ("target_4", 3), ("target_4", 3)])
+    table = table.set_column(table.schema.get_field_index(tr.SEED), tr.SEED,
+                             pa.array([7, 7, 8, 8, 7, 7, 8, 8], pa.int64()))
+    table = table.set_column(table.schema.get_field_index(tr.AGENT_ID), tr.AGENT_ID,
+                             pa.array([0, 1, 0, 1, 0, 1, 0, 1], pa.int32()))
+    m = target_metrics(table, [0, 4])
+    low, high = m["targets"]["target_0"], m["targets"]["target_4"]
+    # target 0: arena means 1 and 5 -> mean 3, sample std 2.828 / sqrt(2) = 2.0; over the four
+    # agents: sample std 2.582 / sqrt(4) = 1.291
+    assert low["arenas"] == 2 and low["mean"] == 3.0 and low["se"] == pytest.approx(2.0)
+    assert low["agent_se"] == pytest.approx(np.std([0, 2, 4, 6], ddof=1) / 2)
+    # target 4: arena means 5 and 3 -> s.e. 1.0
+    assert high["se"] == pytest.approx(1.0) and m["spearman_means"] == pytest.approx(1.0)
+    single = target_metrics(episodes([("target_0", 1), ("target_0", 3)]), [0])
+    assert "arenas" not in single["targets"]["target_0"]  # one agent per seed: as before
+    assert single["targets"]["target_0"]["se"] == pytest.approx(1.0)
+
+
 def test_summarize_steps():
     steps = pa.table({
         tr.RUN_ID: ["r"] * 5, tr.EPISODE_ID: ["a", "a", "a", "b", "b"], tr.ENV_ID: ["E"] * 5,

@@ -51,13 +51,24 @@ def target_metrics(episodes: pa.Table, targets: Sequence[float],
     """Per target: count, mean, its standard error, std, median, min, max of the actual return
     (and, given ``success_return``, the share of episodes reaching it with its standard error);
     Spearman correlation of target and actual over the per-target means and over all
-    episodes."""
+    episodes. Multi-agent episodes (several agents on one env seed: an arena) are not
+    independent samples: there ``se`` is the standard error over the arenas' mean returns
+    (``arenas`` of them; None under two), and ``agent_se`` the one that treats agents as
+    independent."""
     rows = episodes.to_pylist()
     per: dict[str, dict] = {}
     xs, ys, mean_x, mean_y = [], [], [], []
     for t in targets:
-        got = [r["return"] for r in rows if r[tr.SKILL] == target_label(t)]
+        mine = [r for r in rows if r[tr.SKILL] == target_label(t)]
+        got = [r["return"] for r in mine]
         stats = tr.return_stats(got)
+        arenas: dict[int, list[float]] = {}
+        for r in mine:
+            arenas.setdefault(r[tr.SEED], []).append(r["return"])
+        if any(len(v) > 1 for v in arenas.values()):
+            means = [float(np.mean(v)) for v in arenas.values()]
+            stats = {**stats, "arenas": len(means), "agent_se": stats["se"],
+                     "se": tr.return_stats(means)["se"]}
         per[target_label(t)] = {"target": float(t), **stats}
         if success_return is not None and got:
             hits = np.asarray(got) >= success_return
