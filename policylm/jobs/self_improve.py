@@ -59,8 +59,10 @@ class SelfImproveConfig:
     target_return: float | None = field(
         None, doc="the target in the tuned policy's prompt (its training rows carry their return "
                   "to go); default: the best trained episode's return")
-    tuned_params: dict = field(factory=dict, doc="hf:// parameters for the tuned policy over the "
-                                                 "base's, e.g. {norm: sum}")
+    tuned_params: dict = field(
+        factory=lambda: {"norm": "sum"},
+        doc="hf:// parameters for the tuned policy over the base's (default norm=sum: it learned "
+            "the actions' frequencies, which pmi would subtract)")
     eval_fn: str = field("", doc="module:function with your own metric for compare")
     seed: int = field(0, doc="base seed of the played episodes")
     out: str = field("", doc="run directory (default runs/self-improve-<timestamp>)")

@@ -19,7 +19,7 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
         env_id="Crafter", env_options={"length": 8}, episodes=4, heldout_episodes=3,
         num_workers=1,
         envs_per_worker=4, policy=f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact",
-        filter=FilterSettings(top_k=2), tuned_params={"norm": "sum"},
+        filter=FilterSettings(top_k=2),
         sft=SftJobConfig(max_steps=4, batch_size=8, eval_steps=0, save_steps=4,
                          logging_steps=1, dtype="fp32", prompt_form="compact"),
         out=str(tmp_path / "run")))
@@ -31,6 +31,7 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     returns = pq.read_table(run / "kept" / "episodes.parquet").column("return").to_pylist()
     assert out["target_return"] == max(returns)
     assert f"target_return={max(returns)}" in out["tuned_policy"]
+    # by default the tuned policy scores by sum (pmi would subtract the frequencies it learned)
     assert "norm=sum" in out["tuned_policy"] and "adapter=" in out["tuned_policy"]
     base, tuned = out["heldout"]["base"], out["heldout"]["tuned"]
     assert base["episodes"] == tuned["episodes"] == 3
