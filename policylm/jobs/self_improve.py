@@ -5,7 +5,7 @@ Usage: ``policylm self-improve --config configs/crafter_self_improve.yaml``. Sta
 
 1. play: the base LLM (``policy``, sampling at ``temperature``) plays ``episodes`` episodes;
 2. filter: ``policylm filter`` keeps the best (``filter.*``: achievements, reward, turns);
-3. dataset + sft: the kept episodes become chat rows (every kept step, target = its return to
+3. dataset + sft: the kept episodes become rows (every kept step, target = its return to
    go) and SFT trains an adapter on them (``sft.*``);
 4. replay: the fine-tuned policy, prompted with the best trained return (``target_return``),
    plays held-out seeds beside the base, and the training seeds;
