@@ -129,7 +129,7 @@ def _num(x: object, fmt: str = ".1f") -> str:
 def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
            evals: dict[str, dict], checks: dict | None, seconds: dict) -> str:
     """Markdown summary of the run."""
-    from policylm.platform.evaluation.metrics import mean_se
+    from policylm.platform.evaluation.metrics import arena_note, mean_se
     from policylm.platform.evaluation.reports import markdown_table
 
     lines = ["# policylm demo", "", f"Env: `{metadata['env_id']}`", ""]
@@ -172,10 +172,9 @@ def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
             for lb in labels] for k, t in zip(evals[labels[0]]["targets"], targets, strict=True)]
         rows.append(["Spearman"] + [_num(evals[lb]["spearman_means"], ".2f") for lb in labels])
         lines += [markdown_table(header, rows), ""]
-        arenas = targets[0].get("arenas")
-        if arenas:  # several agents per env seed
-            lines += [f"s.e. over the {arenas} arenas' mean returns per target (an arena's "
-                      "agents share its map: they are not independent samples).", ""]
+        note = arena_note(evals[labels[0]]["targets"])
+        if note:  # several agents per env seed
+            lines += [f"s.e.{note}.", ""]
         lines += ["![target vs actual](target_vs_actual.png)"]
     if checks is not None:
         sp, hi, bd = checks["spearman"], checks["highest_target"], checks["best_data"]

@@ -60,7 +60,7 @@ class EvaluateConfig:
 
 
 def report(cfg: EvaluateConfig, metrics: dict) -> str:
-    from policylm.platform.evaluation.metrics import mean_se
+    from policylm.platform.evaluation.metrics import arena_note, mean_se
     from policylm.platform.evaluation.reports import markdown_table, thought_section
     from policylm.platform.evaluation.videos import video_section
 
@@ -80,20 +80,13 @@ def report(cfg: EvaluateConfig, metrics: dict) -> str:
             f"Spearman(target, mean actual) = {'n/a' if rho_m is None else f'{rho_m:.3f}'}; "
             f"over episodes = {'n/a' if rho_e is None else f'{rho_e:.3f}'}. Every target plays "
             f"the same {cfg.episodes} env seeds (from seed {cfg.seed}). s.e.: standard error of "
-            "the mean" + arena_note(metrics) + ". Success: return >= "
+            "the mean" + arena_note(metrics["targets"]) + ". Success: return >= "
             f"{'n/a (give success_return)' if success is None else f'{success:g}'}; "
             "invalid-action rate n/a: the policy does not count invalid answers.\n\n"
             "![target vs actual](target_vs_actual.png)\n"
             + video_section({f"target {metrics['targets'][label]['target']:g}": v
                              for label, v in (metrics.get("videos") or {}).items()})
             + thought_section(metrics.get("thoughts") or {}))
-
-
-def arena_note(metrics: dict) -> str:
-    """How the s.e. was taken when several agents share each env seed (an arena)."""
-    arenas = [m["arenas"] for m in metrics["targets"].values() if m.get("arenas")]
-    return (f" over the {min(arenas)} arenas' mean returns per target (an arena's agents share "
-            "its map)" if arenas else "")
 
 
 def main(cfg: EvaluateConfig) -> dict:

@@ -88,6 +88,14 @@ def target_metrics(episodes: pa.Table, targets: Sequence[float],
     }
 
 
+def arena_note(per_target: dict) -> str:
+    """`` over the N arenas' mean returns per target (...)`` when :func:`target_metrics` took
+    its s.e. over arenas (several agents per env seed), else ``""``: the words after "s.e."."""
+    arenas = [m["arenas"] for m in per_target.values() if m.get("arenas")]
+    return (f" over the {min(arenas)} arenas' mean returns per target (an arena's agents share "
+            "its map: they are not independent samples)" if arenas else "")
+
+
 def mean_se(stats: dict, digits: int = 1) -> str:
     """``"171.0 ± 14.2"`` (mean ± standard error) from :func:`return_stats` figures, ``n/a``
     when unknown."""
