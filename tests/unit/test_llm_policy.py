@@ -279,3 +279,28 @@ def test_few_shot_rows_and_acting_prompts_are_the_same(cartpole, engine, tmp_pat
             assert lead in trained
             policy.act([obs[t]], [0])
             policy.observe([0], [1.0])
+
+
+def test_every_episode_of_a_slot_starts_at_the_configured_target(cartpole, tiny_model_dir):
+    """One slot, three episodes: each starts from the target itself, not the target minus the
+    previous episode's last reward (CartPole pays 1 on every step, the last one too), and the
+    trajectories record the remaining target of every step."""
+    from policylm.platform.data import trajectories as tr
+
+    adapter = make_adapter("CartPole-v1", max_episode_steps=5)
+    uri = f"hf://{tiny_model_dir}?target_return=10&dtype=fp32"
+    (chunk,) = plan_chunks([("llm", uri)], 3, 0, 3)
+    table = EpisodeRunner(adapter, 1).run(chunk.specs, "r")
+    rows = table.select([tr.EPISODE_ID, tr.T, tr.TARGET_RETURN]).to_pylist()
+    assert len({r[tr.EPISODE_ID] for r in rows}) == 3
+    assert [r[tr.TARGET_RETURN] for r in rows if r[tr.T] == 0] == [10.0] * 3
+    # adaptive: 10 minus the reward earned before the step, 1 per CartPole step
+    assert all(r[tr.TARGET_RETURN] == 10.0 - r[tr.T] for r in rows)
+
+
+def test_policies_without_a_target_record_none(cartpole):
+    from policylm.platform.data import trajectories as tr
+
+    (chunk,) = plan_chunks([("random", "random:")], 2, 0, 2)
+    table = EpisodeRunner(cartpole, 1).run(chunk.specs, "r")
+    assert table.column(tr.TARGET_RETURN).null_count == table.num_rows

@@ -218,3 +218,26 @@ def test_stateless_external_policy_and_bad_class_paths(tmp_path):
     torch.save({"state_dict": {"net.weight": torch.zeros(3, 3)}}, tmp_path / "w.pt")
     with pytest.raises(PolicyError, match="do not fit"):
         policy_from_uri(uri.replace("s.pt", "w.pt"), cart)
+
+
+def test_every_arena_episode_starts_at_the_configured_target(tiny_model_dir):
+    """One env slot, three arena episodes: every agent's first step of every episode has the
+    configured target, not the target less its reward on the previous episode's last step."""
+    from policylm.platform.engines import get_engine
+    from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
+
+    adapter = make_adapter("MettaGrid-Arena", num_agents=24, hearts=250, width=19, height=19,
+                           max_steps=3)
+    policy = LLMPolicy(adapter, get_engine(tiny_model_dir, "", "hf", "fp32"),
+                       LLMPolicyConfig(target_return=5, prompt_form="compact",
+                                       temperature=100.0))
+    runner = MultiAgentRunner(adapter, num_envs=1)
+    runner.policies["llm"] = policy
+    specs = plan_chunks([("llm", "llm")], 3, 3, 3)[0].specs
+    rows = runner.run(specs, "t").select(
+        [tr.EPISODE_ID, tr.T, tr.REWARD, tr.TARGET_RETURN]).to_pylist()
+    last = max(r[tr.T] for r in rows)
+    # the case that matters: some agent earned a heart on an episode's last step
+    assert any(r[tr.REWARD] > 0 for r in rows if r[tr.T] == last)
+    firsts = [r[tr.TARGET_RETURN] for r in rows if r[tr.T] == 0]
+    assert len(firsts) == 3 * 24 and set(firsts) == {5.0}

@@ -52,6 +52,10 @@ POLICY_VERSION_FIELD = pa.field(POLICY_VERSION, pa.int64(), nullable=True)
 # for policies that act without one
 THOUGHT = "thought"
 THOUGHT_FIELD = pa.field(THOUGHT, pa.string(), nullable=True)
+# optional: the target return a return-conditioned policy acted for at the step (its remaining
+# target, with adaptive targeting); null for policies without one
+TARGET_RETURN = "target_return"
+TARGET_RETURN_FIELD = pa.field(TARGET_RETURN, pa.float64(), nullable=True)
 
 BASE_FIELDS = [
     pa.field(RUN_ID, pa.string(), nullable=False),

@@ -95,6 +95,17 @@ class MixPolicy:
         return [n if self.rngs[s].random() < self.eps else a
                 for a, n, s in zip(actions, noisy, slots, strict=True)]
 
+    def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
+        """The step's rewards, for an inner policy that keeps an adaptive target."""
+        observe = getattr(self.inner, "observe", None)
+        if observe is not None:
+            observe(slots, rewards)
+
+    @property
+    def targets(self) -> list | None:
+        """The inner policy's targets of the last step (return-conditioned inner policies)."""
+        return getattr(self.inner, "targets", None)
+
 
 class LogitsPolicy:
     """Wraps ``logits_fn(obs_batch[B, D]) -> logits[B, n]`` for a Discrete action space;

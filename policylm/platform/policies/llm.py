@@ -141,6 +141,7 @@ class LLMPolicy:
         self._ids = itertools.count()
         self.counts = {"actions": 0, "invalid": 0}
         self.thoughts: list[str | None] = []  # think mode: the last act()'s, in slot order
+        self.targets: list[float] = []  # the targets the last act()'s prompts were written with
 
     def reset(self, slot: int, seed: int) -> None:
         self.t[slot], self.earned[slot] = 0, 0.0
@@ -195,6 +196,7 @@ class LLMPolicy:
                                 [self.episodes[s] for s in slots])
         self.remember(slots, texts, targets, [d.text for d in decisions])
         self.thoughts = [d.thought for d in decisions]
+        self.targets = targets
         for s in slots:
             self.t[s] = self.t.get(s, 0) + 1
         return [d.action for d in decisions]

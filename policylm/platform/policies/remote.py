@@ -85,6 +85,7 @@ class HTTPPolicy:
         self.pending: dict[int, float] = {}
         self.started: set[int] = set()
         self.counts = {"actions": 0, "invalid": 0}
+        self.targets: list[float | None] = []  # the last act()'s, in slot order
 
     def reset(self, slot: int, seed: int) -> None:
         self.episodes[slot] = f"{uuid.uuid4().hex}-{seed}"
@@ -119,6 +120,8 @@ class HTTPPolicy:
             self.pending[s] = 0.0
             self.started.add(s)
         actions = out["actions"]
+        # the target each prompt was written with, as the server reports it
+        self.targets = [a.get("target_return") for a in actions]
         self.counts["actions"] += len(actions)
         self.counts["invalid"] += sum(not a.get("valid", True) for a in actions)
         space = self.adapter.action_space

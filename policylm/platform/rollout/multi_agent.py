@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from policylm.platform.data.trajectories import agent_episode_id
 from policylm.platform.envs import EnvAdapter
-from policylm.platform.rollout.runner import EpisodeRunner, EpisodeSpec, _Episode, policy_thoughts
+from policylm.platform.rollout.runner import EpisodeRunner, EpisodeSpec, _Episode, last_act
 
 
 class MultiAgentRunner(EpisodeRunner):
@@ -62,14 +62,17 @@ class MultiAgentRunner(EpisodeRunner):
             slots = sorted(live)
             batch = [o for s in slots for o in live[s][1]]
             actions = policy.act(batch, [s * n + a for s in slots for a in range(n)])
-            thoughts = policy_thoughts(policy, len(batch))
+            thoughts = last_act(policy, "thoughts", len(batch))
+            targets = last_act(policy, "targets", len(batch))
             rewarded: list[tuple[int, float]] = []
+            ended: list[int] = []
             for k, slot in enumerate(slots):
                 episodes, obs = live[slot]
                 mine = actions[k * n:(k + 1) * n]
-                for ep, o, act, thought in zip(episodes, obs, mine, thoughts[k * n:(k + 1) * n],
-                                               strict=True):
-                    self._record_step(ep, o, self.envs[slot], act, thought)
+                for ep, o, act, thought, target in zip(
+                        episodes, obs, mine, thoughts[k * n:(k + 1) * n],
+                        targets[k * n:(k + 1) * n], strict=True):
+                    self._record_step(ep, o, self.envs[slot], act, thought, target)
                 obs, rewards, term, trunc, _ = self.envs[slot].step(
                     np.asarray(mine, dtype=np.int64))
                 self.steps_taken += n
@@ -87,12 +90,15 @@ class MultiAgentRunner(EpisodeRunner):
                     if on_episode is not None:
                         on_episode(done[episodes[0].spec.episode_id])
                     del live[slot]
-                    if queue:
-                        start(slot)
+                    ended.append(slot)
                 else:
                     live[slot] = (episodes, list(obs))
+            # rewards first, then the ended slots' next episodes (see EpisodeRunner.run)
             if observe is not None:
                 observe([s for s, _ in rewarded], [r for _, r in rewarded])
+            for slot in ended:
+                if queue:
+                    start(slot)
         return pa.concat_tables([done[s.episode_id] for s in specs])
 
 

@@ -113,13 +113,15 @@ class _Episode:
     extras: list = field(default_factory=list)
     env_state: list = field(default_factory=list)
     thought: list = field(default_factory=list)
+    target: list = field(default_factory=list)
 
 
-def policy_thoughts(policy: Any, n: int) -> list[str | None]:
-    """The thoughts a policy wrote with its last ``act`` (think mode), one per slot; Nones for
-    policies that keep none."""
-    thoughts = getattr(policy, "thoughts", None)
-    return list(thoughts) if thoughts is not None and len(thoughts) == n else [None] * n
+def last_act(policy: Any, name: str, n: int) -> list:
+    """What a policy kept of its last ``act``, one value per slot in the call's order:
+    ``thoughts`` (think mode) or ``targets`` (the target return each prompt was written with,
+    for return-conditioned policies); Nones for policies that keep none."""
+    values = getattr(policy, name, None)
+    return list(values) if values is not None and len(values) == n else [None] * n
 
 
 class EpisodeRunner:
@@ -152,11 +154,13 @@ class EpisodeRunner:
         return self.policy(specs[0].policy_uri)
 
     def _record_step(self, ep: _Episode, obs: Any, env: Any, action: Any,
-                     thought: str | None = None) -> None:
-        """The step's observation, saved state, action and the policy's thought (think mode),
-        before the env takes it."""
+                     thought: str | None = None, target: float | None = None) -> None:
+        """The step's observation, saved state, action, the policy's thought (think mode) and
+        the target return it acted for (return-conditioned policies), before the env takes
+        it."""
         self._record_obs(ep, obs)
         ep.thought.append(thought)
+        ep.target.append(None if target is None else float(target))
         if self.adapter.save_state is not None:
             ep.env_state.append(self.adapter.save_state(env))
         codec = self.adapter.codec
@@ -195,18 +199,19 @@ class EpisodeRunner:
         while live:
             slots = sorted(live)
             actions = policy.act([live[s][1] for s in slots], slots)
-            thoughts = policy_thoughts(policy, len(slots))
-            if observe is not None:  # rewards of this step, in slot order, after stepping
-                stepped: list[tuple[int, float]] = []
-            for slot, action, thought in zip(slots, actions, thoughts, strict=True):
+            thoughts = last_act(policy, "thoughts", len(slots))
+            targets = last_act(policy, "targets", len(slots))
+            rewards: list[float] = []
+            ended: list[int] = []
+            for slot, action, thought, target in zip(slots, actions, thoughts, targets,
+                                                     strict=True):
                 ep, obs = live[slot]
-                self._record_step(ep, obs, self.envs[slot], action, thought)
+                self._record_step(ep, obs, self.envs[slot], action, thought, target)
                 obs, reward, term, trunc, info = self.envs[slot].step(action)
                 if self.adapter.info_extras is not None:
                     ep.extras.append(self.adapter.info_extras(info))
                 ep.reward.append(float(reward))
-                if observe is not None:
-                    stepped.append((slot, float(reward)))
+                rewards.append(float(reward))
                 ep.terminated.append(bool(term))
                 ep.truncated.append(bool(trunc))
                 self.steps_taken += 1
@@ -217,12 +222,16 @@ class EpisodeRunner:
                     if on_episode is not None:
                         on_episode(table)
                     del live[slot]
-                    if queue:
-                        start(slot)
+                    ended.append(slot)
                 else:
                     live[slot] = (ep, obs)
+            # the step's rewards reach the episodes that earned them, before an ended slot's
+            # next episode starts (its reset clears what the policy keeps for the slot)
             if observe is not None:
-                observe([s for s, _ in stepped], [r for _, r in stepped])
+                observe(slots, rewards)
+            for slot in ended:
+                if queue:
+                    start(slot)
         return pa.concat_tables([done_tables[s.episode_id] for s in specs])
 
     def _episode_table(self, ep: _Episode, run_id: str) -> pa.Table:
@@ -251,13 +260,14 @@ class EpisodeRunner:
             cols[tr.ENV_STATE] = ep.env_state
         cols[tr.POLICY_VERSION] = const(self.version)
         cols[tr.THOUGHT] = ep.thought
+        cols[tr.TARGET_RETURN] = ep.target
         return pa.table(cols, schema=self.schema)
 
     @property
     def schema(self) -> pa.Schema:
         """The trajectory schema with this env's extra columns."""
         return tr.trajectory_schema([tr.POLICY_VERSION_FIELD, tr.THOUGHT_FIELD,
-                                     *tr.env_fields(self.adapter)])
+                                     tr.TARGET_RETURN_FIELD, *tr.env_fields(self.adapter)])
 
     def policy_stats(self) -> dict[str, dict]:
         """``{uri: policy.stats()}`` for the policies that report statistics."""
