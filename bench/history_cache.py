@@ -53,15 +53,17 @@ def play(policy, adapter, n_envs: int, steps: int, seed: int) -> tuple[float, li
     for _ in range(steps):
         actions = policy.act(obs, slots)
         actions_taken += [int(a) for a in actions]
-        rewards = []
+        rewards, ended = [], []
         for i, a in enumerate(actions):
             o, r, term, trunc, _ = envs[i].step(a)
             rewards.append(float(r))
             if term or trunc:
                 o = envs[i].reset()[0]
-                policy.reset(i, seed + 1000 + i)
+                ended.append(i)
             obs[i] = o
-        policy.observe(slots, rewards)
+        policy.observe(slots, rewards)  # before the ended slots' new episodes start
+        for i in ended:
+            policy.reset(i, seed + 1000 + i)
     return n_envs * steps / (time.perf_counter() - t0), actions_taken
 
 
