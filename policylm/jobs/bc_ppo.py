@@ -24,6 +24,7 @@ from pathlib import Path
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.seeds import TRAIN_SEED
 from policylm.platform.tracking import TrackingConfig
 from policylm.runtime import check_shared_dir, init_ray
 
@@ -129,7 +130,7 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
         collect(CollectConfig(env_id=cfg.env_id, env_options=cfg.env_options,
                               policies=[PolicySource("demo", cfg.demo_policy)],
                               episodes_per_policy=cfg.demo_episodes, num_workers=cfg.num_workers,
-                              envs_per_worker=4, chunk_size=10, seed=10_000),
+                              envs_per_worker=4, chunk_size=10, seed=TRAIN_SEED),
                 run_dir / "demos")
     steps = tr.read_trajectories(source)
     episodes = tr.episode_table(steps)

@@ -89,7 +89,8 @@ def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) ->
     lines += [f"Frames to reach return {cfg.threshold:g} (budget {cfg.frames:,} per run), every "
               "method measured the same way: the policy's mean return (actions sampled from its "
               f"softmax) over {cfg.eval_episodes} evaluation episodes (the same env seeds each "
-              f"time), before PPO (frame 0) and every "
+              "time, in the test range: seeds 2,000,000 + 1,000 x the trial's seed + episode), "
+              "before PPO (frame 0) and every "
               f"{cfg.eval_interval or cfg.frames // 8:,} frames:", ""]
     methods = summary["methods"]
     seeds = sorted({s for m in methods.values() for s in m["seeds"]}, key=int)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from policylm.actors.rollout import play_policies
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require, resume_field
+from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -39,7 +40,9 @@ class BenchmarkConfig:
     num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
     envs_per_worker: int = field(5, doc="envs per actor, acted for in one batched engine call")
     torch_threads: int = field(1, doc="torch threads per actor (raise it with one worker)")
-    seed: int = field(20251, doc="base seed of the held-out env seeds")
+    seed: int = field(TEST_SEED, doc="base seed of the held-out env seeds (default: the test "
+                      "range, policylm.platform.seeds; 10000: the validation range, for choosing "
+                      "settings)")
     video: int = field(0, doc="episodes per task recorded as a GIF (videos/<task>.gif, linked "
                        "from report.md): the task's first seeds played again in this process")
     out: str = field("", doc="run directory (default runs/benchmark-<timestamp>)")
@@ -109,8 +112,8 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
     return (f"# Benchmark: `{cfg.policy}` on {suite.name}\n\n{per_task}\n\n"
             f"## Next to the published figures\n\n{refs}\n\n"
             f"Progression: {measure}, in percent; the overall score pools every "
-            "episode, its s.e. is BALROG's (population std / sqrt(episodes)). Env seeds from "
-            f"seed {cfg.seed}, the same for every task and every policy; "
+            "episode, its s.e. is BALROG's (population std / sqrt(episodes)). "
+            f"{describe_seeds(cfg.seed)} The same env seeds for every task and every policy; "
             + ("none of them is in the training data given (checked)." if held else
                "held out by construction (no train_data given to check against).")
             + f"\n\nProtocol: {suite.notes}\n\n![scores](scores.png)\n"

@@ -22,6 +22,7 @@ from typing import Any
 
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 
 @dataclass
@@ -44,7 +45,8 @@ class CompareConfig:
     top_actions: int = field(5, doc="most common actions listed per input")
     video: int = field(0, doc="episodes per policy-URI input recorded as a GIF "
                        "(videos/<label>.gif); run directories with videos/ are linked")
-    seed: int = field(0, doc="base seed")
+    seed: int = field(TEST_SEED, doc="base seed of the env seeds policy URIs play (default: the "
+                      "test range, policylm.platform.seeds; 10000: the validation range)")
     out: str = field("", doc="run directory (default runs/compare-<timestamp>)")
     overwrite: bool = overwrite_field()
 
@@ -152,6 +154,9 @@ def main(cfg: CompareConfig) -> dict:
                 for a in actions]
     act_table = markdown_table(["action", *labels], act_rows)
     sources = "\n".join(f"- {label}: `{s['input']}`" for label, s in summaries.items())
+    if uris:
+        sources += ("\n\nPolicy URIs play the same env seeds. "
+                    + describe_seeds(cfg.seed, cfg.episodes))
     top = "\n".join(f"- {label}: " + ", ".join(
         f"{a} {share:.0%}" for a, share in sorted(s["actions"].items(), key=lambda kv: -kv[1])
         [: cfg.top_actions]) for label, s in summaries.items())

@@ -23,6 +23,7 @@ from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.prompts import read_form
+from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 
 @dataclass
@@ -40,6 +41,9 @@ class DemoEvalConfig:
     num_workers: int = field(2, doc="rollout actors")
     envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
     compare_base: bool = field(True, doc="also evaluate the untrained model at the same targets")
+    seed: int = field(TEST_SEED, doc="base seed of the evaluation's env seeds (default: the test "
+                      "range, policylm.platform.seeds; 10000: the validation range, where the "
+                      "temperature and guidance are chosen)")
 
     def validate(self) -> None:
         require(len(self.targets) >= 1, "evaluate.targets", "give at least one target return")
@@ -171,7 +175,9 @@ def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
             f"{mean_se(evals[lb]['targets'][k])} ({_num(evals[lb]['targets'][k]['std'])})"
             for lb in labels] for k, t in zip(evals[labels[0]]["targets"], targets, strict=True)]
         rows.append(["Spearman"] + [_num(evals[lb]["spearman_means"], ".2f") for lb in labels])
-        lines += [markdown_table(header, rows), ""]
+        lines += [markdown_table(header, rows), "",
+                  "Every target plays the same env seeds. "
+                  + describe_seeds(evals[labels[0]]["seeds"]["base"]), ""]
         note = arena_note(evals[labels[0]]["targets"])
         if note:  # several agents per env seed
             lines += [f"s.e.{note}.", ""]
@@ -225,7 +231,7 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
             policy=uri, env_id=cfg.env_id, env_options=dict(cfg.env_options),
             targets=list(ev.targets), episodes=ev.episodes,
             num_workers=ev.num_workers, envs_per_worker=ev.envs_per_worker,
-            seed=cfg.collect.seed + 10_000,  # fresh seeds: not the training episodes'
+            seed=ev.seed,
             dataset=str(run_dir / "collect"), out=str(run_dir / f"evaluate-{label}")))
     return out
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from policylm.actors.rollout import play_policies
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require, resume_field
+from policylm.platform.seeds import TEST_SEED, describe_seeds, seed_range
 
 
 @dataclass
@@ -32,7 +33,9 @@ class EvaluateConfig:
     num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
     envs_per_worker: int = field(8, doc="envs per actor, acted for in one batched engine call")
     torch_threads: int = field(1, doc="torch threads per actor (raise it with one worker)")
-    seed: int = field(0, doc="base seed")
+    seed: int = field(TEST_SEED, doc="base seed of the env seeds (default: the test range, "
+                      "policylm.platform.seeds; 10000 is the validation range, for choosing "
+                      "settings)")
     success_return: float | None = field(
         None, doc="return that counts as success (default per env: CartPole-v1 475, MiniGrid "
                   "and BabyAI any positive reward; else none)")
@@ -79,8 +82,8 @@ def report(cfg: EvaluateConfig, metrics: dict) -> str:
     return (f"# Evaluation: `{cfg.policy}` on `{cfg.env_id}`\n\n{table}\n\n"
             f"Spearman(target, mean actual) = {'n/a' if rho_m is None else f'{rho_m:.3f}'}; "
             f"over episodes = {'n/a' if rho_e is None else f'{rho_e:.3f}'}. Every target plays "
-            f"the same {cfg.episodes} env seeds (from seed {cfg.seed}). s.e.: standard error of "
-            "the mean" + arena_note(metrics["targets"]) + ". Success: return >= "
+            f"the same env seeds. {describe_seeds(cfg.seed, cfg.episodes)} s.e.: standard "
+            "error of the mean" + arena_note(metrics["targets"]) + ". Success: return >= "
             f"{'n/a (give success_return)' if success is None else f'{success:g}'}; "
             "invalid-action rate n/a: the policy does not count invalid answers.\n\n"
             "![target vs actual](target_vs_actual.png)\n"
@@ -113,6 +116,7 @@ def main(cfg: EvaluateConfig) -> dict:
     success = cfg.success_return if cfg.success_return is not None \
         else success_threshold(cfg.env_id)
     metrics = target_metrics(episodes, cfg.targets, success)
+    metrics["seeds"] = {"base": cfg.seed, "range": seed_range(cfg.seed)}
     # None: the policy does not count invalid answers (scripted, network, score-mode policies
     # count 0 invalid of N, generate-mode ones their fallbacks)
     metrics["invalid_rate"] = {label: stats.get(uri, {}).get("invalid_rate")

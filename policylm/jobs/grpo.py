@@ -29,6 +29,7 @@ from policylm.jobs.common import (
 )
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.prompts import FORMS
+from policylm.platform.seeds import TEST_SEED
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.rewards import REWARDS
 from policylm.platform.training.sft import PLACEMENTS, LoraSettings, dataset_columns
@@ -87,8 +88,10 @@ class GrpoJobConfig:
                                   "trained policy each play this many held-out env seeds (the "
                                   "same ones) at target_return; the report gives both means and "
                                   "their paired difference (0: none)")
-    heldout_seed: int = field(10000, doc="mode=episodes: base seed of the held-out env seeds "
-                              "(refused when one is a training seed)")
+    heldout_seed: int = field(TEST_SEED, doc="mode=episodes: base seed of the held-out env "
+                              "seeds (default: the test range, policylm.platform.seeds; 10000: "
+                              "the validation range, for choosing settings; refused when one is "
+                              "a training seed)")
     heldout_guidance: float = field(0.0, doc="mode=episodes: return guidance w of the held-out "
                                     "play (0: none; see policylm evaluate)")
     num_workers: int = field(1, doc="Ray Train workers (mode=states)")

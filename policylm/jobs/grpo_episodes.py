@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from policylm.jobs.common import log, open_run, settings, write_json
+from policylm.platform.seeds import describe_seeds
 from policylm.runtime import init_ray, passive_openmp
 
 
@@ -347,8 +348,8 @@ def heldout_section(cfg: Any, heldout: dict | None, mean_se: Any, table: Any) ->
     d = heldout["difference"]
     ratio = (None if d["se"] is None or d["mean"] is None else
              "no spread" if d["se"] == 0 else f"{d['mean'] / d['se']:.1f}")
-    return (f"\n## Held out\n\nBoth policies on the same {heldout['episodes']} held-out env "
-            f"seeds (base seed {heldout['seed']}, none of them a training seed) at target "
+    return (f"\n## Held out\n\nBoth policies on the same held-out env seeds (none of them a "
+            f"training seed). {describe_seeds(heldout['seed'], heldout['episodes'])} Target "
             f"{cfg.target_return:g}, temperature {cfg.temperature:g}, return guidance "
             f"{heldout['guidance']:g}:\n\n" + table(
                 ["policy", "uri", "episodes", "mean return ± s.e.", "std",

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from policylm.jobs import build_dataset, sft
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
-from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.config import ConfigError, field, overwrite_field, require
+from policylm.platform.seeds import TEST_SEED, TRAIN_SEED
 from policylm.runtime import init_ray
 
 
@@ -64,7 +65,10 @@ class SelfImproveConfig:
         doc="hf:// parameters for the tuned policy over the base's (default norm=sum: it learned "
             "the actions' frequencies, which pmi would subtract)")
     eval_fn: str = field("", doc="module:function with your own metric for compare")
-    seed: int = field(0, doc="base seed of the played episodes")
+    seed: int = field(TRAIN_SEED, doc="base seed of the episodes the base plays to learn from")
+    heldout_seed: int = field(TEST_SEED, doc="base seed of the held-out episodes (default: the "
+                              "test range, policylm.platform.seeds; refused when one is a "
+                              "training seed)")
     out: str = field("", doc="run directory (default runs/self-improve-<timestamp>)")
     overwrite: bool = overwrite_field()
 
@@ -76,9 +80,6 @@ class SelfImproveConfig:
         require(self.policy.startswith("hf://"), "policy",
                 "the fine-tuned model is trained from an hf:// policy's model")
 
-
-# held-out episodes derive their seeds from seed + this, apart from the training seeds
-HELDOUT_SEED_OFFSET = 1_000_003
 
 
 def _model_of(uri: str) -> str:
@@ -136,13 +137,12 @@ def main(cfg: SelfImproveConfig) -> dict:
     # trained return (prompted with the default target 0 it imitated episodes' idle tails)
     fine = with_params(base, adapter=adapter, target_return=target, **cfg.tuned_params)
     log.info("tuned policy: %s", fine)
-    heldout_seed = cfg.seed + HELDOUT_SEED_OFFSET
     with stages("heldout"):  # base and tuned on seeds no episode was trained on, paired
         held = compare.main(compare.CompareConfig(
             inputs=[base, fine], labels=["base", "tuned"], env_id=cfg.env_id,
             env_options=cfg.env_options, episodes=cfg.heldout_episodes,
             num_workers=cfg.num_workers, envs_per_worker=cfg.envs_per_worker,
-            eval_fn=cfg.eval_fn, seed=heldout_seed, out=str(run_dir / "compare")))
+            eval_fn=cfg.eval_fn, seed=cfg.heldout_seed, out=str(run_dir / "compare")))
     with stages("replay"):  # and the training seeds, reported apart
         play_policies([("tuned", fine)], cfg.env_id, cfg.env_options, cfg.episodes,
                       run_dir / "tuned-train", cfg.num_workers, cfg.envs_per_worker, 1,
@@ -153,7 +153,8 @@ def main(cfg: SelfImproveConfig) -> dict:
     seeds = {"training": played_seeds(run_dir / "base"),
              "heldout": played_seeds(run_dir / "compare")}
     if set(seeds["training"]) & set(seeds["heldout"]):
-        raise RuntimeError("held-out seeds overlap the training seeds")  # derived apart
+        raise ConfigError(f"heldout_seed={cfg.heldout_seed} gives env seeds that the training "
+                          f"play (seed={cfg.seed}) also used; choose another heldout_seed")
     log.info("report: %s (held-out seeds); training seeds: %s",
              run_dir / "compare" / "report.md", run_dir / "compare-train" / "report.md")
     metrics = {"kept": kept, "adapter": adapter, "tuned_policy": fine, "target_return": target,

@@ -20,6 +20,7 @@ from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import ConfigError, field, overwrite_field, require
 from policylm.platform.policies import absolute_paths
 from policylm.platform.policies.uri import uri_paths
+from policylm.platform.seeds import VALIDATION_SEED
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.sft import SftJobConfig
 from policylm.runtime import check_shared_dir, check_visible, init_ray
@@ -47,7 +48,9 @@ class SweepConfig:
     env_id: str = field("CartPole-v1", doc="Gymnasium env id")
     env_options: dict = field(factory=dict, doc="options for the env adapter")
     episodes: int = field(8, doc="evaluation episodes per trial (the same seeds in every trial)")
-    seed: int = field(0, doc="evaluation seed")
+    seed: int = field(VALIDATION_SEED, doc="base seed of the evaluation env seeds (default: the "
+                      "validation range, policylm.platform.seeds: a sweep chooses settings; "
+                      "report the chosen ones on the test range with evaluate)")
     metric: str = field("mean_return", doc="objective to sort by: mean_return, eval_loss, ...")
     mode: str = field("max", doc="max or min (of metric)")
     asha: bool = field(True, doc="kind=train: ASHA stops weak trials early on eval_loss")

@@ -24,6 +24,14 @@ import numpy as np
 MODULE_COMPONENT = "learner_group/learner/rl_module/default_policy"
 
 
+def eval_seed(seed: int) -> int:
+    """The first env seed of a trial's evaluation episodes (``eval_seed + e`` for episode
+    ``e``): in the test range, 1,000 apart per trial seed."""
+    from policylm.platform.seeds import TEST_SEED
+
+    return TEST_SEED + 1000 * seed
+
+
 def ppo_config(env_id: str, env_options: dict, ppo: dict, seed: int,
                model: dict | None = None) -> Any:
     """A PPOConfig over ``FlatObsEnv`` with a local env runner (sampling in this process).
@@ -148,9 +156,9 @@ def run_ppo(spec: dict, report: Callable[[dict], None] = lambda _: None) -> dict
             check["value_head_abs_sum"] = float(
                 value_head(_learner_module(algo)).weight.detach().abs().sum())
 
-    def evaluate() -> Any:  # the same env seeds at every point of the curve
+    def evaluate() -> Any:  # the same env seeds at every point of the curve, in the test range
         return evaluate_logits(adapter, module_logits_fn(algo.get_module()),
-                               int(spec["eval_episodes"]), int(spec["seed"]) * 1000 + 100_000)
+                               int(spec["eval_episodes"]), eval_seed(int(spec["seed"])))
 
     # one estimator for the whole curve and every method: the policy's mean return (actions
     # sampled from its softmax) over the same eval episodes, before training (frame 0) and

@@ -31,7 +31,19 @@ def test_evaluate_then_compare(ray_local, tiny_model_dir, tmp_path):
     seeds = {r["skill"]: sorted(s["seed"] for s in episodes.to_pylist()
                                 if s["skill"] == r["skill"]) for r in episodes.to_pylist()}
     assert seeds["target_10"] == seeds["target_200"]  # every target plays the same starts
+    # by default, the test range's env seeds, and the report says so
+    from policylm.platform.rollout.runner import derive_seed
+    from policylm.platform.seeds import TEST_SEED
+
+    assert seeds["target_10"] == sorted(derive_seed(TEST_SEED, e) for e in range(4))
+    assert metrics["seeds"] == {"base": TEST_SEED, "range": "test"}
+    # 4 episodes on 2 actors x 2 envs: every episode, a slot's second one too, starts at its
+    # target, and the remaining target falls by the reward earned (CartPole: 1 a step)
+    steps = tr.read_trajectories(run / "trajectories").to_pylist()
+    for r in steps:
+        assert r[tr.TARGET_RETURN] == float(r["skill"].split("_")[1]) - r[tr.T]
     report = (run / "report.md").read_text()
+    assert "the test range (seeds that chose no setting)" in report
     m10 = metrics["targets"]["target_10"]
     assert f"| 10.00 | 4 | {m10['mean']:.1f} ± {m10['se']:.1f} |" in report
     # the rank correlations, computed a second way (scipy) from the episodes

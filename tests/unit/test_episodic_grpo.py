@@ -280,7 +280,7 @@ def test_heldout_report_section_by_hand():
     trained = {(s, 0): r for s, r in enumerate([500.0, 500.0, 500.0, 400.0])}
     d = paired_difference(start, trained)  # differences 100, 200, 0, 200: mean 125
     assert d["mean"] == 125.0 and d["se"] == pytest.approx(np.std([100, 200, 0, 200], ddof=1) / 2)
-    heldout = {"episodes": 4, "seed": 10000, "guidance": 0.0, "difference": d,
+    heldout = {"episodes": 4, "seed": 2_000_000, "guidance": 0.0, "difference": d,
                "policies": {"start": "hf://m?adapter=a", "trained": "hf://m?adapter=b"},
                "start": {"return": tr.return_stats(start.values()), "success_rate": 0.25,
                          "success_rate_se": 0.25},
@@ -288,7 +288,7 @@ def test_heldout_report_section_by_hand():
                            "success_rate_se": 0.25}}
     text = heldout_section(config_from_dict(GrpoJobConfig, {"mode": "episodes"}), heldout,
                            mean_se, markdown_table)
-    assert "same 4 held-out env seeds (base seed 10000" in text and "target 500" in text
+    assert "4 env seeds from base seed 2000000: the test range" in text and "Target 500" in text
     assert "| 350.0 ± 64.5 |" in text and "| 475.0 ± 25.0 |" in text  # by hand
     assert "over 4 seeds: 125.0 ± 47.9 (difference / s.e.: 2.6)" in text
     assert heldout_section(None, None, mean_se, markdown_table) == ""
