@@ -37,8 +37,8 @@ def test_evaluate_then_compare(ray_local, tiny_model_dir, tmp_path):
 
     assert seeds["target_10"] == sorted(derive_seed(TEST_SEED, e) for e in range(4))
     assert metrics["seeds"] == {"base": TEST_SEED, "range": "test"}
-    # 4 episodes on 2 actors x 2 envs: every episode, a slot's second one too, starts at its
-    # target, and the remaining target falls by the reward earned (CartPole: 1 a step)
+    # every episode starts at its target, and the remaining target falls by the reward
+    # earned (CartPole: 1 a step)
     steps = tr.read_trajectories(run / "trajectories").to_pylist()
     for r in steps:
         assert r[tr.TARGET_RETURN] == float(r["skill"].split("_")[1]) - r[tr.T]
