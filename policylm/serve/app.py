@@ -378,6 +378,9 @@ def start(cfg: ServeConfig) -> str:
     resolve_model(split_uri(cfg.policy)[1])  # convert/cache the embedded model once
     init_ray()
     check_visible([("policy", p) for p in uri_paths(absolute_paths(cfg.policy))])  # replicas
+    if not cfg.key():  # said once, here, not by every replica
+        log.warning("no API key: every route is open to whoever reaches %s:%d (set api_key= or "
+                    "%s to require one)", cfg.host, cfg.port, API_KEY_ENV)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(application(cfg), name=cfg.name, route_prefix=cfg.route_prefix)
     return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
