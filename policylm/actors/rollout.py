@@ -94,10 +94,11 @@ class RolloutWorker:
         before = dict(policy.stats()) if hasattr(policy, "stats") else None
         table = self.runner.run(chunk.specs, self.spec.run_id, self._on_episode)
         counts = {}
-        if before is not None:
+        if before is not None:  # every count the policy keeps (rates are recomputed from them)
             after = policy.stats()
-            counts = {chunk.specs[0].policy_uri: {k: after[k] - before[k]
-                                                  for k in ("actions", "invalid")}}
+            counts = {chunk.specs[0].policy_uri: {k: v - before.get(k, 0)
+                                                  for k, v in after.items()
+                                                  if isinstance(v, int)}}
         return table, counts
 
     def set_weights(self, weights: Weights | None) -> int:
@@ -239,8 +240,8 @@ class RolloutGroup:
             self.episodes_played += len(chunk.specs)
             for uri, c in counts.items():
                 acc = self.counts.setdefault(uri, {"actions": 0, "invalid": 0})
-                for k in acc:
-                    acc[k] += c[k]
+                for k, v in c.items():
+                    acc[k] = acc.get(k, 0) + v
         results[chunk.chunk_id] = chunk_summaries(table)
         if on_chunk:
             on_chunk(chunk, results[chunk.chunk_id])
@@ -291,9 +292,11 @@ class RolloutGroup:
     def policy_stats(self) -> dict[str, dict]:
         """Per policy URI, what its policies counted over every chunk this group played (kept
         here, so a restarted actor loses nothing): actions, invalid answers and their rate
-        (None when nothing was counted)."""
-        return {uri: {**c, "invalid_rate": c["invalid"] / c["actions"] if c["actions"] else None}
-                for uri, c in self.counts.items()}
+        (None when nothing was counted), and in think mode the answers without an action line
+        and their rate."""
+        from policylm.platform.policies.base import with_rates
+
+        return {uri: with_rates(c) for uri, c in self.counts.items()}
 
     def shutdown(self) -> None:
         import ray

@@ -124,8 +124,8 @@ def main(cfg: EvaluateConfig) -> dict:
     thoughts = sample_thoughts(steps)  # think mode: what the policy wrote before acting
     if thoughts:
         metrics["thoughts"] = thoughts
-        metrics["no_action_rate"] = {label: stats.get(uri, {}).get("no_action", 0)
-                                     / max(1, stats.get(uri, {}).get("actions", 0))
+        # answers without an action line, as the policies counted them (None: not counted)
+        metrics["no_action_rate"] = {label: stats.get(uri, {}).get("no_action_rate")
                                      for label, uri in policies}
     data_range = None
     if cfg.dataset:

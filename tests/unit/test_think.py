@@ -69,7 +69,8 @@ def test_think_mode_acts_counts_and_keeps_thoughts(cartpole, engine):
     assert policy.thoughts == ["Leaning right.", "Out of tokens and"]
     assert scripted.asked[0][1] == 44  # the thought's budget plus the action's
     assert policy.act(obs, [0, 1]) == [0, 0]  # an unknown action falls back too
-    assert policy.stats() == {"actions": 4, "invalid": 2, "no_action": 1, "invalid_rate": 0.5}
+    assert policy.stats() == {"actions": 4, "invalid": 2, "no_action": 1, "invalid_rate": 0.5,
+                              "no_action_rate": 0.25}
     with pytest.raises(ValueError, match="needs prompt=chat"):
         LLMPolicy(cartpole, engine, LLMPolicyConfig(mode="think", prompt_form="compact"))
 
@@ -112,22 +113,30 @@ def test_thoughts_reach_the_trajectory_and_the_training_rows(cartpole, engine, m
     assert plain.column(tr.THOUGHT).null_count == plain.num_rows
 
 
-def test_evaluate_reports_the_thoughts(engine, tmp_path):
-    """evaluate with a thinking policy (the tiny model, for real): its report and metrics show
-    the first thoughts of each target's first episode, and the answers without an action line
-    are counted."""
+@pytest.mark.parametrize("answer", ["I ponder the pole", "Leaning right.\nAction: right"])
+def test_evaluate_reports_the_thoughts(engine, tmp_path, monkeypatch, answer):
+    """evaluate with a thinking policy (the tiny model's engine, whose answers are scripted:
+    never an action line, or always a valid one): its report and metrics show the first
+    thoughts of each target's first episode, and the answers without an action line are
+    counted through the rollout workers, so the rate is 1 and 0, not a default."""
     from policylm.jobs.evaluate import EvaluateConfig, main
+    from policylm.platform.engines.hf import HFEngine
 
+    def generate(self, prompts, *args, **kwargs):
+        return [answer for _ in prompts]
+
+    monkeypatch.setattr(HFEngine, "generate", generate)
     out = main(EvaluateConfig(policy=f"hf://{engine.model_name}?dtype=fp32&mode=think"
                                      "&think_tokens=6&max_new_tokens=2&temperature=1",
                               targets=[10, 30], episodes=1, num_workers=0, envs_per_worker=1,
                               out=str(tmp_path / "ev")))
     steps = tr.read_trajectories(tmp_path / "ev" / "trajectories")
     assert steps.column(tr.THOUGHT).null_count == 0  # every step thought
+    silent = "Action:" not in answer
     for label in ("target_10", "target_30"):
         picked = out["thoughts"][label]
         assert 1 <= len(picked) <= 3 and [p["t"] for p in picked] == list(range(len(picked)))
-        assert 0 <= out["no_action_rate"][label] <= out["invalid_rate"][label] <= 1
+        assert out["no_action_rate"][label] == out["invalid_rate"][label] == float(silent)
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "## Thoughts" in report and "step 0: " in report
 

@@ -27,6 +27,17 @@ class Policy(Protocol):
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]: ...
 
 
+def with_rates(counts: dict[str, int]) -> dict[str, Any]:
+    """``counts`` (actions, invalid and, when counted, no_action) with ``invalid_rate`` and
+    ``no_action_rate`` per action: None when no action was counted, and no ``no_action_rate``
+    when answers without an action line were not counted (a policy that does not think)."""
+    n = counts.get("actions", 0)
+    out: dict[str, Any] = {**counts, "invalid_rate": counts.get("invalid", 0) / n if n else None}
+    if "no_action" in counts:
+        out["no_action_rate"] = counts["no_action"] / n if n else None
+    return out
+
+
 class _SlotRngs:
     """One ``numpy`` Generator per env slot, reseeded at each episode start."""
 

@@ -30,6 +30,7 @@ import numpy as np
 from policylm.platform.engines import Engine, softmax
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.envs.codecs import ActionParseError
+from policylm.platform.policies.base import with_rates
 from policylm.platform.policies.shots import Shot, pick_shots, render_shots
 from policylm.platform.prompts import (
     Step,
@@ -139,7 +140,9 @@ class LLMPolicy:
         self.past: dict[int, list[Step]] = {}  # slot -> its episode's steps in the window
         self.episodes: dict[int, Hashable] = {}  # slot -> its episode's engine session key
         self._ids = itertools.count()
-        self.counts = {"actions": 0, "invalid": 0}
+        # think mode also counts answers without an action line (no_action)
+        self.counts = {"actions": 0, "invalid": 0, **({"no_action": 0} if cfg.mode == "think"
+                                                      else {})}
         self.thoughts: list[str | None] = []  # think mode: the last act()'s, in slot order
         self.targets: list[float] = []  # the targets the last act()'s prompts were written with
 
@@ -304,15 +307,15 @@ class LLMPolicy:
         answer without one counts as invalid, with ``no_action``, and falls back)."""
         thought, action_text = split_answer(text)
         if action_text is None:
-            self.counts["no_action"] = self.counts.get("no_action", 0) + 1
+            self.counts["no_action"] += 1
         decision = self._parse("" if action_text is None else action_text, rng)
         decision.thought = thought
         return decision
 
     def stats(self) -> dict[str, float]:
-        """Actions taken, invalid generations and their rate."""
-        n = self.counts["actions"]
-        return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else None}
+        """Actions taken, invalid generations and their rate; in think mode also the answers
+        without an action line and their rate (rates None before any action)."""
+        return with_rates(self.counts)
 
 
 def guide(logps: np.ndarray, null_logps: np.ndarray, weight: float) -> np.ndarray:
