@@ -187,6 +187,7 @@ def test_batch_carries_the_weight_version_of_each_step(cartpole):
 def test_importance_weights_of_stale_steps_by_hand(learner):
     """Steps played by an older version are weighted min(exp(proximal - behaviour), cap), the
     behaviour log-probability under the weights that played them (kept by the learner); the
+    weights reach the loss (the first step's, where the ratio is 1: -mean(w * adv)); the
     current weights are back afterwards, and the learner refuses steps older than its cap."""
     from policylm.platform.training.episodic_grpo import StepBatch
 
@@ -201,7 +202,8 @@ def test_importance_weights_of_stale_steps_by_hand(learner):
     assert stats["importance_weight"] == 1.0 and stats["weight_truncated"] == 0.0
     with torch.no_grad():
         v1 = learner.action_logps(prompts, chosen)
-        stale = StepBatch(prompts, chosen, [1.0] * 4, 1, 0, versions=[0, 1, 0, 1])
+        adv = [1.0, -0.5, 2.0, 1.0]
+        stale = StepBatch(prompts, chosen, adv, 1, 0, versions=[0, 1, 0, 1])
         got = learner.importance_weights(stale, v1)
         after = learner.action_logps(prompts, chosen)
     want = [min(float(torch.exp(v1[0] - v0[0])), 1.3), 1.0,
@@ -209,9 +211,12 @@ def test_importance_weights_of_stale_steps_by_hand(learner):
     assert not torch.allclose(v0, v1)  # the update moved the policy: weights differ from 1
     assert got.tolist() == pytest.approx(want, rel=1e-5)
     assert torch.equal(after, v1)  # the current weights were put back exactly
-    stats = learner.update(stale)
+    stats = learner.update(stale)  # one minibatch, one epoch: the loss of the first step
     assert stats["staleness"] == 0.5 and stats["importance_weight"] == pytest.approx(
         sum(want) / 4, rel=1e-5)
+    weighted = -sum(w * a for w, a in zip(want, adv, strict=True)) / 4
+    assert abs(weighted - (-sum(adv) / 4)) > 0.01  # the weights make a difference here
+    assert stats["loss"] == pytest.approx(weighted, rel=1e-5)
     assert stats["weight_truncated"] == sum(w == 1.3 for w in want) / 4
     assert learner.version == 2 and sorted(learner.snapshots) == [1]  # version 0 is past the cap
     with pytest.raises(ValueError, match=r"version\(s\) \[0\].*trains only on versions 1..2"):

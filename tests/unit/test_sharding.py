@@ -2,6 +2,7 @@
 
 import itertools
 
+import numpy as np
 import pytest
 
 from policylm.platform.training.sharding import EvenShardSampler, shard_batches, steps_per_epoch
@@ -30,9 +31,17 @@ def test_every_row_once_per_epoch_and_equal_steps(n, world, batch):
 
 
 def test_order_is_shared_by_workers_and_changes_per_epoch():
-    a = shard_batches(40, 2, 0, 4, seed=3, epoch=0)
-    assert a == shard_batches(40, 2, 0, 4, seed=3, epoch=0)  # every worker computes the same
-    assert a != shard_batches(40, 2, 0, 4, seed=3, epoch=1)  # a new permutation per epoch
+    """Each worker's batches are its share of one permutation seeded by (seed, epoch) alone:
+    40 rows, 2 workers, 4 rows per step cut the permutation into 10 batches of 4, and worker r
+    takes batches r, r + 2, ... A worker that shuffled on its own (seeded by its rank, its
+    process, or unseeded) would hold other rows than its share."""
+    for epoch in (0, 1):
+        order = np.random.default_rng([3, epoch]).permutation(40).tolist()
+        cut = [order[4 * b: 4 * b + 4] for b in range(10)]
+        for rank in (0, 1):
+            assert shard_batches(40, 2, rank, 4, seed=3, epoch=epoch) == cut[rank::2]
+    assert shard_batches(40, 2, 0, 4, seed=3, epoch=0) != \
+        shard_batches(40, 2, 0, 4, seed=3, epoch=1)  # a new permutation per epoch
 
 
 def test_sampler_records_what_it_yields():
