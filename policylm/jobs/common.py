@@ -67,11 +67,13 @@ def fingerprint(cfg: Any) -> str:
 
 
 def open_run(job: str, cfg: Any) -> Path:
-    """The run directory of ``cfg`` with its resolved ``config.yaml`` and ``run.json`` (job and
-    fingerprint). A run never mixes with old outputs: a non-empty ``out=`` is refused unless
-    ``overwrite`` (its contents are removed first) or ``resume`` (the stored settings must be
-    the same; the job then keeps what the earlier attempt finished)."""
+    """The run directory of ``cfg`` with its resolved ``config.yaml`` and ``run.json`` (job,
+    fingerprint and a run id, new for each run and kept by ``resume``). A run never mixes with
+    old outputs: a non-empty ``out=`` is refused unless ``overwrite`` (when it holds a policylm
+    run, its contents are removed first; any other directory is refused) or ``resume`` (the
+    stored settings must be the same; the job then keeps what the earlier attempt finished)."""
     import shutil
+    import uuid
 
     from policylm.platform.config import ConfigError
 
@@ -80,11 +82,20 @@ def open_run(job: str, cfg: Any) -> Path:
     if resume and overwrite:
         raise ConfigError("resume and overwrite: choose one (continue the run, or replace it)")
     path = Path(out) if out else None
+    run_id = uuid.uuid4().hex[:8]
     if path is not None and path.is_dir() and any(path.iterdir()):
         if overwrite:
+            if run_record(path) is None:  # out=. or a mistyped path: never a user's files
+                where = str(path.resolve())
+                raise ConfigError(
+                    f"overwrite=true but out={out}{'' if where == out else f' ({where})'} "
+                    "holds no policylm run "
+                    "(no run.json naming a job), so it is not replaced; choose a new out= "
+                    "directory, or empty this one yourself (nothing was deleted)")
             shutil.rmtree(path)
         elif resume:
             _check_same_run(job, cfg, path)
+            run_id = (run_record(path) or {}).get("run_id") or run_id
         else:
             can = hasattr(cfg, "resume")
             raise ConfigError(
@@ -98,8 +109,20 @@ def open_run(job: str, cfg: Any) -> Path:
     run_dir = make_run_dir(job, out)
     console.attach_run_dir(run_dir)
     save_config(cfg, run_dir)
-    write_json(run_dir / "run.json", {"job": job, "fingerprint": fingerprint(cfg)})
+    write_json(run_dir / "run.json", {"job": job, "fingerprint": fingerprint(cfg),
+                                      "run_id": run_id})
     return run_dir
+
+
+def run_record(path: Path) -> dict | None:
+    """The ``run.json`` that :func:`open_run` wrote in ``path`` (a dict naming the job), or None
+    when ``path`` holds none."""
+    try:
+        info = json.loads((Path(path) / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("job"), str) \
+        and info["job"] else None
 
 
 def _check_same_run(job: str, cfg: Any, path: Path) -> None:

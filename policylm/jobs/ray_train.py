@@ -61,8 +61,8 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
         name: str, tracker: Any = None) -> Any:
     """A ``TorchTrainer`` run of ``loop`` on ``cfg.num_workers`` workers (``cfg.use_gpu``, placed
     by ``cfg.placement``), restarted up to ``cfg.max_failures`` times from its latest checkpoint in
-    ``storage_path(cfg, run_dir)``; its result. Every worker reads the whole of each split;
-    rank 0's logs go to ``tracker`` as they come."""
+    ``storage_path(cfg, run_dir)`` (under :func:`train_run_name`); its result. Every worker reads
+    the whole of each split; rank 0's logs go to ``tracker`` as they come."""
     from ray.train import (
         CheckpointConfig,
         DataConfig,
@@ -84,7 +84,7 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
         # not split: Ray Data shards would be sharded again by the trainer's sampler
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
-            name=name, storage_path=storage_path(cfg, run_dir),
+            name=train_run_name(name, run_dir), storage_path=storage_path(cfg, run_dir),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env=runtime_env(),
@@ -120,6 +120,24 @@ def storage_path(cfg: Any, run_dir: Path) -> str:
     """Where Ray Train keeps checkpoints: ``cfg.storage_path`` (a path every node reads, or a
     URI such as ``s3://bucket/prefix``), else ``<run_dir>/ray_results``."""
     return cfg.storage_path or str(run_dir / "ray_results")
+
+
+def train_run_name(job: str, run_dir: Path) -> str:
+    """Ray Train's name for the run in ``run_dir``: ``<job>-<dir name>-<run id>``, the run id
+    from its ``run.json`` (new for every run, kept by ``resume``; else a hash of the directory's
+    absolute path). Ray Train restores whatever it finds under ``(storage_path, name)``, so runs
+    that share a ``storage_path``, and a run that replaced another (``overwrite``), must not
+    share a name; a resumed run continues from its own checkpoints."""
+    import hashlib
+    import re
+
+    from policylm.jobs.common import run_record
+
+    path = str(Path(run_dir).resolve())
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).name).strip("-.")[:60] or "run"
+    run_id = str((run_record(Path(path)) or {}).get("run_id")
+                 or hashlib.sha256(path.encode()).hexdigest()[:8])
+    return f"{job}-{readable}-{re.sub(r'[^A-Za-z0-9._-]+', '-', run_id)}"
 
 
 def worker_rows(name: str) -> list[dict]:

@@ -35,8 +35,9 @@ def field(default: Any = dataclasses.MISSING, *, doc: str, factory: Any = None) 
 
 def overwrite_field() -> Any:
     """The ``overwrite`` key every job has: replace what ``out=`` holds."""
-    return field(False, doc="replace what out= already holds (without it, a non-empty out= "
-                            "is refused, so runs never mix)")
+    return field(False, doc="replace the policylm run out= already holds (without it, a "
+                            "non-empty out= is refused, so runs never mix; a directory that "
+                            "holds no run.json is never deleted)")
 
 
 def resume_field(what: str) -> Any:

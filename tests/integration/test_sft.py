@@ -129,3 +129,29 @@ def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_pa
     with pytest.raises(ConfigError, match="resume=true"):
         main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run"))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+def test_two_runs_sharing_storage_path_do_not_share_checkpoints(small_dataset, tiny_model_dir,
+                                                                tmp_path):
+    """``storage_path=S out=A max_steps=6``, then ``storage_path=S out=B max_steps=12`` (a new
+    run, no resume): B trains from step 0 and leaves A's checkpoints in S as they were."""
+    storage = tmp_path / "S"
+
+    def cfg(out, steps):
+        return sft_cfg(small_dataset, tiny_model_dir, tmp_path / out, max_steps=steps,
+                       storage_path=str(storage), num_workers=1, cpus_per_worker=1,
+                       eval_steps=100)
+
+    first = main(cfg("A", 6))
+    assert not first["resumed"] and [s for s, _ in first["train_loss"]][-1] == 6
+    a_files = {p: p.stat().st_mtime_ns for p in storage.rglob("*") if p.is_file()}
+    assert any("checkpoint" in str(p) for p in a_files)
+    second = main(cfg("B", 12))
+    metrics = json.loads((tmp_path / "B" / "metrics.json").read_text())
+    assert metrics["resumed"] is False and metrics["attempts"] == 1
+    notes = [json.loads(line) for line in (tmp_path / "B" / "train_notes.jsonl").read_text()
+             .splitlines()]
+    assert [n["resumed"] for n in notes if n.get("attempt") == "start"] == [False]
+    steps = [s for s, _ in second["train_loss"]]
+    assert steps == list(range(1, 13))  # every step of its own, from step 0
+    assert {p: p.stat().st_mtime_ns for p in a_files if p.exists()} == a_files  # A untouched

@@ -123,3 +123,73 @@ def test_evaluate_twice_into_one_out(tmp_path):
         main(cfg(targets=[3]))
     second = main(cfg(targets=[3], overwrite=True))
     assert list(second["targets"]) == ["target_3"]  # only its own target
+
+
+def test_ray_train_names_one_run_alike(tmp_path, monkeypatch):
+    """Ray Train restores whatever (storage_path, name) holds: runs in different directories
+    (even of the same name), and a run that replaced another (overwrite), get different names;
+    a resumed run (reached by a relative or an absolute path) gets the same one."""
+    from pathlib import Path
+
+    from policylm.jobs.collect import CollectConfig
+    from policylm.jobs.common import open_run
+    from policylm.jobs.ray_train import train_run_name
+
+    monkeypatch.chdir(tmp_path)
+    first = train_run_name("sft", open_run("sft", CollectConfig(out="a/run")))
+    assert first.startswith("sft-run-")
+    assert train_run_name("sft", tmp_path / "a" / "run") == first
+    resumed = open_run("sft", CollectConfig(out=str(tmp_path / "a" / "run"), resume=True))
+    assert train_run_name("sft", resumed) == train_run_name("sft", Path("a/run")) == first
+    other = train_run_name("sft", open_run("sft", CollectConfig(out="b/run")))
+    assert other.startswith("sft-run-") and other != first
+    assert train_run_name("grpo", tmp_path / "a" / "run") != first
+    replaced = open_run("sft", CollectConfig(out="a/run", overwrite=True))
+    assert train_run_name("sft", replaced) != first
+    # a directory without a run record (as before run ids): named by its path
+    assert train_run_name("sft", tmp_path / "my run!") == train_run_name("sft", Path("my run!"))
+    assert train_run_name("sft", tmp_path / "my run!").startswith("sft-my-run-")
+
+
+def test_overwrite_replaces_only_a_policylm_run(tmp_path):
+    """overwrite=true removes a directory only when it holds a policylm run (its run.json);
+    a directory of anything else (``out=.``, a mistyped path) is refused and keeps its files."""
+    from policylm.jobs.collect import CollectConfig
+    from policylm.jobs.common import open_run
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("a user's file\n")
+    with pytest.raises(ConfigError, match=r"holds no policylm run.*nothing was deleted") as err:
+        open_run("collect", CollectConfig(out=str(mine), overwrite=True))
+    assert str(mine) in str(err.value)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+    (mine / "run.json").write_text("{}\n")  # a run.json that is not one of ours
+    with pytest.raises(ConfigError, match="holds no policylm run"):
+        open_run("collect", CollectConfig(out=str(mine), overwrite=True))
+    assert sorted(p.name for p in mine.iterdir()) == ["run.json", "thesis.tex"]
+    # a real earlier run (of any job) is replaced
+    run = tmp_path / "run"
+    open_run("evaluate", CollectConfig(out=str(run)))
+    (run / "trajectories").mkdir()
+    replaced = open_run("collect", CollectConfig(out=str(run), overwrite=True))
+    assert sorted(p.name for p in replaced.iterdir()) == ["config.yaml", "run.json"]
+    assert json.loads((run / "run.json").read_text())["job"] == "collect"
+
+
+def test_overwrite_of_a_user_directory_fails_with_one_error_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    out = subprocess.run([str(Path(sys.executable).parent / "policylm"), "collect",
+                          f"out={mine}", "overwrite=true", "num_workers=0"],
+                         capture_output=True, text=True)
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert out.returncode != 0 and len(errors) == 1, out.stderr[-2000:]
+    assert str(mine) in errors[0] and "nothing was deleted" in errors[0]
+    assert "Traceback" not in out.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
