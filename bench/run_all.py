@@ -1,6 +1,8 @@
 """Run every benchmark in bench/ (each in its own process, one after another), print one table
-(benchmark, fast side, baseline, ratio, target, held?) and exit non-zero when any missed its
-target or failed. This is `make bench`. Run: .venv/bin/python bench/run_all.py [names...]
+(benchmark, fast side, baseline, ratio, target, held?, exit code, passed?) and exit non-zero
+when any missed its target or failed. A benchmark's exit code decides (each exits 1 below its
+target); its JSON's ``held`` is reported, and a line saying ``held: false`` with exit code 0
+counts as a miss too. This is `make bench`. Run: .venv/bin/python bench/run_all.py [names...]
 """
 
 from __future__ import annotations
@@ -30,13 +32,26 @@ def run(script: Path) -> dict:
     return result
 
 
+def failure(r: dict) -> str | None:
+    """Why benchmark result ``r`` (its JSON line plus ``exit_code``) failed, or None when it
+    passed: its exit code decides, so a bench that printed ``held: true`` and then crashed
+    failed; ``held: false`` with exit code 0 (the two disagree) fails too."""
+    if r.get("exit_code") != 0:
+        return f"exit code {r.get('exit_code')}"
+    if r.get("held") is False:
+        return "held: false with exit code 0"
+    return None
+
+
 def row(r: dict) -> str:
+    verdict = f"| {r.get('exit_code')} | {'no' if failure(r) else 'yes'} |"
     if "error" in r:
-        return f"| `{r['bench']}` | failed: {r['error'][0][:80]} | | | | no |"
+        return f"| `{r['bench']}` | failed: {r['error'][0][:80]} | | | | no {verdict}"
     checks = "; ".join(f"{k} {v['value']} ({v['target']})" for k, v in r["checks"].items())
+    held = {True: "yes", False: "no"}.get(r.get("held"), "-")
     return (f"| `{r['bench']}` | {r['fast']}: {r['fast_value']:g} | {r['baseline']}: "
             f"{r['baseline_value']:g} | {r['ratio']} | >= {r['target']}"
-            f"{'; ' + checks if checks else ''} | {'yes' if r['held'] else 'no'} |")
+            f"{'; ' + checks if checks else ''} | {held} {verdict}")
 
 
 def main() -> int:
@@ -48,11 +63,11 @@ def main() -> int:
         print(f"== {script.name}", flush=True)
         results.append(run(script))
         print(json.dumps(results[-1]), flush=True)
-    print("\n| benchmark | fast side | baseline | ratio | target | held |")
-    print("|---|---|---|---|---|---|")
+    print("\n| benchmark | fast side | baseline | ratio | target | held | exit | passed |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(row(r))
-    missed = [r["bench"] for r in results if not r.get("held")]
+    missed = [r["bench"] for r in results if failure(r)]
     if missed:
         print(f"\nmissed: {', '.join(missed)}", file=sys.stderr)
     return 1 if missed else 0
