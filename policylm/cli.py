@@ -30,6 +30,15 @@ commands:
 
 Each command is also `python -m policylm.jobs.<module>`; it connects to RAY_ADDRESS when set,
 else starts local Ray, and writes one run directory (runs/<command>-<time>/, or out=DIR).
+
+Policies are URIs: random:, constant:<action>, mix:<uri>?eps=P, file://<checkpoint>,
+pytorch://<weights>?class=<module:Class>, rllib://<dir>, python:<module:Class>, hf://<model>,
+http://<host:port> (policylm serve), openai://<host:port>/v1?model=<name>
+(docs/concepts/policies.md).
+URIs that run code are for trusted inputs only: python:<module:Class> and
+pytorch://...?class=<module or file.py:Class> import and run that code; rllib://<dir> unpickles
+the checkpoint (a pickle can run anything); compare's eval_fn=module:function imports and runs
+it. Give them only modules, files and checkpoints you would run yourself.
 """
 
 

@@ -42,6 +42,17 @@ def test_every_job_module_has_config_and_main():
     assert all(name == module.replace("_", "-") for name, module in JOBS.items())
 
 
+def test_help_says_which_uris_run_code(capsys):
+    """python:, pytorch:// (class=file.py), rllib:// (pickled checkpoints) and eval_fn import and
+    run what they name: --help says to use them only with inputs you trust."""
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    said = text[text.index("run code"):]
+    for uri in ("python:", "pytorch://", "class=", "rllib://", "pickle", "eval_fn="):
+        assert uri in said, uri
+    assert "trust" in said
+
+
 def test_unknown_command_and_bad_config(capsys):
     assert main(["nope"]) == 2
     assert "unknown command 'nope'" in capsys.readouterr().err

@@ -13,6 +13,8 @@ MLP checkpoint), ``pytorch://<path>?class=<module:Class>&init=<json>`` (external
 (an OpenAI-compatible chat server; both in ``policylm.platform.policies.remote``) and
 ``python:<module:Class>?k=v`` (a scripted policy: a class implementing :class:`Policy`, built as
 ``Class(adapter, k=v, ...)``). Networks act greedily unless ``?sample=1``.
+``python:``, ``pytorch://`` (its ``class=``) and ``rllib://`` (pickled checkpoints) run code
+from their input: for trusted inputs only.
 Policies may also have ``observe(slots, rewards)`` (called after each step) and ``stats()``.
 """
 
