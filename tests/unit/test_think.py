@@ -51,7 +51,7 @@ class Scripted:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def generate(self, prompts, max_new_tokens=16, temperature=0.0, seed=None):
+    def generate(self, prompts, max_new_tokens=16, temperature=0.0, seed=None, seeds=None):
         self.asked.append((list(prompts), max_new_tokens))
         return [self.answers.pop(0) for _ in prompts]
 
@@ -87,7 +87,7 @@ def test_thoughts_reach_the_trajectory_and_the_training_rows(cartpole, engine, m
         policy = runner.policy(uri)
         seen: list[str] = []
 
-        def generate(prompts, n, temperature, seed=None):  # left, right, left, ... with thoughts
+        def generate(prompts, n, temperature, seed=None, seeds=None):  # left, right, ... thinking
             seen.extend(prompts)
             return [f"The pole leans {i}.\nAction: {'right' if i % 2 else 'left'}"
                     for i in range(len(seen) - len(prompts), len(seen))]

@@ -6,7 +6,12 @@ a hint: text every prompt starts with (the chat-formatted system turn), whose ke
 the engine keeps across calls. ``sessions`` (optional) gives a key per prompt, an episode's: an
 engine may keep the prompt's cache under it and compute the key's next prompt from their longest
 common prefix on (``hf`` does; ``vllm`` cannot: it recomputes prompts whose log-probabilities
-are asked for); scores are the same either way. ``generate(prompts, ...)`` continues each prompt.
+are asked for); scores are the same either way. ``generate(prompts, ...)`` continues each prompt;
+``generate_details`` (the local engines, ``hf`` and ``vllm``) also returns each continuation's
+generated token ids and why it stopped (:class:`Generation`). Sampling (``temperature`` > 0)
+draws each row from its own random stream, ``seeds[i]`` (or ``(seed, i)``; neither: fresh
+entropy), so a row's text depends on its prompt and seed only, never on the other rows of the
+call or on a global random state.
 ``chat_prompt(system, user)`` formats a conversation with the model's chat template, ending
 where the assistant's answer starts; ``chat_prefix(system)`` is its system part;
 ``chat_messages(messages)`` formats any conversation; ``encode(text)`` gives token ids.
@@ -17,6 +22,7 @@ where the assistant's answer starts; ``chat_prefix(system)`` is its system part;
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,6 +49,50 @@ def scored_tokens(candidates: Sequence[Sequence[Sequence[int]]], end_id: int
     return [[list(c) if single else [*c, end_id] for c in cs] for cs in candidates]
 
 
+@dataclass
+class Generation:
+    """One continuation: its text (special tokens dropped, stripped), the ids of the tokens
+    generated (the end of turn included when it stopped there) and why it stopped: ``stop`` (it
+    ended its turn) or ``length`` (cut at ``max_new_tokens``)."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+
+
+def finished(tokens: Sequence[int], end_id: int) -> tuple[list[int], str]:
+    """``(token ids, finish reason)`` of a generated row: the tokens up to and with the first
+    end of turn (``stop``; what follows is padding), else all of them (``length``)."""
+    tokens = [int(t) for t in tokens]
+    if end_id in tokens:
+        return tokens[: tokens.index(end_id) + 1], "stop"
+    return tokens, "length"
+
+
+def derived_seed(*keys: int) -> int:
+    """A seed in [0, 2**63) derived from the integers ``keys`` (any sign; none: fresh
+    entropy)."""
+    import numpy as np
+
+    entropy = [k % 2**64 for k in keys] if keys else None
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) % 2**63
+
+
+def row_seeds(n: int, seed: int | None = None, seeds: Sequence[int | None] | None = None
+              ) -> list[int]:
+    """One seed in [0, 2**63) per row of a generate call: ``seeds[i]``, else one derived from
+    ``(seed, i)``, else fresh entropy (a ``None`` in ``seeds`` too)."""
+    if seeds is not None and len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} prompts")
+    out = []
+    for i in range(n):
+        given = seeds[i] if seeds is not None else None
+        if given is None:
+            given = derived_seed() if seed is None else derived_seed(seed, i)
+        out.append(int(given) % 2**63)
+    return out
+
+
 class EngineError(ValueError):
     """A model, adapter or engine that cannot be used; the message says why and what to do."""
 
@@ -57,7 +107,8 @@ class Engine(Protocol):
               ) -> list[np.ndarray]: ...
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
-                 temperature: float = 0.0, seed: int | None = None) -> list[str]: ...
+                 temperature: float = 0.0, seed: int | None = None,
+                 seeds: Sequence[int | None] | None = None) -> list[str]: ...
 
     def chat_prompt(self, system: str, user: str) -> str: ...
 

@@ -29,11 +29,14 @@ import numpy as np
 
 from policylm.platform.engines.contract import (
     EngineError,
+    Generation,
     chat_prefix,
     dtype_name,
     end_of_turn_id,
+    finished,
     render_chat,
     render_messages,
+    row_seeds,
 )
 
 log = logging.getLogger("policylm")
@@ -414,11 +417,20 @@ class HFEngine:
     # --- generation ----------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
-                 temperature: float = 0.0, seed: int | None = None) -> list[str]:
+                 temperature: float = 0.0, seed: int | None = None,
+                 seeds: Sequence[int | None] | None = None) -> list[str]:
+        return [g.text for g in self.generate_details(prompts, max_new_tokens, temperature,
+                                                      seed, seeds)]
+
+    def generate_details(self, prompts: Sequence[str], max_new_tokens: int = 16,
+                         temperature: float = 0.0, seed: int | None = None,
+                         seeds: Sequence[int | None] | None = None) -> list[Generation]:
+        """Each prompt continued (see the engine contract): greedy at ``temperature`` 0, else
+        sampled row by row, each row from its own generator (Gumbel-max over the tempered,
+        top-k/top-p filtered logits: the distribution ``do_sample`` draws from), so a row's
+        text does not depend on the other rows of the batch or on torch's global RNG."""
         import torch
 
-        if seed is not None:
-            torch.manual_seed(seed)
         ids = [self._fit(self.encode(p), max_new_tokens) for p in prompts]
         width = max(len(r) for r in ids)
         batch = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
@@ -426,12 +438,52 @@ class HFEngine:
         for i, r in enumerate(ids):  # left padding, so every row ends where it continues
             batch[i, width - len(r):] = torch.tensor(r)
             mask[i, width - len(r):] = 1
-        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else \
-            {"do_sample": False}
+        sampling = {}
+        if temperature > 0:
+            sampling["logits_processor"] = self._row_sampler(
+                temperature, row_seeds(len(ids), seed, seeds))
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
                 max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
-                eos_token_id=self.end_id, **sampling)
-        return [self.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
-                for row in out]
+                eos_token_id=self.end_id, do_sample=False, **sampling)
+        details = []
+        for row in out:
+            tokens, reason = finished(row[width:].tolist(), self.end_id)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            details.append(Generation(text, tokens, reason))
+        return details
+
+    def _row_sampler(self, temperature: float, seeds: list[int]) -> Any:
+        """A logits processor that makes greedy decoding sample: the logits at ``temperature``,
+        filtered by the model's top-k (transformers' sampling default, 50, when unset) and
+        top-p, plus Gumbel noise drawn from each row's own generator; the argmax is then a
+        draw from the softmax of the filtered logits."""
+        import torch
+        from transformers import (
+            LogitsProcessor,
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        config = self.model.generation_config
+        top_k = 50 if config.top_k is None else config.top_k
+        warpers = [TemperatureLogitsWarper(temperature)]
+        if top_k:
+            warpers.append(TopKLogitsWarper(top_k))
+        if config.top_p is not None and config.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(config.top_p))
+        gens = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+
+        class RowSampler(LogitsProcessor):
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                for w in warpers:
+                    scores = w(input_ids, scores)
+                u = torch.stack([torch.rand(scores.shape[1], generator=g, device=scores.device)
+                                 for g in gens])
+                gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+                return scores + gumbel.to(scores.dtype)
+
+        return LogitsProcessorList([RowSampler()])

@@ -20,11 +20,13 @@ import numpy as np
 
 from policylm.platform.engines.contract import (
     EngineError,
+    Generation,
     chat_prefix,
     dtype_name,
     end_of_turn_id,
     render_chat,
     render_messages,
+    row_seeds,
     scored_tokens,
 )
 
@@ -135,11 +137,26 @@ class VLLMEngine:
         return scores
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
-                 temperature: float = 0.0, seed: int | None = None) -> list[str]:
+                 temperature: float = 0.0, seed: int | None = None,
+                 seeds: Sequence[int | None] | None = None) -> list[str]:
+        return [g.text for g in self.generate_details(prompts, max_new_tokens, temperature,
+                                                      seed, seeds)]
+
+    def generate_details(self, prompts: Sequence[str], max_new_tokens: int = 16,
+                         temperature: float = 0.0, seed: int | None = None,
+                         seeds: Sequence[int | None] | None = None) -> list[Generation]:
+        """See the engine contract: sampling takes a seed per request (vLLM's per-request
+        generator), so a row's text does not depend on the rest of the batch."""
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                stop_token_ids=[self.end_id])
+        row = row_seeds(len(prompts), seed, seeds) if temperature > 0 else [None] * len(prompts)
+        params = [SamplingParams(max_tokens=max_new_tokens, temperature=temperature, seed=s,
+                                 stop_token_ids=[self.end_id]) for s in row]
         outputs = self.llm.generate(list(prompts), params, lora_request=self.lora,
                                     use_tqdm=False)
-        return [o.outputs[0].text.strip() for o in outputs]
+        out = []
+        for o in outputs:
+            c = o.outputs[0]
+            reason = "length" if c.finish_reason == "length" else "stop"
+            out.append(Generation(c.text.strip(), [int(t) for t in c.token_ids], reason))
+        return out

@@ -237,14 +237,23 @@ class LLMPolicy:
                 out.append(Decision(codec.from_index(i), codec.valid_actions[i], True,
                                     [float(x) for x in lp]))
         elif self.cfg.mode == "think":
-            texts = self.engine.generate(prompts, self.cfg.think_tokens + self.cfg.max_new_tokens,
-                                         self.cfg.temperature)
+            texts = self._generate(prompts, self.cfg.think_tokens + self.cfg.max_new_tokens, rngs)
             out = [self._think(text, rng) for text, rng in zip(texts, rngs, strict=True)]
         else:
-            texts = self.engine.generate(prompts, self.cfg.max_new_tokens, self.cfg.temperature)
+            texts = self._generate(prompts, self.cfg.max_new_tokens, rngs)
             out = [self._parse(text, rng) for text, rng in zip(texts, rngs, strict=True)]
         self.counts["actions"] += len(out)
         return out
+
+    def _generate(self, prompts: Sequence[str], max_new_tokens: int,
+                  rngs: Sequence[np.random.Generator]) -> list[str]:
+        """Generated answers; sampling draws each row's seed from its episode's stream (as
+        scoring draws its choice), so an episode's answers do not depend on which prompts
+        share the engine call, which replica serves it, or a global random state."""
+        if self.cfg.temperature <= 0:  # greedy: nothing drawn
+            return self.engine.generate(prompts, max_new_tokens, self.cfg.temperature)
+        seeds = [int(rng.integers(2**63)) for rng in rngs]
+        return self.engine.generate(prompts, max_new_tokens, self.cfg.temperature, seeds=seeds)
 
     def _fitting(self, obs_text: str, target: float, t: int, past: Sequence[Step]
                  ) -> Sequence[Step]:

@@ -166,23 +166,31 @@ class OpenAIEngine:
                           "log-probabilities); it acts with mode=generate")
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
-                 temperature: float = 0.0, seed: int | None = None) -> list[str]:
-        def one(prompt: str) -> str:
+                 temperature: float = 0.0, seed: int | None = None,
+                 seeds: Sequence[int | None] | None = None) -> list[str]:
+        """One request per prompt; each sends its row's seed (``seeds[i]``, or one derived from
+        ``(seed, i)``), for servers that sample per request seed."""
+        from policylm.platform.engines.contract import derived_seed
+
+        row = list(seeds) if seeds is not None else \
+            [None if seed is None else derived_seed(seed, i) for i in range(len(prompts))]
+
+        def one(prompt: str, row_seed: int | None) -> str:
             try:
                 messages = json.loads(prompt)
             except json.JSONDecodeError:
                 messages = [{"role": "user", "content": prompt}]
             body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens,
                     "temperature": temperature, "n": 1}
-            if seed is not None:
-                body["seed"] = seed
+            if row_seed is not None:
+                body["seed"] = row_seed
             out = post_json(f"{self.base}/chat/completions", body, self.key, self.timeout)
             return (out["choices"][0]["message"].get("content") or "").strip()
 
         if len(prompts) == 1:
-            return [one(prompts[0])]
+            return [one(prompts[0], row[0])]
         with ThreadPoolExecutor(min(len(prompts), self.concurrency)) as pool:
-            return list(pool.map(one, prompts))
+            return list(pool.map(one, prompts, row))
 
 
 def http_policy(body: str, params: dict[str, str], adapter: EnvAdapter,

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from policylm.platform.engines.contract import derived_seed
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.envs.spaces import SpaceValueError, from_json, to_json
 from policylm.platform.prompts import PROMPT_TEMPLATE_VERSION
@@ -202,7 +203,10 @@ class PolicyService:
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[dict | RequestError]:
         """OpenAI chat completions: every choice of every request in one ``generate`` call per
-        (temperature, max_tokens); a request over a limit gets its :class:`RequestError`."""
+        (temperature, max_tokens); a request over a limit gets its :class:`RequestError`.
+        ``finish_reason`` and ``usage`` count the generated tokens (the end of turn included);
+        with a ``seed``, choice c samples from its own stream, ``(seed, c)``, whatever else is
+        in the call."""
         engine = self.policy.engine
         prompts: dict[int, str] = {}
         results: list[Any] = [None] * len(requests)
@@ -211,33 +215,32 @@ class PolicyService:
                 prompts[i] = self.check_chat(r)
             except RequestError as err:
                 results[i] = err
-        jobs = [(i, requests[i]) for i in prompts for _ in range(requests[i].n)]
-        texts: list[str] = [""] * len(jobs)
+        jobs = [(i, requests[i], c) for i in prompts for c in range(requests[i].n)]
+        done: list[Any] = [None] * len(jobs)
         with self.lock:
             for temperature, max_tokens in sorted({(r.temperature, r.max_tokens)
-                                                   for _, r in jobs}):
-                idx = [k for k, (_, r) in enumerate(jobs)
+                                                   for _, r, _ in jobs}):
+                idx = [k for k, (_, r, _) in enumerate(jobs)
                        if (r.temperature, r.max_tokens) == (temperature, max_tokens)]
-                seed = next((jobs[k][1].seed for k in idx if jobs[k][1].seed is not None), None)
-                out = engine.generate([prompts[jobs[k][0]] for k in idx], max_tokens,
-                                      temperature, seed=seed)
-                for k, text in zip(idx, out, strict=True):
-                    texts[k] = text
+                seeds = [None if jobs[k][1].seed is None else
+                         derived_seed(jobs[k][1].seed, jobs[k][2]) for k in idx]
+                out = engine.generate_details([prompts[jobs[k][0]] for k in idx], max_tokens,
+                                              temperature, seeds=seeds)
+                for k, generation in zip(idx, out, strict=True):
+                    done[k] = generation
         created = int(time.time())
         for i in prompts:
             r = requests[i]
-            mine = [texts[k] for k, (j, _) in enumerate(jobs) if j == i]
+            mine = [done[k] for k, (j, _, _) in enumerate(jobs) if j == i]
             prompt_tokens = len(engine.encode(prompts[i]))
-            # tokens of the returned text (special tokens and end of turn are not counted)
-            counts = [len(engine.encode(t)) for t in mine]
+            generated = sum(len(g.token_ids) for g in mine)
             results[i] = {
                 "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
                 "created": created, "model": r.model or self.model,
                 # "length": generation stopped at max_tokens, not at the end of its turn
-                "choices": [{"index": c, "message": {"role": "assistant", "content": t},
-                             "finish_reason": "length" if n >= r.max_tokens else "stop",
-                             "logprobs": None}
-                            for c, (t, n) in enumerate(zip(mine, counts, strict=True))],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": sum(counts),
-                          "total_tokens": prompt_tokens + sum(counts)}}
+                "choices": [{"index": c, "message": {"role": "assistant", "content": g.text},
+                             "finish_reason": g.finish_reason, "logprobs": None}
+                            for c, g in enumerate(mine)],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                          "total_tokens": prompt_tokens + generated}}
         return results
