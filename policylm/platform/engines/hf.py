@@ -14,7 +14,8 @@ Sessions (``score(..., sessions=keys)``, what a policy with history passes: one 
 episode): each prompt's KV cache is kept under its key, and the key's next prompt computes only
 its tokens after their longest common prefix, so a prompt that extends the one before costs its
 new tokens, not the whole transcript. Rows with a session are computed one at a time (their
-caches differ in length).
+caches differ in length). The sessions' tensors are kept within ``max_session_bytes`` (least
+recently used dropped first), and :meth:`HFEngine.drop_session` frees an ended episode's.
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ def merge_adapter(lm: Any, adapter: str, model_name: str) -> Any:
         ) from err
 
 
+def cache_bytes(cache: Any) -> int:
+    """Bytes a KV cache holds: the storage of its key and value tensors (a cropped cache still
+    holds its tensors' whole storage)."""
+    seen, total = set(), 0
+    for layer in getattr(cache, "layers", ()):
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if tensor is None or not hasattr(tensor, "untyped_storage"):
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
 def crop(cache: Any, n: int) -> None:
     """Keep the first ``n`` positions of a KV cache (``Cache.crop`` takes how many to drop)."""
     drop = cache.get_seq_length() - n
@@ -91,7 +107,7 @@ class HFEngine:
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto",
                  device: str | None = None, max_batch_tokens: int = 8192,
-                 max_sessions: int = 64):
+                 max_session_bytes: int = 512 * 2**20):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -123,9 +139,10 @@ class HFEngine:
         if self.pad_id is None:
             self.pad_id = self.end_id
         self._prefixes: dict[tuple[int, ...], Any] = {}
-        # session key -> (the token ids of its last prompt, their KV cache), least recent first
-        self._sessions: dict[Hashable, tuple[list[int], Any]] = {}
-        self.max_sessions = max_sessions
+        # session key -> (the token ids of its last prompt, their KV cache, the bytes the
+        # cache holds), least recently used first
+        self._sessions: dict[Hashable, tuple[list[int], Any, int]] = {}
+        self.max_session_bytes = max_session_bytes
         self.reused_tokens = 0  # prompt tokens read from session caches instead of computed
         self.truncated = 0
         # work done by scoring forwards, for FLOP/s accounting: real (unpadded) query tokens
@@ -268,8 +285,8 @@ class HFEngine:
               ) -> list[np.ndarray]:
         """See the engine contract. ``sessions``: a key per prompt (an episode's); each prompt's
         KV cache is kept under its key, and the next prompt of the key computes only the tokens
-        after their longest common prefix (``max_sessions`` kept, or as many as one call has;
-        least recent dropped)."""
+        after their longest common prefix (the caches kept hold at most ``max_session_bytes``;
+        the least recently used are dropped first)."""
         import torch
 
         if len(prompts) != len(candidates):
@@ -282,12 +299,8 @@ class HFEngine:
         ids = [self._fit(self.encode(p), longest) for p in prompts]
         with torch.inference_mode():
             if sessions is not None:
-                out = [self._score_session(r, cs, single, key)
-                       for r, cs, key in zip(ids, cand, sessions, strict=True)]
-                keep = max(self.max_sessions, len(sessions))  # this call's sessions all stay
-                while len(self._sessions) > keep:
-                    self._sessions.pop(next(iter(self._sessions)))  # the least recent first
-                return out
+                return [self._score_session(r, cs, single, key)
+                        for r, cs, key in zip(ids, cand, sessions, strict=True)]
             n_pre, cache = self._prefix_cache(prefix, ids)  # none if truncation cut into it
             out: list[np.ndarray] = []
             if single:  # one row per prompt; every candidate's logp is at its last position
@@ -312,7 +325,8 @@ class HFEngine:
         prefix with the session's last prompt; the session then holds this prompt's cache."""
         from transformers import DynamicCache
 
-        old_ids, cache = self._sessions.pop(key, ([], None)) if key is not None else ([], None)
+        old_ids, cache, _ = self._sessions.pop(key, ([], None, 0)) if key is not None \
+            else ([], None, 0)
         n = 0
         while n < min(len(old_ids), len(ids) - 1) and old_ids[n] == ids[n]:
             n += 1  # at least the prompt's last token is computed: its hidden state is read
@@ -331,8 +345,26 @@ class HFEngine:
             (out,) = self._read_scores(hidden, reads)
             crop(cache, len(ids))  # the prompt's keys and values, not the candidates'
         if key is not None:  # None: a prompt of no session
-            self._sessions[key] = (ids, cache)
+            self._keep_session(key, ids, cache)
         return out
+
+    def _keep_session(self, key: Hashable, ids: list[int], cache: Any) -> None:
+        """Keep ``cache`` as the most recent session, dropping the least recently used ones
+        until all of them fit ``max_session_bytes`` (one larger than that is not kept)."""
+        size = cache_bytes(cache)
+        if size > self.max_session_bytes:
+            return
+        self._sessions[key] = (ids, cache, size)
+        while self.session_bytes() > self.max_session_bytes:
+            self._sessions.pop(next(iter(self._sessions)))
+
+    def session_bytes(self) -> int:
+        """Bytes the session caches hold (their tensors' storage)."""
+        return sum(size for _, _, size in self._sessions.values())
+
+    def drop_session(self, key: Hashable) -> None:
+        """Free a session's cache (its episode ended); an unknown key is ignored."""
+        self._sessions.pop(key, None)
 
     def _read_scores(self, hidden: Any, reads: list[list[tuple[int, list[int], list[int]]]]
                      ) -> list[np.ndarray]:

@@ -147,6 +147,8 @@ class LLMPolicy:
         self.targets: list[float] = []  # the targets the last act()'s prompts were written with
 
     def reset(self, slot: int, seed: int) -> None:
+        if slot in self.episodes:  # the slot's last episode: its engine session is of no more use
+            self.end_session(self.episodes[slot])
         self.t[slot], self.earned[slot] = 0, 0.0
         self.past[slot] = []
         self.episodes[slot] = (id(self), next(self._ids))
@@ -211,12 +213,7 @@ class LLMPolicy:
         random stream, earlier steps in the window, episode key): the state-free core of
         :meth:`act`, which the Serve deployment calls with its per-episode state. ``sessions``
         (with history) lets the engine reuse each episode's cached prompt."""
-        pasts = [self._fitting(text, target, t, past) for text, target, t, past
-                 in zip(obs_texts, targets, steps, pasts or [()] * len(obs_texts), strict=True)]
-        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text, past,
-                                 self.lead)
-                   for text, target, t, past in zip(obs_texts, targets, steps, pasts,
-                                                    strict=True)]
+        prompts, pasts = self.render(obs_texts, targets, steps, pasts)
         codec = self.adapter.codec
         if self.cfg.mode == "score":
             keys = list(sessions) if self.cfg.history and sessions else None
@@ -244,6 +241,27 @@ class LLMPolicy:
             out = [self._parse(text, rng) for text, rng in zip(texts, rngs, strict=True)]
         self.counts["actions"] += len(out)
         return out
+
+    def render(self, obs_texts: Sequence[str], targets: Sequence[float], steps: Sequence[int],
+               pasts: Sequence[Sequence[Step]] | None = None
+               ) -> tuple[list[str], list[Sequence[Step]]]:
+        """The prompts :meth:`decide` reads for these rows (system text, few-shot examples,
+        the history window trimmed to fit the context, the observation), and those windows."""
+        pasts = [self._fitting(text, target, t, past) for text, target, t, past
+                 in zip(obs_texts, targets, steps, pasts or [()] * len(obs_texts), strict=True)]
+        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text, past,
+                                 self.lead)
+                   for text, target, t, past in zip(obs_texts, targets, steps, pasts,
+                                                    strict=True)]
+        return prompts, pasts
+
+    def end_session(self, key: Hashable) -> None:
+        """Free the engine's cached prompts of an ended episode (``key``: its session key, the
+        one :meth:`decide` was given), with the null-target prompts guidance scores."""
+        drop = getattr(self.engine, "drop_session", None)
+        if drop is not None and self.cfg.history:
+            drop(key)
+            drop((key, "null target"))
 
     def _generate(self, prompts: Sequence[str], max_new_tokens: int,
                   rngs: Sequence[np.random.Generator]) -> list[str]:
