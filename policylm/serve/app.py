@@ -16,6 +16,12 @@ Safe by default: the HTTP proxy binds to 127.0.0.1; with an API key (``api_key``
 ``POLICYLM_API_KEY`` variable) every route but health and the schema needs
 ``Authorization: Bearer <key>`` (else 401); bodies over ``max_body_bytes`` get 413; malformed
 bodies 422 naming the field; a failing engine call 500 with the reason, and the replica stays up.
+
+Faults: episode state moves on only once a step's answer exists, so a call that got 500 or 504
+is sent again as it was (the same ``steps`` and ``rewards``: idempotent, the reward counts once);
+a step > 0 of an episode the store no longer knows gets 404 and a step the episode is not at 409
+(:mod:`policylm.platform.serving.episodes`). A request past ``request_timeout_s`` gets 504, and
+the replica stops its work at the next engine call of it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import hmac
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -108,7 +115,8 @@ class ServeConfig:
 
 
 def make_api(backend: Any, cfg: ServeConfig) -> Any:
-    """The FastAPI app over ``backend``, which offers the async ``act(request)``,
+    """The FastAPI app over ``backend``, which offers the async ``act(request, deadline)``
+    (``deadline``: a ``time.monotonic()`` time after which the request's work stops),
     ``chat(request)``, ``reward(episode_id, reward)``, ``end(episode_id)`` and ``info()``, and
     ``replica`` (named in every response's ``x-policylm-replica`` header)."""
     from fastapi import FastAPI, Request
@@ -179,7 +187,8 @@ def make_api(backend: Any, cfg: ServeConfig) -> Any:
     @app.post("/v1/act", response_model=ActResponse, responses={413: {}, 422: {}, 500: {},
                                                                 504: {}})
     async def act(body: ActRequest) -> Any:
-        return await answer(backend.act(body))
+        # the same deadline for the replica's work as for the answer: past it, both stop
+        return await answer(backend.act(body, time.monotonic() + cfg.request_timeout_s))
 
     @app.post("/v1/episodes/{episode_id}/reward", response_model=EpisodeOut)
     async def reward(episode_id: str, body: RewardRequest) -> Any:
@@ -205,8 +214,8 @@ class PolicyBackend:
     def __init__(self, service: Any):
         self.service = service
 
-    async def act(self, request: Any) -> Any:
-        return (await asyncio.to_thread(self.service.act, [request]))[0]
+    async def act(self, request: Any, deadline: float | None = None) -> Any:
+        return (await asyncio.to_thread(self.service.act, [request], [deadline]))[0]
 
     async def chat(self, request: Any) -> Any:
         return (await asyncio.to_thread(self.service.chat, [request]))[0]
@@ -215,7 +224,7 @@ class PolicyBackend:
         return self.service.reward(episode_id, reward)
 
     async def end(self, episode_id: str) -> Any:
-        return self.service.end(episode_id)
+        return await asyncio.to_thread(self.service.end, episode_id)
 
     async def info(self) -> dict:
         return {**self.service.info(), "open_episodes": self.service.store.count(),
@@ -242,11 +251,11 @@ class RemoteStore:
     async def acall(self, method: str, *args: Any) -> Any:  # from the event loop
         return self._unwrap(await self.handle.call.remote(method, *args))
 
-    def advance(self, updates: list, default_target: float, history: int = 0) -> list[dict]:
-        return self._call("advance", updates, default_target, history)
+    def begin(self, rows: list, default_target: float, history: int = 0) -> dict:
+        return self._call("begin", rows, default_target, history)
 
-    def remember(self, steps: list) -> None:
-        return self._call("remember", steps)
+    def commit(self, rows: list, history: int = 0) -> None:
+        return self._call("commit", rows, history)
 
     def reward(self, episode_id: str, reward: float) -> dict:
         return self._call("reward", episode_id, reward)
@@ -302,18 +311,18 @@ def _deployment_classes() -> tuple[Any, Any]:
             return make_api(self, self.cfg)
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-        async def act_batch(self, requests: list[Any]) -> list[Any]:
+        async def act_batch(self, requests: list[Any], deadlines: list[float]) -> list[Any]:
             # a thread, so the event loop keeps queueing the next batch while this one runs
-            return await asyncio.to_thread(self.service.act, requests)
+            return await asyncio.to_thread(self.service.act, requests, deadlines)
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
         async def chat_batch(self, requests: list[Any]) -> list[Any]:
             return await asyncio.to_thread(self.service.chat, requests)
 
-        async def act(self, request: Any) -> Any:
+        async def act(self, request: Any, deadline: float) -> Any:
             if request.size() > self.cfg.large_request_rows:  # alone, not holding up a batch
-                return (await asyncio.to_thread(self.service.act, [request]))[0]
-            return await self.act_batch(request)
+                return (await asyncio.to_thread(self.service.act, [request], [deadline]))[0]
+            return await self.act_batch(request, deadline)
 
         async def chat(self, request: Any) -> Any:
             return await self.chat_batch(request)
@@ -322,7 +331,11 @@ def _deployment_classes() -> tuple[Any, Any]:
             return EpisodeOut(**await self.store.acall("reward", episode_id, reward))
 
         async def end(self, episode_id: str) -> Any:
-            return EpisodeOut(**await self.store.acall("end", episode_id))
+            out = EpisodeOut(**await self.store.acall("end", episode_id))
+            # this replica's cached prompts of the episode (other replicas' age out of their
+            # engines' byte budget)
+            await asyncio.to_thread(self.service.forget, [episode_id])
+            return out
 
         async def info(self) -> dict:
             return {**self.service.info(), "open_episodes": await self.store.acall("count"),

@@ -227,6 +227,55 @@ def test_rejections(server):
     assert call("/v1/act", {"observations": OBS[:1]})[0] == 200  # still serving
 
 
+def test_a_lost_episode_store_is_an_error_not_a_restart(server, monkeypatch):
+    """Mid-episode, a retried step is answered again and its reward counts once; then the
+    episode store's replica is killed (Serve starts an empty one): the episode's next step gets
+    404 saying what to do, never a silent restart at step 0 with the default target, and the
+    ``http://`` policy raises a RemoteError that says the episode was lost."""
+    import time
+
+    import ray
+
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.policies import policy_from_uri
+    from policylm.platform.policies.remote import RemoteError
+
+    def body(t: int, reward: float) -> dict:
+        return {"observations": OBS[:1], "episode_ids": ["doomed"], "steps": [t],
+                "rewards": [reward], **({"target_return": 30} if t == 0 else {})}
+
+    for t in range(3):
+        status, out = call("/v1/act", body(t, 1.0 if t else 0.0))
+        assert status == 200 and out["actions"][0]["step"] == t
+    assert call("/v1/act", body(2, 1.0)) == (200, out)  # the answer lost on its way: again
+    status, ep = call("/v1/episodes/doomed/reward", {"reward": 0.0})
+    assert (ep["step"], ep["earned"]) == (3, 2.0)
+    monkeypatch.setenv("POLICYLM_API_KEY", KEY)
+    policy = policy_from_uri(f"http://127.0.0.1:{PORT}?target_return=30&retries=0",
+                             make_adapter("CartPole-v1"))
+    policy.reset(0, 0)
+    for _ in range(2):
+        policy.act([np.asarray(OBS[0], np.float32)], [0])
+        policy.observe([0], [1.0])
+
+    (store,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith("SERVE_REPLICA::policylm#EpisodeStoreDeployment#")]
+    ray.kill(ray.get_actor(store["name"], namespace=store["namespace"]))
+    deadline = time.monotonic() + 120
+    while True:  # 500 while Serve replaces the replica, then the empty store answers
+        status, out = call("/v1/act", body(3, 1.0))
+        assert status != 200, f"the lost episode restarted silently: {out}"
+        if status != 500 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status == 404 and "new episode id" in out["detail"], out
+    with pytest.raises(RemoteError, match="no longer knows an episode") as err:
+        policy.act([np.asarray(OBS[0], np.float32)], [0])
+    assert err.value.status == 404
+    status, out = call("/v1/act", {**body(0, 0.0), "episode_ids": ["reborn"]})
+    assert status == 200 and out["actions"][0]["target_return"] == 30
+
+
 def test_openai_client_chat_completions(server):
     from openai import OpenAI
 

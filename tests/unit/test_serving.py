@@ -26,48 +26,61 @@ def service(tiny_model_dir):
 def test_episode_store_adaptive_target_and_expiry():
     now = [100.0]
     store = EpisodeStore(ttl_s=10, clock=lambda: now[0])
-    e = store.get("a", 20.0, 500.0)
-    assert (e.target, e.earned, e.t) == (20.0, 0.0, 0)
+    store.commit([("a", 0, 0.0, 20.0, 0.0, None), ("b", 0, 0.0, 500.0, 0.0, None)])
     store.reward("a", 1.5)
     store.reward("a", 2.0)
-    assert store.get("a", None, 500.0).earned == 3.5
-    assert store.get("b", None, 500.0).target == 500.0  # the default target
+    (a,) = store.begin([("a", None, 0.0, 1)], 500.0)["rows"]
+    assert (a["target"], a["earned"], a["t"]) == (20.0, 3.5, 1)
     now[0] = 105.0
-    store.get("a", None, 500.0)  # a is seen again at 105, b last at 100
+    store.begin([("a", None, 0.0, 1)], 500.0)  # a is seen again at 105, b last at 100
     now[0] = 112.0
-    assert store.expire() == 1 and set(store.episodes) == {"a"}
+    assert store.expire() == ["b"] and set(store.episodes) == {"a"}
     with pytest.raises(RequestError, match="unknown or expired") as err:
         store.reward("b", 1.0)
     assert err.value.status == 404
 
 
-def test_store_advance_by_hand():
-    """Each row gets the state its prompt needs, then the episode moves on; the step's seed
-    comes from the episode id and the step (the same whichever replica asks)."""
+def test_store_begin_and_commit_by_hand():
+    """``begin`` gives each row the state its prompt needs and changes nothing; ``commit``
+    moves the episode on; the step's seed comes from the episode id and the step (the same
+    whichever replica asks)."""
     from policylm.platform.serving import episode_seed
 
     store = EpisodeStore()
-    rows = store.advance([("a", 30.0, 0.0), ("b", None, 0.0), ("a", None, 2.0)], 500.0)
+    got = store.begin([("a", 30.0, 0.0, 0), ("b", None, 0.0, None), ("a", None, 2.0, None)],
+                      500.0)
+    rows = got["rows"]
     assert [(r["target"], r["earned"], r["t"]) for r in rows] == [(30.0, 0.0, 0),
                                                                    (500.0, 0.0, 0),
                                                                    (30.0, 2.0, 1)]
     assert rows[0]["seed"] == episode_seed("a", 0) != episode_seed("a", 1) == rows[2]["seed"]
+    assert store.count() == 0 and got["expired"] == []  # nothing committed yet
+    store.commit([("a", 0, 0.0, 30.0, 0.0, [30.0, 0, "o0", "right"]),
+                  ("b", 0, 0.0, 500.0, 0.0, None),
+                  ("a", 1, 2.0, 30.0, 2.0, [28.0, 1, "o1", "left"]),
+                  ("a", 1, 2.0, 30.0, 2.0, [28.0, 1, "o1", "right"]),  # a repeat: no change
+                  ("gone", 3, 1.0, 5.0, 1.0, None)],  # ended or expired: not recreated
+                 history=2)
     assert store.reward("a", 1.0) == {"episode_id": "a", "step": 2, "target_return": 30.0,
                                       "earned": 3.0, "remaining_target": 27.0}
     assert store.end("b")["step"] == 1 and store.count() == 1
-    # history: kept in step order, one entry per step (a retried call replaces its step)
-    store.remember([("a", [30.0, 1, "o1", "left"]), ("a", [30.0, 0, "o0", "right"]),
-                    ("gone", [1.0, 0, "x", "left"])])
-    store.remember([("a", [30.0, 1, "o1", "right"])])
-    assert store.episodes["a"].past == [[30.0, 0, "o0", "right"], [30.0, 1, "o1", "right"]]
-    assert [p[1] for p in store.advance([("a", None, 0.0)], 500.0, history=2)[0]["past"]] == [0, 1]
+    assert store.episodes["a"].past == [[30.0, 0, "o0", "right"], [28.0, 1, "o1", "left"]]
+    (nxt,) = store.begin([("a", None, 0.0, 2)], 500.0, history=2)["rows"]
+    assert [p[1] for p in nxt["past"]] == [0, 1] and not nxt["repeat"]
+    (again,) = store.begin([("a", None, 2.0, 1)], 500.0, history=2)["rows"]
+    assert (again["t"], again["earned"], again["repeat"]) == (1, 2.0, True)
+    assert [p[1] for p in again["past"]] == [0]  # the window step 1 was played with
+    (skip,) = store.begin([("a", None, 0.0, 5)], 500.0)["rows"]
+    assert skip["error"][0] == 409 and "at step 2" in skip["error"][1]
+    (lost,) = store.begin([("zz", None, 0.0, 4)], 500.0)["rows"]
+    assert lost["error"][0] == 404 and "new episode id" in lost["error"][1]
 
 
 def test_limits_answer_413_and_422_naming_them(tiny_model_dir):
     from policylm.platform.serving import ServiceLimits
 
     svc = PolicyService(f"hf://{tiny_model_dir}?temperature=0&dtype=fp32",
-                        limits=ServiceLimits(max_observations=3, max_prompt_tokens=40,
+                        limits=ServiceLimits(max_observations=3, max_prompt_tokens=100,
                                              max_new_tokens=8, max_rows_per_call=2))
     many, long, fine = svc.act([ActRequest(texts=["x=0"] * 4), ActRequest(texts=["w " * 60]),
                                 ActRequest(texts=["x=0"] * 3)])

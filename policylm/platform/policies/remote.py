@@ -1,13 +1,16 @@
 """Policies that act through a server: ``http://`` (a running policylm Serve endpoint) and
 ``openai://`` (any OpenAI-compatible chat server: vLLM, Ray Serve LLM, this project's app).
 
-- ``http://host:port[/prefix]?target_return=R&text=0&timeout=30&wait=60``: before its first
-  step the policy waits up to ``wait`` seconds for the server's ``GET /v1/health`` (a server
-  started a moment ago takes ~20 s to come up); then each step is one
+- ``http://host:port[/prefix]?target_return=R&text=0&timeout=30&wait=60&retries=2``: before
+  its first step the policy waits up to ``wait`` seconds for the server's ``GET /v1/health`` (a
+  server started a moment ago takes ~20 s to come up); then each step is one
   ``POST /v1/act`` with every slot's raw observation (``text=1``: the encoded text), the slot's
-  episode id and the reward earned since its previous step, so the server keeps the adaptive
-  target. The API key comes from ``POLICYLM_API_KEY`` (never from the URI, which is stored
-  with the trajectories).
+  episode id, the step it is at and the reward earned since its previous step, so the server
+  keeps the adaptive target. A call that gets 500, 503 or 504 or no answer is sent again as it
+  was, up to ``retries`` times (the server counts a retried step once); an episode the server
+  lost (404) or whose step it disputes (409) raises :class:`RemoteError` saying so. The API key
+  comes from ``POLICYLM_API_KEY`` (never from the URI, which is stored with the
+  trajectories).
 - ``openai://host:port/v1?model=<name>&target_return=R&temperature=..``: the LLM policy in
   generate mode over ``POST /v1/chat/completions`` (chat prompt form), parsing the answer with
   the action codec and counting invalid answers (``fallback``). Key: ``OPENAI_API_KEY``, else
@@ -31,7 +34,12 @@ from policylm.platform.envs import EnvAdapter
 
 
 class RemoteError(RuntimeError):
-    """A server that cannot be reached or refused a request; the message says which and why."""
+    """A server that cannot be reached or refused a request; the message says which and why
+    (``status``: the HTTP status, None without an answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def post_json(url: str, body: Any, key: str = "", timeout: float = 60.0,
@@ -49,7 +57,8 @@ def post_json(url: str, body: Any, key: str = "", timeout: float = 60.0,
     except urllib.error.HTTPError as err:
         detail = err.read().decode(errors="replace")[:500]
         hint = " (set POLICYLM_API_KEY to the server's key)" if err.code == 401 else ""
-        raise RemoteError(f"{method} {url} -> HTTP {err.code}: {detail}{hint}") from err
+        raise RemoteError(f"{method} {url} -> HTTP {err.code}: {detail}{hint}",
+                          err.code) from err
     except (urllib.error.URLError, OSError) as err:
         raise RemoteError(f"{method} {url}: no answer ({err}); is the server running? "
                           "(policylm serve policy=hf://...)") from err
@@ -76,21 +85,22 @@ class HTTPPolicy:
     """Acts through a policylm Serve endpoint (see module docstring)."""
 
     def __init__(self, adapter: EnvAdapter, base_url: str, target_return: float | None = None,
-                 send_text: bool = False, timeout: float = 60.0, wait: float = 60.0):
+                 send_text: bool = False, timeout: float = 60.0, wait: float = 60.0,
+                 retries: int = 2):
         self.adapter, self.base = adapter, base_url.rstrip("/")
         self.target, self.send_text, self.timeout = target_return, send_text, timeout
-        self.wait, self.ready = wait, False
+        self.wait, self.ready, self.retries = wait, False, retries
         self.key = os.environ.get("POLICYLM_API_KEY", "")
         self.episodes: dict[int, str] = {}
         self.pending: dict[int, float] = {}
-        self.started: set[int] = set()
+        self.steps: dict[int, int] = {}  # slot -> the step its episode is at (calls answered)
         self.counts = {"actions": 0, "invalid": 0}
         self.targets: list[float | None] = []  # the last act()'s, in slot order
 
     def reset(self, slot: int, seed: int) -> None:
         self.episodes[slot] = f"{uuid.uuid4().hex}-{seed}"
         self.pending[slot] = 0.0
-        self.started.discard(slot)
+        self.steps[slot] = 0
 
     def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
         for s, r in zip(slots, rewards, strict=True):
@@ -108,17 +118,18 @@ class HTTPPolicy:
         body: dict[str, Any] = {
             "episode_ids": [self.episodes[s] for s in slots],
             "rewards": [self.pending.get(s, 0.0) for s in slots],
+            "steps": [self.steps[s] for s in slots],  # a retried call is the same step
         }
         if self.send_text:
             body["texts"] = [self.adapter.encode(o) for o in observations]
         else:
             body["observations"] = [to_json(o) for o in observations]
         if self.target is not None:  # the episode's target, set on its first call
-            body["target_return"] = [None if s in self.started else self.target for s in slots]
-        out = post_json(f"{self.base}/v1/act", body, self.key, self.timeout)
+            body["target_return"] = [None if self.steps[s] else self.target for s in slots]
+        out = self._post_act(body)
         for s in slots:
             self.pending[s] = 0.0
-            self.started.add(s)
+            self.steps[s] += 1
         actions = out["actions"]
         # the target each prompt was written with, as the server reports it
         self.targets = [a.get("target_return") for a in actions]
@@ -126,6 +137,32 @@ class HTTPPolicy:
         self.counts["invalid"] += sum(not a.get("valid", True) for a in actions)
         space = self.adapter.action_space
         return [from_json(space, a["action"], "action") for a in actions]
+
+    def _post_act(self, body: dict) -> Any:
+        """``POST /v1/act``, sent again as it was after 500, 503, 504 or no answer (up to
+        ``retries`` times); a lost (404) or disputed (409) episode is a :class:`RemoteError`
+        that says what happened."""
+        import time
+
+        attempt = 0
+        while True:
+            try:
+                return post_json(f"{self.base}/v1/act", body, self.key, self.timeout)
+            except RemoteError as err:
+                if err.status == 404:
+                    raise RemoteError(f"{err} -- the server no longer knows an episode of this "
+                                      "rollout (its episode store restarted, or the episode was "
+                                      "idle past the server's episode_ttl_s): its adaptive "
+                                      "target and history are lost; run the episodes again",
+                                      404) from err
+                if err.status == 409:
+                    raise RemoteError(f"{err} -- the server's step of an episode of this "
+                                      "rollout is not this policy's (is a second client using "
+                                      "its episode ids?)", 409) from err
+                if err.status not in (None, 500, 503, 504) or attempt >= self.retries:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+                attempt += 1
 
     def stats(self) -> dict[str, float]:
         n = self.counts["actions"]
@@ -195,8 +232,8 @@ class OpenAIEngine:
 
 def http_policy(body: str, params: dict[str, str], adapter: EnvAdapter,
                 scheme: str = "http") -> HTTPPolicy:
-    """``http://<body>?target_return=R&text=0|1&timeout=S&wait=S``."""
-    known = {"target_return", "text", "timeout", "wait"}
+    """``http://<body>?target_return=R&text=0|1&timeout=S&wait=S&retries=N``."""
+    known = {"target_return", "text", "timeout", "wait", "retries"}
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown {scheme}:// parameters {sorted(unknown)}; known: "
@@ -204,7 +241,8 @@ def http_policy(body: str, params: dict[str, str], adapter: EnvAdapter,
     target = float(params["target_return"]) if "target_return" in params else None
     return HTTPPolicy(adapter, f"{scheme}://{body}", target,
                       params.get("text", "0").lower() in ("1", "true", "yes"),
-                      float(params.get("timeout", 60)), float(params.get("wait", 60)))
+                      float(params.get("timeout", 60)), float(params.get("wait", 60)),
+                      int(params.get("retries", 2)))
 
 
 def openai_policy(body: str, params: dict[str, str], adapter: EnvAdapter) -> Any:

@@ -3,9 +3,25 @@ reward earned so far, the step and, for a policy with history, the earlier steps
 One store serves every replica (the Serve application runs it as a deployment of its own), so a
 call lands right whichever replica serves it.
 
-Everything a replica needs for a row comes back from :meth:`EpisodeStore.advance` as plain
-numbers, including the random seed of the step (from the episode id and the step), so an
-episode's actions do not depend on which replica served which call either.
+An act call reads the state first (:meth:`EpisodeStore.begin`, which changes nothing) and
+records the step only once its answer exists (:meth:`EpisodeStore.commit`): a call that fails
+(500) or runs out of time (504) leaves the episode as it was, so the client sends the same step
+again. The client says which step it is at (``steps``, 0 for an episode's first call):
+
+- the episode's next step: played, then committed (reward added, step counted, history kept);
+- the step committed last, with the same reward (the answer was lost on its way back): answered
+  again from the state that step was played in (same prompt, same seed), committing nothing;
+- any other step: 409 naming the step the episode is at;
+- a step > 0 of an episode the store does not know (ended, idle past ``ttl_s``, or lost with a
+  restarted store): 404; its target, reward and history are gone, so it is never restarted at
+  step 0 in silence: the client starts a new episode id at step 0.
+
+Without ``steps`` a call is the episode's next step (and an unknown id starts an episode): the
+old protocol, with neither retries nor lost episodes told apart.
+
+Everything a replica needs for a row comes back as plain numbers, including the random seed of
+the step (from the episode id and the step), so an episode's actions do not depend on which
+replica served which call either.
 """
 
 from __future__ import annotations
@@ -33,10 +49,12 @@ def _locked(method: Any) -> Any:
 @dataclass
 class EpisodeState:
     target: float
-    earned: float = 0.0
-    t: int = 0
+    earned: float = 0.0  # every committed step's reward and every reported one
+    t: int = 0           # the next step: how many steps are committed
     last_seen: float = 0.0
     past: list = field(default_factory=list)  # [target, t, observation text, action text]
+    # the step committed last: (its reward, the earned reward its prompt was written with)
+    last: tuple[float, float] | None = None
 
 
 def episode_seed(episode_id: str, t: int) -> list[int]:
@@ -44,8 +62,16 @@ def episode_seed(episode_id: str, t: int) -> list[int]:
     return [int(uuid.uuid5(uuid.NAMESPACE_OID, episode_id).int % 2**32), t]
 
 
+def lost(episode_id: str, step: int) -> list:
+    return [404, f"episode {episode_id!r} is unknown or expired (ended, idle longer than "
+                 f"episode_ttl_s, or lost when the server restarted its episode store), yet "
+                 f"this call is its step {step}: its target, reward earned and history are "
+                 "gone. Start a new episode id at step 0 (with its target_return)"]
+
+
 class EpisodeStore:
-    """Per-episode state, dropped after ``ttl_s`` seconds without a call."""
+    """Per-episode state, dropped after ``ttl_s`` seconds without a call (see module
+    docstring for the protocol)."""
 
     def __init__(self, ttl_s: float = 600.0, clock: Any = time.monotonic):
         self.ttl_s, self.clock = ttl_s, clock
@@ -53,55 +79,79 @@ class EpisodeStore:
         self.lock = threading.RLock()  # callers may share the store across threads
 
     @_locked
-    def expire(self) -> int:
-        """Drop idle episodes; returns how many were dropped."""
+    def expire(self) -> list[str]:
+        """Drop idle episodes; returns their ids."""
         now = self.clock()
         old = [k for k, e in self.episodes.items() if now - e.last_seen > self.ttl_s]
         for k in old:
             del self.episodes[k]
-        return len(old)
+        return old
 
     @_locked
-    def get(self, episode_id: str, target: float | None, default_target: float) -> EpisodeState:
-        """The episode's state, created on first sight; a given ``target`` replaces its
-        target."""
-        e = self.episodes.get(episode_id)
-        if e is None:
-            e = EpisodeState(default_target if target is None else target)
-            self.episodes[episode_id] = e
-        elif target is not None:
-            e.target = target
-        e.last_seen = self.clock()
-        return e
-
-    @_locked
-    def advance(self, updates: list[tuple[str, float | None, float]],
-                default_target: float, history: int = 0) -> list[dict]:
-        """One act call's rows of episodes, in order: ``(episode id, target or None, reward
-        earned since the previous call)``. Each row gets the episode's state for its prompt
-        (``target``, ``earned``, step ``t``, ``seed``, and ``past``: the earlier steps its
-        prompt holds with ``history``) and moves the episode one step on."""
-        self.expire()
-        out = []
-        for episode_id, target, reward in updates:
-            e = self.get(episode_id, target, default_target)
-            e.earned += reward
-            start = history_start(e.t, history)
-            e.past = [p for p in e.past if p[1] >= start]
-            out.append({"target": e.target, "earned": e.earned, "t": e.t,
-                        "seed": episode_seed(episode_id, e.t), "past": list(e.past)})
-            e.t += 1
-        return out
-
-    @_locked
-    def remember(self, steps: list[tuple[str, list]]) -> None:
-        """Keep each ``(episode id, [target, t, observation text, action text])`` in its
-        episode's history, in step order (an episode ended or expired since is skipped)."""
-        for episode_id, step in steps:
+    def begin(self, rows: list[tuple[str, float | None, float, int | None]],
+              default_target: float, history: int = 0) -> dict:
+        """The state of one act call's rows, in order: ``(episode id, target or None, reward
+        earned since the previous call, step the client is at or None)``. Returns ``{"rows":
+        [...], "expired": [ids dropped as idle]}``, a row being the state its prompt needs
+        (``target``: the episode's, ``earned``, step ``t``, ``seed``, ``past``: the earlier
+        steps its prompt holds with ``history``, ``repeat``: a retry of the step committed
+        last) or ``{"error": [status, message]}``. Changes nothing but the episodes' idle
+        clocks: :meth:`commit` records the steps once their answers exist."""
+        expired = self.expire()
+        now, out = self.clock(), []
+        ahead: dict[str, tuple[int, float, float]] = {}  # met earlier in this call
+        for episode_id, target, reward, step in rows:
             e = self.episodes.get(episode_id)
-            if e is not None:  # in step order, one entry per step (a retried call replaces)
-                e.past = sorted([p for p in e.past if p[1] != step[1]] + [list(step)],
-                                key=lambda p: p[1])
+            if e is not None:
+                e.last_seen = now
+            t, earned, known = ahead.get(episode_id, (e.t, e.earned, e.target) if e else
+                                         (0, 0.0, default_target))
+            target = known if target is None else target
+            step = t if step is None else step
+            repeat = False
+            if e is None and episode_id not in ahead and step > 0:
+                out.append({"error": lost(episode_id, step)})
+                continue
+            if step == t:
+                earned += reward
+                ahead[episode_id] = (t + 1, earned, target)
+            elif e is not None and episode_id not in ahead and step == t - 1 and e.last \
+                    and e.last[0] == reward:
+                earned, repeat = e.last[1], True
+            else:
+                again = f"; step {t - 1} repeats the last answer (with the reward sent with " \
+                        "it)" if e is not None and e.last else ""
+                why = " with another reward than it was played with" if step == t - 1 else ""
+                out.append({"error": [409, f"episode {episode_id!r} is at step {t}: this call "
+                                           f"says step {step}{why}. Send step {t} for its next "
+                                           f"action{again}"]})
+                continue
+            start = history_start(step, history)
+            past = [p for p in (e.past if e else []) if start <= p[1] < step]
+            out.append({"target": target, "earned": earned, "t": step,
+                        "seed": episode_seed(episode_id, step), "past": past, "repeat": repeat})
+        return {"rows": out, "expired": expired}
+
+    @_locked
+    def commit(self, rows: list[tuple[str, int, float, float, float, list | None]],
+               history: int = 0) -> None:
+        """Record answered steps, in order: ``(episode id, step, reward, the episode's target,
+        the earned reward its prompt was written with, [target in the prompt, step,
+        observation text, action text] or None)``. A step the episode is not at (a retry of a
+        committed step, a call that lost a race with an equal one) changes nothing; an episode
+        gone since (ended, expired) is not recreated, except at step 0."""
+        now = self.clock()
+        for episode_id, step, reward, target, earned, entry in rows:
+            e = self.episodes.get(episode_id)
+            if e is None and step == 0:
+                e = self.episodes[episode_id] = EpisodeState(target)
+            if e is None or e.t != step:
+                continue
+            e.target, e.earned, e.t, e.last_seen = target, e.earned + reward, step + 1, now
+            e.last = (reward, earned)
+            if entry is not None:  # what this step's retry and the next steps' windows need
+                start = history_start(step, history)
+                e.past = [p for p in e.past if start <= p[1] < step] + [list(entry)]
 
     @_locked
     def reward(self, episode_id: str, reward: float) -> dict:

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class RequestError(ValueError):
     """A request that parses but does not fit the policy (wrong observation shape, unknown
-    episode): the message names the field and what was expected (HTTP 422 or 404)."""
+    episode, a step the episode is not at, a request past its deadline): the message names the
+    field and what was expected or what to do (HTTP 422, 404, 409 or 504: ``status``)."""
 
     def __init__(self, field: str, message: str, status: int = 422):
         super().__init__(f"{field}: {message}")
@@ -39,7 +40,12 @@ class ActRequest(BaseModel):
         None, description="per observation: reward earned since this episode's previous call "
                           "(the same as POST /v1/episodes/{id}/reward)")
     steps: list[int] | None = Field(
-        None, description="per observation: the step index, for calls without episode ids")
+        None, description="per observation: the step the client is at (0 on an episode's "
+                          "first call). With episode ids it makes a retry of the same step "
+                          "idempotent (the reward counts once, the step is not skipped) and a "
+                          "lost episode an error (404) instead of a silent restart; a step the "
+                          "episode is not at gets 409. Without episode ids: the step written "
+                          "in the prompt")
 
     @model_validator(mode="after")
     def _one_source(self) -> ActRequest:
@@ -52,6 +58,8 @@ class ActRequest(BaseModel):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} entries for {n} observations")
+        if self.steps is not None and min(self.steps) < 0:
+            raise ValueError("steps must be >= 0 (0 on an episode's first call)")
         if isinstance(self.target_return, list) and len(self.target_return) != n:
             raise ValueError(f"target_return has {len(self.target_return)} entries for {n} "
                              "observations; give one number or one per observation")
