@@ -194,6 +194,26 @@ def test_the_http_policy_retries_a_step_and_names_a_lost_episode(tiny_model_dir,
     assert err.value.status == 404 and svc.store.count() == 0
 
 
+def test_every_episode_through_the_http_policy_starts_at_its_target(tiny_model_dir,
+                                                                    http_server):
+    """One slot, three CartPole episodes through the ``http://`` policy and the server's
+    episode store: each episode's first step is played at the target itself (the previous
+    episode's last reward is not sent as the new episode's first), and the recorded target of
+    every step is the target less the reward earned before it (1 a step)."""
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
+
+    base = http_server(PolicyService(uri(tiny_model_dir), env_id="CartPole-v1"))
+    adapter = make_adapter("CartPole-v1", max_episode_steps=4)
+    (chunk,) = plan_chunks([("http", f"{base}?target_return=10&wait=5")], 3, 0, 3)
+    rows = EpisodeRunner(adapter, 1).run(chunk.specs, "r").select(
+        [tr.EPISODE_ID, tr.T, tr.TARGET_RETURN]).to_pylist()
+    assert len({r[tr.EPISODE_ID] for r in rows}) == 3
+    assert [r[tr.TARGET_RETURN] for r in rows if r[tr.T] == 0] == [10.0] * 3
+    assert all(r[tr.TARGET_RETURN] == 10.0 - r[tr.T] for r in rows)
+
+
 # --- item 7: a request past its deadline stops its engine work ----------------------------
 
 def slow_engine(monkeypatch, engine, seconds):
