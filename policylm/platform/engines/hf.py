@@ -39,6 +39,7 @@ from policylm.platform.engines.contract import (
     render_messages,
     row_seeds,
 )
+from policylm.platform.engines.sampling import row_sampler
 
 log = logging.getLogger("policylm")
 
@@ -448,11 +449,9 @@ class HFEngine:
 
     # --- generation ----------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
-                 temperature: float = 0.0, seed: int | None = None,
-                 seeds: Sequence[int | None] | None = None) -> list[str]:
-        return [g.text for g in self.generate_details(prompts, max_new_tokens, temperature,
-                                                      seed, seeds)]
+    def generate(self, prompts: Sequence[str], *args: Any, **kwargs: Any) -> list[str]:
+        """The texts of :meth:`generate_details` (the same parameters)."""
+        return [g.text for g in self.generate_details(prompts, *args, **kwargs)]
 
     def generate_details(self, prompts: Sequence[str], max_new_tokens: int = 16,
                          temperature: float = 0.0, seed: int | None = None,
@@ -472,8 +471,9 @@ class HFEngine:
             mask[i, width - len(r):] = 1
         sampling = {}
         if temperature > 0:
-            sampling["logits_processor"] = self._row_sampler(
-                temperature, row_seeds(len(ids), seed, seeds))
+            sampling["logits_processor"] = row_sampler(
+                self.model.generation_config, self.device, temperature,
+                row_seeds(len(ids), seed, seeds))
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
@@ -485,37 +485,3 @@ class HFEngine:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             details.append(Generation(text, tokens, reason))
         return details
-
-    def _row_sampler(self, temperature: float, seeds: list[int]) -> Any:
-        """A logits processor that makes greedy decoding sample: the logits at ``temperature``,
-        filtered by the model's top-k (transformers' sampling default, 50, when unset) and
-        top-p, plus Gumbel noise drawn from each row's own generator; the argmax is then a
-        draw from the softmax of the filtered logits."""
-        import torch
-        from transformers import (
-            LogitsProcessor,
-            LogitsProcessorList,
-            TemperatureLogitsWarper,
-            TopKLogitsWarper,
-            TopPLogitsWarper,
-        )
-
-        config = self.model.generation_config
-        top_k = 50 if config.top_k is None else config.top_k
-        warpers = [TemperatureLogitsWarper(temperature)]
-        if top_k:
-            warpers.append(TopKLogitsWarper(top_k))
-        if config.top_p is not None and config.top_p < 1.0:
-            warpers.append(TopPLogitsWarper(config.top_p))
-        gens = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
-
-        class RowSampler(LogitsProcessor):
-            def __call__(self, input_ids: Any, scores: Any) -> Any:
-                for w in warpers:
-                    scores = w(input_ids, scores)
-                u = torch.stack([torch.rand(scores.shape[1], generator=g, device=scores.device)
-                                 for g in gens])
-                gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
-                return scores + gumbel.to(scores.dtype)
-
-        return LogitsProcessorList([RowSampler()])

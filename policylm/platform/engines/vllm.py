@@ -136,11 +136,9 @@ class VLLMEngine:
             scores[i][j] = sum(lps[start + k][tok].logprob for k, tok in enumerate(cand))
         return scores
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 16,
-                 temperature: float = 0.0, seed: int | None = None,
-                 seeds: Sequence[int | None] | None = None) -> list[str]:
-        return [g.text for g in self.generate_details(prompts, max_new_tokens, temperature,
-                                                      seed, seeds)]
+    def generate(self, prompts: Sequence[str], *args: Any, **kwargs: Any) -> list[str]:
+        """The texts of :meth:`generate_details` (the same parameters)."""
+        return [g.text for g in self.generate_details(prompts, *args, **kwargs)]
 
     def generate_details(self, prompts: Sequence[str], max_new_tokens: int = 16,
                          temperature: float = 0.0, seed: int | None = None,
