@@ -262,7 +262,7 @@ def test_heldout_checks_refuse_training_seeds_and_guidance_of_generated_actions(
                                                 "heldout_episodes": 20, **kw})
 
     cartpole = make_adapter("CartPole-v1")
-    check_heldout(cfg(), cartpole)  # 10000 is no iteration's base seed (0, 7919, 15838)
+    check_heldout(cfg(), cartpole)  # the test range is no iteration's base seed (0, 7919, 15838)
     with pytest.raises(ConfigError, match="heldout_seed: 7919 gives 4 env seeds that training"):
         check_heldout(cfg(heldout_seed=7919), cartpole)  # iteration 1's 4 seeds
     check_heldout(cfg(heldout_seed=7919, heldout_episodes=0), cartpole)  # nothing held out
