@@ -82,7 +82,7 @@ def open_run(job: str, cfg: Any) -> Path:
     if resume and overwrite:
         raise ConfigError("resume and overwrite: choose one (continue the run, or replace it)")
     path = Path(out) if out else None
-    run_id = uuid.uuid4().hex[:8]
+    run_id: str | None = uuid.uuid4().hex[:8]
     if path is not None and path.is_dir() and any(path.iterdir()):
         if overwrite:
             if run_record(path) is None:  # out=. or a mistyped path: never a user's files
@@ -95,7 +95,8 @@ def open_run(job: str, cfg: Any) -> Path:
             shutil.rmtree(path)
         elif resume:
             _check_same_run(job, cfg, path)
-            run_id = (run_record(path) or {}).get("run_id") or run_id
+            # a run from before run ids keeps none: its checkpoints are under the old name
+            run_id = (run_record(path) or {}).get("run_id")
         else:
             can = hasattr(cfg, "resume")
             raise ConfigError(
@@ -110,7 +111,7 @@ def open_run(job: str, cfg: Any) -> Path:
     console.attach_run_dir(run_dir)
     save_config(cfg, run_dir)
     write_json(run_dir / "run.json", {"job": job, "fingerprint": fingerprint(cfg),
-                                      "run_id": run_id})
+                                      **({"run_id": run_id} if run_id else {})})
     return run_dir
 
 

@@ -125,7 +125,8 @@ def storage_path(cfg: Any, run_dir: Path) -> str:
 def train_run_name(job: str, run_dir: Path) -> str:
     """Ray Train's name for the run in ``run_dir``: ``<job>-<dir name>-<run id>``, the run id
     from its ``run.json`` (new for every run, kept by ``resume``; else a hash of the directory's
-    absolute path). Ray Train restores whatever it finds under ``(storage_path, name)``, so runs
+    absolute path; the job's name alone for a run recorded before run ids, where its
+    checkpoints are). Ray Train restores whatever it finds under ``(storage_path, name)``, so runs
     that share a ``storage_path``, and a run that replaced another (``overwrite``), must not
     share a name; a resumed run continues from its own checkpoints."""
     import hashlib
@@ -134,9 +135,11 @@ def train_run_name(job: str, run_dir: Path) -> str:
     from policylm.jobs.common import run_record
 
     path = str(Path(run_dir).resolve())
+    record = run_record(Path(path))
+    if record is not None and not record.get("run_id"):
+        return job  # a run from before run ids (resumed): its checkpoints are under the job name
     readable = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).name).strip("-.")[:60] or "run"
-    run_id = str((run_record(Path(path)) or {}).get("run_id")
-                 or hashlib.sha256(path.encode()).hexdigest()[:8])
+    run_id = str((record or {}).get("run_id") or hashlib.sha256(path.encode()).hexdigest()[:8])
     return f"{job}-{readable}-{re.sub(r'[^A-Za-z0-9._-]+', '-', run_id)}"
 
 

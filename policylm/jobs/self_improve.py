@@ -21,7 +21,7 @@ from pathlib import Path
 
 from policylm.jobs import build_dataset, sft
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
-from policylm.platform.config import ConfigError, field, overwrite_field, require
+from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.seeds import TEST_SEED, TRAIN_SEED
 from policylm.runtime import init_ray
 
@@ -79,7 +79,13 @@ class SelfImproveConfig:
         require(self.filter.top_k >= 0, "filter.top_k", "must be >= 0")
         require(self.policy.startswith("hf://"), "policy",
                 "the fine-tuned model is trained from an hf:// policy's model")
+        from policylm.platform.rollout.runner import derive_seed
 
+        # before any work: the held-out episodes' env seeds are none of the played ones
+        shared = {derive_seed(self.seed, e) for e in range(self.episodes)} \
+            & {derive_seed(self.heldout_seed, e) for e in range(self.heldout_episodes)}
+        require(not shared, "heldout_seed", f"gives {len(shared)} env seeds that the training "
+                f"play (seed={self.seed}) also uses; choose another heldout_seed")
 
 
 def _model_of(uri: str) -> str:
@@ -152,9 +158,6 @@ def main(cfg: SelfImproveConfig) -> dict:
             labels=["base", "tuned"], eval_fn=cfg.eval_fn, out=str(run_dir / "compare-train")))
     seeds = {"training": played_seeds(run_dir / "base"),
              "heldout": played_seeds(run_dir / "compare")}
-    if set(seeds["training"]) & set(seeds["heldout"]):
-        raise ConfigError(f"heldout_seed={cfg.heldout_seed} gives env seeds that the training "
-                          f"play (seed={cfg.seed}) also used; choose another heldout_seed")
     log.info("report: %s (held-out seeds); training seeds: %s",
              run_dir / "compare" / "report.md", run_dir / "compare-train" / "report.md")
     metrics = {"kept": kept, "adapter": adapter, "tuned_policy": fine, "target_return": target,

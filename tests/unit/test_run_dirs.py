@@ -146,9 +146,16 @@ def test_ray_train_names_one_run_alike(tmp_path, monkeypatch):
     assert train_run_name("grpo", tmp_path / "a" / "run") != first
     replaced = open_run("sft", CollectConfig(out="a/run", overwrite=True))
     assert train_run_name("sft", replaced) != first
-    # a directory without a run record (as before run ids): named by its path
+    # a directory without a run record: named by its path
     assert train_run_name("sft", tmp_path / "my run!") == train_run_name("sft", Path("my run!"))
     assert train_run_name("sft", tmp_path / "my run!").startswith("sft-my-run-")
+    # a run recorded before run ids, resumed: it keeps the name its checkpoints are under
+    import json
+
+    (tmp_path / "old").mkdir()
+    record = {"job": "sft", "fingerprint": "x"}
+    (tmp_path / "old" / "run.json").write_text(json.dumps(record))
+    assert train_run_name("sft", tmp_path / "old") == "sft"
 
 
 def test_overwrite_replaces_only_a_policylm_run(tmp_path):

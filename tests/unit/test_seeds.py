@@ -50,3 +50,13 @@ def test_the_ranges_env_seeds_are_apart():
              for s in c.specs}
     assert len(test) == len(validation) == n and len(train) > 2 * n - 5  # 31-bit hashes
     assert not test & validation and not test & train and not validation & train
+
+
+def test_self_improve_refuses_held_out_seeds_it_trains_on_before_any_work():
+    import pytest
+
+    from policylm.platform.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="heldout_seed: gives 16 env seeds that the training"):
+        config_from_dict(SelfImproveConfig, {"seed": 5, "heldout_seed": 5})
+    assert config_from_dict(SelfImproveConfig, {"seed": 5}).heldout_seed == TEST_SEED

@@ -285,6 +285,28 @@ def test_max_prompt_tokens_counts_the_rendered_prompt(tiny_model_dir):
     assert len(roomy.act([ActRequest(observations=OBS[:1])])[0].actions) == 1
 
 
+def test_a_growing_history_window_is_trimmed_to_max_prompt_tokens(tiny_model_dir):
+    """A history policy whose window would outgrow the limit mid-episode loses its oldest
+    steps instead: every step is answered, every rendered prompt keeps within the limit."""
+    limit = 160
+    svc = PolicyService(uri(tiny_model_dir, history=8),
+                        limits=ServiceLimits(max_prompt_tokens=limit))
+    engine, sizes = svc.policy.engine, []
+    real = engine.score
+
+    def measured(prompts, *args, **kwargs):
+        sizes.extend(len(engine.encode(p)) for p in prompts)
+        return real(prompts, *args, **kwargs)
+
+    svc.policy.engine.score = measured
+    for t in range(12):
+        out = step(svc, "long", t, reward=1.0 if t else 0.0)
+        assert not isinstance(out, RequestError), out
+    assert len(sizes) == 12 and max(sizes) <= limit
+    # the window was cut: with 8 to 15 earlier steps the prompt would be longer
+    assert len(svc.store.episodes["long"].past) > 0
+
+
 # --- item 9: KV sessions end with their episodes, and keep to a byte budget ---------------
 
 def transcript(engine, k: int, steps: int) -> list[str]:

@@ -144,6 +144,9 @@ class LLMPolicy:
         self.counts = {"actions": 0, "invalid": 0, **({"no_action": 0} if cfg.mode == "think"
                                                       else {})}
         self.thoughts: list[str | None] = []  # think mode: the last act()'s, in slot order
+        # a cap on the whole prompt's tokens besides the engine's context (a server's
+        # max_prompt_tokens): history windows are trimmed to it
+        self.max_prompt_tokens: int | None = None
         self.targets: list[float] = []  # the targets the last act()'s prompts were written with
 
     def reset(self, slot: int, seed: int) -> None:
@@ -276,12 +279,14 @@ class LLMPolicy:
     def _fitting(self, obs_text: str, target: float, t: int, past: Sequence[Step]
                  ) -> Sequence[Step]:
         """``past`` without its oldest steps as far as needed for the prompt to fit the
-        engine's context (with room for the answer), so a long history loses its oldest steps
-        rather than the engine cutting into the newest ones; unchanged when it fits."""
+        engine's context (with room for the answer) and ``max_prompt_tokens`` (a server's
+        limit), so a long history loses its oldest steps rather than the engine cutting into
+        the newest ones or the server refusing the step; unchanged when it fits."""
         limit = getattr(self.engine, "max_length", None)
-        if not past or limit is None:
+        if not past or (limit is None and self.max_prompt_tokens is None):
             return past
-        room = limit - self.reserve
+        room = min(limit - self.reserve if limit is not None else self.max_prompt_tokens,
+                   self.max_prompt_tokens if self.max_prompt_tokens is not None else limit)
         while past:
             prompt = render_prompt(self.engine, self.form, self.system, target, t, obs_text,
                                    past, self.lead)

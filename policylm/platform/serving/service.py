@@ -100,6 +100,8 @@ class PolicyService:
         self.default_target = policy.cfg.target_return
         self.store = store if store is not None else EpisodeStore(episode_ttl_s)
         self.limits = limits or ServiceLimits()
+        # a history window is trimmed to the limit before any prompt is refused for it
+        policy.max_prompt_tokens = self.limits.max_prompt_tokens
         # engine calls and every use of the engine's tokenizer (a fast tokenizer refuses a
         # second thread: "Already borrowed"); re-entrant, for the helpers that take it
         self.lock = threading.RLock()
