@@ -204,7 +204,8 @@ def test_every_episode_through_the_http_policy_starts_at_its_target(tiny_model_d
     from policylm.platform.envs import make_adapter
     from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 
-    base = http_server(PolicyService(uri(tiny_model_dir), env_id="CartPole-v1"))
+    svc = PolicyService(uri(tiny_model_dir), env_id="CartPole-v1")
+    base = http_server(svc)
     adapter = make_adapter("CartPole-v1", max_episode_steps=4)
     (chunk,) = plan_chunks([("http", f"{base}?target_return=10&wait=5")], 3, 0, 3)
     rows = EpisodeRunner(adapter, 1).run(chunk.specs, "r").select(
@@ -212,6 +213,8 @@ def test_every_episode_through_the_http_policy_starts_at_its_target(tiny_model_d
     assert len({r[tr.EPISODE_ID] for r in rows}) == 3
     assert [r[tr.TARGET_RETURN] for r in rows if r[tr.T] == 0] == [10.0] * 3
     assert all(r[tr.TARGET_RETURN] == 10.0 - r[tr.T] for r in rows)
+    # the policy ended each episode when its slot started the next: the server holds the last
+    assert svc.store.count() == 1
 
 
 # --- item 7: a request past its deadline stops its engine work ----------------------------

@@ -98,6 +98,8 @@ class HTTPPolicy:
         self.targets: list[float | None] = []  # the last act()'s, in slot order
 
     def reset(self, slot: int, seed: int) -> None:
+        if self.steps.get(slot):  # the slot's last episode ended: the server may free it now
+            self.end(self.episodes[slot])
         self.episodes[slot] = f"{uuid.uuid4().hex}-{seed}"
         self.pending[slot] = 0.0
         self.steps[slot] = 0
@@ -105,6 +107,19 @@ class HTTPPolicy:
     def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
         for s, r in zip(slots, rewards, strict=True):
             self.pending[s] = self.pending.get(s, 0.0) + float(r)
+
+    def end(self, episode_id: str) -> bool:
+        """``DELETE`` an ended episode, so the server frees its state and cached prompts now
+        rather than at its TTL; best effort (an episode the server no longer knows, or no
+        answer, changes nothing here). Whether the server answered."""
+        from urllib.parse import quote
+
+        try:
+            post_json(f"{self.base}/v1/episodes/{quote(episode_id, safe='')}", None, self.key,
+                      min(self.timeout, 5.0), method="DELETE")
+            return True
+        except RemoteError:
+            return False
 
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
         from policylm.platform.envs.spaces import from_json, to_json
