@@ -5,7 +5,9 @@
 #    CUDA torch it was built against),
 # 2. runs the engine contract tests for both engines (hf and vllm, the same prompts: their
 #    scores and their LoRA updates must agree); on this GPU machine vLLM's tests must run, so
-#    every vllm test skipped fails the check,
+#    every vllm test skipped fails the check; then the Ray-free GPU smoke suite
+#    (tests/gpu/run.py: bf16 scores on CUDA against CPU fp32, LoRA SFT steps and episodic-GRPO
+#    updates on CUDA, peak GPU memory),
 # 3. runs the LLM-policy throughput bench with engine=vllm (it exits 1 below its target, which
 #    fails the check),
 # 4. runs a 2-worker SFT with use_gpu on a small collected dataset (two workers share one GPU
@@ -54,6 +56,14 @@ print(s.get("tests"), int(s.get("failures")) + int(s.get("errors")), s.get("skip
 PY
 )
 
+# 2b. the Ray-free GPU smoke suite (its last line is one JSON object)
+set +e
+"$VENV/bin/python" tests/gpu/run.py > "$OUT/smoke.log" 2>&1
+smoke_rc=$?
+set -e
+smoke=$(tail -n 1 "$OUT/smoke.log")
+case "$smoke" in "{"*) ;; *) smoke=null ;; esac
+
 # 3. the throughput bench on vLLM (its last line is one JSON object)
 set +e
 "$VENV/bin/python" bench/llm_policy_throughput.py --engine vllm --envs 32 --steps 2 \
@@ -91,11 +101,12 @@ end=$(date +%s)
 failed=""
 [ "$contract_rc" -eq 0 ] || failed="$failed contract_tests"
 [ "$vllm_ran" -gt 0 ] || failed="$failed vllm_tests_all_skipped"
+[ "$smoke_rc" -eq 0 ] || failed="$failed smoke_suite"
 [ "$throughput_rc" -eq 0 ] && [ "$throughput" != null ] || failed="$failed throughput"
 [ "$sft_rc" -eq 0 ] || failed="$failed sft"
 failed=${failed# }
 ok=$([ -z "$failed" ] && echo true || echo false)
-printf '{"bench": "gpu_check", "ok": %s, "failed": "%s", "gpus": %s, "contract_tests": %s, "contract_failed": %s, "contract_skipped": %s, "vllm_tests_run": %s, "vllm_skip_reason": %s, "throughput_exit_code": %s, "throughput": %s, "sft": %s, "install_s": %s, "total_s": %s, "logs": "%s"}\n' \
+printf '{"bench": "gpu_check", "ok": %s, "failed": "%s", "gpus": %s, "contract_tests": %s, "contract_failed": %s, "contract_skipped": %s, "vllm_tests_run": %s, "vllm_skip_reason": %s, "smoke": %s, "throughput_exit_code": %s, "throughput": %s, "sft": %s, "install_s": %s, "total_s": %s, "logs": "%s"}\n' \
   "$ok" "$failed" "$GPUS" "$tests" "$failures" "$skipped" "$vllm_ran" "$vllm_skip" \
-  "$throughput_rc" "$throughput" "$sft" "$((installed - start))" "$((end - start))" "$OUT"
+  "$smoke" "$throughput_rc" "$throughput" "$sft" "$((installed - start))" "$((end - start))" "$OUT"
 [ "$ok" = true ]

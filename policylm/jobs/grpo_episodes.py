@@ -38,7 +38,8 @@ def main(cfg: Any) -> dict:
     from policylm.platform.envs import make_adapter
     from policylm.platform.prompts import read_history, read_lead, write_form
     from policylm.platform.tracking import Tracker
-    from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, subsample
+    from policylm.platform.training.episodic_grpo import build_batch, subsample
+    from policylm.platform.training.learner import EpisodicLearner
     from policylm.platform.training.sft import load_trainable
 
     env = make_adapter(cfg.env_id, **cfg.env_options)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from policylm.platform.envs.adapter import format_target, format_user
+from policylm.platform.numbers import format_number
 
 FORMS = ("chat", "compact")
 PROMPT_TEMPLATE_VERSION = "v2"  # reported by the server with the prompt form (v2: history as
@@ -41,6 +41,19 @@ FORM_FILE = "policylm.json"
 
 class PromptFormError(ValueError):
     """An unknown prompt form or an unreadable form record."""
+
+
+def format_user(target_return: float | None, t: int, obs_text: str) -> str:
+    """The user turn of the prompt template: target return (``?`` for none: the null target),
+    step index (return-to-go is ambiguous under a time limit without it) and the observation
+    text."""
+    return f"Target return: {format_target(target_return)}\nStep: {t}\n{obs_text}"
+
+
+def format_target(target_return: float | None) -> str:
+    """The target as a prompt writes it: :func:`format_number`, or ``?`` for the null target
+    (no target: what return guidance contrasts the target with)."""
+    return "?" if target_return is None else format_number(target_return)
 
 
 def check_form(form: str) -> str:

@@ -136,7 +136,7 @@ def lora_learner(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policylm.platform.envs import make_adapter
-    from policylm.platform.training.episodic_grpo import EpisodicLearner
+    from policylm.platform.training.learner import EpisodicLearner
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from policylm.platform.envs import FlatObsEnv, format_number, format_user, make_adapter
+from policylm.platform.envs import FlatObsEnv, format_number, make_adapter
 from policylm.platform.envs.cartpole import encode_cartpole
 from policylm.platform.envs.minigrid import view_rows
+from policylm.platform.prompts import format_user
 
 ENVS = ["CartPole-v1", "MiniGrid-DoorKey-5x5-v0", "MiniGrid-Empty-8x8-v0", "Pendulum-v1",
         "MountainCar-v0", "Acrobot-v1"]

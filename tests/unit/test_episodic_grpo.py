@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from policylm.platform.data import trajectories as tr
-from policylm.platform.training.episodic_grpo import EpisodicLearner, build_batch, remaining_targets
+from policylm.platform.training.episodic_grpo import build_batch, remaining_targets
+from policylm.platform.training.learner import EpisodicLearner
 
 
 def steps_table(episodes):
@@ -100,7 +101,7 @@ def test_live_weights_never_reach_other_policies_in_the_process(learner, tiny_mo
 
 
 def test_update_raises_the_advantaged_action(learner):
-    from policylm.platform.training.episodic_grpo import StepBatch
+    from policylm.platform.training.learner import StepBatch
 
     prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->"] * 8
     with torch.no_grad():
@@ -125,7 +126,7 @@ def test_generated_actions_logps_batch_and_update(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policylm.platform.envs import make_adapter
-    from policylm.platform.training.episodic_grpo import StepBatch
+    from policylm.platform.training.learner import StepBatch
 
     cheetah = make_adapter("HalfCheetah-v5")
     steps = steps_table([("a", 1, [1.0, 0.5], [-1, -1]), ("b", 1, [-1.0], [-1])])
@@ -160,7 +161,8 @@ def test_generated_actions_logps_batch_and_update(tiny_model_dir):
 
 
 def test_subsample_keeps_rows_aligned():
-    from policylm.platform.training.episodic_grpo import StepBatch, subsample
+    from policylm.platform.training.episodic_grpo import subsample
+    from policylm.platform.training.learner import StepBatch
 
     batch = StepBatch([f"p{i}" for i in range(10)], list(range(10)), [float(i) for i in range(10)],
                       3, 1, versions=[i % 3 for i in range(10)])
@@ -189,7 +191,7 @@ def test_importance_weights_of_stale_steps_by_hand(learner):
     behaviour log-probability under the weights that played them (kept by the learner); the
     weights reach the loss (the first step's, where the ratio is 1: -mean(w * adv)); the
     current weights are back afterwards, and the learner refuses steps older than its cap."""
-    from policylm.platform.training.episodic_grpo import StepBatch
+    from policylm.platform.training.learner import StepBatch
 
     learner.max_staleness, learner.max_weight = 1, 1.3
     prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->", "R=20 t=3 x=1 v=0 a=0 w=1 ->"] * 2
@@ -227,7 +229,7 @@ def test_importance_weights_of_stale_steps_by_hand(learner):
 def test_unchanged_weights_give_weight_one(learner):
     """An update that trained nothing leaves the weights as they were: the steps its version
     played are weighted exactly 1 by the next (the correction adds nothing when none is due)."""
-    from policylm.platform.training.episodic_grpo import StepBatch
+    from policylm.platform.training.learner import StepBatch
 
     learner.max_staleness = 2
     prompts, chosen = ["R=500 t=0 x=0 v=0 a=0 w=0 ->"] * 2, [0, 1]

@@ -19,8 +19,7 @@ import pyarrow.compute as pc
 
 from policylm.platform.data import trajectories as tr
 from policylm.platform.data.returns import scale_returns, segment_returns_to_go
-from policylm.platform.envs import format_user
-from policylm.platform.prompts import answer, think_system, training_pair
+from policylm.platform.prompts import answer, format_user, think_system, training_pair
 
 TARGET_RETURN = "target_return"
 SYSTEM = "system"

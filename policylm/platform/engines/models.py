@@ -99,20 +99,23 @@ def resolve_model(name: str) -> str:
 
 
 def save_tiny_model(path: str | Path, seed: int = 0, layers: int = 2, hidden: int = 64,
-                    heads: int = 4, kv_heads: int = 2, intermediate: int = 128) -> Path:
-    """A random-weight Llama (SmolLM2's tokenizer and chat template) saved at ``path``, for
-    tests: loads in well under a second, so ``hf://<path>`` policies work inside actors."""
+                    heads: int = 4, kv_heads: int = 2, intermediate: int = 128,
+                    tokenizer: Any = None, init_std: float = 0.02) -> Path:
+    """A random-weight Llama saved at ``path``, for tests: loads in well under a second, so
+    ``hf://<path>`` policies work inside actors. ``tokenizer``: SmolLM2's (with its chat
+    template) unless another is given; ``init_std``: the weights' standard deviation (the
+    logits' scale, as the embeddings are tied: at 0.02 no token's probability can get near 1)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = load_smollm2_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else load_smollm2_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
         max_position_embeddings=2048, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, initializer_range=init_std,
     )
     model = LlamaForCausalLM(config)
     path = Path(path)

@@ -9,7 +9,6 @@ from policylm.platform.envs.adapter import (
     EnvError,
     dumps_json,
     format_number,
-    format_user,
     generic_adapter,
     generic_encoders,
     gym_kwargs,
@@ -17,5 +16,5 @@ from policylm.platform.envs.adapter import (
 )
 from policylm.platform.envs.make import FlatObsEnv, make_adapter
 
-__all__ = ["EnvAdapter", "EnvError", "FlatObsEnv", "dumps_json", "format_number", "format_user",
+__all__ = ["EnvAdapter", "EnvError", "FlatObsEnv", "dumps_json", "format_number",
            "generic_adapter", "generic_encoders", "gym_kwargs", "make_adapter", "probe_spaces"]

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from policylm.platform.envs.codecs import ActionCodec, default_codec
+from policylm.platform.numbers import format_number
+from policylm.platform.prompts import format_user
 
 
 class EnvError(ValueError):
@@ -82,28 +84,6 @@ class EnvAdapter:
     def user_text(self, target_return: float, t: int, obs_text: str) -> str:
         """The user turn (see :func:`format_user`)."""
         return format_user(target_return, t, obs_text)
-
-
-def format_user(target_return: float | None, t: int, obs_text: str) -> str:
-    """The user turn of the prompt template: target return (``?`` for none: the null target),
-    step index (return-to-go is ambiguous under a time limit without it) and the observation
-    text."""
-    return f"Target return: {format_target(target_return)}\nStep: {t}\n{obs_text}"
-
-
-def format_target(target_return: float | None) -> str:
-    """The target as a prompt writes it: :func:`format_number`, or ``?`` for the null target
-    (no target: what return guidance contrasts the target with)."""
-    return "?" if target_return is None else format_number(target_return)
-
-
-def format_number(x: float, decimals: int = 2) -> str:
-    """Short decimal text: integers without a point, others rounded (``-0.0`` -> ``0``)."""
-    x = float(x)
-    if x.is_integer():
-        return str(int(x))
-    s = f"{x:.{decimals}f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
 
 
 def _encode_value(space: gym.Space, value: Any, decimals: int) -> str:

@@ -1,0 +1,276 @@
+"""The episodic GRPO learner (transformers + PEFT, CPU or GPU): the LoRA adapter under
+training, the log-probability of a played action as the engine scores it, and the clipped
+update (see :mod:`policylm.platform.training.episodic_grpo` for the objective).
+
+Light imports (numpy; torch and PEFT inside the methods; no env, data or Ray packages), so the
+GPU smoke suite (``tests/gpu``) runs it on a machine with only torch, transformers and PEFT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from policylm.platform.prompts import action_candidates
+
+if TYPE_CHECKING:
+    from policylm.platform.envs import EnvAdapter
+
+
+@dataclass
+class StepBatch:
+    """The chosen actions of kept episodes: prompt text, chosen action index, advantage."""
+
+    prompts: list[str]
+    chosen: list[int]
+    advantages: list[float]
+    groups: int
+    filtered_groups: int
+    completions: list[str] = field(default_factory=list)  # generated actions (continuous)
+    versions: list[int] = field(default_factory=list)  # weights that played each (empty: current)
+
+
+class EpisodicLearner:
+    """The policy's LoRA adapter under training (transformers + PEFT, CPU or GPU).
+
+    ``version`` counts the updates made (the weights of version v are those before update v);
+    the weights of the last ``max_staleness`` versions are kept for steps they played."""
+
+    def __init__(self, model: Any, tokenizer: Any, adapter: EnvAdapter, form: str,
+                 temperature: float = 1.0, lr: float = 1e-5, epsilon: float = 0.2,
+                 beta: float = 0.0, minibatch: int = 64, max_staleness: int = 0,
+                 max_weight: float = 2.0):
+        import torch
+
+        from policylm.platform.engines import end_of_turn_id
+
+        self.model, self.tokenizer, self.form = model, tokenizer, form
+        self.temperature, self.epsilon, self.beta = temperature, epsilon, beta
+        self.minibatch = minibatch
+        self.max_staleness, self.max_weight = max_staleness, max_weight
+        self.version = 0
+        self.snapshots: dict[int, dict[str, Any]] = {}  # version -> its LoRA tensors
+        self.end = end_of_turn_id(tokenizer)
+        self.generated = adapter.codec.valid_actions is None
+        cands = action_candidates(form, list(adapter.codec.valid_actions or []))
+        self.cand_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands]
+        self.single = all(len(c) == 1 for c in self.cand_ids)
+        if not self.single:  # the engine closes multi-token candidates with the end of turn
+            self.cand_ids = [[*c, self.end] for c in self.cand_ids]
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=lr)
+
+    def chat_prompt(self, system: str, user: str) -> str:
+        """The chat template, as the engine renders it (for ``render_prompt``)."""
+        from policylm.platform.engines import render_chat
+
+        return render_chat(self.tokenizer, system, user)
+
+    def chat_messages(self, messages: Sequence[dict]) -> str:
+        """A conversation in the chat template, as the engine renders it (history)."""
+        from policylm.platform.engines import render_messages
+
+        return render_messages(self.tokenizer, messages)
+
+    def _logp(self, rows: Sequence[Sequence[int]], temperature: float = 1.0) -> Any:
+        """``log_softmax(logits / temperature)`` of right-padded token rows: [N, L, V]."""
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(list(r))
+            mask[i, : len(r)] = 1
+        device = next(self.model.parameters()).device
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        return torch.log_softmax(logits.float() / temperature, dim=-1)
+
+    def completion_logps(self, prompts: Sequence[str], completions: Sequence[str]) -> Any:
+        """Log-probability of generating each completion (then the end of turn) after its
+        prompt, token by token at the sampling temperature: tensor [N] (with grad)."""
+        import torch
+
+        enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        comp = [[*self.tokenizer(c, add_special_tokens=False)["input_ids"], self.end]
+                for c in completions]
+        logp = self._logp([e + c for e, c in zip(enc, comp, strict=True)],
+                          max(self.temperature, 1e-6))
+        out = []
+        for i, (e, c) in enumerate(zip(enc, comp, strict=True)):
+            pos = torch.arange(len(e) - 1, len(e) - 1 + len(c), device=logp.device)
+            out.append(logp[i, pos, torch.tensor(c, device=logp.device)].sum())
+        return torch.stack(out)
+
+    def scores(self, prompts: Sequence[str]) -> Any:
+        """Log-likelihood of every candidate after each prompt: tensor [N, K] (with grad)."""
+        import torch
+
+        enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        k = len(self.cand_ids)
+        rows = enc if self.single else [e + c for e in enc for c in self.cand_ids]
+        logp = self._logp(rows)
+        device = logp.device
+        if self.single:
+            last = torch.tensor([len(r) - 1 for r in rows], device=device)
+            at = logp[torch.arange(len(rows), device=device), last]  # [N, V]
+            return at[:, [c[0] for c in self.cand_ids]]
+        out = torch.zeros((len(prompts), k), device=device)
+        for i in range(len(prompts)):
+            for j, c in enumerate(self.cand_ids):
+                row, n = i * k + j, len(enc[i])
+                pos = torch.arange(n - 1, n - 1 + len(c), device=device)
+                out[i, j] = logp[row, pos, torch.tensor(c, device=device)].sum()
+        return out
+
+    def action_logps(self, prompts: Sequence[str], chosen: Sequence[int],
+                     completions: Sequence[str] = ()) -> Any:
+        """``log_softmax(scores / T)[chosen]`` per prompt, or for generated actions the
+        completions' log-probabilities: tensor [N] (with grad)."""
+        import torch
+
+        if self.generated:
+            return self.completion_logps(prompts, completions)
+        s = self.scores(prompts) / max(self.temperature, 1e-6)
+        idx = torch.tensor(list(chosen), device=s.device)
+        return torch.log_softmax(s, dim=-1)[torch.arange(len(idx), device=s.device), idx]
+
+    def update(self, batch: StepBatch, epochs: int = 1) -> dict[str, float | None]:
+        """Clipped GRPO steps over the batch (minibatches, ``epochs`` passes), the learner's
+        version one more afterwards; the mean loss, clip fraction, KL to the adapter-free model
+        (None: not computed, as ``beta`` is 0), the steps' mean version lag (``staleness``), the
+        mean importance weight and the share truncated at ``max_weight``. An empty batch
+        trains nothing and says so: every figure None, ``rows`` 0."""
+        n = len(batch.prompts)
+        lags = self._lags(batch)
+        if self.max_staleness:  # kept for the steps these weights will play
+            self.snapshots[self.version] = self._lora_state()
+        try:
+            if n == 0:  # nothing to learn from (every group without spread): nothing trained
+                return {"loss": None, "clip_fraction": None, "kl": None, "rows": 0,
+                        "staleness": None, "importance_weight": None, "weight_truncated": None}
+            return {**self._train(batch, epochs), "staleness": float(np.mean(lags)) if lags
+                    else 0.0}
+        finally:
+            self.version += 1
+            for v in [v for v in self.snapshots if v < self.version - self.max_staleness]:
+                del self.snapshots[v]
+
+    def _lags(self, batch: StepBatch) -> list[int]:
+        """How many versions behind the learner each step's weights are; refuses steps from
+        weights it does not hold (older than the cap, or newer than itself)."""
+        lags = [self.version - v for v in batch.versions]
+        bad = sorted({v for v, lag in zip(batch.versions, lags, strict=True)
+                      if lag < 0 or lag > self.max_staleness})
+        if bad:
+            raise ValueError(f"steps played with weights version(s) {bad}: the learner is at "
+                             f"version {self.version} with max_staleness {self.max_staleness}, "
+                             "so it trains only on versions "
+                             f"{max(0, self.version - self.max_staleness)}..{self.version}; "
+                             "drop older episodes before the update (grpo_episodes does)")
+        return lags
+
+    def _train(self, batch: StepBatch, epochs: int) -> dict:
+        import torch
+
+        from policylm.platform.training.policy_gradient import clipped_loss
+
+        n = len(batch.prompts)
+        spans = self._spans(n)
+        self.model.eval()  # no dropout: the ratio must be exactly 1 before the first step
+        with torch.no_grad():
+            old = self._all_logps(batch)
+            weight = self.importance_weights(batch, old)
+            ref = None
+            if self.beta:
+                with self.model.disable_adapter():
+                    ref = self._all_logps(batch)
+        adv = torch.tensor(batch.advantages, dtype=torch.float32, device=old.device)
+        stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0 if self.beta else None}
+        count = 0
+        for _ in range(epochs):
+            for lo, hi in spans:
+                new = self._batch_logps(batch, lo, hi)
+                loss, s = clipped_loss(new, old[lo:hi], adv[lo:hi], self.epsilon,
+                                       logp_ref=None if ref is None else ref[lo:hi],
+                                       beta=self.beta,
+                                       weight=None if weight is None else weight[lo:hi])
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()
+                stats["loss"] += float(loss.detach())
+                stats["clip_fraction"] += s["clip_fraction"]
+                if stats["kl"] is not None:
+                    stats["kl"] += s["kl"]
+                count += 1
+        truncated = None if weight is None else weight >= self.max_weight
+        return {**{k: None if v is None else v / count for k, v in stats.items()}, "rows": n,
+                "importance_weight": 1.0 if weight is None else float(weight.mean()),
+                "weight_truncated": 0.0 if truncated is None else float(truncated.float().mean())}
+
+    def importance_weights(self, batch: StepBatch, proximal: Any) -> Any:
+        """``min(exp(proximal - behaviour), max_weight)`` per step, the behaviour
+        log-probability computed under the weights that played the step; None when every step
+        was played with the current weights (every weight 1). Raises KeyError for a version
+        the learner no longer holds."""
+        import torch
+
+        stale = sorted({v for v in batch.versions if v != self.version})
+        if not stale:
+            return None
+        behaviour = proximal.clone()
+        current = self.snapshots.get(self.version) or self._lora_state()  # update's copy
+        try:
+            for v in stale:
+                self._load_lora(self.snapshots[v])
+                idx = [i for i, x in enumerate(batch.versions) if x == v]
+                part = StepBatch([batch.prompts[i] for i in idx], [batch.chosen[i] for i in idx],
+                                 [], 0, 0, [batch.completions[i] for i in idx]
+                                 if batch.completions else [])
+                behaviour[idx] = self._all_logps(part)
+        finally:
+            self._load_lora(current)
+        return torch.clamp(torch.exp(proximal - behaviour), max=self.max_weight)
+
+    def _lora_state(self, *to: Any) -> dict[str, Any]:
+        """A copy of the LoRA tensors (never the parameters themselves), moved or cast by
+        ``to`` (``Tensor.to``'s device and dtype) when given."""
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().to(*to, copy=True)
+                for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def _load_lora(self, state: dict[str, Any]) -> None:
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.model, state)
+        unused = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if unused:  # loading is not strict: a key that did not round-trip would be skipped
+            raise RuntimeError(f"LoRA snapshot keys not loaded into the model: {unused[:3]}")
+
+    def _spans(self, n: int) -> list[tuple[int, int]]:
+        return [(lo, min(lo + self.minibatch, n)) for lo in range(0, n, self.minibatch)]
+
+    def _all_logps(self, batch: StepBatch) -> Any:
+        import torch
+
+        return torch.cat([self._batch_logps(batch, lo, hi)
+                          for lo, hi in self._spans(len(batch.prompts))])
+
+    def _batch_logps(self, batch: StepBatch, lo: int, hi: int) -> Any:
+        return self.action_logps(batch.prompts[lo:hi], batch.chosen[lo:hi],
+                                 batch.completions[lo:hi])
+
+    def lora_weights(self) -> tuple[dict[str, Any], float]:
+        """A copy of the adapter's LoRA tensors (CPU, fp32) and their scaling (alpha / r), for
+        the engines."""
+        import torch
+
+        # a copy: the rollouts may read it after later updates
+        state = self._lora_state("cpu", torch.float32)
+        cfg = self.model.peft_config["default"]
+        return state, float(cfg.lora_alpha) / float(cfg.r)
