@@ -107,7 +107,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
     from policylm.platform.data import datasets as dsx
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
-    from policylm.platform.prompts import write_history
+    from policylm.platform.prompts import PromptRecord, write_record
 
     stages = Stages()
     sources = [cfg.trajectories] if isinstance(cfg.trajectories, str) else cfg.trajectories
@@ -196,7 +196,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
             if cfg.jsonl:
                 dsx.write_chat_jsonl(table, out_dir / f"{name}.jsonl")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_history(out_dir, cfg.history)
+    write_record(out_dir, PromptRecord(history=cfg.history))
     stats.update({"splits": counts, "system": system, "history": cfg.history,
                   "train_row_fractions": fractions,
                   "stage_seconds": stages.seconds})

@@ -22,7 +22,7 @@ from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
-from policylm.platform.prompts import read_form
+from policylm.platform.prompts import read_record
 from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 
@@ -159,7 +159,7 @@ def report(metadata: dict, experts: dict, stats: dict, tuned: dict | None,
         ev = tuned["eval_loss"][-1][1] if tuned["eval_loss"] else None
         lines += ["", "## SFT (Ray Train + TRL + PEFT LoRA)", "",
                   f"- adapter: `{tuned['adapter']}` (prompt form "
-                  f"`{read_form(tuned['adapter'])}`)",
+                  f"`{read_record(tuned['adapter']).prompt_form}`)",
                   f"- steps: {tuned['train_loss'][-1][0] if tuned['train_loss'] else 0}, "
                   f"training tokens: {tuned['train_tokens']}, "
                   f"tokens/s: {_num(tuned['train_tokens_per_s'])}",

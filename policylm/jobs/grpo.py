@@ -174,17 +174,18 @@ def resolve_start(cfg: GrpoJobConfig) -> None:
     other directories), and settle the prompt form: the one given, else the one recorded with
     the adapter or model, else chat."""
     from policylm.platform.config import ConfigError
-    from policylm.platform.prompts import read_form, read_mode
+    from policylm.platform.prompts import read_record
 
     if cfg.adapter:
         cfg.adapter = str(Path(cfg.adapter).resolve())
     if Path(cfg.model).exists():
         cfg.model = str(Path(cfg.model).resolve())
-    if read_mode(cfg.adapter or None, cfg.model) == "think":
+    record = read_record(cfg.adapter or None, cfg.model)
+    if record.think:
         raise ConfigError(f"{cfg.adapter or cfg.model} was trained to think before acting "
                           "(mode=think); grpo trains policies that answer with the action alone, "
                           "so start from an adapter trained on rows without thoughts")
-    cfg.prompt_form = cfg.prompt_form or read_form(cfg.adapter or None, cfg.model)
+    cfg.prompt_form = cfg.prompt_form or record.prompt_form
 
 
 def grpo_args(cfg: GrpoJobConfig, output_dir: str, weights: list[float], progress: bool) -> Any:
@@ -259,12 +260,12 @@ def main(cfg: GrpoJobConfig) -> dict:
 
         return episodes(cfg)
     from policylm.jobs import ray_train
-    from policylm.platform.prompts import read_history, read_lead, write_form
+    from policylm.platform.prompts import PromptRecord, read_record, write_record
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "grpo")
     with stages("data"):
-        lead = read_lead(cfg.adapter or None, cfg.model)
+        lead = read_record(cfg.adapter or None, cfg.model).lead
         splits = ray_train.read_splits(data, dataset_columns(data), to_grpo_rows,
                                        {"form": cfg.prompt_form, "lead": lead})
         splits = {"train": splits["train"]}  # max_rows: a seeded subset, in the workers
@@ -273,7 +274,8 @@ def main(cfg: GrpoJobConfig) -> dict:
         result, records = ray_train.train(train_loop_per_worker, {}, splits, cfg, cpus, run_dir,
                                           "grpo", stages, tracker)
         adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
-        write_form(adapter, cfg.prompt_form, read_history(data), lead)  # as the rows
+        write_record(adapter, PromptRecord(cfg.prompt_form, read_record(data).history,
+                                           lead))  # as the rows
         metrics = summarize(ray_train.log_history(result), stages.seconds)
         attempts = [n for n in records if n.get("attempt") == "start" and n["rank"] == 0]
         finals = [n for n in records if "train_runtime" in n]

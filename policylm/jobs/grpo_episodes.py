@@ -36,7 +36,7 @@ def main(cfg: Any) -> dict:
     from policylm.platform.data import trajectories as tr
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
-    from policylm.platform.prompts import read_history, read_lead, write_form
+    from policylm.platform.prompts import PromptRecord, read_record, write_record
     from policylm.platform.tracking import Tracker
     from policylm.platform.training.episodic_grpo import build_batch, subsample
     from policylm.platform.training.learner import EpisodicLearner
@@ -44,8 +44,8 @@ def main(cfg: Any) -> dict:
 
     env = make_adapter(cfg.env_id, **cfg.env_options)
     check_heldout(cfg, env)
-    steps_back = read_history(cfg.adapter or None, cfg.model)  # the adapter's, kept
-    lead = read_lead(cfg.adapter or None, cfg.model)  # its few-shot examples, kept too
+    start = read_record(cfg.adapter or None, cfg.model)
+    steps_back, lead = start.history, start.lead  # the adapter's history and examples, kept
     run_dir = open_run("grpo", cfg).resolve()
     resolve_model(cfg.model)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
@@ -121,7 +121,7 @@ def main(cfg: Any) -> dict:
     adapter = run_dir / "adapter"
     learner.model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    write_form(adapter, cfg.prompt_form, steps_back, lead)
+    write_record(adapter, PromptRecord(cfg.prompt_form, steps_back, lead))
     wall = history[-1]["wall_s"]
     metrics = {"mode": "episodes", "iterations": history,
                "target_return": cfg.target_return, "group_size": cfg.group_size,

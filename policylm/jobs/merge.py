@@ -37,7 +37,7 @@ def merge(model: str, adapter: str, out: Path, dtype: str = "fp32") -> Path:
 
     from policylm.platform.engines.hf import merge_adapter
     from policylm.platform.engines.models import resolve_model
-    from policylm.platform.prompts import read_form, read_history, write_form
+    from policylm.platform.prompts import read_record, write_record
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} has no adapter_config.json; pass an adapter dir")
@@ -47,7 +47,8 @@ def merge(model: str, adapter: str, out: Path, dtype: str = "fp32") -> Path:
     merged = merge_adapter(base, adapter, model)
     merged.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(path).save_pretrained(out)
-    write_form(out, read_form(adapter), read_history(adapter))  # prompts as the adapter did
+    # the adapter's whole record (form, history, few-shot lead, think): prompts as it did
+    write_record(out, read_record(adapter))
     return out
 
 

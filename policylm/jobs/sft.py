@@ -23,7 +23,7 @@ from typing import Any
 from policylm.jobs.common import log, run_job, settings, write_json
 from policylm.platform.config import ConfigError
 from policylm.platform.policies.shots import render_shots
-from policylm.platform.prompts import read_history, write_form
+from policylm.platform.prompts import PromptRecord, read_record, write_record
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.sft import (
     LoraSettings,
@@ -122,7 +122,8 @@ def main(cfg: SftJobConfig) -> dict:
         adapter = ray_train.export_checkpoint(
             result, run_dir / ("model" if cfg.full_finetune else "adapter"))
         # the dataset's history, and the examples: the adapter's policy prompts with them
-        write_form(adapter, cfg.prompt_form, read_history(data), lead, think)
+        write_record(adapter, PromptRecord(cfg.prompt_form, read_record(data).history, lead,
+                                           think))
         metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths,
                    "shots": [asdict(s) for s in shots]}
         tracker.log({"final": metrics}, metrics["train_loss"][-1][0] if metrics["train_loss"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,88 +143,83 @@ def action_candidates(form: str, actions: list[str]) -> list[str]:
     return [" " + a for a in actions] if check_form(form) == "compact" else list(actions)
 
 
-def write_form(directory: str | Path, form: str, history: int = 0, lead: str = "",
-               think: bool = False) -> None:
-    """Record the prompt form (and the steps of history, :func:`history_start`, the few-shot
-    examples' text, ``lead``, and whether its rows thought before acting, ``think``) a model or
-    adapter directory was trained with."""
-    record = {"prompt_form": check_form(form), **_history_record(history),
-              **({"lead": lead} if lead else {}), **({"mode": "think"} if think else {})}
-    Path(directory, FORM_FILE).write_text(json.dumps(record) + "\n")
+@dataclass(frozen=True)
+class PromptRecord:
+    """How a model, adapter or dataset directory prompts: its ``policylm.json``, written by the
+    job that made it (sft, grpo, merge, build-dataset) and read by everything that prompts it.
+
+    ``form``: the prompt form (None in a dataset's record, which fixes only its history; reads
+    as ``chat``, as for base models); ``history``: the steps of history its rows hold
+    (:func:`history_start`); ``lead``: the few-shot examples' text every prompt starts with;
+    ``think``: its rows thought before acting (``mode=think``)."""
+
+    form: str | None = None
+    history: int = 0
+    lead: str = ""
+    think: bool = False
+
+    def __post_init__(self) -> None:
+        if self.form is not None:
+            check_form(self.form)
+        if int(self.history) < 0:
+            raise PromptFormError(f"history={self.history}: must be >= 0")
+
+    @property
+    def prompt_form(self) -> str:
+        """The form to prompt in: the recorded one, else ``chat``."""
+        return self.form or "chat"
+
+    @property
+    def mode(self) -> str:
+        """``think`` for a policy trained to think before acting, else empty."""
+        return "think" if self.think else ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``policylm.json`` stores it."""
+        return {**({"prompt_form": self.form} if self.form else {}), "history": int(self.history),
+                **({"history_format": HISTORY_FORMAT} if self.history else {}),
+                **({"lead": self.lead} if self.lead else {}),
+                **({"mode": "think"} if self.think else {})}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = FORM_FILE) -> PromptRecord:
+        """The record stored as ``data``; :class:`PromptFormError` naming ``where`` when it is not
+        one, or holds history in the format before the transcript (its rows hold other text)."""
+        try:
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            history = int(data.get("history", 0))
+            record = cls(form=data.get("prompt_form"), history=history,
+                         lead=str(data.get("lead", "")), think=data.get("mode") == "think")
+        except (ValueError, TypeError) as err:
+            raise PromptFormError(
+                f"{where}: not a prompt record ({err}); expected e.g. "
+                '{"prompt_form": "compact", "history": 0}') from err
+        if history and data.get("history_format") != HISTORY_FORMAT:
+            raise PromptFormError(
+                f"{where}: history={history} was recorded in an earlier format (earlier steps "
+                "as lines before the observation), which prompts no longer use; rebuild the "
+                "dataset (build-dataset history=k) and train again")
+        return record
 
 
-def _first_record(*directories: str | Path | None) -> dict:
-    """The record in the first of ``directories`` that has one, or an empty one."""
+def write_record(directory: str | Path, record: PromptRecord) -> None:
+    """Store ``record`` as ``directory``'s ``policylm.json``."""
+    Path(directory, FORM_FILE).write_text(json.dumps(record.to_json()) + "\n")
+
+
+def read_record(*directories: str | Path | None) -> PromptRecord:
+    """The record of the first of ``directories`` that has one (an adapter, then its model;
+    empty entries skipped), or the empty record (chat, no history) when none does."""
     for d in directories:
         path = Path(d) / FORM_FILE if d else None
         if path is not None and path.is_file():
             try:
-                record = json.loads(path.read_text())
+                data = json.loads(path.read_text())
             except ValueError as err:
                 raise PromptFormError(f"{path}: unreadable record ({err})") from err
-            if not isinstance(record, dict):
-                raise PromptFormError(f"{path}: unreadable record (not a JSON object)")
-            return record
-    return {}
-
-
-def read_mode(*directories: str | Path | None) -> str:
-    """``think`` when the first of ``directories`` that has a record was trained on rows that
-    thought before acting; empty otherwise."""
-    return str(_first_record(*directories).get("mode", ""))
-
-
-def read_lead(*directories: str | Path | None) -> str:
-    """The few-shot examples' text recorded in the first of ``directories`` that has a record
-    (an adapter trained with ``shots``); empty when none does."""
-    return str(_first_record(*directories).get("lead", ""))
-
-
-def _history_record(history: int) -> dict:
-    return {"history": int(history), **({"history_format": HISTORY_FORMAT} if history else {})}
-
-
-def read_history(*directories: str | Path | None) -> int:
-    """The steps of history recorded in the first of ``directories`` that has a record (an
-    adapter, a model or a dataset directory); 0 when none does. A record of history in an
-    earlier format (before the transcript) is refused with the fix: its rows hold other text."""
-    for d in directories:
-        path = Path(d) / FORM_FILE if d else None
-        if path is not None and path.is_file():
-            try:
-                record = json.loads(path.read_text())
-                history = int(record.get("history", 0))
-            except (ValueError, AttributeError, TypeError) as err:
-                raise PromptFormError(f"{path}: unreadable record ({err})") from err
-            if history and record.get("history_format") != HISTORY_FORMAT:
-                raise PromptFormError(
-                    f"{path}: history={history} was recorded in an earlier format (earlier steps "
-                    "as lines before the observation), which prompts no longer use; rebuild the "
-                    "dataset (build-dataset history=k) and train again")
-            return history
-    return 0
-
-
-def write_history(directory: str | Path, history: int) -> None:
-    """Record in a dataset directory how many steps of history its rows hold."""
-    Path(directory, FORM_FILE).write_text(json.dumps(_history_record(history)) + "\n")
-
-
-def read_form(*directories: str | None) -> str:
-    """The form recorded in the first of ``directories`` that has one (an adapter, then the
-    model directory); ``chat`` when none does (base models and older adapters)."""
-    for d in directories:
-        if not d:
-            continue
-        path = Path(d) / FORM_FILE
-        if path.is_file():
-            try:
-                return check_form(json.loads(path.read_text())["prompt_form"])
-            except (ValueError, KeyError, TypeError) as err:
-                raise PromptFormError(
-                    f"{path}: not a prompt-form record ({err}); expected "
-                    f'{{"prompt_form": "chat"}} or {{"prompt_form": "compact"}}') from err
-    return "chat"
+            return PromptRecord.from_json(data, str(path))
+    return PromptRecord()
 
 
 # Think-then-act (ReAct-style answers, mode=think): a short reasoning text, then the action on a

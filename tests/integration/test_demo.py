@@ -13,7 +13,7 @@ from policylm.jobs.demo import DemoConfig, main
 from policylm.jobs.train_experts import TrainExpertsConfig
 from policylm.jobs.train_experts import main as train_main
 from policylm.platform.config import load_config
-from policylm.platform.prompts import read_form
+from policylm.platform.prompts import read_record
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def test_demo_small(tmp_path, tiny_model_dir):
     assert q["best_data"]["bar"] == best_skill
     assert q["best_data"]["difference"] == q["highest_target"]["mean"] - best_skill
     # the adapter prompts in the form it was trained in; the untrained model in chat form
-    assert read_form(str(run / "sft" / "adapter")) == cfg.sft.prompt_form
+    assert read_record(str(run / "sft" / "adapter")).prompt_form == cfg.sft.prompt_form
     # trained with null-target rows, evaluated with return guidance (the base model without)
     played = {label: yaml.safe_load((run / f"evaluate-{label}" / "config.yaml").read_text())
               ["policy"] for label in ("fine-tuned", "untrained")}

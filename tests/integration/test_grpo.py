@@ -40,7 +40,7 @@ def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path,
     from policylm.jobs.sft import SftJobConfig
     from policylm.jobs.sft import main as sft
     from policylm.platform.config import config_from_dict
-    from policylm.platform.prompts import read_form
+    from policylm.platform.prompts import read_record
 
     prior = sft(config_from_dict(SftJobConfig, {
         "dataset": str(write_dataset(tmp_path / "random", 64, "random")),
@@ -72,7 +72,7 @@ def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path,
     assert all(p > 0.62 for p in p_right(result["adapter"]))
     adapter = Path(result["adapter"])
     assert (adapter / "adapter_model.safetensors").is_file()
-    assert read_form(str(adapter)) == "compact"  # taken from the starting model
+    assert read_record(str(adapter)).prompt_form == "compact"  # taken from the starting model
     assert (Path(result["run_dir"]) / "reward.png").is_file()
     assert mlflow_history(result["run_dir"], "reward") == [tuple(x) for x in result["reward"]]
 

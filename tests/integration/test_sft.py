@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from policylm.jobs.sft import SftJobConfig, main
-from policylm.platform.prompts import read_form
+from policylm.platform.prompts import read_record
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,8 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
         peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                                          str(adapter))(ids).logits
     assert torch.allclose(merged, peft, atol=1e-4)
-    assert read_form(str(adapter)) == read_form(str(merged_dir)) == "chat"
+    assert read_record(str(adapter)) == read_record(str(merged_dir))
+    assert read_record(str(merged_dir)).prompt_form == "chat"
 
 
 def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_path):
@@ -106,7 +107,7 @@ def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_pa
     assert result["attempts"] == 2 and result["resumed"]  # restarted from the step-3 checkpoint
     assert [s for s, _ in result["train_loss"]][-1] == 6  # and finished the run
     # trained in the compact prompt form, which the adapter records for the policy
-    assert read_form(result["adapter"]) == "compact"
+    assert read_record(result["adapter"]).prompt_form == "compact"
     # with null-target rows (target_dropout): the adapter acts with return guidance
     from policylm.platform.envs import make_adapter
     from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks

@@ -9,7 +9,7 @@ import yaml
 from policylm.jobs.train_suite import TrainSuiteConfig, main
 from policylm.platform.config import load_config
 from policylm.platform.data import trajectories as tr
-from policylm.platform.prompts import read_history
+from policylm.platform.prompts import read_record
 
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).parents[2] / "configs" / "babyai_balrog.yaml"
@@ -39,7 +39,8 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         bench = json.loads((run / f"benchmark-{label}" / "metrics.json").read_text())
         assert bench["held_out"] is True  # checked against the demonstrations' seeds
     # the dataset's history reaches the adapter, and the benchmarked policy acts with it
-    assert read_history(run / "dataset" / "dataset") == 2 == read_history(run / "sft" / "adapter")
+    assert read_record(run / "dataset" / "dataset").history == 2
+    assert read_record(run / "sft" / "adapter").history == 2
     rows = [json.loads(line) for line in (run / "dataset" / "dataset" / "train.jsonl").open()]
     # a row after the first step holds the earlier steps as turns: user, assistant, ..., user
     assert max(len(r["messages"]) for r in rows) == 1 + 2 * 3 + 2  # 3 earlier steps at most

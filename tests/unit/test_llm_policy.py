@@ -251,7 +251,7 @@ def test_few_shot_rows_and_acting_prompts_are_the_same(cartpole, engine, tmp_pat
     import pyarrow.compute as pc
 
     from policylm.platform.policies.shots import pick_shots, render_shots
-    from policylm.platform.prompts import write_form
+    from policylm.platform.prompts import PromptRecord, write_record
     from policylm.platform.rollout.runner import write_chunk
     from policylm.platform.training.sft import to_prompt_completion
 
@@ -268,7 +268,7 @@ def test_few_shot_rows_and_acting_prompts_are_the_same(cartpole, engine, tmp_pat
            f"&shots=2&shots_from={tmp_path}&shots_seed=3")
     model = tmp_path / "model"  # the model directory recorded with the examples, as sft does
     shutil.copytree(engine.model_name, model)
-    write_form(model, form, 0, lead)
+    write_record(model, PromptRecord(form, 0, lead))
     for policy in (policy_from_uri(uri, cartpole),
                    policy_from_uri(f"hf://{model}?dtype=fp32&target_return={ret}", cartpole)):
         assert policy.lead == lead

@@ -10,14 +10,13 @@ from policylm.platform.data import datasets as dsx
 from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
 from policylm.platform.prompts import (
     PromptFormError,
+    PromptRecord,
     compact_prompt,
     history_messages,
     history_start,
-    read_form,
-    read_history,
+    read_record,
     render_prompt,
-    write_form,
-    write_history,
+    write_record,
 )
 from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 from policylm.platform.training.sft import to_prompt_completion
@@ -58,16 +57,27 @@ def test_training_pairs_match_acting_prompts(cartpole, engine, form):
 
 
 def test_form_record_round_trip_and_errors(tmp_path):
-    assert read_form(None, str(tmp_path), "smollm2-135m") == "chat"  # nothing recorded
-    write_form(tmp_path, "compact")
+    assert read_record(None, str(tmp_path), "smollm2-135m") == PromptRecord()  # nothing recorded
+    assert PromptRecord().prompt_form == "chat" and PromptRecord().mode == ""
+    write_record(tmp_path, PromptRecord("compact"))
     assert json.loads((tmp_path / "policylm.json").read_text()) == {"prompt_form": "compact",
                                                                     "history": 0}
-    assert read_form("", str(tmp_path)) == "compact"
-    (tmp_path / "policylm.json").write_text('{"form": "compact"}')
-    with pytest.raises(PromptFormError, match="expected"):
-        read_form(str(tmp_path))
+    assert read_record("", str(tmp_path)).prompt_form == "compact"
+    (tmp_path / "policylm.json").write_text('{"history": "two"}')
+    with pytest.raises(PromptFormError, match=r"not a prompt record.*expected"):
+        read_record(str(tmp_path))
     with pytest.raises(PromptFormError, match="chat, compact"):
-        write_form(tmp_path, "plain")
+        PromptRecord("plain")
+
+
+def test_record_keeps_every_setting(tmp_path):
+    record = PromptRecord("chat", history=2, lead="Example: R=1 t=0 x -> left", think=True)
+    write_record(tmp_path, record)
+    assert json.loads((tmp_path / "policylm.json").read_text()) == {
+        "prompt_form": "chat", "history": 2, "history_format": "transcript",
+        "lead": "Example: R=1 t=0 x -> left", "mode": "think"}
+    back = read_record(tmp_path)
+    assert back == record and back.mode == "think"
 
 
 def test_unknown_form_refused(cartpole, engine):
@@ -93,19 +103,23 @@ def test_history_window_and_text_by_hand():
 
 
 def test_history_record_round_trip(tmp_path):
-    assert read_history(None, str(tmp_path), "smollm2-135m") == 0  # nothing recorded
-    write_form(tmp_path, "compact", history=3)
-    assert read_history("", str(tmp_path)) == 3 and read_form(str(tmp_path)) == "compact"
+    assert read_record(None, str(tmp_path), "smollm2-135m").history == 0  # nothing recorded
+    write_record(tmp_path, PromptRecord("compact", history=3))
+    assert read_record("", str(tmp_path)) == PromptRecord("compact", 3)
     data = tmp_path / "ds"
     data.mkdir()
-    write_history(data, 16)
-    assert read_history(str(data)) == 16
+    write_record(data, PromptRecord(history=16))  # a dataset's record: history only
+    assert read_record(str(data)) == PromptRecord(None, 16)
+    assert read_record(str(data)).prompt_form == "chat"
     (data / "policylm.json").write_text('{"history": 2}')  # the earlier rendering's record
     with pytest.raises(PromptFormError, match=r"earlier format.*rebuild the dataset"):
-        read_history(str(data))
+        read_record(str(data))
     (data / "policylm.json").write_text("[1, 2]")
+    with pytest.raises(PromptFormError, match="not a JSON object"):
+        read_record(str(data))
+    (data / "policylm.json").write_text("{1, 2")
     with pytest.raises(PromptFormError, match="unreadable"):
-        read_history(str(data))
+        read_record(str(data))
 
 
 @pytest.mark.parametrize("form", ["chat", "compact"])
@@ -153,11 +167,11 @@ def test_episodes_grpo_trains_on_the_prompts_the_policy_acted_with(cartpole, tin
     the prompts the engine scored while acting are the batch's prompts."""
     import pyarrow as pa
 
-    from policylm.platform.prompts import write_form
+    from policylm.platform.prompts import PromptRecord, write_record
     from policylm.platform.training.episodic_grpo import build_batch
 
     lead = "Examples from good episodes (observation -> action):\nx=0.01 v=0 a=0 w=0 -> left"
-    write_form(tmp_path, "compact", 0, lead)  # as sft shots=1 records it with the adapter
+    write_record(tmp_path, PromptRecord("compact", 0, lead))  # as sft shots=1 records it
     uri = (f"hf://{tiny_model_dir}?history=2&prompt=compact&dtype=fp32&target_return=30"
            f"&lead_from={tmp_path}")
     chunks = plan_chunks([("a", uri), ("b", uri + "&seed_offset=1")], 1, 4, 1, shared_seeds=True)

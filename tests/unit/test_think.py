@@ -152,7 +152,7 @@ def test_an_adapter_trained_on_thinking_rows_thinks_unasked(cartpole, engine, tm
     from policylm.jobs.grpo import GrpoJobConfig, resolve_start
     from policylm.platform.config import ConfigError
     from policylm.platform.policies import policy_from_uri
-    from policylm.platform.prompts import think_system, write_form
+    from policylm.platform.prompts import PromptRecord, think_system, write_record
     from policylm.platform.training.sft import rows_think
 
     data = tmp_path / "data"
@@ -164,9 +164,42 @@ def test_an_adapter_trained_on_thinking_rows_thinks_unasked(cartpole, engine, tm
     assert rows_think(data)
     model = tmp_path / "model"
     shutil.copytree(engine.model_name, model)
-    write_form(model, "chat", think=True)
+    write_record(model, PromptRecord("chat", think=True))
     policy = policy_from_uri(f"hf://{model}?dtype=fp32", cartpole)
     assert policy.cfg.mode == "think" and policy.system.endswith(INSTRUCTION)
     assert policy_from_uri(f"hf://{model}?dtype=fp32&mode=score", cartpole).cfg.mode == "score"
     with pytest.raises(ConfigError, match="trained to think before acting"):
         resolve_start(GrpoJobConfig(dataset=str(data), model=str(model)))
+
+
+def test_merged_model_prompts_exactly_as_its_adapter(cartpole, engine, tmp_path):
+    """An adapter recorded with mode=think, few-shot examples and history: merged into its
+    model, the merged model's policy has the same settings and renders the same prompts."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from policylm.jobs.merge import merge
+    from policylm.platform.policies import policy_from_uri
+    from policylm.platform.prompts import PromptRecord, read_record, write_record
+
+    torch.manual_seed(0)
+    lm = get_peft_model(AutoModelForCausalLM.from_pretrained(engine.model_name),
+                        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    lm.save_pretrained(adapter)
+    record = PromptRecord("chat", history=2, lead="Examples:\nx=0.01 v=0 a=0 w=0 -> left",
+                          think=True)
+    write_record(adapter, record)
+    merged = merge(engine.model_name, str(adapter), tmp_path / "merged", "fp32")
+    assert read_record(merged) == record  # before: form and history only (no lead, no think)
+    policies = [policy_from_uri(f"hf://{engine.model_name}?dtype=fp32&adapter={adapter}",
+                                cartpole), policy_from_uri(f"hf://{merged}?dtype=fp32", cartpole)]
+    assert [p.cfg.mode for p in policies] == ["think", "think"]
+    assert policies[0].lead == policies[1].lead == record.lead
+    obs, _ = cartpole.make_env().reset(seed=0)
+    for p in policies:
+        p.reset(0, 0)
+    assert policies[0].prompts([obs], [0]) == policies[1].prompts([obs], [0])
+    assert record.lead in policies[1].prompts([obs], [0])[0]
+

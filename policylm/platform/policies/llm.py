@@ -37,10 +37,7 @@ from policylm.platform.prompts import (
     action_candidates,
     check_form,
     history_start,
-    read_form,
-    read_history,
-    read_lead,
-    read_mode,
+    read_record,
     render_prefix,
     render_prompt,
     split_answer,
@@ -386,24 +383,26 @@ def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapt
     unknown = set(params) - known
     if unknown:
         raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
+    record = read_record(params.get("adapter"), model)  # how the adapter (or model) prompts
     cfg = LLMPolicyConfig(
         target_return=float(params.get("target_return", 0.0)),
         adaptive=params.get("adaptive", "1").lower() in ("1", "true", "yes"),
-        mode=params.get("mode") or read_mode(params.get("adapter"), model) or "score",
+        mode=params.get("mode") or record.mode or "score",
         temperature=float(params.get("temperature", 1.0)),
         max_new_tokens=int(params.get("max_new_tokens", 16)),
         think_tokens=int(params.get("think_tokens", 96)),
         fallback=params.get("fallback", "first"),
-        prompt_form=params.get("prompt") or read_form(params.get("adapter"), model),
+        prompt_form=params.get("prompt") or record.prompt_form,
         seed_offset=int(params.get("seed_offset", 0)),
         norm=params.get("norm", "sum"),
         live=params.get("live", ""),
-        history=int(params.get("history") or read_history(params.get("adapter"), model)),
+        history=int(params.get("history") or record.history),
         guidance=float(params.get("guidance", 0.0)),
         shots=int(params.get("shots", 0)),
         shots_from=params.get("shots_from", ""),
         shots_seed=int(params.get("shots_seed", 0)),
-        lead=read_lead(params.get("lead_from") or params.get("adapter"), model),
+        lead=read_record(params["lead_from"], model).lead if params.get("lead_from")
+        else record.lead,
     )
     engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
                         params.get("dtype", "auto"), live=cfg.live)
