@@ -147,7 +147,7 @@ def actor_threads(cores: int, workers: int, overlap: bool) -> int:
     """Torch threads per rollout actor. Taking turns with the learner, the actors may use every
     core while they play; overlapping, each keeps to one thread (its work is mostly the env
     and prompts, which one thread runs as fast as two) and the learner keeps torch's default,
-    every core (measured on 2 cores: an even split doubled the update's time)."""
+    every core (an even split leaves the update one core)."""
     return max(1, cores // max(1, workers)) if not overlap else 1
 
 

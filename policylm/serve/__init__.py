@@ -1,1 +1,1 @@
-"""Ray Serve application for policy inference (next: the serving issue)."""
+"""Ray Serve application for policy inference (the app, its episode store and the HTTP API: app.py)."""

@@ -1,1 +1,1 @@
-"""Tune sweeps over target return and LoRA settings (next: the sweep issue)."""
+"""Tune sweeps over target return and SFT settings, and the PPO trials of bc-ppo."""

@@ -120,8 +120,7 @@ class HFEngine:
         path = resolve_model(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            # eager attention on CPU: scoring (short rows after a cached prefix) ran 6% faster
-            # than sdpa here (bench/llm_policy_throughput.py); sdpa on GPUs
+            # eager attention on CPU, sdpa on GPUs (the results page gives the measurement)
             lm = AutoModelForCausalLM.from_pretrained(
                 path, dtype=self.dtype,
                 attn_implementation="sdpa" if self.device.startswith("cuda") else "eager")
