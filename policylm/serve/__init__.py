@@ -1,1 +1,1 @@
-"""Ray Serve application for policy inference (the app, its episode store and the HTTP API: app.py)."""
+"""Ray Serve application for policy inference: the app, episode store and HTTP API (app.py)."""
