@@ -45,3 +45,32 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     assert "Crafter score" in report and "Most common actions" in report
     assert "Paired differences" in report and "tuned - base" in report
     assert (Path(out["adapter"]) / "adapter_model.safetensors").is_file()
+
+
+def test_crafter_bot_demos_on_two_actors(ray_local, tmp_path):
+    """The scripted Crafter demonstrator as a python: policy on two rollout actors: the same
+    steps as in one process (each actor's replica and env stay in step), the expert unlocks a
+    table and wood tools within 120 steps, eps weakens it."""
+    from policylm.jobs.collect import CollectConfig, PolicySource, main
+    from policylm.platform.data import trajectories as tr
+
+    bot = "python:policylm.platform.envs.crafter_bot:CrafterBot"
+    kw = dict(env_id="Crafter", env_options={"length": 120}, episodes_per_policy=1,
+              policies=[PolicySource("expert", bot), PolicySource("weak", f"{bot}?eps=0.6")])
+    runs = {}
+    for name, workers in (("par", 2), ("seq", 0)):
+        main(CollectConfig(num_workers=workers, envs_per_worker=1, chunk_size=1,
+                           out=str(tmp_path / name), **kw))
+        table = tr.read_trajectories(tmp_path / name / "trajectories").drop_columns([tr.RUN_ID])
+        runs[name] = table.sort_by([(tr.EPISODE_ID, "ascending"), (tr.T, "ascending")])
+    assert runs["par"].equals(runs["seq"])
+    steps = runs["par"].to_pylist()
+    unlocked = {skill: set() for skill in ("expert", "weak")}
+    for row in steps:
+        unlocked[row[tr.SKILL]].update(row["achievements_unlocked"])
+    assert {"place_table", "make_wood_pickaxe", "make_wood_sword"} <= unlocked["expert"]
+    last = {}
+    for row in steps:
+        last[row[tr.EPISODE_ID]] = (row[tr.SKILL], row["achievement_count"])
+    counts = {s: [c for k, c in last.values() if k == s] for s in unlocked}
+    assert min(counts["expert"]) > max(counts["weak"])
