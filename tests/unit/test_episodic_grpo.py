@@ -81,6 +81,35 @@ def test_engine_with_synced_lora_scores_as_the_learner(learner, tiny_model_dir):
                        atol=1e-4)
 
 
+def test_multi_token_candidates_score_as_the_engine(tiny_model_dir):
+    """BabyAI's action names are several tokens each: the learner reads each token's
+    log-probability where the engine does (then the end of turn) and sums them, so its scores
+    equal the engine's given the same LoRA weights."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policylm.platform.engines.hf import HFEngine
+    from policylm.platform.envs import make_adapter
+
+    babyai = make_adapter("BabyAI-GoToRedBallNoDists-v0")
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir,
+                                                                dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                      init_lora_weights=False))
+    learner = EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), babyai,
+                              "compact")
+    assert not learner.single
+    engine = HFEngine(tiny_model_dir, dtype="fp32")
+    engine.set_lora(*learner.lora_weights())
+    prompts = ["R=1 t=0 a wall 2 steps left ->", "R=0.5 t=3 a red ball 1 step forward ->"]
+    cands = [" " + a for a in babyai.codec.valid_actions]
+    with torch.no_grad():
+        want = learner.scores(prompts).numpy()
+    assert want.shape == (2, len(cands))
+    assert np.allclose(np.stack(engine.score(prompts, [cands] * 2)), want, atol=1e-4)
+
+
 def test_live_weights_never_reach_other_policies_in_the_process(learner, tiny_model_dir,
                                                                  tmp_path):
     """In one process (rollout_workers=0) the trained weights go to the live policy's engine

@@ -76,8 +76,12 @@ class EpisodicLearner:
 
         return render_messages(self.tokenizer, messages)
 
-    def _logp(self, rows: Sequence[Sequence[int]], temperature: float = 1.0) -> Any:
-        """``log_softmax(logits / temperature)`` of right-padded token rows: [N, L, V]."""
+    def _token_logps(self, rows: Sequence[Sequence[int]],
+                     reads: Sequence[tuple[int, int, int]], temperature: float = 1.0) -> Any:
+        """``log_softmax(logits / temperature)`` of right-padded token ``rows``, read only where
+        asked: for each ``(row, position, token)`` the log-probability that ``token`` follows
+        ``position``, tensor [len(reads)] (with grad). The output layer runs at those positions
+        alone, so memory and time do not grow with prompt length x vocabulary."""
         import torch
 
         width = max(len(r) for r in rows)
@@ -87,8 +91,13 @@ class EpisodicLearner:
             ids[i, : len(r)] = torch.tensor(list(r))
             mask[i, : len(r)] = 1
         device = next(self.model.parameters()).device
-        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        return torch.log_softmax(logits.float() / temperature, dim=-1)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = base.get_decoder()(input_ids=ids.to(device),
+                                    attention_mask=mask.to(device)).last_hidden_state
+        at = torch.tensor([[r, c] for r, c, _ in reads], device=device)
+        logits = base.get_output_embeddings()(hidden[at[:, 0], at[:, 1]]).float() / temperature
+        tokens = torch.tensor([t for _, _, t in reads], device=device)
+        return torch.log_softmax(logits, dim=-1)[torch.arange(len(reads), device=device), tokens]
 
     def completion_logps(self, prompts: Sequence[str], completions: Sequence[str]) -> Any:
         """Log-probability of generating each completion (then the end of turn) after its
@@ -98,13 +107,14 @@ class EpisodicLearner:
         enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         comp = [[*self.tokenizer(c, add_special_tokens=False)["input_ids"], self.end]
                 for c in completions]
-        logp = self._logp([e + c for e, c in zip(enc, comp, strict=True)],
-                          max(self.temperature, 1e-6))
-        out = []
+        reads, owner = [], []
         for i, (e, c) in enumerate(zip(enc, comp, strict=True)):
-            pos = torch.arange(len(e) - 1, len(e) - 1 + len(c), device=logp.device)
-            out.append(logp[i, pos, torch.tensor(c, device=logp.device)].sum())
-        return torch.stack(out)
+            reads += [(i, len(e) - 1 + j, tok) for j, tok in enumerate(c)]
+            owner += [i] * len(c)
+        logp = self._token_logps([e + c for e, c in zip(enc, comp, strict=True)], reads,
+                                 max(self.temperature, 1e-6))
+        out = torch.zeros(len(prompts), device=logp.device, dtype=logp.dtype)
+        return out.index_add(0, torch.tensor(owner, device=logp.device), logp)
 
     def scores(self, prompts: Sequence[str]) -> Any:
         """Log-likelihood of every candidate after each prompt: tensor [N, K] (with grad)."""
@@ -112,20 +122,18 @@ class EpisodicLearner:
 
         enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         k = len(self.cand_ids)
-        rows = enc if self.single else [e + c for e in enc for c in self.cand_ids]
-        logp = self._logp(rows)
-        device = logp.device
-        if self.single:
-            last = torch.tensor([len(r) - 1 for r in rows], device=device)
-            at = logp[torch.arange(len(rows), device=device), last]  # [N, V]
-            return at[:, [c[0] for c in self.cand_ids]]
-        out = torch.zeros((len(prompts), k), device=device)
-        for i in range(len(prompts)):
+        if self.single:  # one row per prompt; every candidate is read at its last position
+            reads = [(i, len(e) - 1, c[0]) for i, e in enumerate(enc) for c in self.cand_ids]
+            return self._token_logps(enc, reads).view(len(prompts), k)
+        rows, reads, owner = [], [], []
+        for i, e in enumerate(enc):
             for j, c in enumerate(self.cand_ids):
-                row, n = i * k + j, len(enc[i])
-                pos = torch.arange(n - 1, n - 1 + len(c), device=device)
-                out[i, j] = logp[row, pos, torch.tensor(c, device=device)].sum()
-        return out
+                reads += [(len(rows), len(e) - 1 + m, tok) for m, tok in enumerate(c)]
+                owner += [i * k + j] * len(c)
+                rows.append(e + c)
+        logp = self._token_logps(rows, reads)
+        out = torch.zeros(len(prompts) * k, device=logp.device, dtype=logp.dtype)
+        return out.index_add(0, torch.tensor(owner, device=logp.device), logp).view(-1, k)
 
     def action_logps(self, prompts: Sequence[str], chosen: Sequence[int],
                      completions: Sequence[str] = ()) -> Any:
