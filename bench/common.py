@@ -57,6 +57,9 @@ def inprocess_steps_per_second(episodes: int, chunk_size: int, envs: int, seed: 
     return steps / elapsed
 
 
+MAX_PEAK_RSS_GB = 4.0  # a 135M model with LoRA trains and acts in a few GB
+
+
 def finish(bench: str, fast: tuple[str, float], baseline: tuple[str, float], target: float,
            checks: dict[str, tuple[float | None, float]] | None = None,
            limits: dict[str, tuple[float | None, float]] | None = None,
@@ -64,7 +67,15 @@ def finish(bench: str, fast: tuple[str, float], baseline: tuple[str, float], tar
     """Print the benchmark's one JSON line and exit: 0 when ``fast / baseline`` reaches
     ``target``, every check (``name: (value, target)``) has value >= target and every limit
     (``name: (value, limit)``) has value <= limit; else 1. ``fast`` and ``baseline`` are ``(what
-    was measured, value)`` in the same unit."""
+    was measured, value)`` in the same unit. The line also gives the peak resident memory
+    (``peak_rss_gb``: this process's and the largest of it and its live processes, Ray's
+    workers included while Ray runs), limited to :data:`MAX_PEAK_RSS_GB` where it can be read."""
+    from policylm.platform.memory import peak_rss_gb
+
+    memory = peak_rss_gb()
+    if memory["largest"] is not None:
+        limits = {**(limits or {}), "peak_rss_gb": (memory["largest"], MAX_PEAK_RSS_GB)}
+    figures = {**figures, "peak_rss_gb": memory}
     ratio = fast[1] / baseline[1] if baseline[1] else None
     others = {}
     for name, (v, bound) in (checks or {}).items():

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TRAIN_SEED
 from policylm.platform.tracking import TrackingConfig
 from policylm.runtime import check_shared_dir, init_ray
@@ -302,7 +303,7 @@ def main(cfg: BcPpoConfig) -> dict:
     with stages("report"):
         metrics.update(write_report(cfg, run_dir, results, metrics))
     metrics["stage_seconds"] = stages.seconds
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     return {"run_dir": str(run_dir), **metrics}
 
 

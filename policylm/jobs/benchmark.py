@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from policylm.actors.rollout import play_policies
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require, resume_field
+from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ def main(cfg: BenchmarkConfig) -> dict:
         "stage_seconds": stages.seconds,
     }
     plot_scores(metrics, run_dir / "scores.png", f"{cfg.policy.split('?')[0]} on {suite.name}")
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     (run_dir / "report.md").write_text(report(cfg, metrics))
     return {"run_dir": str(run_dir), **metrics}
 

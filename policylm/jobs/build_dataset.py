@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.runtime import check_shared_dir, check_visible, init_ray
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
     stats.update({"splits": counts, "system": system, "history": cfg.history,
                   "train_row_fractions": fractions,
                   "stage_seconds": stages.seconds})
-    write_json(run_dir / "stats.json", stats)
+    write_json(run_dir / "stats.json", with_memory(stats))
     log.info("dataset: %s", {k: v["rows"] for k, v in counts.items()})
     return {"run_dir": str(run_dir), "dataset": str(out_dir), **stats}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require, resume_field
+from policylm.platform.memory import with_memory
 from policylm.runtime import init_ray
 
 
@@ -106,7 +107,7 @@ def collect(cfg: CollectConfig, run_dir: Path) -> dict:
         "skills": tr.skill_stats(episodes),
         "overall_return": tr.return_stats(episodes.column("return").to_pylist()),
     }
-    write_json(run_dir / "metadata.json", metadata)
+    write_json(run_dir / "metadata.json", with_memory(metadata))
     return metadata
 
 

@@ -22,6 +22,7 @@ from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.platform.prompts import read_record
 from policylm.platform.seeds import TEST_SEED, describe_seeds
 
@@ -278,7 +279,7 @@ def main(cfg: DemoConfig) -> dict:
                "evaluate": {k: {"targets": v["targets"], "spearman_means": v["spearman_means"],
                                 "invalid_rate": v["invalid_rate"]} for k, v in evals.items()},
                "quality": checks, "stage_seconds": stages.seconds}
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     (run_dir / "report.md").write_text(report(col, ex["experts"], ds, tuned, evals, checks,
                                               stages.seconds))
     console.say(f"policylm demo: report in {run_dir / 'report.md'} (quality bar "

@@ -17,6 +17,7 @@ from pathlib import Path
 from policylm.actors.rollout import play_policies
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require, resume_field
+from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TEST_SEED, describe_seeds, seed_range
 
 
@@ -148,7 +149,7 @@ def main(cfg: EvaluateConfig) -> dict:
         with stages("video"):
             metrics["videos"] = record_videos(cfg, policies, run_dir)
     metrics["stage_seconds"] = stages.seconds
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     (run_dir / "report.md").write_text(report(cfg, metrics))
     return {"run_dir": str(run_dir), **metrics}
 

@@ -28,6 +28,7 @@ from policylm.jobs.common import (
     write_json,
 )
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.platform.prompts import FORMS
 from policylm.platform.seeds import TEST_SEED
 from policylm.platform.tracking import TrackingConfig
@@ -286,7 +287,7 @@ def main(cfg: GrpoJobConfig) -> dict:
         if not cfg.beta:
             metrics["kl"] = None  # not computed: TRL measures KL only with beta > 0
         tracker.log({"final": metrics}, finals[-1]["step"] if finals else 0)
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     plot_rewards(metrics, run_dir / "reward.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from policylm.jobs.common import log, open_run, settings, write_json
+from policylm.platform.memory import with_memory
 from policylm.platform.seeds import describe_seeds
 from policylm.runtime import init_ray, passive_openmp
 
@@ -128,7 +129,7 @@ def main(cfg: Any) -> dict:
                "seeds_per_iteration": cfg.seeds_per_iteration,
                "max_staleness": cfg.max_staleness, "wall_s": wall,
                "iterations_per_hour": round(3600 * len(history) / wall, 2) if wall else None}
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     from policylm.platform.evaluation.reports import plot_curves
 
     plot_curves([("mean return", [(h["iteration"], h["mean_return"]) for h in history], "o-"),
@@ -137,7 +138,7 @@ def main(cfg: Any) -> dict:
                 f"episodic GRPO on {cfg.env_id} (target {cfg.target_return:g})")
     if cfg.heldout_episodes:
         metrics["heldout"] = heldout_comparison(cfg, run_dir, adapter, generate)
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "metrics.json", with_memory(metrics))
     write_report(cfg, history, run_dir, metrics.get("heldout"))
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}

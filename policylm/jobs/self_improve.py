@@ -22,6 +22,7 @@ from pathlib import Path
 from policylm.jobs import build_dataset, sft
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TEST_SEED, TRAIN_SEED
 from policylm.runtime import init_ray
 
@@ -164,7 +165,7 @@ def main(cfg: SelfImproveConfig) -> dict:
                "heldout": held["summaries"],
                "training_seeds": train["summaries"], "seeds": seeds,
                "stage_seconds": stages.seconds}
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     return {"run_dir": str(run_dir), **metrics}
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from policylm.jobs.common import log, run_job, settings, write_json
 from policylm.platform.config import ConfigError
+from policylm.platform.memory import with_memory
 from policylm.platform.policies.shots import render_shots
 from policylm.platform.prompts import PromptRecord, read_record, write_record
 from policylm.platform.tracking import TrackingConfig
@@ -128,7 +129,7 @@ def main(cfg: SftJobConfig) -> dict:
                    "shots": [asdict(s) for s in shots]}
         tracker.log({"final": metrics}, metrics["train_loss"][-1][0] if metrics["train_loss"]
                     else 0)
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     plot_losses(metrics, run_dir / "loss.png")
     log.info("adapter: %s (use hf://%s?adapter=%s)", adapter, cfg.model, adapter)
     return {"run_dir": str(run_dir), "adapter": str(adapter), **metrics}

@@ -18,6 +18,7 @@ from typing import Any
 
 from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import ConfigError, field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.platform.policies import absolute_paths
 from policylm.platform.policies.uri import uri_paths
 from policylm.platform.seeds import VALIDATION_SEED
@@ -189,7 +190,7 @@ def main(cfg: SweepConfig) -> dict:
         "stage_seconds": stages.seconds}
     if cfg.kind == "target" and curve:
         metrics.update(target_curve(curve, run_dir, cfg))
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     (run_dir / "report.md").write_text(report(cfg, rows, metrics))
     return {"run_dir": str(run_dir), **metrics}
 

@@ -17,6 +17,7 @@ import yaml
 
 from policylm.jobs.common import Stages, log, open_run, run_job, settings, write_json
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.platform.tracking import TrackingConfig
 from policylm.runtime import init_ray
 
@@ -153,7 +154,7 @@ def main(cfg: TrainExpertsConfig) -> dict:
         f"# policylm collect --config {run_dir / 'collect.yaml'}\n" + yaml.safe_dump(collect_cfg)
     )
     metrics = {"experts": experts, "history": history, "stage_seconds": stages.seconds}
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     return {"run_dir": str(run_dir), **metrics}
 
 

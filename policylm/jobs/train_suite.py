@@ -20,6 +20,7 @@ from policylm.jobs import benchmark, build_dataset, collect, sft
 from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 BOT = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
@@ -150,7 +151,7 @@ def main(cfg: TrainSuiteConfig) -> dict:
                "sft": {k: tuned[k] for k in ("adapter", "train_loss", "eval_loss",
                                              "train_tokens")},
                "stage_seconds": stages.seconds}
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", with_memory(metrics))
     (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds))
     score = results["fine-tuned"]["overall"]["score"]
     console.say(f"policylm train-suite: fine-tuned {score:.1f} % on {cfg.suite}; report in "

@@ -54,3 +54,21 @@ def test_all_passing_exits_zero(run_all, monkeypatch):
     monkeypatch.setattr(run_all, "run", lambda script: line(script.stem, True, 0))
     monkeypatch.setattr(sys, "argv", ["run_all.py", "collect_overhead", "serve_load"])
     assert run_all.main() == 0
+
+
+def test_finish_prints_peak_memory_and_fails_over_its_limit(monkeypatch, capsys):
+    """Every bench line carries ``peak_rss_gb``; a bench over the memory limit exits 1 even
+    when its ratio holds."""
+    import json
+
+    sys.path.insert(0, str(BENCH))
+    import common
+
+    for limit, code in ((100.0, 0), (0.001, 1)):
+        monkeypatch.setattr(common, "MAX_PEAK_RSS_GB", limit)
+        with pytest.raises(SystemExit) as done:
+            common.finish("b", ("fast", 2.0), ("base", 1.0), 1.5)
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert done.value.code == code and out["ratio"] == 2.0
+        assert out["peak_rss_gb"]["self"] > 0.01
+        assert out["checks"]["peak_rss_gb"]["held"] is (code == 0)
