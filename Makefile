@@ -23,7 +23,7 @@ demo: setup
 	$(VENV)/bin/policylm demo --config configs/demo.yaml
 
 test: setup
-	$(VENV)/bin/ruff check policylm tests bench
+	$(VENV)/bin/ruff check policylm tests bench examples
 	$(VENV)/bin/lint-imports
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site-check
 	$(PY) -m pytest -q tests
@@ -39,7 +39,7 @@ bench: setup
 	$(PY) bench/run_all.py
 
 lint: setup
-	$(VENV)/bin/ruff check policylm tests bench
+	$(VENV)/bin/ruff check policylm tests bench examples
 	$(VENV)/bin/lint-imports
 
 docs: setup
