@@ -57,7 +57,8 @@ class Snapshot:
         self.facing: Pos = (int(player.facing[0]), int(player.facing[1]))
         self.inv, self.ach = player.inventory, player.achievements
         self.objs = {(int(o.pos[0]), int(o.pos[1])): o for o in world.objects}
-        self.dark = world.daylight < 0.55  # zombies spawn on grass as the light falls
+        # zombies spawn on grass as the light falls: evening to morning, steps 120-285 of each 300
+        self.dark = 0.4 <= (env._step / 300) % 1 < 0.95
         self.walk = np.isin(self.mat, WALK)
         self.free = self.walk.copy()
         for p in self.objs:
@@ -334,12 +335,19 @@ class Planner:
         below full); the first sleep (for ``wake_up``) may be in the open by day."""
         inv = s.inv
         first = not s.ach["wake_up"] and inv["energy"] < 9 and not s.near(objects.Zombie, 12)
-        thirsty = min(inv["drink"], inv["food"]) <= 2
-        want = inv["energy"] <= 3 or s.dark or inv["health"] <= 3 or first
-        if thirsty or not want:
+        sealed = self._sealed(s)
+        crowd = bool(s.near(objects.Zombie, 5))  # wait in the pocket until they wander off
+        want = inv["energy"] <= 3 or s.dark or inv["health"] <= 3 or first or (sealed and crowd)
+        if min(inv["drink"], inv["food"]) <= (1 if sealed and crowd else 2) or not want:
             self.shelter = None
             return None
-        if self._sealed(s):
+        for what, targets in (("drink", s.mask("water")), ("food", self._cows(s))):
+            if not sealed and (inv[what] <= 6 or self.topping == what) and inv[what] < 9:
+                action = self._interact(s, targets, limit=25)  # fill up before the night
+                self.topping = what if action is not None else None
+                if action is not None:
+                    return action
+        if sealed:
             return A["sleep"] if inv["energy"] < 9 else A["noop"]
         if first and not s.dark:
             return A["sleep"]
