@@ -26,7 +26,7 @@ test: setup
 	$(VENV)/bin/ruff check policylm tests bench examples
 	$(VENV)/bin/lint-imports
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir $(VENV)/site-check
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # every command block of README.md and docs/ marked <!-- runnable -->, in a fresh copy
 test-docs: setup
