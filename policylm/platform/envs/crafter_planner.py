@@ -220,12 +220,13 @@ class Planner:
             ("iron_pickaxe", when(not inv["iron_pickaxe"],
                                   lambda: self._make(s, "iron_pickaxe"))),
             ("iron_sword", when(not inv["iron_sword"], lambda: self._make(s, "iron_sword"))),
+            ("plant_guarded", when(bool(inv["stone_sword"]), lambda: self._garden(s, wait=False))),
             ("diamond", when(inv["iron_pickaxe"] > 0 and not ach["collect_diamond"],
                              lambda: self._interact(s, s.mask("diamond")))),
             ("hunt", lambda: self._hunt(s)),
             ("last_wood", when(inv["wood"] < self._wood_need(s),
                                lambda: self._interact(s, s.mask("tree")))),
-            ("garden", lambda: self._garden(s)),
+            ("garden", lambda: self._garden(s, wait=True)),
         ]
 
     # --- primitives -----------------------------------------------------------------------
@@ -457,8 +458,9 @@ class Planner:
                 return action
         return None
 
-    def _garden(self, s: Snapshot) -> int | None:
-        """Plant a sapling where it is walled in, wait near it, eat it when ripe."""
+    def _garden(self, s: Snapshot, wait: bool) -> int | None:
+        """Plant a sapling where it is walled in and wall its last side with stone; eat it
+        when ripe; with ``wait``, stay near it (a plant grows only while the player is near)."""
         plant = s.objs.get(self.plant) if self.plant else None
         if not isinstance(plant, objects.Plant):
             self.plant = None
@@ -476,17 +478,15 @@ class Planner:
             if action == A["place_plant"]:
                 self.plant = _add(s.pos, s.facing)
             return action
-        open_side = [q for q in (_add(self.plant, d) for d in DIRS) if s.inside(q) and s.walk[q]]
+        target = np.zeros(s.size, bool)
+        target[self.plant] = True
         if plant.ripe:
-            target = np.zeros(s.size, bool)
-            target[self.plant] = True
-            return self._interact(s, target)
+            return self._interact(s, target, limit=40)
+        open_side = [q for q in (_add(self.plant, d) for d in DIRS) if s.inside(q) and s.walk[q]]
         if open_side and s.inv["stone"]:
-            return self._face(s, lambda p, t: t in open_side and t not in s.objs,
+            return self._face(s, lambda p, t: t in open_side and (t not in s.objs or t == s.pos),
                               A["place_stone"])
+        if not wait:
+            return None
         far = abs(s.pos[0] - self.plant[0]) + abs(s.pos[1] - self.plant[1])
-        if far > 6:
-            target = np.zeros(s.size, bool)
-            target[self.plant] = True
-            return self._interact(s, target, A["noop"])
-        return A["noop"]
+        return self._interact(s, target, A["noop"]) if far > 6 else A["noop"]
