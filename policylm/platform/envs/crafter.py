@@ -10,6 +10,7 @@ Trajectories get two typed columns: ``achievements_unlocked`` (names unlocked at
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -51,6 +52,27 @@ EXTRA_FIELDS = [pa.field("achievements_unlocked", pa.list_(pa.string())),
                 pa.field("achievement_count", pa.int32())]
 
 
+def _creation_hash(obj: Any) -> int:
+    """The object's creation index in its world, counted at its first hash (crafter hashes an
+    object first when it adds it to the world, in the same order in every copy of a world)."""
+    h = obj.__dict__.get("_creation_hash")
+    if h is None:
+        counter = obj.world.__dict__.setdefault("_creation_counter", itertools.count())
+        h = obj.__dict__["_creation_hash"] = next(counter)
+    return h
+
+
+def stable_object_hashes() -> None:
+    """Hash crafter's objects by their creation order in their world, not by address. Crafter
+    keeps each map chunk's creatures in a ``set`` and despawns one by its place in the set,
+    which followed memory addresses: two envs given the same seed and actions drifted apart
+    within a few hundred steps. The game's rules and odds are unchanged. Envs already
+    mid-episode when this first runs must be reset before they step again."""
+    from crafter import objects
+
+    objects.Object.__hash__ = _creation_hash  # type: ignore[method-assign]
+
+
 class CrafterEnv(gym.Env):
     """``crafter.Env`` behind the Gymnasium API: ``reset(seed=s)`` makes the same world for the
     same ``s``; ``terminated`` when health reaches 0, ``truncated`` at ``length`` steps;
@@ -72,6 +94,7 @@ class CrafterEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         import crafter
 
+        stable_object_hashes()  # the same seed and actions give the same episode
         super().reset(seed=seed)
         if self.env is None or seed is not None:
             world_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else int(seed)

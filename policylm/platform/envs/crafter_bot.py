@@ -10,17 +10,12 @@ random instead of the planner's (a weaker demonstrator for mixed-skill data). Wr
 ``mix:`` would step the real env with actions the replica never saw; use ``eps`` instead (a
 divergence raises, naming it).
 
-Crafter keeps each map chunk's creatures in a ``set``, and when it despawns one it picks it by
-its place in the set, which follows the objects' memory addresses: two envs given the same seed
-and actions drift apart within a few hundred steps. Importing this module gives crafter's objects
-a hash from their creation order in their world instead (:func:`stable_object_hashes`), so the
-real env and the replica, both in the process that acts, draw the same creature. The game's rules
-and odds are unchanged.
+The replica stays in step with the real env because Crafter envs are a function of their seed
+and actions here (:func:`policylm.platform.envs.crafter.stable_object_hashes`).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,28 +25,7 @@ from policylm.platform.envs.adapter import EnvAdapter
 from policylm.platform.envs.babyai_bot import BotDiverged
 from policylm.platform.envs.crafter import ACTIONS
 
-__all__ = ["BotDiverged", "CrafterBot", "stable_object_hashes"]
-
-
-def _creation_hash(obj: Any) -> int:
-    """The object's creation index in its world, counted at its first hash (crafter hashes an
-    object first when it adds it to the world, in the same order in every copy of a world)."""
-    h = obj.__dict__.get("_creation_hash")
-    if h is None:
-        counter = obj.world.__dict__.setdefault("_creation_counter", itertools.count())
-        h = obj.__dict__["_creation_hash"] = next(counter)
-    return h
-
-
-def stable_object_hashes() -> None:
-    """Hash crafter's objects by creation order, not address (see the module's docstring).
-    Envs already mid-episode when this first runs must be reset before they step again."""
-    from crafter import objects
-
-    objects.Object.__hash__ = _creation_hash  # type: ignore[method-assign]
-
-
-stable_object_hashes()
+__all__ = ["BotDiverged", "CrafterBot"]
 
 
 class CrafterBot:
