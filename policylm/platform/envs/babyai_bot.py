@@ -19,10 +19,10 @@ import numpy as np
 
 from policylm.platform.envs.adapter import EnvAdapter
 from policylm.platform.envs.babyai import ACTION_NAMES
+from policylm.platform.envs.replica import BotDiverged, Replicas, check_eps
 
-
-class BotDiverged(RuntimeError):
-    """The replica env no longer matches the real one."""
+__all__ = ["BabyAIBot", "BotDiverged"]
+URI = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
 
 
 class BabyAIBot:
@@ -31,35 +31,24 @@ class BabyAIBot:
     def __init__(self, adapter: EnvAdapter, eps: str | float = 0.0):
         if not adapter.env_id.startswith("BabyAI-"):
             raise ValueError(f"BabyAIBot plays BabyAI levels, not {adapter.env_id}")
-        self.adapter, self.eps = adapter, float(eps)
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"BabyAIBot eps={eps} must be a probability in [0, 1]")
-        self.slots: dict[int, dict[str, Any]] = {}
+        self.adapter, self.eps = adapter, check_eps("BabyAIBot", eps)
+        self.replicas = Replicas(adapter, "BabyAIBot", URI, _same, stream=0xBAB1)
         self.bot_failures = 0  # steps where the bot could not plan (a random action was taken)
 
     def reset(self, slot: int, seed: int) -> None:
         """A fresh replica for ``slot``, reset with the episode's ``seed``."""
-        old = self.slots.pop(slot, None)
-        env = old["env"] if old else self.adapter.make_env()
-        obs, _ = env.reset(seed=int(seed))
-        self.slots[slot] = {"env": env, "obs": obs, "bot": _planner(env), "taken": None,
-                            "rng": np.random.default_rng([int(seed), 0xBAB1])}
+        s = self.replicas.reset(slot, seed, taken=None)
+        s["bot"] = _planner(s["env"])
 
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[int]:
         """One action per observation: the bot's plan, or with probability ``eps`` a random
         action; each slot's replica takes the same step."""
         out = []
         for obs, slot in zip(observations, slots, strict=True):
-            s = self.slots.get(slot)
-            if s is None:
-                raise BotDiverged(f"BabyAIBot slot {slot} was never reset with its episode seed")
-            self._check(s, obs, slot)
+            s = self.replicas.checked(slot, obs)
             action = self._plan(s)
-            if s["rng"].random() < self.eps:
-                action = int(s["rng"].integers(len(ACTION_NAMES)))
-            s["obs"] = s["env"].step(action)[0]
-            s["taken"] = action
-            out.append(action)
+            random = self.replicas.explore(s, self.eps, len(ACTION_NAMES))
+            out.append(self.replicas.step(s, action if random is None else random))
         return out
 
     def _plan(self, s: dict) -> int:
@@ -73,17 +62,11 @@ class BabyAIBot:
             action = int(s["rng"].integers(len(ACTION_NAMES)))
         return action
 
-    @staticmethod
-    def _check(s: dict, obs: Any, slot: int) -> None:
-        mine = s["obs"]
-        same = (np.array_equal(np.asarray(obs["image"]), np.asarray(mine["image"]))
-                and int(obs["direction"]) == int(mine["direction"])
-                and str(obs["mission"]) == str(mine["mission"]))
-        if not same:
-            raise BotDiverged(
-                f"BabyAIBot's replica of slot {slot} no longer matches the env (was the env reset "
-                "without its seed, or the bot wrapped in mix:?); use "
-                "python:policylm.platform.envs.babyai_bot:BabyAIBot?eps=<p> for random actions")
+
+def _same(real: Any, mine: Any) -> bool:
+    return (np.array_equal(np.asarray(real["image"]), np.asarray(mine["image"]))
+            and int(real["direction"]) == int(mine["direction"])
+            and str(real["mission"]) == str(mine["mission"]))
 
 
 def _planner(env: Any) -> Any:

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from policylm.platform.envs.adapter import EnvAdapter
-from policylm.platform.envs.babyai_bot import BotDiverged
 from policylm.platform.envs.crafter import ACTIONS
+from policylm.platform.envs.replica import BotDiverged, Replicas, check_eps
 
 __all__ = ["BotDiverged", "CrafterBot"]
+URI = "python:policylm.platform.envs.crafter_bot:CrafterBot"
 
 
 class CrafterBot:
@@ -35,44 +36,27 @@ class CrafterBot:
     def __init__(self, adapter: EnvAdapter, eps: str | float = 0.0):
         if not adapter.env_id.startswith("Crafter"):
             raise ValueError(f"CrafterBot plays Crafter, not {adapter.env_id}")
-        self.adapter, self.eps = adapter, float(eps)
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"CrafterBot eps={eps} must be a probability in [0, 1]")
-        self.slots: dict[int, dict[str, Any]] = {}
+        self.adapter, self.eps = adapter, check_eps("CrafterBot", eps)
+        self.replicas = Replicas(adapter, "CrafterBot", URI, _same, stream=0xC4AF)
 
     def reset(self, slot: int, seed: int) -> None:
         """A fresh replica and planner for ``slot``, reset with the episode's ``seed``."""
         from policylm.platform.envs.crafter_planner import Planner
 
-        old = self.slots.pop(slot, None)
-        env = old["env"] if old else self.adapter.make_env()
-        obs, _ = env.reset(seed=int(seed))
-        self.slots[slot] = {"env": env, "obs": obs, "planner": Planner(),
-                            "rng": np.random.default_rng([int(seed), 0xC4AF])}
+        self.replicas.reset(slot, seed, planner=Planner())
 
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[int]:
         """One action per observation: the planner's, or with probability ``eps`` a random
         one; each slot's replica takes the same step."""
         out = []
         for obs, slot in zip(observations, slots, strict=True):
-            s = self.slots.get(slot)
-            if s is None:
-                raise BotDiverged(f"CrafterBot slot {slot} was never reset with its episode seed")
-            self._check(s, obs, slot)
-            if s["rng"].random() < self.eps:
-                action = int(s["rng"].integers(len(ACTIONS)))
-            else:
+            s = self.replicas.checked(slot, obs)
+            action = self.replicas.explore(s, self.eps, len(ACTIONS))
+            if action is None:
                 action = int(s["planner"].act(s["env"].unwrapped.env))
-            s["obs"] = s["env"].step(action)[0]
-            out.append(action)
+            out.append(self.replicas.step(s, action))
         return out
 
-    @staticmethod
-    def _check(s: dict, obs: Any, slot: int) -> None:
-        mine = s["obs"]
-        if not all(np.array_equal(np.asarray(obs[k]), np.asarray(mine[k])) for k in mine):
-            raise BotDiverged(
-                f"CrafterBot's replica of slot {slot} no longer matches the env (was the env "
-                "reset without its seed, or the bot wrapped in mix:?); use "
-                "python:policylm.platform.envs.crafter_bot:CrafterBot?eps=<p> for random "
-                "actions")
+
+def _same(real: Any, mine: Any) -> bool:
+    return all(np.array_equal(np.asarray(real[k]), np.asarray(mine[k])) for k in mine)
