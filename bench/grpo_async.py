@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import finish
+from common import MAX_PEAK_RSS_GB, finish
 
 ENV_ID = "laggy_env:LaggyCartPole-v1"
 
@@ -40,6 +40,13 @@ def train(root: Path, staleness: int, args: argparse.Namespace) -> dict:
                     *(f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                       if k not in ("job", "out"))], check=True)
     return json.loads((out / "metrics.json").read_text()) | {"adapter": str(out / "adapter")}
+
+
+def job_peak(runs: dict) -> float | None:
+    """The largest peak resident memory (GB) the sides' jobs reported; None if none could."""
+    known = [r["peak_rss_gb"]["largest"] for r in runs.values()
+             if r["peak_rss_gb"]["largest"] is not None]
+    return max(known) if known else None
 
 
 def job(args: argparse.Namespace) -> None:
@@ -106,6 +113,9 @@ def main() -> None:
     finish("grpo_async", ("async (max_staleness=1) iterations/hour", rates["async"]),
            ("sync (max_staleness=0) iterations/hour", rates["sync"]), target=1.3,
            checks={"return_gap_bound": (gap + 2 * gap_se, 0.0)},
+           # each side's job ran in its own process: its metrics hold its peak (the learner's)
+           limits={"job_peak_rss_gb": (job_peak(runs), MAX_PEAK_RSS_GB)},
+           job_peak_rss_gb={k: r["peak_rss_gb"] for k, r in runs.items()},
            latency_s=args.latency, iterations=args.iterations,
            episodes_per_iteration=4 * args.seeds, train_steps=args.train_steps,
            wall_minutes={k: round(v, 2) for k, v in minutes.items()},
