@@ -91,7 +91,8 @@ class RolloutWorker:
         self.set_weights(weights)
         policy = self.runner.policy(chunk.specs[0].policy_uri)
         self._apply_lora()  # the chunk's policy may be new
-        before = dict(policy.stats()) if hasattr(policy, "stats") else None
+        before = policy.stats()
+        before = dict(before) if before is not None else None
         table = self.runner.run(chunk.specs, self.spec.run_id, self._on_episode)
         counts = {}
         if before is not None:  # every count the policy keeps (rates are recomputed from them)
@@ -123,13 +124,9 @@ class RolloutWorker:
         tensors, scaling = self.lora
         done = 0
         for policy in self.runner.policies.values():
-            engine = getattr(policy, "engine", None)
-            if not getattr(getattr(policy, "cfg", None), "live", ""):
-                continue
-            if self.lora_versions.get(id(engine)) != self.runner.version:
-                engine.set_lora(tensors, scaling)
-                self.lora_versions[id(engine)] = self.runner.version
-                done += 1
+            if self.lora_versions.get(id(policy)) != self.runner.version:
+                done += policy.set_lora(tensors, scaling)
+                self.lora_versions[id(policy)] = self.runner.version
         return done
 
     def action_scores(self, uri: str, observations: list,

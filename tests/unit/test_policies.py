@@ -106,3 +106,71 @@ def test_relative_hf_paths_become_absolute(tmp_path, monkeypatch):
         f"hf://{tmp_path}/model?adapter={tmp_path}/ad&target_return=5"
     assert absolute_paths("hf://smollm2-135m?target_return=5") == "hf://smollm2-135m?target_return=5"
     assert absolute_paths("random:") == "random:"
+
+
+class Minimal:
+    """A python: policy with act and reset only (not derived from Policy)."""
+
+    def __init__(self, adapter, action="1"):
+        self.action, self.seeds = int(action), {}
+
+    def reset(self, slot, seed):
+        self.seeds[slot] = seed
+
+    def act(self, observations, slots):
+        return [self.action for _ in slots]
+
+
+class NoAct:
+    def __init__(self, adapter):
+        pass
+
+    def reset(self, slot, seed):
+        pass
+
+
+def test_python_policy_gets_the_contracts_defaults(cartpole):
+    """A python: class with act and reset only is completed with the optional methods' no-op
+    defaults (so runners call them unprobed) and its own attributes still read through; one
+    without act is refused, naming the URI."""
+    from policylm.platform.policy import Policy
+    from policylm.platform.rollout.runner import EpisodeRunner, EpisodeSpec
+
+    policy = policy_from_uri("python:test_policies:Minimal?action=0", cartpole)
+    assert isinstance(policy, Policy)
+    policy.reset(3, 11)
+    assert policy.seeds == {3: 11}
+    policy.observe([3], [1.0])
+    assert (policy.stats(), policy.thoughts, policy.targets, policy.set_lora({}, 1.0)) == \
+        (None, None, None, 0)
+    runner = EpisodeRunner(cartpole, num_envs=2)
+    uri = "python:test_policies:Minimal?action=0"
+    table = runner.run([EpisodeSpec(f"e{i}", uri, "s", i) for i in range(3)], "r")
+    assert set(table.column("action_text").to_pylist()) == {"left"}
+    assert table.column("target_return").null_count == table.num_rows
+    assert runner.policy_stats() == {}
+    with pytest.raises(PolicyError, match=r"python:test_policies:NoAct.*must have act"):
+        policy_from_uri("python:test_policies:NoAct", cartpole)
+
+
+def test_mix_passes_its_inner_policys_optional_methods(cartpole):
+    """mix: forwards observe, stats, thoughts and targets to the policy it wraps."""
+
+    class Inner(Minimal):
+        def __init__(self, adapter):
+            super().__init__(adapter)
+            self.earned, self.targets = 0.0, [7.0]
+
+        def observe(self, slots, rewards):
+            self.earned += sum(rewards)
+
+        def stats(self):
+            return {"actions": 4}
+
+    from policylm.platform.policies import MixPolicy, as_policy
+
+    inner = Inner(cartpole)
+    mix = MixPolicy(cartpole, as_policy(inner), eps=0.5)
+    mix.observe([0, 1], [1.0, 2.0])
+    assert inner.earned == 3.0
+    assert (mix.stats(), mix.targets, mix.thoughts) == ({"actions": 4}, [7.0], None)

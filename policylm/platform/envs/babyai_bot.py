@@ -20,12 +20,13 @@ import numpy as np
 from policylm.platform.envs.adapter import EnvAdapter
 from policylm.platform.envs.babyai import ACTION_NAMES
 from policylm.platform.envs.replica import BotDiverged, Replicas, check_eps
+from policylm.platform.policy import Policy
 
 __all__ = ["BabyAIBot", "BotDiverged"]
 URI = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
 
 
-class BabyAIBot:
+class BabyAIBot(Policy):
     """BabyAI's bot over replica envs, one per slot; ``eps`` is the random-action probability."""
 
     def __init__(self, adapter: EnvAdapter, eps: str | float = 0.0):

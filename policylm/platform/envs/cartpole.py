@@ -13,6 +13,7 @@ import numpy as np
 
 from policylm.platform.envs.adapter import EnvAdapter, format_number, gym_kwargs, probe_spaces
 from policylm.platform.envs.codecs import NamedDiscreteCodec
+from policylm.platform.policy import Policy
 
 # short on purpose: every training row and prompt carries it (36 tokens with the action list)
 CARTPOLE_RULES = (
@@ -64,7 +65,7 @@ def restore_cartpole(env: gym.Env, state: list[float]) -> None:
     inner.steps_beyond_terminated = None
 
 
-class CartPoleHeuristic:
+class CartPoleHeuristic(Policy):
     """Scripted CartPole player: push towards the side the pole falls to (angle plus half the
     angular velocity); returns 500 on CartPole-v1. ``python:policylm.platform.envs.cartpole:
     CartPoleHeuristic`` (a demonstrator of known quality)."""

@@ -24,12 +24,13 @@ import numpy as np
 from policylm.platform.envs.adapter import EnvAdapter
 from policylm.platform.envs.crafter import ACTIONS
 from policylm.platform.envs.replica import BotDiverged, Replicas, check_eps
+from policylm.platform.policy import Policy
 
 __all__ = ["BotDiverged", "CrafterBot"]
 URI = "python:policylm.platform.envs.crafter_bot:CrafterBot"
 
 
-class CrafterBot:
+class CrafterBot(Policy):
     """The Crafter planner over replica envs, one per slot; ``eps`` is the random-action
     probability."""
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from policylm.platform.envs.adapter import EnvAdapter
 from policylm.platform.envs.codecs import NamedDiscreteCodec
+from policylm.platform.policy import Policy
 
 GLOBAL, EMPTY = 0xFE, 0xFF
 STEPS = {"N": (-1, 0), "S": (1, 0), "W": (0, -1), "E": (0, 1)}
@@ -277,7 +278,7 @@ def mettagrid_adapter(env_id: str = "MettaGrid-Arena", *, num_agents: int = 24,
         policy_obs=lambda o: o["tokens"])
 
 
-class HeartSeeker:
+class HeartSeeker(Policy):
     """Scripted arena agent: walks the shortest free path (walls and agents block) to the
     nearest visible heart; with none in view it keeps a heading and turns when blocked. With
     ``eps`` it takes a random action instead (skill diversity: eps 0 expert, 0.5 medium).

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from policylm.platform.envs.adapter import EnvAdapter
+from policylm.platform.policy import Policy
 
 LEFT, RIGHT, FORWARD, PICKUP, TOGGLE = 0, 1, 2, 3, 5
 EMPTY, FLOOR, DOOR, KEY, GOAL = 1, 3, 4, 5, 8
@@ -102,7 +103,7 @@ def plan(image: np.ndarray, carrying_kind: int) -> int | None:
     return None
 
 
-class MiniGridBot:
+class MiniGridBot(Policy):
     """Scripted MiniGrid policy over raw observations (``image``, ``carrying``); where nothing
     useful is in view it turns, and steps forward at random (``explore`` probability) so that it
     does not spin in place."""

@@ -1,30 +1,21 @@
-"""The policy contract and the policies every env has: ``act(observations, slots) -> actions``
-for a batch of env slots, ``reset(slot, seed)`` starting an episode in a slot (seeding that slot's
-own random stream, so the same seeds give the same actions however episodes are spread over
-actors and slots). Random, constant, epsilon-mixed and logits-driven (network) policies.
+"""The policies every env has (on the contract of ``policylm.platform.policy``): random,
+constant, epsilon-mixed and logits-driven (network) policies.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from policylm.platform.envs import EnvAdapter
+from policylm.platform.policy import Policy
 
 
 class PolicyError(ValueError):
     """A policy URI that cannot be built; the message names the URI and the reason."""
-
-
-class Policy(Protocol):
-    """Acts for a batch of env slots (see module docstring)."""
-
-    def reset(self, slot: int, seed: int) -> None: ...
-
-    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]: ...
 
 
 def with_rates(counts: dict[str, int]) -> dict[str, Any]:
@@ -53,7 +44,7 @@ class _SlotRngs:
         return self.rngs[slot]
 
 
-class RandomPolicy:
+class RandomPolicy(Policy):
     """Uniform random actions from the action space."""
 
     def __init__(self, adapter: EnvAdapter):
@@ -72,7 +63,7 @@ class RandomPolicy:
         return [self.spaces[s].sample() for s in slots]
 
 
-class ConstantPolicy:
+class ConstantPolicy(Policy):
     """Always the same action, given as action text (``constant:right``)."""
 
     def __init__(self, adapter: EnvAdapter, text: str):
@@ -85,7 +76,7 @@ class ConstantPolicy:
         return [copy.copy(self.action) for _ in slots]
 
 
-class MixPolicy:
+class MixPolicy(Policy):
     """``inner``'s action, replaced by a random one with probability ``eps`` per step."""
 
     def __init__(self, adapter: EnvAdapter, inner: Policy, eps: float):
@@ -108,17 +99,23 @@ class MixPolicy:
 
     def observe(self, slots: Sequence[int], rewards: Sequence[float]) -> None:
         """The step's rewards, for an inner policy that keeps an adaptive target."""
-        observe = getattr(self.inner, "observe", None)
-        if observe is not None:
-            observe(slots, rewards)
+        self.inner.observe(slots, rewards)
+
+    def stats(self) -> dict[str, Any] | None:
+        return self.inner.stats()
 
     @property
-    def targets(self) -> list | None:
+    def thoughts(self) -> Sequence[str | None] | None:  # type: ignore[override]
+        """The inner policy's thoughts of the last step (think mode)."""
+        return self.inner.thoughts
+
+    @property
+    def targets(self) -> Sequence[float | None] | None:  # type: ignore[override]
         """The inner policy's targets of the last step (return-conditioned inner policies)."""
-        return getattr(self.inner, "targets", None)
+        return self.inner.targets
 
 
-class LogitsPolicy:
+class LogitsPolicy(Policy):
     """Wraps ``logits_fn(obs_batch[B, D]) -> logits[B, n]`` for a Discrete action space;
     greedy (argmax) or sampled from the softmax with each slot's own random stream."""
 

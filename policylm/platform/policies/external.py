@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from policylm.platform.envs import EnvAdapter
+from policylm.platform.policy import Policy
 
 ENV_PARAMS = ("env", "env_info", "policy_env_info")
 
@@ -89,7 +90,7 @@ def takes_state(module: Any) -> bool:
     return len(params) >= 2
 
 
-class ExternalPolicy:
+class ExternalPolicy(Policy):
     """Acts with an external-policy-shaped module (see module docstring); per-slot recurrent
     state and random streams; ``values`` holds the value estimates of the last call."""
 

@@ -32,6 +32,7 @@ from policylm.platform.envs import EnvAdapter
 from policylm.platform.envs.codecs import ActionParseError
 from policylm.platform.policies.base import with_rates
 from policylm.platform.policies.shots import Shot, pick_shots, render_shots
+from policylm.platform.policy import Policy
 from policylm.platform.prompts import (
     Step,
     action_candidates,
@@ -89,7 +90,7 @@ class LLMPolicyConfig:
     lead: str = ""               # without shots: the examples' text an adapter was trained with
 
 
-class LLMPolicy:
+class LLMPolicy(Policy):
     """Acts for a batch of env slots with one engine call per step (see module docstring)."""
 
     def __init__(self, adapter: EnvAdapter, engine: Engine, cfg: LLMPolicyConfig):
@@ -345,6 +346,15 @@ class LLMPolicy:
         """Actions taken, invalid generations and their rate; in think mode also the answers
         without an action line and their rate (rates None before any action)."""
         return with_rates(self.counts)
+
+    def set_lora(self, tensors: dict[str, Any], scaling: float) -> int:
+        """Put online-trained LoRA weights into this policy's engine when it is live (``live=``
+        in its URI: the engine is its own); other LLM policies keep the weights they asked
+        for. Returns the engines updated."""
+        if not self.cfg.live:
+            return 0
+        self.engine.set_lora(tensors, scaling)
+        return 1
 
 
 def guide(logps: np.ndarray, null_logps: np.ndarray, weight: float) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from policylm.platform.envs import EnvAdapter
+from policylm.platform.policy import Policy
 
 
 class RemoteError(RuntimeError):
@@ -81,7 +82,7 @@ def wait_for_health(base: str, seconds: float) -> None:
             time.sleep(0.5)
 
 
-class HTTPPolicy:
+class HTTPPolicy(Policy):
     """Acts through a policylm Serve endpoint (see module docstring)."""
 
     def __init__(self, adapter: EnvAdapter, base_url: str, target_return: float | None = None,

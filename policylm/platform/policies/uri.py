@@ -11,11 +11,12 @@ MLP checkpoint), ``pytorch://<path>?class=<module:Class>&init=<json>`` (external
 ``hf://<model>?target_return=R&...`` (the LLM policy, ``policylm.platform.policies.llm``),
 ``http://<host:port>`` (a policylm Serve endpoint) and ``openai://<host:port>/v1?model=<name>``
 (an OpenAI-compatible chat server; both in ``policylm.platform.policies.remote``) and
-``python:<module:Class>?k=v`` (a scripted policy: a class implementing :class:`Policy`, built as
-``Class(adapter, k=v, ...)``). Networks act greedily unless ``?sample=1``.
+``python:<module:Class>?k=v`` (a scripted policy: a class with ``act`` and ``reset``, best
+derived from :class:`policylm.platform.policy.Policy`, built as ``Class(adapter, k=v, ...)``).
+Networks act greedily unless ``?sample=1``.
 ``python:``, ``pytorch://`` (its ``class=``) and ``rllib://`` (pickled checkpoints) run code
 from their input: for trusted inputs only.
-Policies may also have ``observe(slots, rewards)`` (called after each step) and ``stats()``.
+The contract and its optional methods: ``policylm.platform.policy``.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from policylm.platform.policies.base import (
     ConstantPolicy,
     LogitsPolicy,
     MixPolicy,
-    Policy,
     PolicyError,
     RandomPolicy,
 )
+from policylm.platform.policy import Policy, as_policy
 
 # where rllib:// checkpoints are loaded (needs Ray and RLlib)
 RLLIB_LOADER = "policylm.rllib.checkpoints"
@@ -111,10 +112,10 @@ def _python_policy(uri: str, body: str, params: dict[str, str], adapter: EnvAdap
     if cls is None:
         raise PolicyError(f"{uri!r}: module {module_name} has no {cls_name}")
     policy = cls(adapter, **params)
-    if not (callable(getattr(policy, "act", None)) and callable(getattr(policy, "reset", None))):
-        raise PolicyError(f"{uri!r}: {cls_name} must have act(observations, slots) and "
-                          "reset(slot, seed)")
-    return policy
+    try:
+        return as_policy(policy)
+    except TypeError as e:
+        raise PolicyError(f"{uri!r}: {e}") from e
 
 
 def _build(uri: str, adapter: EnvAdapter) -> Policy:

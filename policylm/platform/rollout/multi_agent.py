@@ -41,7 +41,6 @@ class MultiAgentRunner(EpisodeRunner):
         if not specs:
             return self.schema.empty_table()
         policy = self.chunk_policy(specs)
-        observe = getattr(policy, "observe", None)
         n = self.adapter.num_agents
         queue = list(specs)
         # env slot -> (agents' episodes, agents' observations)
@@ -62,8 +61,8 @@ class MultiAgentRunner(EpisodeRunner):
             slots = sorted(live)
             batch = [o for s in slots for o in live[s][1]]
             actions = policy.act(batch, [s * n + a for s in slots for a in range(n)])
-            thoughts = last_act(policy, "thoughts", len(batch))
-            targets = last_act(policy, "targets", len(batch))
+            thoughts = last_act(policy.thoughts, len(batch))
+            targets = last_act(policy.targets, len(batch))
             rewarded: list[tuple[int, float]] = []
             ended: list[int] = []
             for k, slot in enumerate(slots):
@@ -94,8 +93,7 @@ class MultiAgentRunner(EpisodeRunner):
                 else:
                     live[slot] = (episodes, list(obs))
             # rewards first, then the ended slots' next episodes (see EpisodeRunner.run)
-            if observe is not None:
-                observe([s for s, _ in rewarded], [r for _, r in rewarded])
+            policy.observe([s for s, _ in rewarded], [r for _, r in rewarded])
             for slot in ended:
                 if queue:
                     start(slot)

@@ -116,11 +116,9 @@ class _Episode:
     target: list = field(default_factory=list)
 
 
-def last_act(policy: Any, name: str, n: int) -> list:
-    """What a policy kept of its last ``act``, one value per slot in the call's order:
-    ``thoughts`` (think mode) or ``targets`` (the target return each prompt was written with,
-    for return-conditioned policies); Nones for policies that keep none."""
-    values = getattr(policy, name, None)
+def last_act(values: Sequence | None, n: int) -> list:
+    """What a policy kept of its last ``act`` (its ``thoughts`` or ``targets``), one value per
+    slot in the call's order; Nones for policies that keep none."""
     return list(values) if values is not None and len(values) == n else [None] * n
 
 
@@ -195,12 +193,11 @@ class EpisodeRunner:
 
         for slot in range(min(len(self.envs), len(queue))):
             start(slot)
-        observe = getattr(policy, "observe", None)
         while live:
             slots = sorted(live)
             actions = policy.act([live[s][1] for s in slots], slots)
-            thoughts = last_act(policy, "thoughts", len(slots))
-            targets = last_act(policy, "targets", len(slots))
+            thoughts = last_act(policy.thoughts, len(slots))
+            targets = last_act(policy.targets, len(slots))
             rewards: list[float] = []
             ended: list[int] = []
             for slot, action, thought, target in zip(slots, actions, thoughts, targets,
@@ -227,8 +224,7 @@ class EpisodeRunner:
                     live[slot] = (ep, obs)
             # the step's rewards reach the episodes that earned them, before an ended slot's
             # next episode starts (its reset clears what the policy keeps for the slot)
-            if observe is not None:
-                observe(slots, rewards)
+            policy.observe(slots, rewards)
             for slot in ended:
                 if queue:
                     start(slot)
@@ -271,7 +267,8 @@ class EpisodeRunner:
 
     def policy_stats(self) -> dict[str, dict]:
         """``{uri: policy.stats()}`` for the policies that report statistics."""
-        return {uri: p.stats() for uri, p in self.policies.items() if hasattr(p, "stats")}
+        stats = {uri: p.stats() for uri, p in self.policies.items()}
+        return {uri: s for uri, s in stats.items() if s is not None}
 
     def close(self) -> None:
         for env in self.envs:

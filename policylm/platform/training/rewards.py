@@ -142,7 +142,6 @@ class EnvReward:
         self.adapter.restore_state(env, state)
         set_elapsed(env, t)
         self.policy.reset(0, seed)
-        observe = getattr(self.policy, "observe", None)
         total, discount, k = 0.0, 1.0, 0
         while True:
             obs, reward, term, trunc, _ = env.step(action)
@@ -150,8 +149,7 @@ class EnvReward:
             k += 1
             if term or trunc or k >= self.horizon:
                 return total
-            if observe is not None:
-                observe([0], [float(reward)])
+            self.policy.observe([0], [float(reward)])
             discount *= self.gamma
             action = self.policy.act([obs], [0])[0]
 
