@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"policylm: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"policylm.jobs.{JOBS[name]}")
-    from policylm.jobs.common import run_job
+    from policylm.jobkit.runs import run_job
 
     run_job(name, module.CONFIG, module.main, rest, quiet=getattr(module, "QUIET", True))
     return 0

@@ -117,7 +117,7 @@ def check_invocation(job: str, args: list[str]) -> None:
     import importlib
 
     from policylm.cli import JOBS
-    from policylm.jobs.common import flag_overrides
+    from policylm.jobkit.runs import flag_overrides
     from policylm.platform.config import load_config
 
     if job not in JOBS:

@@ -22,7 +22,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TRAIN_SEED
@@ -249,7 +249,7 @@ def trial_spec(cfg: BcPpoConfig, run_dir: Path, method: str, seed: int, init_pat
 
 
 def main(cfg: BcPpoConfig) -> dict:
-    from policylm.jobs.bc_ppo_report import write_report
+    from policylm.platform.evaluation.bc_ppo_report import write_report
     from policylm.tune.ppo_trials import run_trials
     from policylm.tune.tracking import tune_callbacks
 

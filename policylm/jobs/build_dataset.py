@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory

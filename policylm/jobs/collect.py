@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.jobkit.runs import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require, resume_field
 from policylm.platform.memory import with_memory
 from policylm.runtime import init_ray

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.jobkit.runs import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.seeds import TEST_SEED, describe_seeds
 

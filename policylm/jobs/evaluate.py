@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policylm.actors.rollout import play_policies
-from policylm.jobs.common import Stages, open_run, run_job, write_json
+from policylm.jobkit.runs import Stages, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require, resume_field
 from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TEST_SEED, describe_seeds, seed_range

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from policylm.jobs.common import log, run_job
+from policylm.jobkit.runs import log, run_job
 from policylm.platform.config import field, require
 
 

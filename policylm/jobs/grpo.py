@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import (
+from policylm.jobkit.runs import (
     log,
     run_job,
     settings,
@@ -216,7 +216,7 @@ def train_loop_per_worker(config: dict) -> None:
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
     from trl import GRPOTrainer
 
-    from policylm.jobs.ray_train import note, resume_point, step_callback, worker_rows
+    from policylm.jobkit.ray_train import note, resume_point, step_callback, worker_rows
     from policylm.platform.envs import make_adapter
     from policylm.platform.training.rewards import reward_funcs
     from policylm.platform.training.sft import load_trainable
@@ -260,7 +260,7 @@ def main(cfg: GrpoJobConfig) -> dict:
         from policylm.jobs.grpo_episodes import main as episodes
 
         return episodes(cfg)
-    from policylm.jobs import ray_train
+    from policylm.jobkit import ray_train
     from policylm.platform.prompts import PromptRecord, read_record, write_record
     from policylm.platform.tracking import track
 

@@ -17,7 +17,7 @@ import os
 import time
 from typing import Any
 
-from policylm.jobs.common import log, open_run, settings, write_json
+from policylm.jobkit.runs import log, open_run, settings, write_json
 from policylm.platform.memory import with_memory
 from policylm.platform.seeds import describe_seeds
 from policylm.runtime import init_ray, passive_openmp

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from policylm.jobs.common import open_run, run_job, write_json
+from policylm.jobkit.runs import open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
 
 

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from policylm.jobs.common import log, open_run, run_job
+from policylm.jobkit.runs import log, open_run, run_job
 from policylm.platform.config import field, overwrite_field, require
 
 

@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
 from policylm.jobs import build_dataset, sft
-from policylm.jobs.common import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TEST_SEED, TRAIN_SEED

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from policylm.jobs.common import log, run_job
+from policylm.jobkit.runs import log, run_job
 from policylm.serve.app import ServeConfig, start
 
 

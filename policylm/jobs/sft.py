@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import log, run_job, settings, write_json
+from policylm.jobkit.runs import log, run_job, settings, write_json
 from policylm.platform.config import ConfigError
 from policylm.platform.memory import with_memory
 from policylm.platform.policies.shots import render_shots
@@ -47,7 +47,7 @@ def _fault_callback(step: int, notes: Any) -> Any:
             import ray
             import ray.train
 
-            from policylm.jobs.ray_train import note
+            from policylm.jobkit.ray_train import note
 
             if (state.global_step == step and ray.train.get_context().get_world_rank() == 0
                     and ray.get(notes.once.remote("kill"))):
@@ -65,7 +65,7 @@ def train_loop_per_worker(config: dict) -> None:
     from datasets import Dataset
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
-    from policylm.jobs.ray_train import note, resume_point, step_callback, worker_rows
+    from policylm.jobkit.ray_train import note, resume_point, step_callback, worker_rows
 
     cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"]),
                             "tracking": TrackingConfig(**config["cfg"]["tracking"])})
@@ -101,7 +101,7 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def main(cfg: SftJobConfig) -> dict:
-    from policylm.jobs import ray_train
+    from policylm.jobkit import ray_train
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
@@ -138,7 +138,7 @@ def main(cfg: SftJobConfig) -> dict:
 def summarize(result: Any, notes: list[dict], seconds: dict, workers: int) -> dict:
     """Loss curves and throughput from the trainer's log history (last checkpoint's state) and
     the run's notes (attempts, resumes, final validation loss, where the workers ran)."""
-    from policylm.jobs.ray_train import log_history
+    from policylm.jobkit.ray_train import log_history
 
     history = log_history(result)
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from policylm.jobs.common import Stages, log, open_run, run_job, write_json
+from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
 from policylm.platform.config import ConfigError, field, overwrite_field, require
 from policylm.platform.memory import with_memory
 from policylm.platform.policies import absolute_paths

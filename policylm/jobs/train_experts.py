@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from policylm.jobs.common import Stages, log, open_run, run_job, settings, write_json
+from policylm.jobkit.runs import Stages, log, open_run, run_job, settings, write_json
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory
 from policylm.platform.tracking import TrackingConfig

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from policylm.jobkit.runs import Stages, open_run, run_job, write_json
 from policylm.jobs import benchmark, build_dataset, collect, sft
-from policylm.jobs.common import Stages, open_run, run_job, write_json
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory

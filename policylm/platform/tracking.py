@@ -2,7 +2,7 @@
 files and an MLflow run, besides the run directory's ``metrics.json``.
 
 One :class:`Tracker` per job, in the driver: the jobs on Ray Train forward rank 0's logs to it
-(``policylm.jobs.ray_train``), the others log from their own loop, and Tune jobs use Ray Tune's
+(``policylm.jobkit.ray_train``), the others log from their own loop, and Tune jobs use Ray Tune's
 MLflow callback (``policylm.tune.tracking``). Where it went is written to ``tracking.json`` in the
 run directory. With ``tracking.wandb`` a Weights & Biases run is written too, offline (nothing
 leaves the machine until ``wandb sync``). MLflow goes to ``tracking.mlflow_uri``, else

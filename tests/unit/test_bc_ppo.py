@@ -5,11 +5,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from policylm.jobs.bc_ppo_report import summarise
 from policylm.platform.data import trajectories as tr
 from policylm.platform.data.rllib_offline import action_accuracy, to_rllib_rows
 from policylm.platform.envs import make_adapter
 from policylm.platform.envs.minigrid_bot import FORWARD, LEFT, PICKUP, RIGHT, TOGGLE, plan
+from policylm.platform.evaluation.bc_ppo_report import summarise
 from policylm.platform.evaluation.sample_efficiency import (
     evaluate_logits,
     frames_to_threshold,

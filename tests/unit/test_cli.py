@@ -89,7 +89,7 @@ def test_expected_failures_print_one_error_line(tmp_path, args, says):
 
 
 def test_config_keys_work_as_flags():
-    from policylm.jobs.common import flag_overrides, parse_args
+    from policylm.jobkit.runs import flag_overrides, parse_args
     from policylm.serve.app import ServeConfig
 
     argv = ["--policy", "hf://m?x=1", "--max-batch-size=4", "--config", "c.yaml", "port=9000",

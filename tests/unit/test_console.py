@@ -10,7 +10,7 @@ JOB = textwrap.dedent('''
     from dataclasses import dataclass
     from pathlib import Path
 
-    from policylm.jobs.common import Stages, log, open_run, run_job
+    from policylm.jobkit.runs import Stages, log, open_run, run_job
     from policylm.platform import console
     from policylm.platform.config import field
 

@@ -67,8 +67,8 @@ def test_every_job_refuses_a_used_out_and_changes_nothing(job, trajectories, tmp
 
 
 def test_open_run_resumes_only_the_same_settings(tmp_path):
+    from policylm.jobkit.runs import open_run
     from policylm.jobs.collect import CollectConfig
-    from policylm.jobs.common import open_run
 
     out = tmp_path / "run"
     first = open_run("collect", CollectConfig(episodes_per_policy=3, out=str(out)))
@@ -131,9 +131,9 @@ def test_ray_train_names_one_run_alike(tmp_path, monkeypatch):
     a resumed run (reached by a relative or an absolute path) gets the same one."""
     from pathlib import Path
 
+    from policylm.jobkit.ray_train import train_run_name
+    from policylm.jobkit.runs import open_run
     from policylm.jobs.collect import CollectConfig
-    from policylm.jobs.common import open_run
-    from policylm.jobs.ray_train import train_run_name
 
     monkeypatch.chdir(tmp_path)
     first = train_run_name("sft", open_run("sft", CollectConfig(out="a/run")))
@@ -161,8 +161,8 @@ def test_ray_train_names_one_run_alike(tmp_path, monkeypatch):
 def test_overwrite_replaces_only_a_policylm_run(tmp_path):
     """overwrite=true removes a directory only when it holds a policylm run (its run.json);
     a directory of anything else (``out=.``, a mistyped path) is refused and keeps its files."""
+    from policylm.jobkit.runs import open_run
     from policylm.jobs.collect import CollectConfig
-    from policylm.jobs.common import open_run
 
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -79,7 +79,7 @@ def test_label_only_loss_equals_trl_loss_and_gradients(tiny_model_dir, tmp_path,
 
 
 def test_latest_local_checkpoint_skips_incomplete(tmp_path):
-    from policylm.jobs.ray_train import latest_local_checkpoint
+    from policylm.jobkit.ray_train import latest_local_checkpoint
 
     assert latest_local_checkpoint(str(tmp_path)) is None
     for step, files in ((3, ("optimizer.pt", "trainer_state.json")), (10, ("optimizer.pt",)),

@@ -22,7 +22,7 @@ def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
     directory (checked for the columns the jobs read), the model converted/cached once before
     workers race, and Ray.
     Returns ``(run_dir, stages, data)``."""
-    from policylm.jobs.common import Stages, open_run
+    from policylm.jobkit.runs import Stages, open_run
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.training.sft import check_columns, dataset_dir
     from policylm.runtime import check_shared_dir, check_visible, init_ray
@@ -132,7 +132,7 @@ def train_run_name(job: str, run_dir: Path) -> str:
     import hashlib
     import re
 
-    from policylm.jobs.common import run_record
+    from policylm.jobkit.runs import run_record
 
     path = str(Path(run_dir).resolve())
     record = run_record(Path(path))
