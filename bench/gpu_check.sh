@@ -80,8 +80,8 @@ share=$([ "$GPUS" -ge 2 ] && echo 1 || echo 0.5)
 "$VENV/bin/policylm" build-dataset trajectories="$OUT/collect" out="$OUT/dataset" \
   > "$OUT/dataset.log" 2>&1
 set +e
-"$VENV/bin/policylm" sft dataset="$OUT/dataset" num_workers=2 use_gpu=true \
-  gpus_per_worker="$share" cpus_per_worker=1 max_steps=20 batch_size=8 out="$OUT/sft" \
+"$VENV/bin/policylm" sft dataset="$OUT/dataset" train.num_workers=2 train.use_gpu=true \
+  train.gpus_per_worker="$share" train.cpus_per_worker=1 max_steps=20 batch_size=8 out="$OUT/sft" \
   > "$OUT/sft.log" 2>&1
 sft_rc=$?
 set -e

@@ -94,7 +94,7 @@ def job_config(data: Path, model: str, steps: int, batch: int, out: Path, form: 
 
     return load_config(SftJobConfig, None, [
         f"dataset={data}", f"model={model}", f"max_steps={steps}", f"batch_size={batch}",
-        "eval_steps=0", f"save_steps={steps}", "logging_steps=1", "num_workers=1",
+        "eval_steps=0", f"save_steps={steps}", "logging_steps=1", "train.num_workers=1",
         f"prompt_form={form}", f"out={out}"])
 
 

@@ -33,7 +33,7 @@ def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
     model = resolve_model(cfg.model)
     init_ray()
     # on several nodes, whatever the workers read or write must be where every node sees it
-    check_shared_dir(storage_path(cfg, run_dir), "storage_path")
+    check_shared_dir(storage_path(cfg, run_dir), "train.storage_path")
     check_visible([("dataset", str(data)), ("model", model if Path(model).exists() else ""),
                    ("adapter", getattr(cfg, "adapter", ""))])
     return run_dir, Stages(), data
@@ -59,8 +59,8 @@ def worker_cpus(cpus_per_worker: float, num_workers: int) -> float:
 
 def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, run_dir: Path,
         name: str, tracker: Any = None) -> Any:
-    """A ``TorchTrainer`` run of ``loop`` on ``cfg.num_workers`` workers (``cfg.use_gpu``, placed
-    by ``cfg.placement``), restarted up to ``cfg.max_failures`` times from its latest checkpoint in
+    """A ``TorchTrainer`` run of ``loop`` on ``cfg.train.num_workers`` workers (``use_gpu``,
+    placed by ``placement``), restarted up to ``max_failures`` times from its latest checkpoint in
     ``storage_path(cfg, run_dir)`` (under :func:`train_run_name`); its result. Every worker reads
     the whole of each split; rank 0's logs go to ``tracker`` as they come."""
     from ray.train import (
@@ -72,20 +72,20 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    resources = {"CPU": cpus, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})}
-    shared_gpu = cfg.use_gpu and cfg.gpus_per_worker < 1  # nccl needs a GPU per rank
+    resources = {"CPU": cpus, **({"GPU": cfg.train.gpus_per_worker} if cfg.train.use_gpu else {})}
+    shared_gpu = cfg.train.use_gpu and cfg.train.gpus_per_worker < 1  # nccl needs a GPU per rank
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="gloo") if shared_gpu else None,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker=resources,
-                                     placement_strategy=cfg.placement),
+                                     placement_strategy=cfg.train.placement),
         datasets=splits,
         # not split: Ray Data shards would be sharded again by the trainer's sampler
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
             name=train_run_name(name, run_dir), storage_path=storage_path(cfg, run_dir),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env=runtime_env(),
         ),
@@ -117,9 +117,9 @@ def train(loop: Callable, extra: dict, splits: dict, cfg: Any, cpus: float, run_
 
 
 def storage_path(cfg: Any, run_dir: Path) -> str:
-    """Where Ray Train keeps checkpoints: ``cfg.storage_path`` (a path every node reads, or a
+    """Where Ray Train keeps checkpoints: ``cfg.train.storage_path`` (a path every node reads, or
     URI such as ``s3://bucket/prefix``), else ``<run_dir>/ray_results``."""
-    return cfg.storage_path or str(run_dir / "ray_results")
+    return cfg.train.storage_path or str(run_dir / "ray_results")
 
 
 def train_run_name(job: str, run_dir: Path) -> str:

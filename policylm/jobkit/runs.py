@@ -47,15 +47,38 @@ def make_run_dir(job: str, out: str | None) -> Path:
     return path
 
 
-# keys that say where and how a run goes, not what it computes (a resumed run may change them)
+# keys that say where and how a run goes, not what it computes (a resumed run may change them);
+# a dotted key is one of a section's
 RUN_KEYS = ("out", "resume", "overwrite", "max_concurrent_trials", "torch_threads",
-            "max_failures", "cpus_per_worker", "cpus_per_trial", "gpus_per_trial",
-            "kill_at_step", "kill_after_episodes", "record_rows", "tracking")
+            "train.max_failures", "train.cpus_per_worker", "cpus_per_trial", "gpus_per_trial",
+            "kill_at_step", "kill_after_episodes", "train.record_rows", "tracking")
+
+
+def without_run_keys(config: dict) -> dict:
+    """``config`` (a resolved config as a mapping) without :data:`RUN_KEYS`."""
+    out = {k: v for k, v in config.items() if k not in RUN_KEYS}
+    for key in RUN_KEYS:
+        section, _, name = key.partition(".")
+        if name and isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k != name}
+    return out
 
 
 def settings(cfg: Any) -> dict:
     """What a run computes: its resolved config without :data:`RUN_KEYS`."""
-    return {k: v for k, v in config_to_dict(cfg).items() if k not in RUN_KEYS}
+    return without_run_keys(config_to_dict(cfg))
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ, a section's as ``section.key``."""
+    out = []
+    for k in sorted(old.keys() | new.keys()):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and a != b:
+            out += [f"{k}.{d}" for d in differences(a, b)]
+        elif a != b:
+            out.append(k)
+    return out
 
 
 def fingerprint(cfg: Any) -> str:
@@ -139,10 +162,8 @@ def _check_same_run(job: str, cfg: Any, path: Path) -> None:
         raise ConfigError(f"resume=true but out={path} holds a {info.get('job')} run, not a "
                           f"{job} run; choose the right directory")
     if info.get("fingerprint") != fingerprint(cfg):
-        old = {k: v for k, v in (yaml.safe_load((path / "config.yaml").read_text()) or {})
-               .items() if k not in RUN_KEYS}
-        new = settings(cfg)
-        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        old = without_run_keys(yaml.safe_load((path / "config.yaml").read_text()) or {})
+        diff = differences(old, settings(cfg))
         raise ConfigError(f"resume=true but the settings differ from the run in out={path} "
                           f"({', '.join(diff) or 'values'}); resume with the same settings, or "
                           "use overwrite=true or a new out= directory (nothing was changed)")

@@ -33,7 +33,8 @@ from policylm.platform.prompts import FORMS
 from policylm.platform.seeds import TEST_SEED
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.rewards import REWARDS
-from policylm.platform.training.sft import PLACEMENTS, LoraSettings, dataset_columns
+from policylm.platform.training.scaling import TrainConfig
+from policylm.platform.training.sft import LoraSettings, dataset_columns
 
 MODES = ("states", "episodes")
 
@@ -95,17 +96,10 @@ class GrpoJobConfig:
                               "a training seed)")
     heldout_guidance: float = field(0.0, doc="mode=episodes: return guidance w of the held-out "
                                     "play (0: none; see policylm evaluate)")
-    num_workers: int = field(1, doc="Ray Train workers (mode=states)")
-    use_gpu: bool = field(False, doc="GPU workers")
-    gpus_per_worker: float = field(1.0, doc="with use_gpu: GPUs per worker (below 1: shared)")
     use_vllm: bool = field(False, doc="generate with vLLM (GPU workers, the vllm extra)")
-    cpus_per_worker: float = field(0.0, doc="CPUs per worker; 0: the cluster's CPUs shared out")
     dtype: str = field("auto", doc="auto (bf16 where fast), bf16 or fp32")
-    max_failures: int = field(2, doc="restarts from the latest checkpoint after worker failures")
-    placement: str = field("PACK", doc="how workers spread over nodes: PACK or SPREAD")
-    storage_path: str = field("", doc="where Ray Train keeps checkpoints: a path every node reads "
-                              "or a URI (s3://...); empty: <out>/ray_results")
-    record_rows: bool = field(False, doc="write the rows each worker trains on to rows.jsonl")
+    train: TrainConfig = field(factory=TrainConfig, doc="Ray Train workers, mode=states "
+                               "(train.<key>)")
     seed: int = field(0, doc="seed")
     resume: bool = field(False, doc="continue the run already in out= from its checkpoint")
     tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
@@ -138,15 +132,14 @@ class GrpoJobConfig:
         require(self.max_steps >= 1, "max_steps", "must be >= 1")
         require(bool(self.rewards) and set(self.rewards) <= set(REWARDS), "rewards",
                 f"give weights for some of {', '.join(REWARDS)}")
-        require(self.num_workers >= 1, "num_workers", "must be >= 1")
-        require(self.placement in PLACEMENTS, "placement", f"use one of {', '.join(PLACEMENTS)}")
+        self.train.validate()
 
     def sft_view(self) -> Any:
         """The SFT settings that load the model (dtype, attention, LoRA) the same way."""
         from policylm.platform.training.sft import SftJobConfig
 
         return SftJobConfig(dataset=self.dataset, model=self.model, lora=self.lora,
-                            dtype=self.dtype, use_gpu=self.use_gpu,
+                            dtype=self.dtype, train=self.train,
                             prompt_form=self.prompt_form or "chat")
 
 
@@ -200,7 +193,7 @@ def grpo_args(cfg: GrpoJobConfig, output_dir: str, weights: list[float], progres
         temperature=cfg.temperature, beta=cfg.beta, epsilon=cfg.epsilon,
         learning_rate=cfg.lr, max_steps=cfg.max_steps, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        reward_weights=weights, report_to="none", seed=cfg.seed, use_cpu=not cfg.use_gpu,
+        reward_weights=weights, report_to="none", seed=cfg.seed, use_cpu=not cfg.train.use_gpu,
         bf16=cfg.sft_view().torch_dtype() == torch.bfloat16, use_vllm=cfg.use_vllm,
         vllm_mode="colocate", disable_tqdm=not progress, gradient_checkpointing=False,
         dataloader_num_workers=0, ddp_find_unused_parameters=False,
@@ -217,13 +210,13 @@ def train_loop_per_worker(config: dict) -> None:
     from trl import GRPOTrainer
 
     from policylm.jobkit.ray_train import note, resume_point, step_callback, worker_rows
+    from policylm.platform.config import config_from_dict
     from policylm.platform.envs import make_adapter
     from policylm.platform.training.rewards import reward_funcs
     from policylm.platform.training.sft import load_trainable
     from policylm.platform.training.sharding import pick_rows
 
-    cfg = GrpoJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"]),
-                            "tracking": TrackingConfig(**config["cfg"]["tracking"])})
+    cfg = config_from_dict(GrpoJobConfig, config["cfg"])
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     notes = config["notes"]
     rows = [{**r, "row": i} for i, r in enumerate(pick_rows(worker_rows("train"), cfg.max_rows,
@@ -235,7 +228,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     class Trainer(GRPOTrainer):
         def _generate_and_score_completions(self, inputs):  # the rows this worker's step uses
-            if cfg.record_rows:
+            if cfg.train.record_rows:
                 note(notes, {"split": "train", "step": self.state.global_step,
                              "rows": [x["row"] for x in inputs]})
             return super()._generate_and_score_completions(inputs)
@@ -270,7 +263,7 @@ def main(cfg: GrpoJobConfig) -> dict:
         splits = ray_train.read_splits(data, dataset_columns(data), to_grpo_rows,
                                        {"form": cfg.prompt_form, "lead": lead})
         splits = {"train": splits["train"]}  # max_rows: a seeded subset, in the workers
-    cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
+    cpus = ray_train.worker_cpus(cfg.train.cpus_per_worker, cfg.train.num_workers)
     with track(cfg.tracking, run_dir, "grpo", settings(cfg)) as tracker:
         result, records = ray_train.train(train_loop_per_worker, {}, splits, cfg, cpus, run_dir,
                                           "grpo", stages, tracker)

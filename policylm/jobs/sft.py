@@ -25,9 +25,7 @@ from policylm.platform.config import ConfigError
 from policylm.platform.memory import with_memory
 from policylm.platform.policies.shots import render_shots
 from policylm.platform.prompts import PromptRecord, read_record, write_record
-from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.sft import (
-    LoraSettings,
     SftJobConfig,
     build_trainer,
     check_lengths,
@@ -66,9 +64,9 @@ def train_loop_per_worker(config: dict) -> None:
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
     from policylm.jobkit.ray_train import note, resume_point, step_callback, worker_rows
+    from policylm.platform.config import config_from_dict
 
-    cfg = SftJobConfig(**{**config["cfg"], "lora": LoraSettings(**config["cfg"]["lora"]),
-                            "tracking": TrackingConfig(**config["cfg"]["tracking"])})
+    cfg = config_from_dict(SftJobConfig, config["cfg"])
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     notes = config["notes"]
 
@@ -83,7 +81,7 @@ def train_loop_per_worker(config: dict) -> None:
         callbacks.append(_fault_callback(cfg.kill_at_step, notes))
     trainer = build_trainer(cfg, train, valid, config["work_dir"], callbacks, rank0,
                             cfg.max_eval_rows)
-    if cfg.record_rows:
+    if cfg.train.record_rows:
         trainer.row_recorder = lambda name, epoch, rows: note(
             notes, {"split": name, "epoch": epoch, "rows": rows})
     has_eval = trainer.eval_dataset is not None
@@ -116,7 +114,7 @@ def main(cfg: SftJobConfig) -> dict:
         splits = ray_train.read_splits(data, dataset_columns(data), to_prompt_completion,
                                        {"form": cfg.prompt_form,
                                         "target_dropout": cfg.target_dropout, "lead": lead})
-    cpus = ray_train.worker_cpus(cfg.cpus_per_worker, cfg.num_workers)
+    cpus = ray_train.worker_cpus(cfg.train.cpus_per_worker, cfg.train.num_workers)
     with track(cfg.tracking, run_dir, "sft", settings(cfg)) as tracker:
         result, records = ray_train.train(train_loop_per_worker, {"splits": sorted(splits)},
                                           splits, cfg, cpus, run_dir, "sft", stages, tracker)
@@ -125,7 +123,7 @@ def main(cfg: SftJobConfig) -> dict:
         # the dataset's history, and the examples: the adapter's policy prompts with them
         write_record(adapter, PromptRecord(cfg.prompt_form, read_record(data).history, lead,
                                            think))
-        metrics = {**summarize(result, records, stages.seconds, cfg.num_workers), **lengths,
+        metrics = {**summarize(result, records, stages.seconds, cfg.train.num_workers), **lengths,
                    "shots": [asdict(s) for s in shots]}
         tracker.log({"final": metrics}, metrics["train_loss"][-1][0] if metrics["train_loss"]
                     else 0)

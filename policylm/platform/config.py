@@ -152,6 +152,12 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in fields:
+            moved = [name for name in fields if dataclasses.is_dataclass(hints[name])
+                     and key in {f.name for f in dataclasses.fields(hints[name])}]
+            if moved:  # a key that lives in a section: name it where it is
+                raise ConfigError(
+                    f"config key '{prefix}{key}' is in the {moved[0]}: section now; write "
+                    f"{prefix}{moved[0]}.{key}=... (or {key}: under {moved[0]}: in YAML)")
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
             raise ConfigError(

@@ -155,9 +155,10 @@ def test_sft_one_worker_per_node_resumes_after_a_kill(two_nodes, small_dataset, 
                                                       tmp_path):
     out = tmp_path / "sft"
     proc = two_nodes.run(["sft", f"dataset={small_dataset}", f"model={tiny_model_dir}",
-                          "num_workers=2", "cpus_per_worker=1", "placement=STRICT_SPREAD",
+                          "train.num_workers=2", "train.cpus_per_worker=1",
+                          "train.placement=STRICT_SPREAD",
                           "max_steps=4", "batch_size=8", "save_steps=1", "eval_steps=0",
-                          "logging_steps=1", "kill_at_step=2", "max_failures=2", "dtype=fp32",
+                          "logging_steps=1", "kill_at_step=2", "train.max_failures=2", "dtype=fp32",
                           "lora.rank=4", f"out={out}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -173,11 +174,11 @@ def test_node_local_paths_are_refused_by_name(two_nodes, small_dataset, tiny_mod
     if not two_nodes.masked:
         pytest.skip("unshare -m is not permitted here: both nodes see every directory")
     proc = two_nodes.run(["sft", f"dataset={small_dataset}", f"model={tiny_model_dir}",
-                          "num_workers=2", "max_steps=1",
-                          f"storage_path={two_nodes.head_only / 'ray_results'}",
+                          "train.num_workers=2", "max_steps=1",
+                          f"train.storage_path={two_nodes.head_only / 'ray_results'}",
                           f"out={tmp_path / 'sft'}"])
     assert proc.returncode == 1
-    assert "storage_path" in proc.stderr and "cannot see it" in proc.stderr
+    assert "train.storage_path" in proc.stderr and "cannot see it" in proc.stderr
     assert "Traceback" not in proc.stderr
     from policylm.platform.policies.network import build_mlp, save_mlp_policy
 

@@ -91,7 +91,8 @@ def test_grpo_on_two_workers_uses_every_row_once(ray_local, tiny_model_dir, tmp_
         "dataset": str(write_dataset(tmp_path / "d", 16, "random")), "model": tiny_model_dir,
         "prompt_form": "compact", "rewards": {"format": 1.0}, "num_generations": 2,
         "batch_size": 4, "max_completion_length": 2, "max_steps": 4, "save_steps": 4,
-        "dtype": "fp32", "num_workers": 2, "record_rows": True, "out": str(tmp_path / "g")}))
+        "dtype": "fp32", "train": {"num_workers": 2, "record_rows": True},
+        "out": str(tmp_path / "g")}))
     run = Path(result["run_dir"])
     notes = [json.loads(line) for line in (run / "train_notes.jsonl").read_text().splitlines()]
     assert sorted(n["train_rows"] for n in notes if n.get("attempt")) == [16, 16]

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.integration
 def sft_cfg(data, model, out, **kw):
     base = dict(dataset=str(data), model=model, max_steps=6, batch_size=8, lr=3e-3,
                 lora={"rank": 8, "alpha": 16}, eval_steps=3, save_steps=3, logging_steps=1,
-                max_eval_rows=32, num_workers=2, cpus_per_worker=0.5, dtype="fp32",
-                out=str(out))
+                max_eval_rows=32, train={"num_workers": 2, "cpus_per_worker": 0.5},
+                dtype="fp32", out=str(out))
     base.update(kw)
     from policylm.platform.config import load_config
 
@@ -46,7 +46,8 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
     same number of steps each, and every validation row evaluated once per evaluation."""
     n_train, n_valid = split_rows(small_dataset, "train"), split_rows(small_dataset, "validation")
     result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", max_steps=-1,
-                          epochs=1, max_eval_rows=1000, eval_steps=4, record_rows=True))
+                          epochs=1, max_eval_rows=1000, eval_steps=4,
+                          train={"num_workers": 2, "cpus_per_worker": 0.5, "record_rows": True}))
     steps = -(-n_train // (2 * 8))  # ceil(rows / (workers x batch))
     assert [w["train_rows"] for w in result["workers"]] == [n_train, n_train]
     assert [w["validation_rows"] for w in result["workers"]] == [n_valid, n_valid]
@@ -99,7 +100,7 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
 
 def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_path):
     result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", kill_at_step=4,
-                          num_workers=1, cpus_per_worker=1, max_failures=2,
+                          train={"num_workers": 1, "cpus_per_worker": 1, "max_failures": 2},
                           prompt_form="compact", target_dropout=0.25, shots=2,
                           shots_from=str(small_dataset.parent / "collect")))
     notes = (tmp_path / "run" / "train_notes.jsonl").read_text()
@@ -140,7 +141,8 @@ def test_two_runs_sharing_storage_path_do_not_share_checkpoints(small_dataset, t
 
     def cfg(out, steps):
         return sft_cfg(small_dataset, tiny_model_dir, tmp_path / out, max_steps=steps,
-                       storage_path=str(storage), num_workers=1, cpus_per_worker=1,
+                       train={"storage_path": str(storage), "num_workers": 1,
+                              "cpus_per_worker": 1},
                        eval_steps=100)
 
     first = main(cfg("A", 6))

@@ -108,3 +108,23 @@ def test_every_example_config_loads_with_its_job():
 def test_a_uri_ending_in_a_colon_stays_a_string():
     assert parse_overrides(["policy=random:", "env_options={a: 1}", "x=constant:left"]) == {
         "policy": "random:", "env_options": {"a": 1}, "x": "constant:left"}
+
+
+def test_a_key_that_moved_into_a_section_is_named_where_it_is(tmp_path):
+    """The Ray Train keys live in ``train:``; given at the top level (override or YAML) they are
+    refused with the dotted name to write instead."""
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.sft import SftJobConfig
+
+    with pytest.raises(ConfigError, match=r"'num_workers' is in the train: section now; write "
+                                          r"train\.num_workers="):
+        load_config(SftJobConfig, None, ["dataset=d", "num_workers=2"])
+    f = tmp_path / "g.yaml"
+    f.write_text("storage_path: s3://b/p\n")
+    with pytest.raises(ConfigError, match=r"train\.storage_path"):
+        load_config(GrpoJobConfig, f, ["dataset=d"])
+    cfg = load_config(SftJobConfig, None, ["dataset=d", "train.num_workers=2",
+                                           "train={num_workers: 3, placement: SPREAD}"])
+    assert (cfg.train.num_workers, cfg.train.placement) == (3, "SPREAD")
+    with pytest.raises(ConfigError, match=r"train\.placement: use one of PACK"):
+        load_config(SftJobConfig, None, ["dataset=d", "train.placement=EVERYWHERE"])

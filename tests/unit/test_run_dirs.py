@@ -89,6 +89,22 @@ def test_open_run_resumes_only_the_same_settings(tmp_path):
         open_run("collect", CollectConfig(out=str(tmp_path / "empty"), resume=True))
 
 
+def test_resume_may_change_how_workers_run_but_not_how_many(tmp_path):
+    """A section's run keys (train.max_failures, train.cpus_per_worker) may change on resume;
+    its other keys may not, and the error names them dotted."""
+    from policylm.jobkit.runs import open_run
+    from policylm.jobs.sft import SftJobConfig
+    from policylm.platform.training.scaling import TrainConfig
+
+    out = tmp_path / "sft"
+    open_run("sft", SftJobConfig(dataset="d", out=str(out)))
+    open_run("sft", SftJobConfig(dataset="d", out=str(out), resume=True,
+                                 train=TrainConfig(max_failures=5, cpus_per_worker=2)))
+    with pytest.raises(ConfigError, match=r"settings differ .*\(train\.num_workers\)"):
+        open_run("sft", SftJobConfig(dataset="d", out=str(out), resume=True,
+                                     train=TrainConfig(num_workers=2)))
+
+
 def test_collect_twice_into_one_out(tmp_path):
     """A second collect with other settings is refused; resumed with the same settings it
     plays nothing again; overwritten, it reports only its own episodes."""

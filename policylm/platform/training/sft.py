@@ -15,10 +15,9 @@ from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.data.datasets import DatasetError
 from policylm.platform.prompts import FORMS
 from policylm.platform.tracking import TrackingConfig
+from policylm.platform.training.scaling import TrainConfig
 
 log = logging.getLogger("policylm")
-# Ray placement-group strategies for the training workers
-PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass
@@ -67,27 +66,11 @@ class SftJobConfig:
     max_eval_rows: int = field(512, doc="validation rows used for the loss (a fixed subset)")
     save_steps: int = field(50, doc="checkpoint every N steps")
     logging_steps: int = field(5, doc="log the training loss every N steps")
-    num_workers: int = field(1, doc="Ray Train workers")
-    use_gpu: bool = field(False, doc="GPU workers (nccl); CPU workers use gloo")
-    gpus_per_worker: float = field(1.0, doc="with use_gpu: GPUs per worker; below 1 several "
-                                            "workers share a GPU (gloo then, as nccl needs "
-                                            "one GPU per rank)")
-    cpus_per_worker: float = field(
-        0.0, doc="CPUs per worker; 0: the cluster's CPUs divided among the workers (torch uses "
-                 "that many threads: Ray gives a 1-CPU worker a single thread)")
     dtype: str = field("auto", doc="auto (bf16 where fast), bf16 or fp32")
     attn_implementation: str = field(
         "auto", doc="auto (eager on CPU, sdpa on GPU), eager, sdpa or any transformers "
                     "attention backend")
-    max_failures: int = field(2, doc="restarts from the latest checkpoint after worker failures")
-    placement: str = field("PACK", doc="how workers spread over nodes: PACK (fill a node first) "
-                                       "or SPREAD (one per node where it can); STRICT_ forms too")
-    storage_path: str = field("", doc="where Ray Train keeps checkpoints: a path every node reads "
-                              "(NFS) or a URI (s3://bucket/prefix, gs://...); empty: "
-                              "<out>/ray_results, which a run on several nodes refuses unless "
-                              "every node sees it")
-    record_rows: bool = field(False, doc="write the row indices each worker trains on and "
-                                         "evaluates to rows.jsonl (to check the data split)")
+    train: TrainConfig = field(factory=TrainConfig, doc="Ray Train workers (train.<key>)")
     seed: int = field(0, doc="seed")
     resume: bool = field(False, doc="continue the run already in out= from its latest "
                                     "checkpoint (e.g. after the driver was stopped)")
@@ -99,7 +82,6 @@ class SftJobConfig:
 
     def validate(self) -> None:
         require(bool(self.dataset), "dataset", "give the build-dataset run directory")
-        require(self.num_workers >= 1, "num_workers", "must be >= 1")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         require(self.lr > 0, "lr", "must be > 0")
         require(self.max_steps > 0 or self.epochs > 0, "epochs", "give epochs > 0 or max_steps")
@@ -111,14 +93,13 @@ class SftJobConfig:
         require(self.shots >= 0, "shots", "must be >= 0")
         require(not self.shots or bool(self.shots_from), "shots_from",
                 "shots needs the trajectory or run directory to draw examples from")
-        require(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0 (0: auto)")
-        require(self.placement in PLACEMENTS, "placement", f"use one of {', '.join(PLACEMENTS)}")
+        self.train.validate()
 
     def torch_dtype(self) -> Any:
         """The training dtype ``dtype`` resolves to on this job's device."""
         from policylm.platform.engines.hf import pick_dtype
 
-        return pick_dtype(self.dtype, "cuda" if self.use_gpu else "cpu")
+        return pick_dtype(self.dtype, "cuda" if self.train.use_gpu else "cpu")
 
 
 def dataset_dir(path: str) -> Path:
@@ -204,7 +185,7 @@ def load_model(cfg: SftJobConfig) -> tuple[Any, Any, Any]:
     dtype = cfg.torch_dtype()
     path = resolve_model(cfg.model)
     attn = cfg.attn_implementation if cfg.attn_implementation != "auto" \
-        else ("sdpa" if cfg.use_gpu else "eager")
+        else ("sdpa" if cfg.train.use_gpu else "eager")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     peft = None
     if not cfg.full_finetune:
@@ -244,7 +225,7 @@ def sft_args(cfg: SftJobConfig, output_dir: str, has_eval: bool, progress: bool 
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         eval_strategy="steps" if has_eval and cfg.eval_steps > 0 else "no",
         eval_steps=cfg.eval_steps or None, report_to="none", seed=cfg.seed,
-        use_cpu=not cfg.use_gpu, bf16=dtype == torch.bfloat16, max_length=cfg.max_length,
+        use_cpu=not cfg.train.use_gpu, bf16=dtype == torch.bfloat16, max_length=cfg.max_length,
         packing=cfg.packing, disable_tqdm=not progress,
         ddp_find_unused_parameters=False, dataloader_num_workers=0,
         gradient_checkpointing=cfg.gradient_checkpointing,
