@@ -51,12 +51,12 @@ def job_peak(runs: dict) -> float | None:
 
 def job(args: argparse.Namespace) -> None:
     """The job of one side (``--job <max_staleness>``), run by :func:`train`."""
-    from policylm.jobs.grpo import GrpoJobConfig
-    from policylm.jobs.grpo import main as grpo
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
+    from policylm.jobs.grpo_episodes import main as grpo
     from policylm.platform.config import config_from_dict
 
-    grpo(config_from_dict(GrpoJobConfig, {
-        "mode": "episodes", "model": args.model, "env_id": ENV_ID,
+    grpo(config_from_dict(GrpoEpisodesConfig, {
+        "model": args.model, "env_id": ENV_ID,
         "env_options": {"env_kwargs": {"latency": args.latency}},
         "iterations": args.iterations, "seeds_per_iteration": args.seeds, "group_size": 4,
         "target_return": 500, "temperature": 1.0, "lr": 5e-5, "train_steps": args.train_steps,

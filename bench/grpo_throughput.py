@@ -1,4 +1,4 @@
-"""Completions per second of single-step GRPO (``mode: states``) through `policylm grpo` (1 Ray
+"""Completions per second of single-step GRPO (over dataset states) through `policylm grpo` (1 Ray
 Train worker) against TRL's `GRPOTrainer` run in this process on the same prompts, model and
 settings (the job's own model loading, GRPOConfig and reward functions).
 

@@ -1,6 +1,6 @@
 """Online episodic GRPO on CartPole in one process, on policylm's pieces (a reading reference).
 
-What ``policylm grpo mode=episodes`` does, without Ray, actors or tracking: the return-
+What ``policylm grpo-episodes`` does, without Ray, actors or tracking: the return-
 conditioned LLM policy plays groups of episodes from shared env seeds, each episode's return
 normalised within its group is the advantage of every action in it, and a clipped update of the
 LoRA adapter follows; the new weights reach the policy's engine before the next iteration. At

@@ -18,8 +18,8 @@ import importlib
 from types import ModuleType
 
 MODULES = ("bc_ppo", "benchmark", "build_dataset", "collect", "compare", "demo", "evaluate",
-           "export_minari", "filter", "grpo", "import_minari", "merge", "self_improve", "serve",
-           "sft", "sweep", "train_experts", "train_suite")
+           "export_minari", "filter", "grpo", "grpo_episodes", "import_minari", "merge",
+           "self_improve", "serve", "sft", "sweep", "train_experts", "train_suite")
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -1,25 +1,27 @@
-"""GRPO: over dataset states on Ray Train (TRL ``GRPOTrainer`` + PEFT LoRA), or online over episodes
-played by rollout actors (``mode: episodes``, ``policylm.jobs.grpo_episodes``).
+"""GRPO over dataset states on Ray Train (TRL ``GRPOTrainer`` + PEFT LoRA). Online GRPO over
+episodes played by rollout actors is its own command, ``policylm grpo-episodes``
+(``policylm.jobs.grpo_episodes``).
 
 Usage: ``policylm grpo --config configs/grpo_cartpole.yaml dataset=runs/dataset
 adapter=runs/sft/adapter`` (or ``python -m policylm.jobs.grpo ...``).
 
-``mode: states``: prompts are the states of a return-conditioned dataset in the prompt form the
-policy uses (the one recorded with the starting adapter, by default); each prompt gets
-``num_generations`` sampled completions, scored by the weighted reward functions of
+Prompts are the states of a return-conditioned dataset in the prompt form the policy uses (the
+one recorded with the starting adapter, by default); each prompt gets ``num_generations``
+sampled completions, scored by the weighted reward functions of
 ``policylm.platform.training.rewards`` (``format``, ``bc``, ``env``), and the LoRA adapter is
-updated with TRL's clipped GRPO objective (KL to the starting policy with ``beta`` > 0). Starts from
-an SFT adapter (``adapter=``, trained further) or the base model with a new adapter. Writes
+updated with TRL's clipped GRPO objective (KL to the starting policy with ``beta`` > 0). Starts
+from an SFT adapter (``adapter=``, trained further) or the base model with a new adapter. Writes
 ``adapter/`` (``hf://<model>?adapter=<run>/adapter``), ``metrics.json`` (reward per step, per
 function) and ``reward.png``. ``use_vllm`` generates with vLLM on GPU workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from policylm.jobkit.runs import (
     log,
@@ -30,23 +32,17 @@ from policylm.jobkit.runs import (
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory
 from policylm.platform.prompts import FORMS
-from policylm.platform.seeds import TEST_SEED
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.rewards import REWARDS
 from policylm.platform.training.scaling import TrainConfig
 from policylm.platform.training.sft import LoraSettings, dataset_columns
 
-MODES = ("states", "episodes")
-
 
 @dataclass
-class GrpoJobConfig:
-    """Improve the LLM policy with GRPO, over dataset states or online over episodes."""
+class GrpoSettings:
+    """What both GRPO commands share: the env, the starting policy, sampling and the objective."""
 
-    mode: str = field("states", doc="states: prompts are dataset states (single-step GRPO); "
-                                    "episodes: online GRPO on episodes played by rollout actors")
-    dataset: str = field("", doc="mode=states: build-dataset run directory (or its dataset/)")
-    env_id: str = field("CartPole-v1", doc="env whose action codec the rewards parse with")
+    env_id: str = field("CartPole-v1", doc="the env (its action codec parses the answers)")
     env_options: dict = field(factory=dict, doc="options for the env adapter")
     model: str = field("smollm2-135m", doc="base model: smollm2-135m or a local directory")
     adapter: str = field("", doc="start from this LoRA adapter (an sft run's adapter/); "
@@ -54,77 +50,57 @@ class GrpoJobConfig:
     prompt_form: str = field("", doc=f"{' | '.join(FORMS)}; empty: the form recorded with the "
                                      "adapter, else chat")
     lora: LoraSettings = field(factory=LoraSettings, doc="settings of a new adapter (lora.<key>)")
+    max_completion_length: int = field(8, doc="tokens per completion")
+    temperature: float = field(1.0, doc="sampling temperature of the completions")
+    beta: float = field(0.0, doc="KL coefficient to the starting policy (0: no reference model)")
+    epsilon: float = field(0.2, doc="clipping range of the policy ratio")
+    lr: float = field(1e-5, doc="learning rate")
+    dtype: str = field("auto", doc="auto (bf16 where fast), bf16 or fp32")
+    seed: int = field(0, doc="seed")
+    tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
+                                     "(tracking.<key>)")
+
+    def validate(self) -> None:
+        require(self.lr > 0, "lr", "must be > 0")
+        require(self.prompt_form in ("", *FORMS), "prompt_form", f"use one of {FORMS}")
+
+    def sft_view(self) -> Any:
+        """The SFT settings that load the model (dtype, attention, LoRA) the same way."""
+        from policylm.platform.training.sft import SftJobConfig
+
+        return SftJobConfig(model=self.model, lora=self.lora, dtype=self.dtype,
+                            prompt_form=self.prompt_form or "chat")
+
+
+@dataclass
+class GrpoJobConfig(GrpoSettings):
+    """Improve the LLM policy with GRPO over the states of a dataset (Ray Train + TRL)."""
+
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {
+        "mode": "online GRPO over episodes is its own command now: policylm grpo-episodes "
+                "(the same keys without mode); policylm grpo trains over dataset states"}
+
+    dataset: str = field("", doc="build-dataset run directory (or its dataset/)")
     rewards: dict = field(factory=lambda: {"format": 0.5, "bc": 1.0},
                           doc=f"reward function -> weight; known: {', '.join(REWARDS)}")
     env_reward: dict = field(factory=lambda: {"policy": "random:", "horizon": 20, "gamma": 0.99},
                              doc="env reward: the rollout policy URI after the completion's "
                                  "action, the horizon in steps (the action's included), gamma")
     num_generations: int = field(8, doc="completions per prompt (the GRPO group)")
-    max_completion_length: int = field(8, doc="tokens per completion")
-    temperature: float = field(1.0, doc="sampling temperature of the completions")
-    beta: float = field(0.0, doc="KL coefficient to the starting policy (0: no reference model)")
-    epsilon: float = field(0.2, doc="clipping range of the policy ratio")
-    lr: float = field(1e-5, doc="learning rate")
     max_steps: int = field(50, doc="optimizer steps")
     batch_size: int = field(16, doc="completions per worker per step (a multiple of "
                                     "num_generations: batch_size / num_generations prompts)")
     max_rows: int = field(0, doc="use at most this many training states (0: all)")
     logging_steps: int = field(1, doc="log rewards every N steps")
     save_steps: int = field(25, doc="checkpoint every N steps")
-    iterations: int = field(10, doc="mode=episodes: rollout + update rounds")
-    seeds_per_iteration: int = field(4, doc="mode=episodes: env seeds (groups) per iteration")
-    group_size: int = field(4, doc="mode=episodes: episodes per seed (the GRPO group)")
-    target_return: float = field(500.0, doc="mode=episodes: the target in the prompt")
-    epochs_per_iteration: int = field(1, doc="mode=episodes: passes over an iteration's steps")
-    minibatch: int = field(64, doc="mode=episodes: steps per optimizer step")
-    train_steps: int = field(0, doc="mode=episodes: train on at most this many steps per "
-                             "iteration, drawn uniformly from the kept episodes (0: all)")
-    max_staleness: int = field(0, doc="mode=episodes: 0 plays and trains in turns; k > 0 lets "
-                               "the actors play ahead while the learner trains, with weights "
-                               "at most k updates old (needs rollout_workers >= 1)")
-    max_importance_weight: float = field(2.0, doc="mode=episodes: truncation of the "
-                                         "importance weight of steps older weights played")
-    rollout_workers: int = field(2, doc="mode=episodes: rollout actors (0: in this process)")
-    envs_per_worker: int = field(8, doc="mode=episodes: envs per rollout actor")
-    heldout_episodes: int = field(0, doc="mode=episodes: after training, the starting and the "
-                                  "trained policy each play this many held-out env seeds (the "
-                                  "same ones) at target_return; the report gives both means and "
-                                  "their paired difference (0: none)")
-    heldout_seed: int = field(TEST_SEED, doc="mode=episodes: base seed of the held-out env "
-                              "seeds (default: the test range, policylm.platform.seeds; 10000: "
-                              "the validation range, for choosing settings; refused when one is "
-                              "a training seed)")
-    heldout_guidance: float = field(0.0, doc="mode=episodes: return guidance w of the held-out "
-                                    "play (0: none; see policylm evaluate)")
     use_vllm: bool = field(False, doc="generate with vLLM (GPU workers, the vllm extra)")
-    dtype: str = field("auto", doc="auto (bf16 where fast), bf16 or fp32")
-    train: TrainConfig = field(factory=TrainConfig, doc="Ray Train workers, mode=states "
-                               "(train.<key>)")
-    seed: int = field(0, doc="seed")
+    train: TrainConfig = field(factory=TrainConfig, doc="Ray Train workers (train.<key>)")
     resume: bool = field(False, doc="continue the run already in out= from its checkpoint")
-    tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
-                                     "(tracking.<key>)")
     out: str = field("", doc="run directory (default runs/grpo-<timestamp>)")
     overwrite: bool = overwrite_field()
 
     def validate(self) -> None:
-        require(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
-        require(self.lr > 0, "lr", "must be > 0")
-        require(self.prompt_form in ("", *FORMS), "prompt_form", f"use one of {FORMS}")
-        if self.mode == "episodes":
-            require(not self.resume, "resume", "episodes mode starts over (its optimizer state "
-                    "is not saved between iterations): use overwrite=true or a new out=")
-            require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
-            require(self.iterations >= 1, "iterations", "must be >= 1")
-            require(self.seeds_per_iteration >= 1, "seeds_per_iteration", "must be >= 1")
-            require(self.max_staleness >= 0, "max_staleness", "must be >= 0 (0: synchronous)")
-            require(self.max_staleness == 0 or self.rollout_workers >= 1, "max_staleness",
-                    "playing ahead needs rollout actors beside the learner: set "
-                    "rollout_workers >= 1, or max_staleness=0 to play in this process")
-            require(self.max_importance_weight >= 1, "max_importance_weight", "must be >= 1")
-            require(self.heldout_episodes >= 0, "heldout_episodes", "must be >= 0 (0: none)")
-            require(self.heldout_guidance >= 0, "heldout_guidance", "must be >= 0 (0: none)")
-            return
+        super().validate()
         require(bool(self.dataset), "dataset", "give the build-dataset run directory")
         require(self.num_generations >= 2, "num_generations", "must be >= 2 (a group)")
         require(self.batch_size % self.num_generations == 0, "batch_size",
@@ -135,12 +111,7 @@ class GrpoJobConfig:
         self.train.validate()
 
     def sft_view(self) -> Any:
-        """The SFT settings that load the model (dtype, attention, LoRA) the same way."""
-        from policylm.platform.training.sft import SftJobConfig
-
-        return SftJobConfig(dataset=self.dataset, model=self.model, lora=self.lora,
-                            dtype=self.dtype, train=self.train,
-                            prompt_form=self.prompt_form or "chat")
+        return dataclasses.replace(super().sft_view(), dataset=self.dataset, train=self.train)
 
 
 def to_grpo_rows(batch: Any, form: str = "chat", lead: str = "") -> Any:
@@ -163,7 +134,7 @@ def to_grpo_rows(batch: Any, form: str = "chat", lead: str = "") -> Any:
     return pa.table(cols)
 
 
-def resolve_start(cfg: GrpoJobConfig) -> None:
+def resolve_start(cfg: GrpoSettings) -> None:
     """Make the starting adapter and a local model path absolute (actors and workers run in
     other directories), and settle the prompt form: the one given, else the one recorded with
     the adapter or model, else chat."""
@@ -249,10 +220,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 def main(cfg: GrpoJobConfig) -> dict:
     resolve_start(cfg)
-    if cfg.mode == "episodes":
-        from policylm.jobs.grpo_episodes import main as episodes
-
-        return episodes(cfg)
     from policylm.jobkit import ray_train
     from policylm.platform.prompts import PromptRecord, read_record, write_record
     from policylm.platform.tracking import track

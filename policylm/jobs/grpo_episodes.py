@@ -1,5 +1,5 @@
-"""Online episodic GRPO (``policylm grpo mode=episodes``): rollout actors play G episodes from each
-of B env seeds with the current policy; the learner (``policylm.platform.training.episodic_grpo``,
+"""Online episodic GRPO (``policylm grpo-episodes``): rollout actors play G episodes from each of
+B env seeds with the current policy; the learner (``policylm.platform.training.episodic_grpo``,
 in this process) turns their group-normalised returns into advantages and updates the LoRA adapter
 with the clipped objective; the new LoRA weights reach the actors through the object store before
 the next iteration (no files on shared disk); with ``max_staleness=k`` they play up to k
@@ -9,22 +9,80 @@ played it and the learner correcting for it. Continuous actions are generated
 logs the mean and max return, the share of groups without spread (filtered), KL, the clip fraction
 and the seconds spent in rollout, training and weight sync. Writes ``adapter/``, ``metrics.json``,
 ``return_per_iteration.png`` and ``report.md`` (per-iteration table and budget).
+
+Usage: ``policylm grpo-episodes --config configs/grpo_episodes_cartpole.yaml
+adapter=runs/demo/sft/adapter`` (or ``python -m policylm.jobs.grpo_episodes ...``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from policylm.jobkit.runs import log, open_run, settings, write_json
+from policylm.jobkit.runs import log, open_run, run_job, settings, write_json
+from policylm.jobs.grpo import GrpoSettings, resolve_start
+from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory
-from policylm.platform.seeds import describe_seeds
+from policylm.platform.seeds import TEST_SEED, describe_seeds
 from policylm.runtime import init_ray, passive_openmp
 
 
-def main(cfg: Any) -> dict:
-    """Run ``cfg`` (a ``GrpoJobConfig`` whose start ``policylm.jobs.grpo.main`` resolved)."""
+@dataclass
+class GrpoEpisodesConfig(GrpoSettings):
+    """Improve the LLM policy with online GRPO over episodes that rollout actors play."""
+
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {
+        "resume": "grpo-episodes starts over (its optimizer state is not saved between "
+                  "iterations): use overwrite=true or a new out=",
+        "mode": "grpo-episodes plays episodes; give its keys without mode"}
+
+    iterations: int = field(10, doc="rollout + update rounds")
+    seeds_per_iteration: int = field(4, doc="env seeds (groups) per iteration")
+    group_size: int = field(4, doc="episodes per seed (the GRPO group)")
+    target_return: float = field(500.0, doc="the target in the prompt")
+    epochs_per_iteration: int = field(1, doc="passes over an iteration's steps")
+    minibatch: int = field(64, doc="steps per optimizer step")
+    train_steps: int = field(0, doc="train on at most this many steps per iteration, drawn "
+                             "uniformly from the kept episodes (0: all)")
+    max_staleness: int = field(0, doc="0 plays and trains in turns; k > 0 lets the actors play "
+                               "ahead while the learner trains, with weights at most k updates "
+                               "old (needs rollout_workers >= 1)")
+    max_importance_weight: float = field(2.0, doc="truncation of the importance weight of steps "
+                                         "older weights played")
+    rollout_workers: int = field(2, doc="rollout actors (0: in this process)")
+    envs_per_worker: int = field(8, doc="envs per rollout actor")
+    heldout_episodes: int = field(0, doc="after training, the starting and the trained policy "
+                                  "each play this many held-out env seeds (the same ones) at "
+                                  "target_return; the report gives both means and their paired "
+                                  "difference (0: none)")
+    heldout_seed: int = field(TEST_SEED, doc="base seed of the held-out env seeds (default: the "
+                              "test range, policylm.platform.seeds; 10000: the validation range, "
+                              "for choosing settings; refused when one is a training seed)")
+    heldout_guidance: float = field(0.0, doc="return guidance w of the held-out play (0: none; "
+                                    "see policylm evaluate)")
+    out: str = field("", doc="run directory (default runs/grpo-episodes-<timestamp>)")
+    overwrite: bool = overwrite_field()
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
+        require(self.iterations >= 1, "iterations", "must be >= 1")
+        require(self.seeds_per_iteration >= 1, "seeds_per_iteration", "must be >= 1")
+        require(self.max_staleness >= 0, "max_staleness", "must be >= 0 (0: synchronous)")
+        require(self.max_staleness == 0 or self.rollout_workers >= 1, "max_staleness",
+                "playing ahead needs rollout actors beside the learner: set "
+                "rollout_workers >= 1, or max_staleness=0 to play in this process")
+        require(self.max_importance_weight >= 1, "max_importance_weight", "must be >= 1")
+        require(self.heldout_episodes >= 0, "heldout_episodes", "must be >= 0 (0: none)")
+        require(self.heldout_guidance >= 0, "heldout_guidance", "must be >= 0 (0: none)")
+
+
+def main(cfg: GrpoEpisodesConfig) -> dict:
+    """Run ``cfg``: iterations of play and update, then the held-out comparison."""
+    resolve_start(cfg)
     if cfg.max_staleness and "OMP_WAIT_POLICY" not in os.environ and not passive_openmp():
         log.warning("torch was imported before the job started, so the learner's idle threads "
                     "spin and slow the rollout actors beside them; set OMP_WAIT_POLICY=PASSIVE "
@@ -47,7 +105,7 @@ def main(cfg: Any) -> dict:
     check_heldout(cfg, env)
     start = read_record(cfg.adapter or None, cfg.model)
     steps_back, lead = start.history, start.lead  # the adapter's history and examples, kept
-    run_dir = open_run("grpo", cfg).resolve()
+    run_dir = open_run("grpo-episodes", cfg).resolve()
     resolve_model(cfg.model)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
     if peft is not None:
@@ -70,7 +128,7 @@ def main(cfg: Any) -> dict:
                        str(run_dir / "trajectories"), run_dir.name, torch_threads=threads)
     if cfg.rollout_workers:
         init_ray()
-    tracker, finished = Tracker(cfg.tracking, run_dir, "grpo", settings(cfg)), False
+    tracker, finished = Tracker(cfg.tracking, run_dir, "grpo-episodes", settings(cfg)), False
     group = RolloutGroup(spec, num_workers=cfg.rollout_workers)
     rollouts = Rollouts(group, cfg, base)
     history: list[dict] = []
@@ -359,3 +417,10 @@ def heldout_section(cfg: Any, heldout: dict | None, mean_se: Any, table: Any) ->
             + f"\n\nPaired difference trained - start over {d['pairs']} seeds: "
             + mean_se(d)
             + f" (difference / s.e.: {ratio}).\n")
+
+
+CONFIG = GrpoEpisodesConfig
+run = main  # the Python API: run(CONFIG(...)) -> dict, as the command does
+
+if __name__ == "__main__":
+    run_job("grpo-episodes", GrpoEpisodesConfig, main, sys.argv[1:])

@@ -1,7 +1,8 @@
 """Typed job configs: dataclasses loaded from YAML, overridden with ``key=value``, validated.
 
 Every job config is a dataclass whose fields carry a ``doc`` in their metadata (see
-:func:`field`). Loading goes YAML file -> ``key=value`` overrides (dotted keys reach nested
+:func:`field`); a class-level ``REFUSED_KEYS`` mapping names keys it does not take and what to
+do instead. Loading goes YAML file -> ``key=value`` overrides (dotted keys reach nested
 dataclasses) -> type coercion -> the config's own ``validate()``. Every error names the field
 and says how to fix it.
 """
@@ -151,6 +152,8 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
+        if key in getattr(cls, "REFUSED_KEYS", {}):  # a key this config does not take, and why
+            raise ConfigError(f"config key '{prefix}{key}': {cls.REFUSED_KEYS[key]}")
         if key not in fields:
             moved = [name for name in fields if dataclasses.is_dataclass(hints[name])
                      and key in {f.name for f in dataclasses.fields(hints[name])}]

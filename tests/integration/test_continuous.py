@@ -69,12 +69,12 @@ def test_halfcheetah_collect_sft_grpo_evaluate(ray_local, tiny_model_dir, tmp_pa
 
 
 def test_episodic_grpo_with_generated_actions(ray_local, tiny_model_dir, tmp_path):
-    from policylm.jobs.grpo import GrpoJobConfig
-    from policylm.jobs.grpo import main as grpo
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
+    from policylm.jobs.grpo_episodes import main as grpo
     from policylm.platform.config import config_from_dict
 
-    result = grpo(config_from_dict(GrpoJobConfig, {
-        "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
+    result = grpo(config_from_dict(GrpoEpisodesConfig, {
+        "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
         "env_id": "HalfCheetah-v5", "env_options": {"max_episode_steps": 3}, "iterations": 1,
         "seeds_per_iteration": 1, "group_size": 2, "rollout_workers": 1, "envs_per_worker": 2,
         "max_completion_length": 24, "target_return": 0, "lr": 1e-3,

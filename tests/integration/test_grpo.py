@@ -214,12 +214,12 @@ def test_restarted_actor_plays_with_the_current_weights(ray_local, tiny_model_di
 
 def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path,
                                            mlflow_history):
-    from policylm.jobs.grpo import GrpoJobConfig
-    from policylm.jobs.grpo import main as grpo
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
+    from policylm.jobs.grpo_episodes import main as grpo
     from policylm.platform.config import config_from_dict
 
-    result = grpo(config_from_dict(GrpoJobConfig, {
-        "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
+    result = grpo(config_from_dict(GrpoEpisodesConfig, {
+        "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
         "env_options": {"max_episode_steps": 12}, "iterations": 2, "seeds_per_iteration": 2,
         "group_size": 3, "rollout_workers": 1, "envs_per_worker": 3, "target_return": 12,
         "lr": 1e-3, "out": str(tmp_path / "ep")}))
@@ -262,13 +262,13 @@ def test_asynchronous_episodic_grpo_plays_ahead_with_capped_staleness(ray_local,
     """max_staleness=1 with 2 rollout actors: iteration k+1 is played with the weights of
     update k-1 while update k trains (the windows overlap), every episode of an iteration
     carries the version that played it on both actors, and the learner weighs those steps."""
-    from policylm.jobs.grpo import GrpoJobConfig
-    from policylm.jobs.grpo import main as grpo
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
+    from policylm.jobs.grpo_episodes import main as grpo
     from policylm.platform.config import config_from_dict
     from policylm.platform.data import trajectories as tr
 
-    result = grpo(config_from_dict(GrpoJobConfig, {
-        "mode": "episodes", "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
+    result = grpo(config_from_dict(GrpoEpisodesConfig, {
+        "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
         "env_options": {"max_episode_steps": 12}, "iterations": 3, "seeds_per_iteration": 2,
         "group_size": 2, "rollout_workers": 2, "envs_per_worker": 2, "target_return": 12,
         "lr": 1e-2, "max_staleness": 1, "epochs_per_iteration": 2, "heldout_episodes": 3,

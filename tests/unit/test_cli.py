@@ -113,7 +113,7 @@ def test_workers_get_the_users_hub_settings_and_no_others(monkeypatch):
 
 
 def test_async_grpo_sets_passive_openmp_before_torch_loads(tmp_path):
-    """``policylm grpo mode=episodes max_staleness=1`` reaches the episodes job with torch not
+    """``policylm grpo-episodes max_staleness=1`` reaches the job with torch not
     yet imported, so the job's OMP_WAIT_POLICY=PASSIVE takes effect (and reaches the Ray
     workers it starts); after torch is imported the policy cannot be set and says so."""
     code = f"""
@@ -131,7 +131,7 @@ def job(cfg):
     return {{}}
 episodes.main = job
 from policylm.cli import main
-main(["grpo", "mode=episodes", "max_staleness=1", "out={tmp_path / 'run'}", "--verbose"])
+main(["grpo-episodes", "max_staleness=1", "out={tmp_path / 'run'}", "--verbose"])
 """
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,

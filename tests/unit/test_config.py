@@ -128,3 +128,26 @@ def test_a_key_that_moved_into_a_section_is_named_where_it_is(tmp_path):
     assert (cfg.train.num_workers, cfg.train.placement) == (3, "SPREAD")
     with pytest.raises(ConfigError, match=r"train\.placement: use one of PACK"):
         load_config(SftJobConfig, None, ["dataset=d", "train.placement=EVERYWHERE"])
+
+
+def test_the_two_grpo_commands_refuse_each_others_keys():
+    """grpo trains over dataset states, grpo-episodes over played episodes: each refuses the
+    other's keys (mode=episodes names the command to use), and resume names why it is not
+    taken."""
+    from policylm.jobs.grpo import GrpoJobConfig
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
+
+    with pytest.raises(ConfigError, match="'mode': online GRPO over episodes is its own command "
+                                          "now: policylm grpo-episodes"):
+        load_config(GrpoJobConfig, None, ["mode=episodes", "dataset=d"])
+    with pytest.raises(ConfigError, match="unknown config key 'iterations'"):
+        load_config(GrpoJobConfig, None, ["iterations=3", "dataset=d"])
+    with pytest.raises(ConfigError, match="unknown config key 'dataset'"):
+        load_config(GrpoEpisodesConfig, None, ["dataset=d"])
+    with pytest.raises(ConfigError, match="'resume': grpo-episodes starts over"):
+        load_config(GrpoEpisodesConfig, None, ["resume=true"])
+    cfg = load_config(GrpoEpisodesConfig, None, ["iterations=3", "lr=1e-4"])
+    assert (cfg.iterations, cfg.lr, cfg.env_id) == (3, 1e-4, "CartPole-v1")
+    with pytest.raises(ConfigError, match="lr: must be > 0"):  # the shared settings' checks
+        load_config(GrpoEpisodesConfig, None, ["lr=0"])
+

@@ -283,13 +283,12 @@ def test_fresh_episodes_keep_versions_within_the_cap():
 
 
 def test_heldout_checks_refuse_training_seeds_and_guidance_of_generated_actions():
-    from policylm.jobs.grpo import GrpoJobConfig
-    from policylm.jobs.grpo_episodes import check_heldout
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig, check_heldout
     from policylm.platform.config import ConfigError, config_from_dict
     from policylm.platform.envs import make_adapter
 
     def cfg(**kw):
-        return config_from_dict(GrpoJobConfig, {"mode": "episodes", "iterations": 3,
+        return config_from_dict(GrpoEpisodesConfig, {"iterations": 3,
                                                 "heldout_episodes": 20, **kw})
 
     cartpole = make_adapter("CartPole-v1")
@@ -306,8 +305,7 @@ def test_heldout_checks_refuse_training_seeds_and_guidance_of_generated_actions(
 
 
 def test_heldout_report_section_by_hand():
-    from policylm.jobs.grpo import GrpoJobConfig
-    from policylm.jobs.grpo_episodes import heldout_section
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig, heldout_section
     from policylm.platform.config import config_from_dict
     from policylm.platform.evaluation.metrics import mean_se, paired_difference
     from policylm.platform.evaluation.reports import markdown_table
@@ -322,7 +320,7 @@ def test_heldout_report_section_by_hand():
                          "success_rate_se": 0.25},
                "trained": {"return": tr.return_stats(trained.values()), "success_rate": 0.75,
                            "success_rate_se": 0.25}}
-    text = heldout_section(config_from_dict(GrpoJobConfig, {"mode": "episodes"}), heldout,
+    text = heldout_section(config_from_dict(GrpoEpisodesConfig, {}), heldout,
                            mean_se, markdown_table)
     assert "4 env seeds from base seed 2000000: the test range" in text and "Target 500" in text
     assert "| 350.0 ± 64.5 |" in text and "| 475.0 ± 25.0 |" in text  # by hand

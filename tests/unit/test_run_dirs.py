@@ -26,7 +26,7 @@ JOBS = {
     "filter": {"trajectories": "TRAJ"}, "import_minari": {"dataset_id": "policylm/runs-v0"},
     "merge": {"adapter": "nowhere"}, "train_experts": {}, "bc_ppo": {}, "demo": {},
     "self_improve": {}, "sweep": {"policy": "random:"}, "sft": {"dataset": "DS"},
-    "grpo": {"dataset": "DS"}, "grpo-episodes": {"mode": "episodes"},
+    "grpo": {"dataset": "DS"}, "grpo_episodes": {},
     "benchmark": {"policy": "random:"}, "train_suite": {},
 }
 
@@ -35,13 +35,13 @@ def test_every_job_with_a_run_directory_is_checked():
     from policylm.cli import JOBS as COMMANDS
 
     # serve writes no run directory; export-minari writes into the Minari store (by dataset id)
-    assert set(COMMANDS.values()) - {"serve", "export_minari"} == {j.split("-")[0] for j in JOBS}
+    assert set(COMMANDS.values()) - {"serve", "export_minari"} == set(JOBS)
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_every_job_refuses_a_used_out_and_changes_nothing(job, trajectories, tmp_path,
                                                          monkeypatch):
-    module = importlib.import_module(f"policylm.jobs.{job.split('-')[0]}")
+    module = importlib.import_module(f"policylm.jobs.{job}")
     if job == "import_minari":  # a real dataset in a local store, so the import gets that far
         from policylm.platform.data import trajectories as tr
         from policylm.platform.data.minari_io import export_minari

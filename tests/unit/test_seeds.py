@@ -5,7 +5,7 @@ from policylm.jobs.benchmark import BenchmarkConfig
 from policylm.jobs.compare import CompareConfig
 from policylm.jobs.demo import DemoConfig
 from policylm.jobs.evaluate import EvaluateConfig
-from policylm.jobs.grpo import GrpoJobConfig
+from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
 from policylm.jobs.self_improve import SelfImproveConfig
 from policylm.jobs.sweep import SweepConfig
 from policylm.jobs.train_suite import TrainSuiteConfig
@@ -26,7 +26,7 @@ def test_reporting_jobs_default_to_the_test_range_and_sweeps_to_validation():
     assert BenchmarkConfig().seed == TEST_SEED
     assert TrainSuiteConfig().benchmark.seed == TEST_SEED
     assert DemoConfig().evaluate.seed == TEST_SEED
-    assert GrpoJobConfig().heldout_seed == TEST_SEED
+    assert GrpoEpisodesConfig().heldout_seed == TEST_SEED
     cfg = SelfImproveConfig()
     assert (cfg.seed, cfg.heldout_seed) == (TRAIN_SEED, TEST_SEED)
     assert SweepConfig().seed == VALIDATION_SEED
