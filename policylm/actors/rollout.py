@@ -306,6 +306,20 @@ class RolloutGroup:
         self.actors = []
 
 
+def check_policies(uris: list[str], adapter: Any) -> None:
+    """Before any actor starts: each URI checked for ``adapter``'s env (no weights loaded;
+    errors name the URI), and each embedded ``hf://`` model converted into the cache once here
+    rather than by every actor at the same time."""
+    from policylm.platform.engines.models import resolve_model
+    from policylm.platform.policies import check_uri, split_uri
+
+    for uri in uris:
+        check_uri(uri, adapter)
+        scheme, body, _ = split_uri(uri)
+        if scheme == "hf":
+            resolve_model(body)
+
+
 def play_policies(policies: list[tuple[str, str]], env_id: str, env_options: dict,
                   episodes: int, run_dir: Path, num_workers: int, envs_per_worker: int,
                   torch_threads: int, seed: int) -> dict:
@@ -314,16 +328,11 @@ def play_policies(policies: list[tuple[str, str]], env_id: str, env_options: dic
     ``run_dir/trajectories``; returns the policies' statistics (actions, invalid answers)."""
     from policylm.platform.console import progress
     from policylm.platform.envs import make_adapter
-    from policylm.platform.policies import absolute_paths, policy_from_uri, split_uri
+    from policylm.platform.policies import absolute_paths
     from policylm.platform.rollout.runner import plan_chunks
 
     policies = [(label, absolute_paths(uri)) for label, uri in policies]
-    for _, uri in policies:
-        if split_uri(uri)[0] == "hf":  # convert/cache the model once, before the actors race
-            from policylm.platform.engines.models import resolve_model
-
-            resolve_model(split_uri(uri)[1])
-    policy_from_uri(policies[0][1], make_adapter(env_id, **env_options))  # fail early
+    check_policies([uri for _, uri in policies], make_adapter(env_id, **env_options))
     chunks = plan_chunks(policies, episodes, seed, envs_per_worker, shared_seeds=True)
     spec = RolloutSpec(env_id, env_options, envs_per_worker, 1.0,
                        str((run_dir / "trajectories").resolve()), run_dir.name,

@@ -63,16 +63,14 @@ class CollectConfig:
 
 def collect(cfg: CollectConfig, run_dir: Path) -> dict:
     """Play the plan with a :class:`RolloutGroup` and write trajectories, episodes, metadata."""
-    from policylm.actors.rollout import RolloutGroup, RolloutSpec
+    from policylm.actors.rollout import RolloutGroup, RolloutSpec, check_policies
     from policylm.platform.console import progress
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
-    from policylm.platform.policies import policy_from_uri
     from policylm.platform.rollout.runner import plan_chunks
 
     adapter = make_adapter(cfg.env_id, **cfg.env_options)
-    for p in cfg.policies:  # fail before starting actors if a URI cannot work for this env
-        policy_from_uri(p.uri, adapter)
+    check_policies([p.uri for p in cfg.policies], adapter)
     sources = [(p.skill, p.uri) for p in cfg.policies]
     chunks = plan_chunks(sources, cfg.episodes_per_policy, cfg.seed, cfg.chunk_size)
     traj_dir = run_dir / "trajectories"

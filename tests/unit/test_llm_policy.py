@@ -89,8 +89,46 @@ def test_hf_uri_parameters_and_errors(cartpole, tiny_model_dir):
     with pytest.raises(PolicyError, match="use mode=generate"):
         policy_from_uri(f"hf://{tiny_model_dir}?dtype=fp32",
                         make_adapter("Pendulum-v1", box_codec="numeric"))
-    with pytest.raises(PolicyError, match="could not be loaded"):
+    with pytest.raises(PolicyError, match="model directory /no/such/model does not exist"):
         policy_from_uri("hf:///no/such/model", cartpole)
+
+
+def test_a_driver_checks_hf_uris_without_loading_weights(cartpole, tiny_model_dir, monkeypatch,
+                                                        tmp_path):
+    """check_uri parses an hf:// URI into its spec and checks it for the env with no engine
+    built; every bad setting is named, as building the policy would name it."""
+    import policylm.platform.engines as engines
+    from policylm.platform.policies import check_uri
+    from policylm.platform.policies.llm import parse_llm_spec
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("check_uri loaded a model")
+
+    monkeypatch.setattr(engines, "get_engine", no_engine)
+    uri = f"hf://{tiny_model_dir}?target_return=42.5&temperature=0.5&dtype=fp32"
+    check_uri(uri, cartpole)
+    check_uri(f"mix:{uri}&eps=0.3", cartpole)
+    spec = parse_llm_spec(tiny_model_dir, {"target_return": "42.5", "history": "2"})
+    assert (spec.cfg.target_return, spec.cfg.history, spec.engine, spec.dtype) == \
+        (42.5, 2, "hf", "auto")
+    pendulum = make_adapter("Pendulum-v1", box_codec="numeric")
+    check_uri(f"hf://{tiny_model_dir}?mode=generate", pendulum)
+    for query, adapter, says in [
+            ("temperature=warm", cartpole, "temperature='warm' is not a number"),
+            ("history=1.5", cartpole, "history='1.5' is not an integer"),
+            ("temperature=-1", cartpole, "temperature must be >= 0"),
+            (f"adapter={tmp_path / 'none'}", cartpole, "adapter=.*none does not exist"),
+            ("shots=2", cartpole, "shots=2 needs shots_from"),
+            ("engine=tgi", cartpole, "engine 'tgi' is unknown"),
+            ("dtype=fp8", cartpole, "dtype 'fp8' is unknown"),
+            ("mode=think&prompt=compact", cartpole, "mode=think .* needs prompt=chat"),
+            ("dtype=fp32", pendulum, "actions cannot be listed; use mode=generate")]:
+        with pytest.raises(PolicyError, match=says):
+            check_uri(f"hf://{tiny_model_dir}?{query}", adapter)
+    with pytest.raises(PolicyError, match=r"eps must be in \[0, 1\]"):
+        check_uri(f"mix:{uri}&eps=2", cartpole)
+    with pytest.raises(PolicyError, match="unknown hf:// parameters"):
+        check_uri(f"mix:hf://{tiny_model_dir}?targt=3&eps=0.1", cartpole)
 
 
 def test_llm_policy_plays_episodes_in_the_runner(cartpole, tiny_model_dir):

@@ -11,9 +11,15 @@ from policylm.platform.policies.base import (
     RandomPolicy,
     choose,
 )
-from policylm.platform.policies.uri import absolute_paths, policy_from_uri, split_uri, with_params
+from policylm.platform.policies.uri import (
+    absolute_paths,
+    check_uri,
+    policy_from_uri,
+    split_uri,
+    with_params,
+)
 from policylm.platform.policy import Policy, as_policy
 
 __all__ = ["ConstantPolicy", "LogitsPolicy", "MixPolicy", "Policy", "PolicyError",
-           "RandomPolicy", "absolute_paths", "as_policy", "choose", "policy_from_uri", "split_uri",
-           "with_params"]
+           "RandomPolicy", "absolute_paths", "as_policy", "check_uri", "choose",
+           "policy_from_uri", "split_uri", "with_params"]

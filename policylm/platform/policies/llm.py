@@ -94,32 +94,13 @@ class LLMPolicy(Policy):
     """Acts for a batch of env slots with one engine call per step (see module docstring)."""
 
     def __init__(self, adapter: EnvAdapter, engine: Engine, cfg: LLMPolicyConfig):
-        if cfg.mode not in ("score", "generate", "think"):
-            raise ValueError(f"mode must be score, generate or think, got {cfg.mode!r}")
-        if cfg.mode == "think" and cfg.prompt_form != "chat":
-            raise ValueError("mode=think writes a thought before the action: it needs "
-                             "prompt=chat (the compact form's answer is the action alone)")
-        if cfg.mode == "score" and not adapter.codec.valid_actions:
-            raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
-        if cfg.fallback not in ("first", "random"):
-            raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
-        if cfg.norm not in ("sum", "mean", "pmi"):
-            raise ValueError(f"norm must be sum, mean or pmi, got {cfg.norm!r}")
-        if cfg.guidance and cfg.mode != "score":
-            raise ValueError("guidance needs mode=score (it contrasts the scores of the actions "
-                             "with and without the target)")
-        if cfg.history < 0:
-            raise ValueError(f"history must be >= 0 (earlier steps in the prompt), got "
-                             f"{cfg.history}")
+        check_config(cfg, adapter)
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
         self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text() if cfg.mode != "think" \
             else think_system(adapter.system_text())
         self.shots: list[Shot] = []
         if cfg.shots:
-            if not cfg.shots_from:
-                raise ValueError(f"shots={cfg.shots} needs shots_from=<trajectory or run "
-                                 "directory> to draw the examples from")
             self.shots = pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed)
         self.lead = render_shots(self.shots) if self.shots else cfg.lead
         self.prefix = render_prefix(engine, self.form, self.system, self.lead)
@@ -374,46 +355,119 @@ def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
     return n + 1 if n.max() > 1 else n
 
 
-def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
-    """Build from ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
-    &max_new_tokens=n&think_tokens=n
-    &engine=hf|vllm&dtype=auto&prompt=chat|compact&norm=sum|mean|pmi&live=<name>&history=k
-    &guidance=w&shots=k&shots_from=<dir>&shots_seed=s&lead_from=<dir>``
-    (the query already split into ``params``). Without ``prompt``, ``history``, ``shots`` and
-    ``mode``, what is recorded with the adapter (or model directory) is used: its form, its
-    steps of history, the few-shot examples it was trained with (``lead_from``: those recorded
-    in another directory, for a live adapter whose weights arrive from a learner), think mode
-    for rows that thought."""
-    from policylm.platform.engines import get_engine
+# the query parameters of an hf:// URI
+HF_PARAMS = frozenset({
+    "adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
+    "think_tokens", "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live",
+    "history", "guidance", "shots", "shots_from", "shots_seed", "lead_from"})
 
-    known = {"adapter", "target_return", "adaptive", "mode", "temperature", "max_new_tokens",
-             "think_tokens",
-             "fallback", "engine", "dtype", "prompt", "seed_offset", "norm", "live", "history",
-             "guidance", "shots", "shots_from", "shots_seed", "lead_from"}
-    unknown = set(params) - known
+
+def check_config(cfg: LLMPolicyConfig, adapter: EnvAdapter | None = None) -> None:
+    """Raise ValueError naming the setting when ``cfg`` cannot act (for ``adapter``'s env,
+    when given)."""
+    if cfg.mode not in ("score", "generate", "think"):
+        raise ValueError(f"mode must be score, generate or think, got {cfg.mode!r}")
+    if cfg.mode == "think" and cfg.prompt_form != "chat":
+        raise ValueError("mode=think writes a thought before the action: it needs "
+                         "prompt=chat (the compact form's answer is the action alone)")
+    if cfg.fallback not in ("first", "random"):
+        raise ValueError(f"fallback must be first or random, got {cfg.fallback!r}")
+    if cfg.norm not in ("sum", "mean", "pmi"):
+        raise ValueError(f"norm must be sum, mean or pmi, got {cfg.norm!r}")
+    if cfg.guidance and cfg.mode != "score":
+        raise ValueError("guidance needs mode=score (it contrasts the scores of the actions "
+                         "with and without the target)")
+    if cfg.history < 0:
+        raise ValueError(f"history must be >= 0 (earlier steps in the prompt), got "
+                         f"{cfg.history}")
+    if cfg.temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: argmax), got {cfg.temperature}")
+    if cfg.shots and not cfg.shots_from:
+        raise ValueError(f"shots={cfg.shots} needs shots_from=<trajectory or run directory> "
+                         "to draw the examples from")
+    check_form(cfg.prompt_form)
+    if adapter is not None and cfg.mode == "score" and not adapter.codec.valid_actions:
+        raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
+
+
+@dataclass(frozen=True)
+class LLMPolicySpec:
+    """An ``hf://`` URI parsed and checked, with no weights loaded: the model, its adapter, the
+    engine and dtype it loads with, and the policy's settings (targets as numbers)."""
+
+    model: str
+    adapter: str
+    engine: str
+    dtype: str
+    cfg: LLMPolicyConfig
+
+
+def parse_llm_spec(model: str, params: dict[str, str]) -> LLMPolicySpec:
+    """The spec of ``hf://<model>?adapter=..&target_return=..&adaptive=1&mode=..&temperature=..
+    &max_new_tokens=n&think_tokens=n&engine=hf|vllm&dtype=auto&prompt=chat|compact
+    &norm=sum|mean|pmi&live=<name>&history=k&guidance=w&shots=k&shots_from=<dir>&shots_seed=s
+    &lead_from=<dir>`` (the query already split into ``params``). Without ``prompt``,
+    ``history``, ``shots`` and ``mode``, what is recorded with the adapter (or model directory)
+    is used: its form, its steps of history, the few-shot examples it was trained with
+    (``lead_from``: those recorded in another directory, for a live adapter whose weights arrive
+    from a learner), think mode for rows that thought. Reads only the small records; raises
+    ValueError naming the parameter."""
+    from pathlib import Path
+
+    from policylm.platform.engines.contract import dtype_name
+    from policylm.platform.engines.models import EMBEDDED_NAME
+
+    unknown = set(params) - HF_PARAMS
     if unknown:
-        raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: {sorted(known)}")
+        raise ValueError(f"unknown hf:// parameters {sorted(unknown)}; known: "
+                         f"{sorted(HF_PARAMS)}")
+
+    def number(key: str, cast: type, default: Any) -> Any:
+        raw = params.get(key)
+        try:
+            return cast(raw) if raw not in (None, "") else default
+        except ValueError:
+            kind = "an integer" if cast is int else "a number"
+            raise ValueError(f"{key}={raw!r} is not {kind}") from None
+
+    for key in ("adapter", "shots_from", "lead_from"):
+        if params.get(key) and not Path(params[key]).exists():
+            raise ValueError(f"{key}={params[key]} does not exist; give an existing directory")
+    if model != EMBEDDED_NAME and model.startswith(("/", ".")) and not Path(model).is_dir():
+        raise ValueError(f"model directory {model} does not exist")
+    engine, dtype = params.get("engine", "hf"), params.get("dtype", "auto")
+    if engine not in ("hf", "vllm"):
+        raise ValueError(f"engine {engine!r} is unknown; use engine=hf or engine=vllm")
+    dtype_name(dtype)
     record = read_record(params.get("adapter"), model)  # how the adapter (or model) prompts
     cfg = LLMPolicyConfig(
-        target_return=float(params.get("target_return", 0.0)),
+        target_return=number("target_return", float, 0.0),
         adaptive=params.get("adaptive", "1").lower() in ("1", "true", "yes"),
         mode=params.get("mode") or record.mode or "score",
-        temperature=float(params.get("temperature", 1.0)),
-        max_new_tokens=int(params.get("max_new_tokens", 16)),
-        think_tokens=int(params.get("think_tokens", 96)),
+        temperature=number("temperature", float, 1.0),
+        max_new_tokens=number("max_new_tokens", int, 16),
+        think_tokens=number("think_tokens", int, 96),
         fallback=params.get("fallback", "first"),
         prompt_form=params.get("prompt") or record.prompt_form,
-        seed_offset=int(params.get("seed_offset", 0)),
+        seed_offset=number("seed_offset", int, 0),
         norm=params.get("norm", "sum"),
         live=params.get("live", ""),
-        history=int(params.get("history") or record.history),
-        guidance=float(params.get("guidance", 0.0)),
-        shots=int(params.get("shots", 0)),
+        history=number("history", int, record.history),
+        guidance=number("guidance", float, 0.0),
+        shots=number("shots", int, 0),
         shots_from=params.get("shots_from", ""),
-        shots_seed=int(params.get("shots_seed", 0)),
+        shots_seed=number("shots_seed", int, 0),
         lead=read_record(params["lead_from"], model).lead if params.get("lead_from")
         else record.lead,
     )
-    engine = get_engine(model, params.get("adapter", ""), params.get("engine", "hf"),
-                        params.get("dtype", "auto"), live=cfg.live)
-    return LLMPolicy(adapter, engine, cfg)
+    check_config(cfg)
+    return LLMPolicySpec(model, params.get("adapter", ""), engine, dtype, cfg)
+
+
+def llm_policy_from_params(model: str, params: dict[str, str], adapter: EnvAdapter) -> LLMPolicy:
+    """The LLM policy of ``hf://<model>?<params>`` (see :func:`parse_llm_spec`)."""
+    from policylm.platform.engines import get_engine
+
+    spec = parse_llm_spec(model, params)
+    engine = get_engine(spec.model, spec.adapter, spec.engine, spec.dtype, live=spec.cfg.live)
+    return LLMPolicy(adapter, engine, spec.cfg)

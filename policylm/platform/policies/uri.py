@@ -21,8 +21,10 @@ The contract and its optional methods: ``policylm.platform.policy``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlencode
 
 from policylm.platform.envs import EnvAdapter
@@ -173,12 +175,41 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
     )
 
 
-def policy_from_uri(uri: str, adapter: EnvAdapter) -> Policy:
-    """Build the policy a URI names for ``adapter``'s env; errors name the URI and the reason."""
+@contextlib.contextmanager
+def _named(uri: str) -> Iterator[None]:
+    """Errors of building or checking ``uri`` as a :class:`PolicyError` naming it."""
     try:
-        return _build(uri, adapter)
+        yield
     except PolicyError:
         raise
     except (ValueError, OSError, TypeError, KeyError, ImportError, RuntimeError) as err:
         # RemoteError (a RuntimeError) included: a server that is not there fails here
         raise PolicyError(f"policy URI {uri!r}: {err}") from err
+
+
+def policy_from_uri(uri: str, adapter: EnvAdapter) -> Policy:
+    """Build the policy a URI names for ``adapter``'s env; errors name the URI and the reason."""
+    with _named(uri):
+        return _build(uri, adapter)
+
+
+def check_uri(uri: str, adapter: EnvAdapter) -> None:
+    """Raise the :class:`PolicyError` that building ``uri`` for ``adapter``'s env would, before
+    any actor starts. An ``hf://`` URI is parsed into its spec and checked without loading
+    weights (a driver need not hold the model its actors play); ``mix:`` checks its inner URI;
+    the other schemes are cheap to build and are built."""
+    with _named(uri):
+        scheme, body, params = split_uri(uri)
+        if scheme == "hf":
+            from policylm.platform.policies.llm import check_config, parse_llm_spec
+
+            if not body:
+                raise PolicyError(f"{uri!r}: name a model, e.g. hf://smollm2-135m")
+            check_config(parse_llm_spec(body, params).cfg, adapter)
+        elif scheme == "mix" and "eps" in params:
+            eps = float(params.pop("eps"))
+            if not 0.0 <= eps <= 1.0:
+                raise ValueError(f"eps must be in [0, 1], got {eps}")
+            check_uri(body + (f"?{urlencode(params)}" if params else ""), adapter)
+        else:
+            _build(uri, adapter)
