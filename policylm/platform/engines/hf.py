@@ -38,6 +38,7 @@ from policylm.platform.engines.contract import (
     render_chat,
     render_messages,
     row_seeds,
+    scored_tokens,
 )
 from policylm.platform.engines.sampling import row_sampler
 
@@ -293,9 +294,9 @@ class HFEngine:
             raise ValueError("score needs one candidate list per prompt")
         if sessions is not None and len(sessions) != len(prompts):
             raise ValueError("score needs one session key per prompt")
-        cand = [[self.encode(c) for c in cs] for cs in candidates]
+        cand = scored_tokens([[self.encode(c) for c in cs] for cs in candidates], self.end_id)
         single = all(len(c) == 1 for cs in cand for c in cs)
-        longest = max((len(c) for cs in cand for c in cs), default=1) + (0 if single else 1)
+        longest = max((len(c) for cs in cand for c in cs), default=1)
         ids = [self._fit(self.encode(p), longest) for p in prompts]
         with torch.inference_mode():
             if sessions is not None:
@@ -311,8 +312,8 @@ class HFEngine:
                     for i, cs in enumerate(cand[lo:hi]):
                         out.append(lp[i, [c[0] for c in cs]].cpu().numpy().astype(np.float64))
                 return out
-            sizes = [len(r) - n_pre + sum(len(c) for c in cs) for r, cs in zip(ids, cand,
-                                                                             strict=True)]
+            sizes = [len(r) - n_pre + sum(len(c) - 1 for c in cs) for r, cs in zip(ids, cand,
+                                                                                 strict=True)]
             for lo, hi in self._batches(sizes):
                 rows, reads = self._packed_rows(ids[lo:hi], cand[lo:hi], n_pre)
                 hidden = self._hidden(rows, n_pre, cache, self._packed_layout(rows, reads, n_pre))
@@ -388,19 +389,21 @@ class HFEngine:
             scores[k][j] += v
         return scores
 
-    def _packed_rows(self, ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
+    @staticmethod
+    def _packed_rows(ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
                      ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:
-        """One row per prompt: its tokens after the prefix, then each candidate's tokens. And
-        per row, per candidate ``(j, positions, tokens)``: the row positions whose next-token
-        distribution scores the candidate's tokens and the end of turn."""
+        """One row per prompt: its tokens after the prefix, then each candidate's scored tokens
+        (:func:`~policylm.platform.engines.contract.scored_tokens`) but the last. And per row,
+        per candidate ``(j, positions, tokens)``: the row positions whose next-token
+        distributions score the candidate's scored tokens (the prompt's last, then its own)."""
         rows, reads = [], []
         for r, cs in zip(ids, cand, strict=True):
             row = list(r[n_pre:])
             last, mine = len(row) - 1, []
             for j, c in enumerate(cs):
                 start = len(row)
-                row += c
-                mine.append((j, [last, *range(start, start + len(c))], [*c, self.end_id]))
+                row += c[:-1]
+                mine.append((j, [last, *range(start, start + len(c) - 1)], list(c)))
             rows.append(row)
             reads.append(mine)
         return rows, reads

@@ -347,12 +347,12 @@ def guide(logps: np.ndarray, null_logps: np.ndarray, weight: float) -> np.ndarra
 
 
 def candidate_lengths(engine: Engine, candidates: Sequence[str]) -> np.ndarray:
-    """Tokens each candidate's score sums over: its own, plus the end of turn when some
-    candidate is longer than one token (the engine contract)."""
-    if not candidates:
-        return np.ones(0)
-    n = np.array([len(engine.encode(c)) for c in candidates], dtype=np.float64)
-    return n + 1 if n.max() > 1 else n
+    """Tokens each candidate's score sums over (the engine contract's ``scored_tokens``: its
+    own, plus the end of turn when some candidate is longer than one token)."""
+    from policylm.platform.engines.contract import scored_tokens
+
+    scored = scored_tokens([[engine.encode(c) for c in candidates]], end_id=-1)[0]
+    return np.array([len(t) for t in scored], dtype=np.float64)
 
 
 # the query parameters of an hf:// URI

@@ -45,7 +45,7 @@ class EpisodicLearner:
                  max_weight: float = 2.0):
         import torch
 
-        from policylm.platform.engines import end_of_turn_id
+        from policylm.platform.engines.contract import end_of_turn_id, scored_tokens
 
         self.model, self.tokenizer, self.form = model, tokenizer, form
         self.temperature, self.epsilon, self.beta = temperature, epsilon, beta
@@ -56,10 +56,10 @@ class EpisodicLearner:
         self.end = end_of_turn_id(tokenizer)
         self.generated = adapter.codec.valid_actions is None
         cands = action_candidates(form, list(adapter.codec.valid_actions or []))
-        self.cand_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands]
+        # the tokens each candidate's log-probability sums over, by the engines' rule
+        self.cand_ids = scored_tokens([[tokenizer(c, add_special_tokens=False)["input_ids"]
+                                        for c in cands]], self.end)[0]
         self.single = all(len(c) == 1 for c in self.cand_ids)
-        if not self.single:  # the engine closes multi-token candidates with the end of turn
-            self.cand_ids = [[*c, self.end] for c in self.cand_ids]
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr)
