@@ -77,6 +77,20 @@ def history_start(t: int, k: int) -> int:
     return max(0, (t // k - 1) * k)
 
 
+def history_window(past: Sequence[Any], t: int, k: int) -> list[Any]:
+    """The earlier steps (each with its step number second: :data:`Step`) the prompt at step
+    ``t`` holds with ``history=k``: those from :func:`history_start` up to ``t``, in order."""
+    start = history_start(t, k)
+    return [p for p in past if start <= p[1] < t]
+
+
+def prompt_target(target: float, earned: float, adaptive: bool = True) -> float:
+    """The target a prompt asks for: the episode's ``target`` less the reward ``earned`` before
+    this step when ``adaptive``, else ``target``; rounded to 2 decimals (the text the acting
+    policy, the server and the learner all write)."""
+    return round(target - (earned if adaptive else 0.0), 2)
+
+
 def history_messages(system: str, past: Sequence[Step], target_return: float, t: int,
                      obs_text: str) -> list[dict]:
     """The ``chat`` conversation: the system turn, then per earlier step its user turn and the

@@ -208,3 +208,20 @@ def test_target_dropout_writes_the_null_target_in_a_stable_share_of_rows(cartpol
     kept = [dsx.row_draw(e, t) < 0.3 for e, t in zip(rows.column("episode_id").to_pylist(),
                                                      rows.column("t").to_pylist(), strict=True)]
     assert kept != null  # independent of the draw that row sampling uses
+
+
+def test_the_prompt_target_and_history_window_rules_by_hand():
+    """The two rules the acting policy, the server's store and the learner share: the target
+    written is the target less the reward earned before the step (adaptive), rounded to 2
+    decimals; with history=k the window holds the steps from history_start(t, k) up to t."""
+    from policylm.platform.prompts import history_window, prompt_target
+    from policylm.platform.training.episodic_grpo import remaining_targets
+
+    assert prompt_target(500, 12.344) == 487.66 and prompt_target(500, 12.344, False) == 500
+    assert remaining_targets([1.0, 1.0, 0.5], 3, True) == [3.0, 2.0, 1.0]
+    assert remaining_targets([1.0, 1.0, 0.5], 3, False) == [3.0, 3.0, 3.0]
+    past = [(9.0, s, f"o{s}", "a") for s in range(7)]
+    assert [p[1] for p in history_window(past, 7, 3)] == [3, 4, 5, 6]  # start (7 // 3 - 1) * 3
+    assert [p[1] for p in history_window(past, 6, 3)] == [3, 4, 5]
+    assert [p[1] for p in history_window(past, 2, 3)] == [0, 1]
+    assert history_window(past, 5, 0) == []

@@ -37,7 +37,8 @@ from policylm.platform.prompts import (
     Step,
     action_candidates,
     check_form,
-    history_start,
+    history_window,
+    prompt_target,
     read_record,
     render_prefix,
     render_prompt,
@@ -144,16 +145,15 @@ class LLMPolicy(Policy):
 
     def target(self, slot: int) -> float:
         """The target written into the prompt for ``slot`` now."""
-        remaining = self.cfg.target_return - (self.earned.get(slot, 0.0) if self.cfg.adaptive
-                                              else 0.0)
-        return round(remaining, 2)
+        return prompt_target(self.cfg.target_return, self.earned.get(slot, 0.0),
+                             self.cfg.adaptive)
 
     def window(self, slot: int) -> list[Step]:
         """The earlier steps the prompt of ``slot`` holds now (none without ``history``)."""
         if not self.cfg.history:
             return []
-        start = history_start(self.t.get(slot, 0), self.cfg.history)
-        self.past[slot] = [p for p in self.past.get(slot, []) if p[1] >= start]
+        self.past[slot] = history_window(self.past.get(slot, []), self.t.get(slot, 0),
+                                         self.cfg.history)
         return self.past[slot]
 
     def remember(self, slots: Sequence[int], obs_texts: Sequence[str], targets: Sequence[float],

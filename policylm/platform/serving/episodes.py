@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from policylm.platform.prompts import history_start
+from policylm.platform.prompts import history_window
 from policylm.platform.serving.schemas import RequestError
 
 
@@ -126,8 +126,7 @@ class EpisodeStore:
                                            f"says step {step}{why}. Send step {t} for its next "
                                            f"action{again}"]})
                 continue
-            start = history_start(step, history)
-            past = [p for p in (e.past if e else []) if start <= p[1] < step]
+            past = history_window(e.past if e else [], step, history)
             out.append({"target": target, "earned": earned, "t": step,
                         "seed": episode_seed(episode_id, step), "past": past, "repeat": repeat})
         return {"rows": out, "expired": expired}
@@ -150,8 +149,7 @@ class EpisodeStore:
             e.target, e.earned, e.t, e.last_seen = target, e.earned + reward, step + 1, now
             e.last = (reward, earned)
             if entry is not None:  # what this step's retry and the next steps' windows need
-                start = history_start(step, history)
-                e.past = [p for p in e.past if start <= p[1] < step] + [list(entry)]
+                e.past = [*history_window(e.past, step, history), list(entry)]
 
     @_locked
     def reward(self, episode_id: str, reward: float) -> dict:

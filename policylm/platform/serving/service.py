@@ -32,7 +32,7 @@ import numpy as np
 from policylm.platform.engines.contract import derived_seed
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.envs.spaces import SpaceValueError, from_json, to_json
-from policylm.platform.prompts import PROMPT_TEMPLATE_VERSION
+from policylm.platform.prompts import PROMPT_TEMPLATE_VERSION, prompt_target
 from policylm.platform.serving.episodes import EpisodeStore
 from policylm.platform.serving.schemas import (
     ActionOut,
@@ -219,7 +219,8 @@ class PolicyService:
                     target = self._target(req, j)
                     target = self.default_target if target is None else target
                     t = req.steps[j] if req.steps is not None else 0
-                    mine.append(Row(i, j, text, round(target, 2), t, self.stateless_rng))
+                    mine.append(Row(i, j, text, prompt_target(target, 0.0), t,
+                                    self.stateless_rng))
                     continue
                 s = next(states)
                 if "error" in s:
@@ -228,8 +229,8 @@ class PolicyService:
                         results[i] = RequestError(f"requests[{i}].episode_ids[{j}]", message,
                                                   status=status)
                     continue
-                target = s["target"] - (s["earned"] if self.policy.cfg.adaptive else 0.0)
-                mine.append(Row(i, j, text, round(target, 2), s["t"],
+                target = prompt_target(s["target"], s["earned"], self.policy.cfg.adaptive)
+                mine.append(Row(i, j, text, target, s["t"],
                                 np.random.default_rng(s["seed"]), req.episode_ids[j],
                                 [tuple(p) for p in s["past"]], s,
                                 req.rewards[j] if req.rewards is not None else 0.0))

@@ -36,15 +36,20 @@ import pyarrow as pa
 from policylm.platform.data import trajectories as tr
 from policylm.platform.data.returns import group_advantages
 from policylm.platform.envs import EnvAdapter
-from policylm.platform.prompts import action_candidates, history_start, render_prompt
+from policylm.platform.prompts import (
+    action_candidates,
+    history_start,
+    prompt_target,
+    render_prompt,
+)
 from policylm.platform.training.learner import StepBatch
 
 
 def remaining_targets(rewards: Sequence[float], target: float, adaptive: bool) -> list[float]:
-    """The target written in the prompt at each step: ``target - reward earned before it``
-    (adaptive), else ``target``; rounded as the policy rounds it."""
+    """The target written in the prompt at each step of an episode with these ``rewards``
+    (:func:`~policylm.platform.prompts.prompt_target` of the reward earned before it)."""
     earned = np.concatenate([[0.0], np.cumsum(np.asarray(rewards, np.float64))[:-1]])
-    return [round(target - (e if adaptive else 0.0), 2) for e in earned]
+    return [prompt_target(target, float(e), adaptive) for e in earned]
 
 
 def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, target: float,
