@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
         engine.set_lora(*learner.lora_weights())  # act with the learner's current weights
         steps = play(runner, plan_groups(uri, f"it{it}", args.seeds_per_iteration,
                                               args.group_size, args.seed + 7919 * it, args.envs))
-        batch = build_batch(steps, env, form, learner, args.target_return)  # group advantages
+        # group advantages, prompts rendered as the policy rendered them
+        batch = build_batch(steps, env, form, learner.template, args.target_return)
         stats = learner.update(subsample(batch, args.train_steps, args.seed + it))
         returns = tr.episode_table(steps).column("return").to_numpy()
         rows.append({"iteration": it, "mean_return": float(returns.mean()),

@@ -144,7 +144,7 @@ def main(cfg: GrpoEpisodesConfig) -> dict:
             steps, stale = fresh_episodes(
                 pa.concat_tables([tr.read_trajectories(f) for f in files]), learner.version,
                 cfg.max_staleness)
-            batch = build_batch(steps, env, cfg.prompt_form, learner, cfg.target_return,
+            batch = build_batch(steps, env, cfg.prompt_form, learner.template, cfg.target_return,
                                 history=steps_back, lead=lead)
             kept_steps = len(batch.prompts)
             batch = subsample(batch, cfg.train_steps, cfg.seed + it)

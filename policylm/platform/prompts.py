@@ -113,19 +113,48 @@ def compact_prompt(target_return: float | None, t: int, obs_text: str) -> str:
     return f"R={format_target(target_return)} t={t} {obs_text} ->"
 
 
-def render_prompt(engine: Any, form: str, system: str, target_return: float | None, t: int,
-                  obs_text: str, past: Sequence[Step] = (), lead: str = "") -> str:
+class ChatTemplate:
+    """A model's chat template (its tokenizer's): conversations as the text the model reads,
+    ending where the assistant's answer starts. Engines hold one (``engine.template``), and so
+    does the GRPO learner, so both render a prompt alike."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def render(self, messages: Sequence[dict]) -> str:
+        """A conversation (``[{"role", "content"}]``), ending where the answer starts."""
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def prompt(self, system: str, user: str) -> str:
+        """A system and a user turn, ending where the answer starts."""
+        return self.render([{"role": "system", "content": system},
+                            {"role": "user", "content": user}])
+
+    def prefix(self, system: str) -> str:
+        """The text every prompt with this system turn starts with, up to where the user's
+        words begin (found by rendering two prompts that differ only in the user text)."""
+        a, b = self.prompt(system, "a"), self.prompt(system, "b")
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return a[:n]
+
+
+def render_prompt(template: ChatTemplate | None, form: str, system: str,
+                  target_return: float | None, t: int, obs_text: str,
+                  past: Sequence[Step] = (), lead: str = "") -> str:
     """The full prompt text, ending where the action starts, after the ``past`` steps (the
-    history window). ``engine`` supplies the chat template (``chat_prompt``,
-    ``chat_messages``). ``lead``: text every prompt starts with (few-shot examples): in
-    ``compact`` before the first step, in ``chat`` after the system text."""
+    history window), in the model's chat ``template`` (the ``compact`` form needs none).
+    ``lead``: text every prompt starts with (few-shot examples): in ``compact`` before the
+    first step, in ``chat`` after the system text."""
     if check_form(form) == "compact":
         lead = lead + "\n" if lead else ""
         return lead + compact_history(past) + compact_prompt(target_return, t, obs_text)
-    system = with_lead(system, lead)
-    if past:
-        return engine.chat_messages(history_messages(system, past, target_return, t, obs_text))
-    return engine.chat_prompt(system, format_user(target_return, t, obs_text))
+    if template is None:
+        raise ValueError("the chat form renders prompts in a model's chat template: give one")
+    return template.render(history_messages(with_lead(system, lead), past, target_return, t,
+                                            obs_text))
 
 
 def with_lead(system: str, lead: str) -> str:
@@ -133,10 +162,11 @@ def with_lead(system: str, lead: str) -> str:
     return f"{system}\n\n{lead}" if lead else system
 
 
-def render_prefix(engine: Any, form: str, system: str, lead: str = "") -> str | None:
+def render_prefix(template: ChatTemplate | None, form: str, system: str, lead: str = ""
+                  ) -> str | None:
     """Text every prompt of this form starts with (a KV-cache hint for scoring), or None."""
     if check_form(form) == "chat":
-        return engine.chat_prefix(with_lead(system, lead))
+        return template.prefix(with_lead(system, lead)) if template is not None else None
     return lead + "\n" if lead else None
 
 

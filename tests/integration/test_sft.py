@@ -78,7 +78,7 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
 
     base = get_engine(tiny_model_dir, "", "hf", "fp32")
     tuned = get_engine(tiny_model_dir, str(adapter), "hf", "fp32")
-    prompt = [base.chat_prompt("CartPole.", "Target return: 20\nStep: 0\nx=0 v=0 a=0 w=0")]
+    prompt = [base.template.prompt("CartPole.", "Target return: 20\nStep: 0\nx=0 v=0 a=0 w=0")]
     assert not np.allclose(base.score(prompt, [["left", "right"]]),
                            tuned.score(prompt, [["left", "right"]]), atol=1e-5)
 

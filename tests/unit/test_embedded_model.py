@@ -22,9 +22,9 @@ def engines():
                                    ["noop", "move_left", "make_wood_pickaxe", "sleep"]])
 def test_embedded_model_scores_agree_across_dtypes(engines, cands):
     auto, exact = engines
-    prompts = [auto.chat_prompt(SYSTEM, u) for u in USERS]
-    got = np.stack(auto.score(prompts, [cands] * 2, prefix=auto.chat_prefix(SYSTEM)))
-    want = np.stack(exact.score(prompts, [cands] * 2, prefix=exact.chat_prefix(SYSTEM)))
+    prompts = [auto.template.prompt(SYSTEM, u) for u in USERS]
+    got = np.stack(auto.score(prompts, [cands] * 2, prefix=auto.template.prefix(SYSTEM)))
+    want = np.stack(exact.score(prompts, [cands] * 2, prefix=exact.template.prefix(SYSTEM)))
     multi = any(len(exact.encode(c)) > 1 for c in cands)  # then the end of turn is scored too
     tokens = np.array([len(exact.encode(c)) + multi for c in cands])
     # bf16 keeps 8 bits of mantissa: within 0.15 nats per scored token of fp32, the same order
@@ -34,5 +34,5 @@ def test_embedded_model_scores_agree_across_dtypes(engines, cands):
     # a real language model, not random weights: the actions named in the system turn are far
     # likelier than a word it never saw there
     if cands == ["left", "right"]:
-        other = exact.score(prompts, [["banana"]] * 2, prefix=exact.chat_prefix(SYSTEM))
+        other = exact.score(prompts, [["banana"]] * 2, prefix=exact.template.prefix(SYSTEM))
         assert all(max(w) > o[0] + 3 for w, o in zip(want, other, strict=True))

@@ -45,10 +45,10 @@ def engine(request, tiny_model_dir):
 
 @pytest.mark.parametrize("cands", [["left", "right"], ["pickup", "toggle", "left"]])
 def test_score_equals_brute_force_and_prefix_cache_is_exact(engine, cands):
-    prompts = [engine.chat_prompt(SYSTEM, u) for u in USERS]
+    prompts = [engine.template.prompt(SYSTEM, u) for u in USERS]
     plain = engine.score(prompts, [cands] * 3)
-    cached = engine.score(prompts, [cands] * 3, prefix=engine.chat_prefix(SYSTEM))
-    again = engine.score(prompts, [cands] * 3, prefix=engine.chat_prefix(SYSTEM))  # cache hit
+    cached = engine.score(prompts, [cands] * 3, prefix=engine.template.prefix(SYSTEM))
+    again = engine.score(prompts, [cands] * 3, prefix=engine.template.prefix(SYSTEM))  # cache hit
     assert np.allclose(plain, cached, atol=1e-5) and np.allclose(cached, again, atol=0)
     if engine.name == "hf":  # single-token candidates need no terminator (prefix-free set)
         multi = any(len(engine.encode(c)) > 1 for c in cands)
@@ -66,11 +66,11 @@ def test_sessions_reuse_the_cached_prompt_and_change_no_score(engine, cands):
     episode = []
     for t, user in enumerate(turns):
         msgs = [*msgs, {"role": "user", "content": user}]
-        episode.append(engine.chat_messages(msgs))
+        episode.append(engine.template.render(msgs))
         msgs = [*msgs, {"role": "assistant", "content": cands[t % len(cands)]}]
-    moved = engine.chat_messages([msgs[0], *msgs[5:]])  # the window's start moved
+    moved = engine.template.render([msgs[0], *msgs[5:]])  # the window's start moved
     prompts = [*episode, moved]
-    other = [engine.chat_prompt(SYSTEM, u) for u in USERS]
+    other = [engine.template.prompt(SYSTEM, u) for u in USERS]
     plain = engine.score(prompts, [cands] * len(prompts))
     reused0 = getattr(engine, "reused_tokens", 0)
     a, b = ("a", *cands), ("b", *cands)  # new keys (the engine is the module's)
@@ -104,7 +104,7 @@ def test_batch_splitting_changes_nothing(tiny_model_dir):
 
     small = HFEngine(tiny_model_dir, dtype="fp32", max_batch_tokens=40)
     big = get_engine(tiny_model_dir, "", "hf", "fp32")
-    prompts = [big.chat_prompt(SYSTEM, u) for u in USERS]
+    prompts = [big.template.prompt(SYSTEM, u) for u in USERS]
     for cands in (["left", "right"], ["pickup", "toggle"]):
         assert np.allclose(small.score(prompts, [cands] * 3), big.score(prompts, [cands] * 3),
                            atol=1e-5)
@@ -117,9 +117,9 @@ def test_prompt_longer_than_context_is_truncated_with_a_warning(tmp_path):
     path = save_tiny_model(tmp_path / "short", seed=1)
     engine = HFEngine(str(path), dtype="fp32")
     engine.max_length = 64
-    prompt = engine.chat_prompt(SYSTEM, "Target return: 10\nStep: 3\n" + "x=0.1 " * 200)
+    prompt = engine.template.prompt(SYSTEM, "Target return: 10\nStep: 3\n" + "x=0.1 " * 200)
     with pytest.warns(UserWarning, match="exceeds the model context"):
-        scores = engine.score([prompt], [["left", "right"]], prefix=engine.chat_prefix(SYSTEM))
+        scores = engine.score([prompt], [["left", "right"]], prefix=engine.template.prefix(SYSTEM))
     assert np.all(np.isfinite(scores[0])) and engine.truncated == 1
     kept = engine.tokenizer.decode(engine._fit(engine.encode(prompt), 1))
     assert len(engine._fit(engine.encode(prompt), 1)) == 63
@@ -129,7 +129,7 @@ def test_prompt_longer_than_context_is_truncated_with_a_warning(tmp_path):
 
 
 def test_generate_returns_one_text_per_prompt(engine):
-    prompts = [engine.chat_prompt(SYSTEM, u) for u in USERS]
+    prompts = [engine.template.prompt(SYSTEM, u) for u in USERS]
     texts = engine.generate(prompts, max_new_tokens=4)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     assert engine.generate(prompts, max_new_tokens=4) == texts  # greedy: deterministic
@@ -149,7 +149,7 @@ def test_lora_adapter_loads_and_changes_scores(tiny_model_dir, tmp_path):
     peft.save_pretrained(tmp_path / "adapter")
     plain = get_engine(tiny_model_dir, "", "hf", "fp32")
     tuned = get_engine(tiny_model_dir, str(tmp_path / "adapter"), "hf", "fp32")
-    prompt = [plain.chat_prompt(SYSTEM, USERS[0])]
+    prompt = [plain.template.prompt(SYSTEM, USERS[0])]
     assert not np.allclose(plain.score(prompt, [["left", "right"]]),
                            tuned.score(prompt, [["left", "right"]]), atol=1e-4)
 
@@ -214,7 +214,7 @@ def test_hf_and_vllm_score_alike_and_take_lora_weights_alike(tiny_model_dir):
 
     hf = get_engine(tiny_model_dir, "", "hf", "fp32", live="contract")
     vllm = get_engine(tiny_model_dir, "", "vllm", "fp32", live="contract")
-    prompts = [hf.chat_prompt(SYSTEM, u) for u in USERS]
+    prompts = [hf.template.prompt(SYSTEM, u) for u in USERS]
     for cands in (["left", "right"], ["pickup", "toggle", "left"]):
         assert np.allclose(hf.score(prompts, [cands] * 3), vllm.score(prompts, [cands] * 3),
                            atol=2e-3)

@@ -34,7 +34,7 @@ def test_a_reply_cut_at_max_tokens_says_length_and_counts_its_tokens(service):
                       max_tokens=3, n=2, temperature=0)
     (out,) = service.chat([req])
     assert [c["finish_reason"] for c in out["choices"]] == ["length", "length"]
-    prompt = service.policy.engine.chat_messages([{"role": "user",
+    prompt = service.policy.engine.template.render([{"role": "user",
                                                    "content": "Say left or right."}])
     n = len(service.policy.engine.encode(prompt))
     assert out["usage"] == {"prompt_tokens": n, "completion_tokens": 6, "total_tokens": n + 6}
@@ -44,14 +44,14 @@ def test_generation_details_by_hand(gen, monkeypatch):
     """Cut at max_new_tokens: 'length' and that many tokens; ending its turn: 'stop', the
     tokens up to and with the end of turn, and the text without it (the newline the tiny model
     writes first is made its end of turn here)."""
-    prompt = gen.chat_prompt(SYSTEM, "Left or right?")
+    prompt = gen.template.prompt(SYSTEM, "Left or right?")
     (cut,) = gen.generate_details([prompt], 4)
     assert cut.finish_reason == "length" and len(cut.token_ids) == 4
     assert cut.text == gen.tokenizer.decode(cut.token_ids, skip_special_tokens=True).strip()
     newline = gen.encode("\n")[0]
     assert cut.token_ids[0] == newline
     monkeypatch.setattr(gen, "end_id", newline)
-    short, long = gen.generate_details([prompt, gen.chat_prompt(SYSTEM, "x " * 30)], 4)
+    short, long = gen.generate_details([prompt, gen.template.prompt(SYSTEM, "x " * 30)], 4)
     assert (short.finish_reason, short.token_ids, short.text) == ("stop", [newline], "")
     assert long.finish_reason == "stop" and long.token_ids[-1] == newline
 
@@ -59,7 +59,7 @@ def test_generation_details_by_hand(gen, monkeypatch):
 def test_each_row_samples_from_its_own_seed(gen):
     """A row's sample depends on its prompt and seed only: alone or batched with other
     (longer, shorter) prompts, and whatever torch's global RNG holds."""
-    prompts = [gen.chat_prompt(SYSTEM, u) for u in ("x=0.1", "x=-0.3 v=0.2 " * 5, "go")]
+    prompts = [gen.template.prompt(SYSTEM, u) for u in ("x=0.1", "x=-0.3 v=0.2 " * 5, "go")]
     torch.manual_seed(1)
     alone = gen.generate_details(prompts[:1], 8, temperature=1.0, seeds=[11])
     torch.manual_seed(2)

@@ -312,7 +312,7 @@ def test_few_shot_rows_and_acting_prompts_are_the_same(cartpole, engine, tmp_pat
         assert policy.lead == lead
         policy.reset(0, 0)
         for t, pair in enumerate(pairs[:4]):
-            trained = engine.chat_messages(pair["prompt"]) if form == "chat" else pair["prompt"]
+            trained = engine.template.render(pair["prompt"]) if form == "chat" else pair["prompt"]
             assert policy.prompts([obs[t]], [0]) == [trained]
             assert lead in trained
             policy.act([obs[t]], [0])

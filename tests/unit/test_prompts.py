@@ -49,7 +49,7 @@ def test_training_pairs_match_acting_prompts(cartpole, engine, form):
             assert trained.startswith(f"R={ret - t:g} t={t} x=")
             assert answer in (" left", " right")
         assert policy.prompts([obs[t]], [0]) == [trained]
-        assert render_prompt(engine, form, policy.system, ret - t, t,
+        assert render_prompt(engine.template, form, policy.system, ret - t, t,
                              cartpole.encode(obs[t])) == trained
         policy.act([obs[t]], [0])
         policy.observe([0], [1.0])
@@ -138,7 +138,7 @@ def test_rows_with_history_match_acting_prompts(cartpole, engine, form):
     policy.reset(0, 0)
     acted = []
     for t, pair in enumerate(pairs[:8]):
-        trained = engine.chat_messages(pair["prompt"]) if form == "chat" else pair["prompt"]
+        trained = engine.template.render(pair["prompt"]) if form == "chat" else pair["prompt"]
         answer = pair["completion"][0]["content"] if form == "chat" else \
             pair["completion"].strip()
         (prompt,) = policy.prompts([obs[t]], [0])

@@ -318,7 +318,7 @@ def transcript(engine, k: int, steps: int) -> list[str]:
     for t in range(steps):
         msgs = [*msgs, {"role": "user", "content": f"Target return: {9 - t}\nStep: {t}\n"
                                                    f"x=0.{k}{t} v=-0.{t} a=0.0{k}"}]
-        out.append(engine.chat_messages(msgs))
+        out.append(engine.template.render(msgs))
         msgs = [*msgs, {"role": "assistant", "content": ["left", "right"][(t + k) % 2]}]
     return out
 

@@ -107,7 +107,7 @@ def test_thoughts_reach_the_trajectory_and_the_training_rows(cartpole, engine, m
     system = rows.column(dsx.SYSTEM)[0].as_py()
     assert system.endswith(INSTRUCTION) and "Reply with the action only" not in system
     pairs = to_prompt_completion(rows, "chat").to_pylist()
-    assert [engine.chat_messages(p["prompt"]) for p in pairs] == seen
+    assert [engine.template.render(p["prompt"]) for p in pairs] == seen
     # a policy that does not think keeps the column empty
     plain = EpisodeRunner(cartpole, 1).run(plan_chunks([("r", "random:")], 1, 0, 1)[0].specs, "r")
     assert plain.column(tr.THOUGHT).null_count == plain.num_rows

@@ -10,15 +10,11 @@ import functools
 from policylm.platform.engines.contract import (
     Engine,
     EngineError,
-    chat_prefix,
     end_of_turn_id,
-    render_chat,
-    render_messages,
     softmax,
 )
 
-__all__ = ["Engine", "EngineError", "chat_prefix", "end_of_turn_id", "get_engine",
-           "render_chat", "render_messages", "softmax"]
+__all__ = ["Engine", "EngineError", "end_of_turn_id", "get_engine", "softmax"]
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,9 +12,9 @@ generated token ids and why it stopped (:class:`Generation`). Sampling (``temper
 draws each row from its own random stream, ``seeds[i]`` (or ``(seed, i)``; neither: fresh
 entropy), so a row's text depends on its prompt and seed only, never on the other rows of the
 call or on a global random state.
-``chat_prompt(system, user)`` formats a conversation with the model's chat template, ending
-where the assistant's answer starts; ``chat_prefix(system)`` is its system part;
-``chat_messages(messages)`` formats any conversation; ``encode(text)`` gives token ids.
+``template`` is the model's chat template (:class:`policylm.platform.prompts.ChatTemplate`,
+which prompt rendering takes, so the learner renders alike without an engine); ``encode(text)``
+gives token ids.
 
 ``hf`` (transformers; CPU or GPU) is the default; ``vllm`` needs a GPU and the ``vllm`` extra.
 """
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from policylm.platform.prompts import ChatTemplate
 
 # dtype names users write -> the canonical names both engines use (torch and vLLM spellings)
 DTYPE_NAMES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp32": "float32",
@@ -101,6 +103,7 @@ class Engine(Protocol):
     """What every inference engine offers (see module docstring)."""
 
     name: str
+    template: ChatTemplate  # the model's chat template (policylm.platform.prompts)
 
     def score(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]],
               prefix: str | None = None, sessions: Sequence[Hashable] | None = None
@@ -110,26 +113,7 @@ class Engine(Protocol):
                  temperature: float = 0.0, seed: int | None = None,
                  seeds: Sequence[int | None] | None = None) -> list[str]: ...
 
-    def chat_prompt(self, system: str, user: str) -> str: ...
-
-    def chat_prefix(self, system: str) -> str: ...
-
-    def chat_messages(self, messages: Sequence[dict]) -> str: ...
-
     def encode(self, text: str) -> list[int]: ...
-
-
-def render_chat(tokenizer: Any, system: str, user: str) -> str:
-    """System and user turns in the tokenizer's chat template, ending where the answer starts."""
-    return render_messages(tokenizer, [{"role": "system", "content": system},
-                                       {"role": "user", "content": user}])
-
-
-def render_messages(tokenizer: Any, messages: Sequence[dict]) -> str:
-    """A conversation (``[{"role", "content"}]``) in the tokenizer's chat template, ending where
-    the assistant's answer starts."""
-    return tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                         add_generation_prompt=True)
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
@@ -138,17 +122,6 @@ def end_of_turn_id(tokenizer: Any) -> int:
     if tid is None or tid == tokenizer.unk_token_id:
         return tokenizer.eos_token_id
     return tid
-
-
-def chat_prefix(engine: Engine, system: str) -> str:
-    """The text every chat prompt with this system turn starts with, up to where the user's
-    words begin (the system turn and the user turn's header), found by rendering two prompts
-    that differ only in the user text."""
-    a, b = engine.chat_prompt(system, "a"), engine.chat_prompt(system, "b")
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
 
 
 def softmax(logps: np.ndarray, temperature: float = 1.0) -> np.ndarray:

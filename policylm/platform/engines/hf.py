@@ -31,16 +31,14 @@ import numpy as np
 from policylm.platform.engines.contract import (
     EngineError,
     Generation,
-    chat_prefix,
     dtype_name,
     end_of_turn_id,
     finished,
-    render_chat,
-    render_messages,
     row_seeds,
     scored_tokens,
 )
 from policylm.platform.engines.sampling import row_sampler
+from policylm.platform.prompts import ChatTemplate
 
 log = logging.getLogger("policylm")
 
@@ -136,6 +134,7 @@ class HFEngine:
         self.max_length = int(getattr(lm.config, "max_position_embeddings", 2048))
         self.max_batch_tokens = max_batch_tokens
         self.end_id = end_of_turn_id(self.tokenizer)
+        self.template = ChatTemplate(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.end_id
@@ -190,15 +189,6 @@ class HFEngine:
         return changed
 
     # --- prompts -------------------------------------------------------------------------
-
-    def chat_prompt(self, system: str, user: str) -> str:
-        return render_chat(self.tokenizer, system, user)
-
-    def chat_prefix(self, system: str) -> str:
-        return chat_prefix(self, system)
-
-    def chat_messages(self, messages: Sequence[dict]) -> str:
-        return render_messages(self.tokenizer, messages)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -21,14 +21,12 @@ import numpy as np
 from policylm.platform.engines.contract import (
     EngineError,
     Generation,
-    chat_prefix,
     dtype_name,
     end_of_turn_id,
-    render_chat,
-    render_messages,
     row_seeds,
     scored_tokens,
 )
+from policylm.platform.prompts import ChatTemplate
 
 
 def vllm_unavailable_reason() -> str | None:
@@ -63,6 +61,7 @@ class VLLMEngine:
         path = resolve_model(model)
         self.model_name = model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.template = ChatTemplate(self.tokenizer)
         self.llm = LLM(model=path, dtype=dtype_name(dtype), enable_prefix_caching=True,
                        enable_lora=bool(adapter) or enable_lora, max_lora_rank=max_lora_rank,
                        gpu_memory_utilization=gpu_memory_utilization)
@@ -100,15 +99,6 @@ class VLLMEngine:
                        "base_model_name_or_path": self.model_name}, f)
         self.lora = LoRARequest("policylm-live", 2, path, load_inplace=True)
         return len(a_keys)
-
-    def chat_prompt(self, system: str, user: str) -> str:
-        return render_chat(self.tokenizer, system, user)
-
-    def chat_prefix(self, system: str) -> str:
-        return chat_prefix(self, system)
-
-    def chat_messages(self, messages: Sequence[dict]) -> str:
-        return render_messages(self.tokenizer, messages)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

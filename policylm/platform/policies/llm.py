@@ -97,6 +97,7 @@ class LLMPolicy(Policy):
     def __init__(self, adapter: EnvAdapter, engine: Engine, cfg: LLMPolicyConfig):
         check_config(cfg, adapter)
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
+        self.template = engine.template  # the model's chat template, for render_prompt
         self.form = check_form(cfg.prompt_form)
         self.system = adapter.system_text() if cfg.mode != "think" \
             else think_system(adapter.system_text())
@@ -104,7 +105,7 @@ class LLMPolicy(Policy):
         if cfg.shots:
             self.shots = pick_shots(cfg.shots_from, cfg.shots, cfg.shots_seed)
         self.lead = render_shots(self.shots) if self.shots else cfg.lead
-        self.prefix = render_prefix(engine, self.form, self.system, self.lead)
+        self.prefix = render_prefix(engine.template, self.form, self.system, self.lead)
         self.candidates = action_candidates(self.form, list(adapter.codec.valid_actions or []))
         # norm=mean/pmi only: remote engines (openai://) have no tokenizer or scores here
         self.lengths = candidate_lengths(engine, self.candidates) if cfg.norm == "mean" else None
@@ -167,7 +168,7 @@ class LLMPolicy(Policy):
 
     def prompts(self, observations: Sequence[Any], slots: Sequence[int]) -> list[str]:
         return [
-            render_prompt(self.engine, self.form, self.system, self.target(s), self.t.get(s, 0),
+            render_prompt(self.template, self.form, self.system, self.target(s), self.t.get(s, 0),
                           self.adapter.encode(o), self.window(s), self.lead)
             for o, s in zip(observations, slots, strict=True)
         ]
@@ -200,7 +201,7 @@ class LLMPolicy(Policy):
         if self.cfg.mode == "score":
             keys = list(sessions) if self.cfg.history and sessions else None
             if self.cfg.guidance:  # the same prompts with the null target, in the same call
-                prompts += [render_prompt(self.engine, self.form, self.system, None, t, text,
+                prompts += [render_prompt(self.template, self.form, self.system, None, t, text,
                                           past, self.lead)
                             for text, t, past in zip(obs_texts, steps, pasts, strict=True)]
                 keys = keys and keys + [None if k is None else (k, "null target") for k in keys]
@@ -231,7 +232,7 @@ class LLMPolicy(Policy):
         the history window trimmed to fit the context, the observation), and those windows."""
         pasts = [self._fitting(text, target, t, past) for text, target, t, past
                  in zip(obs_texts, targets, steps, pasts or [()] * len(obs_texts), strict=True)]
-        prompts = [render_prompt(self.engine, self.form, self.system, target, t, text, past,
+        prompts = [render_prompt(self.template, self.form, self.system, target, t, text, past,
                                  self.lead)
                    for text, target, t, past in zip(obs_texts, targets, steps, pasts,
                                                     strict=True)]
@@ -267,7 +268,7 @@ class LLMPolicy(Policy):
         room = min(limit - self.reserve if limit is not None else self.max_prompt_tokens,
                    self.max_prompt_tokens if self.max_prompt_tokens is not None else limit)
         while past:
-            prompt = render_prompt(self.engine, self.form, self.system, target, t, obs_text,
+            prompt = render_prompt(self.template, self.form, self.system, target, t, obs_text,
                                    past, self.lead)
             # a token holds at least one byte: a prompt of fewer bytes fits without encoding
             if len(prompt.encode()) <= room or len(self.engine.encode(prompt)) <= room:
@@ -278,7 +279,7 @@ class LLMPolicy(Policy):
     def _baseline(self) -> np.ndarray:
         """Each action's log-likelihood after a prompt with no observation (target 0, step 0):
         the prior that ``norm=pmi`` subtracts."""
-        empty = render_prompt(self.engine, self.form, self.system, 0, 0, "", lead=self.lead)
+        empty = render_prompt(self.template, self.form, self.system, 0, 0, "", lead=self.lead)
         return self.engine.score([empty], [self.candidates], prefix=self.prefix)[0]
 
     def _normed(self, logps: np.ndarray) -> np.ndarray:

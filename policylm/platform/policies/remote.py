@@ -32,6 +32,7 @@ import numpy as np
 
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.policy import Policy
+from policylm.platform.prompts import ChatTemplate
 
 
 class RemoteError(RuntimeError):
@@ -185,9 +186,23 @@ class HTTPPolicy(Policy):
         return {**self.counts, "invalid_rate": self.counts["invalid"] / n if n else None}
 
 
+class MessagesAsJSON(ChatTemplate):
+    """The template of a chat server: a conversation as its JSON message list (the server
+    applies the model's template); no prefix to cache on this side."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def render(self, messages: Sequence[dict]) -> str:
+        return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages])
+
+    def prefix(self, system: str) -> str:
+        return ""
+
+
 class OpenAIEngine:
     """The generate half of the engine contract over an OpenAI-compatible chat server. Chat
-    prompts are carried as JSON message lists (``chat_prompt``) and sent as ``messages``;
+    prompts are carried as JSON message lists (:class:`MessagesAsJSON`) and sent as ``messages``;
     scoring is not offered (chat servers return no prompt log-probabilities)."""
 
     name = "openai"
@@ -196,16 +211,7 @@ class OpenAIEngine:
         self.base, self.model = base_url.rstrip("/"), model
         self.timeout, self.concurrency = timeout, concurrency
         self.key = os.environ.get("OPENAI_API_KEY") or os.environ.get("POLICYLM_API_KEY", "")
-
-    def chat_prompt(self, system: str, user: str) -> str:
-        return self.chat_messages([{"role": "system", "content": system},
-                                   {"role": "user", "content": user}])
-
-    def chat_messages(self, messages: Sequence[dict]) -> str:
-        return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages])
-
-    def chat_prefix(self, system: str) -> str:
-        return ""
+        self.template = MessagesAsJSON()
 
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError("openai engine: no tokenizer on the client side")

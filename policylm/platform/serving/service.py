@@ -309,7 +309,7 @@ class PolicyService:
             raise RequestError("max_tokens", f"{req.max_tokens} tokens asked for; the limit is "
                                f"{self.limits.max_new_tokens} (max_new_tokens)")
         engine = self.policy.engine
-        prompt = engine.chat_messages([m.model_dump() for m in req.messages])
+        prompt = engine.template.render([m.model_dump() for m in req.messages])
         n = self.tokens(prompt)
         if n > self.limits.max_prompt_tokens:
             raise RequestError("messages", f"the conversation is {n} tokens; prompts are "

@@ -28,7 +28,6 @@ fallback action and is trained as if its canonical text had been generated.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +36,7 @@ from policylm.platform.data import trajectories as tr
 from policylm.platform.data.returns import group_advantages
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.prompts import (
+    ChatTemplate,
     action_candidates,
     history_start,
     prompt_target,
@@ -52,8 +52,9 @@ def remaining_targets(rewards: Sequence[float], target: float, adaptive: bool) -
     return [prompt_target(target, float(e), adaptive) for e in earned]
 
 
-def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, target: float,
-                adaptive: bool = True, history: int = 0, lead: str = "") -> StepBatch:
+def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, template: ChatTemplate | None,
+                target: float, adaptive: bool = True, history: int = 0, lead: str = ""
+                ) -> StepBatch:
     """The learner's batch from the steps of one iteration: episodes grouped by env seed,
     advantages from their returns, prompts rendered as the policy rendered them (after the
     earlier steps of the window with ``history``, with the few-shot examples ``lead``)."""
@@ -90,7 +91,7 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, chat: Any, targ
                 first = start + history_start(rows[tr.T][i] - rows[tr.T][start], history)
                 past = [(targets[j - start], rows[tr.T][j], rows[tr.OBS_TEXT][j],
                          rows[tr.ACTION_TEXT][j]) for j in range(first, i)]
-                out.prompts.append(render_prompt(chat, form, system, tgt, rows[tr.T][i],
+                out.prompts.append(render_prompt(template, form, system, tgt, rows[tr.T][i],
                                                  rows[tr.OBS_TEXT][i], past, lead))
                 out.chosen.append(int(rows[tr.ACTION_INDEX][i]))
                 if generated:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policylm.platform.prompts import action_candidates
+from policylm.platform.prompts import ChatTemplate, action_candidates
 
 if TYPE_CHECKING:
     from policylm.platform.envs import EnvAdapter
@@ -54,6 +54,7 @@ class EpisodicLearner:
         self.version = 0
         self.snapshots: dict[int, dict[str, Any]] = {}  # version -> its LoRA tensors
         self.end = end_of_turn_id(tokenizer)
+        self.template = ChatTemplate(tokenizer)  # renders prompts as the engines do
         self.generated = adapter.codec.valid_actions is None
         cands = action_candidates(form, list(adapter.codec.valid_actions or []))
         # the tokens each candidate's log-probability sums over, by the engines' rule
@@ -63,18 +64,6 @@ class EpisodicLearner:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr)
-
-    def chat_prompt(self, system: str, user: str) -> str:
-        """The chat template, as the engine renders it (for ``render_prompt``)."""
-        from policylm.platform.engines import render_chat
-
-        return render_chat(self.tokenizer, system, user)
-
-    def chat_messages(self, messages: Sequence[dict]) -> str:
-        """A conversation in the chat template, as the engine renders it (history)."""
-        from policylm.platform.engines import render_messages
-
-        return render_messages(self.tokenizer, messages)
 
     def _token_logps(self, rows: Sequence[Sequence[int]],
                      reads: Sequence[tuple[int, int, int]], temperature: float = 1.0) -> Any:
