@@ -60,7 +60,7 @@ def load_learner(args: Args, env: Any) -> tuple[Any, str, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policylm.platform.engines.models import resolve_model
-    from policylm.platform.prompts import read_record
+    from policylm.platform.records import read_record
     from policylm.platform.training.learner import EpisodicLearner
 
     path = resolve_model(args.model)

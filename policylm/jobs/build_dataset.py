@@ -108,7 +108,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
     from policylm.platform.data import datasets as dsx
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
-    from policylm.platform.prompts import PromptRecord, write_record
+    from policylm.platform.records import PromptRecord, write_record
 
     stages = Stages()
     sources = [cfg.trajectories] if isinstance(cfg.trajectories, str) else cfg.trajectories

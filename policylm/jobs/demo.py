@@ -23,7 +23,7 @@ from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
 from policylm.platform import console
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory
-from policylm.platform.prompts import read_record
+from policylm.platform.records import read_record
 from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 

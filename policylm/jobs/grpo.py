@@ -31,7 +31,7 @@ from policylm.jobkit.runs import (
 )
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.memory import with_memory
-from policylm.platform.prompts import FORMS
+from policylm.platform.records import FORMS
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.rewards import REWARDS
 from policylm.platform.training.scaling import TrainConfig
@@ -139,7 +139,7 @@ def resolve_start(cfg: GrpoSettings) -> None:
     other directories), and settle the prompt form: the one given, else the one recorded with
     the adapter or model, else chat."""
     from policylm.platform.config import ConfigError
-    from policylm.platform.prompts import read_record
+    from policylm.platform.records import read_record
 
     if cfg.adapter:
         cfg.adapter = str(Path(cfg.adapter).resolve())
@@ -221,7 +221,7 @@ def train_loop_per_worker(config: dict) -> None:
 def main(cfg: GrpoJobConfig) -> dict:
     resolve_start(cfg)
     from policylm.jobkit import ray_train
-    from policylm.platform.prompts import PromptRecord, read_record, write_record
+    from policylm.platform.records import PromptRecord, read_record, write_record
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "grpo")

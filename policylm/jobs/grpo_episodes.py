@@ -95,7 +95,7 @@ def main(cfg: GrpoEpisodesConfig) -> dict:
     from policylm.platform.data import trajectories as tr
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
-    from policylm.platform.prompts import PromptRecord, read_record, write_record
+    from policylm.platform.records import PromptRecord, read_record, write_record
     from policylm.platform.tracking import Tracker
     from policylm.platform.training.episodic_grpo import build_batch, subsample
     from policylm.platform.training.learner import EpisodicLearner

@@ -37,7 +37,7 @@ def merge(model: str, adapter: str, out: Path, dtype: str = "fp32") -> Path:
 
     from policylm.platform.engines.hf import merge_adapter
     from policylm.platform.engines.models import resolve_model
-    from policylm.platform.prompts import read_record, write_record
+    from policylm.platform.records import read_record, write_record
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter} has no adapter_config.json; pass an adapter dir")

@@ -24,7 +24,7 @@ from policylm.jobkit.runs import log, run_job, settings, write_json
 from policylm.platform.config import ConfigError
 from policylm.platform.memory import with_memory
 from policylm.platform.policies.shots import render_shots
-from policylm.platform.prompts import PromptRecord, read_record, write_record
+from policylm.platform.records import PromptRecord, read_record, write_record
 from policylm.platform.training.sft import (
     SftJobConfig,
     build_trainer,

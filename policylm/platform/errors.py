@@ -14,7 +14,7 @@ from policylm.platform.envs.codecs import ActionParseError
 from policylm.platform.envs.spaces import SpaceValueError
 from policylm.platform.policies import PolicyError
 from policylm.platform.policies.remote import RemoteError
-from policylm.platform.prompts import PromptFormError
+from policylm.platform.records import PromptFormError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     ActionParseError, ConfigError, DatasetError, EngineError, EnvError, FileNotFoundError,

@@ -8,8 +8,9 @@ training rows and for acting alike (one place, so the two never drift).
   answer `` <action>``. A CartPole row is about 34 tokens instead of 88, so a training budget
   sees 2.6x the rows; for fine-tuned policies, which learn the format from their data.
 
-``policylm sft`` records the form in the adapter directory (``policylm.json``), and an
-``hf://`` policy with that adapter (or a model merged from it) prompts in the same form.
+``policylm sft`` records the form in the adapter directory (``policylm.json``, read and written
+by ``policylm.platform.records``), and an ``hf://`` policy with that adapter (or a model merged
+from it) prompts in the same form.
 
 History (``history=k``): the prompt holds the episode's earlier steps as a transcript, each one
 rendered exactly as its own prompt was, followed by the action taken (:func:`history_messages`
@@ -24,24 +25,15 @@ the adapter, so a policy acts with the history it was trained on.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from policylm.platform.numbers import format_number
+from policylm.platform.records import check_form
 
-FORMS = ("chat", "compact")
 PROMPT_TEMPLATE_VERSION = "v2"  # reported by the server with the prompt form (v2: history as
                                 # a transcript of earlier steps)
-HISTORY_FORMAT = "transcript"  # recorded with history > 0; earlier records used other text
-FORM_FILE = "policylm.json"
-
-
-class PromptFormError(ValueError):
-    """An unknown prompt form or an unreadable form record."""
 
 
 def format_user(target_return: float | None, t: int, obs_text: str) -> str:
@@ -55,12 +47,6 @@ def format_target(target_return: float | None) -> str:
     """The target as a prompt writes it: :func:`format_number`, or ``?`` for the null target
     (no target: what return guidance contrasts the target with)."""
     return "?" if target_return is None else format_number(target_return)
-
-
-def check_form(form: str) -> str:
-    if form not in FORMS:
-        raise PromptFormError(f"prompt form {form!r} is unknown; use one of {', '.join(FORMS)}")
-    return form
 
 
 Step = tuple[float, int, str, str]
@@ -185,85 +171,6 @@ def training_pair(form: str, system: str, target_return: float | None, t: int, o
 def action_candidates(form: str, actions: list[str]) -> list[str]:
     """The answer texts to score for the valid actions in this form."""
     return [" " + a for a in actions] if check_form(form) == "compact" else list(actions)
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """How a model, adapter or dataset directory prompts: its ``policylm.json``, written by the
-    job that made it (sft, grpo, merge, build-dataset) and read by everything that prompts it.
-
-    ``form``: the prompt form (None in a dataset's record, which fixes only its history; reads
-    as ``chat``, as for base models); ``history``: the steps of history its rows hold
-    (:func:`history_start`); ``lead``: the few-shot examples' text every prompt starts with;
-    ``think``: its rows thought before acting (``mode=think``)."""
-
-    form: str | None = None
-    history: int = 0
-    lead: str = ""
-    think: bool = False
-
-    def __post_init__(self) -> None:
-        if self.form is not None:
-            check_form(self.form)
-        if int(self.history) < 0:
-            raise PromptFormError(f"history={self.history}: must be >= 0")
-
-    @property
-    def prompt_form(self) -> str:
-        """The form to prompt in: the recorded one, else ``chat``."""
-        return self.form or "chat"
-
-    @property
-    def mode(self) -> str:
-        """``think`` for a policy trained to think before acting, else empty."""
-        return "think" if self.think else ""
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as ``policylm.json`` stores it."""
-        return {**({"prompt_form": self.form} if self.form else {}), "history": int(self.history),
-                **({"history_format": HISTORY_FORMAT} if self.history else {}),
-                **({"lead": self.lead} if self.lead else {}),
-                **({"mode": "think"} if self.think else {})}
-
-    @classmethod
-    def from_json(cls, data: Any, where: str = FORM_FILE) -> PromptRecord:
-        """The record stored as ``data``; :class:`PromptFormError` naming ``where`` when it is not
-        one, or holds history in the format before the transcript (its rows hold other text)."""
-        try:
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            history = int(data.get("history", 0))
-            record = cls(form=data.get("prompt_form"), history=history,
-                         lead=str(data.get("lead", "")), think=data.get("mode") == "think")
-        except (ValueError, TypeError) as err:
-            raise PromptFormError(
-                f"{where}: not a prompt record ({err}); expected e.g. "
-                '{"prompt_form": "compact", "history": 0}') from err
-        if history and data.get("history_format") != HISTORY_FORMAT:
-            raise PromptFormError(
-                f"{where}: history={history} was recorded in an earlier format (earlier steps "
-                "as lines before the observation), which prompts no longer use; rebuild the "
-                "dataset (build-dataset history=k) and train again")
-        return record
-
-
-def write_record(directory: str | Path, record: PromptRecord) -> None:
-    """Store ``record`` as ``directory``'s ``policylm.json``."""
-    Path(directory, FORM_FILE).write_text(json.dumps(record.to_json()) + "\n")
-
-
-def read_record(*directories: str | Path | None) -> PromptRecord:
-    """The record of the first of ``directories`` that has one (an adapter, then its model;
-    empty entries skipped), or the empty record (chat, no history) when none does."""
-    for d in directories:
-        path = Path(d) / FORM_FILE if d else None
-        if path is not None and path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except ValueError as err:
-                raise PromptFormError(f"{path}: unreadable record ({err})") from err
-            return PromptRecord.from_json(data, str(path))
-    return PromptRecord()
 
 
 # Think-then-act (ReAct-style answers, mode=think): a short reasoning text, then the action on a

@@ -96,7 +96,7 @@ def train_trial(config: dict, base: dict) -> None:
 
     from policylm.platform.config import config_from_dict
     from policylm.platform.policies.shots import render_shots
-    from policylm.platform.prompts import PromptRecord, read_record, write_record
+    from policylm.platform.records import PromptRecord, read_record, write_record
     from policylm.platform.training.sft import (
         SftJobConfig,
         build_trainer,

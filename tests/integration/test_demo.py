@@ -13,7 +13,7 @@ from policylm.jobs.demo import DemoConfig, main
 from policylm.jobs.train_experts import TrainExpertsConfig
 from policylm.jobs.train_experts import main as train_main
 from policylm.platform.config import load_config
-from policylm.platform.prompts import read_record
+from policylm.platform.records import read_record
 
 pytestmark = pytest.mark.integration
 

@@ -40,7 +40,7 @@ def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path,
     from policylm.jobs.sft import SftJobConfig
     from policylm.jobs.sft import main as sft
     from policylm.platform.config import config_from_dict
-    from policylm.platform.prompts import read_record
+    from policylm.platform.records import read_record
 
     prior = sft(config_from_dict(SftJobConfig, {
         "dataset": str(write_dataset(tmp_path / "random", 64, "random")),

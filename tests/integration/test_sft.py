@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from policylm.jobs.sft import SftJobConfig, main
-from policylm.platform.prompts import read_record
+from policylm.platform.records import read_record
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import yaml
 from policylm.jobs.train_suite import TrainSuiteConfig, main
 from policylm.platform.config import load_config
 from policylm.platform.data import trajectories as tr
-from policylm.platform.prompts import read_record
+from policylm.platform.records import read_record
 
 pytestmark = pytest.mark.integration
 CONFIG = Path(__file__).parents[2] / "configs" / "babyai_balrog.yaml"

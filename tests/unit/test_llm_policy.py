@@ -289,7 +289,7 @@ def test_few_shot_rows_and_acting_prompts_are_the_same(cartpole, engine, tmp_pat
     import pyarrow.compute as pc
 
     from policylm.platform.policies.shots import pick_shots, render_shots
-    from policylm.platform.prompts import PromptRecord, write_record
+    from policylm.platform.records import PromptRecord, write_record
     from policylm.platform.rollout.runner import write_chunk
     from policylm.platform.training.sft import to_prompt_completion
 

@@ -8,16 +8,8 @@ import pytest
 
 from policylm.platform.data import datasets as dsx
 from policylm.platform.policies.llm import LLMPolicy, LLMPolicyConfig
-from policylm.platform.prompts import (
-    PromptFormError,
-    PromptRecord,
-    compact_prompt,
-    history_messages,
-    history_start,
-    read_record,
-    render_prompt,
-    write_record,
-)
+from policylm.platform.prompts import compact_prompt, history_messages, history_start, render_prompt
+from policylm.platform.records import PromptFormError, PromptRecord, read_record, write_record
 from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
 from policylm.platform.training.sft import to_prompt_completion
 
@@ -167,7 +159,7 @@ def test_episodes_grpo_trains_on_the_prompts_the_policy_acted_with(cartpole, tin
     the prompts the engine scored while acting are the batch's prompts."""
     import pyarrow as pa
 
-    from policylm.platform.prompts import PromptRecord, write_record
+    from policylm.platform.records import PromptRecord, write_record
     from policylm.platform.training.episodic_grpo import build_batch
 
     lead = "Examples from good episodes (observation -> action):\nx=0.01 v=0 a=0 w=0 -> left"

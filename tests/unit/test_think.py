@@ -152,7 +152,8 @@ def test_an_adapter_trained_on_thinking_rows_thinks_unasked(cartpole, engine, tm
     from policylm.jobs.grpo import GrpoJobConfig, resolve_start
     from policylm.platform.config import ConfigError
     from policylm.platform.policies import policy_from_uri
-    from policylm.platform.prompts import PromptRecord, think_system, write_record
+    from policylm.platform.prompts import think_system
+    from policylm.platform.records import PromptRecord, write_record
     from policylm.platform.training.sft import rows_think
 
     data = tmp_path / "data"
@@ -181,7 +182,7 @@ def test_merged_model_prompts_exactly_as_its_adapter(cartpole, engine, tmp_path)
 
     from policylm.jobs.merge import merge
     from policylm.platform.policies import policy_from_uri
-    from policylm.platform.prompts import PromptRecord, read_record, write_record
+    from policylm.platform.records import PromptRecord, read_record, write_record
 
     torch.manual_seed(0)
     lm = get_peft_model(AutoModelForCausalLM.from_pretrained(engine.model_name),

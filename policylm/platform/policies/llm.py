@@ -36,15 +36,14 @@ from policylm.platform.policy import Policy
 from policylm.platform.prompts import (
     Step,
     action_candidates,
-    check_form,
     history_window,
     prompt_target,
-    read_record,
     render_prefix,
     render_prompt,
     split_answer,
     think_system,
 )
+from policylm.platform.records import check_form, read_record
 
 log = logging.getLogger("policylm")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from policylm.platform.config import field, overwrite_field, require
 from policylm.platform.data.datasets import DatasetError
-from policylm.platform.prompts import FORMS
+from policylm.platform.records import FORMS
 from policylm.platform.tracking import TrackingConfig
 from policylm.platform.training.scaling import TrainConfig
 
