@@ -430,10 +430,14 @@ def parse_llm_spec(model: str, params: dict[str, str]) -> LLMPolicySpec:
             kind = "an integer" if cast is int else "a number"
             raise ValueError(f"{key}={raw!r} is not {kind}") from None
 
+    def local(path: str) -> bool:  # a path on disk, not a hub id (org/name)
+        return path.startswith(("/", ".", "~")) or path.count("/") >= 2
+
     for key in ("adapter", "shots_from", "lead_from"):
-        if params.get(key) and not Path(params[key]).exists():
-            raise ValueError(f"{key}={params[key]} does not exist; give an existing directory")
-    if model != EMBEDDED_NAME and model.startswith(("/", ".")) and not Path(model).is_dir():
+        value = params.get(key)
+        if value and (key != "adapter" or local(value)) and not Path(value).exists():
+            raise ValueError(f"{key}={value} does not exist; give an existing directory")
+    if model != EMBEDDED_NAME and local(model) and not Path(model).is_dir():
         raise ValueError(f"model directory {model} does not exist")
     engine, dtype = params.get("engine", "hf"), params.get("dtype", "auto")
     if engine not in ("hf", "vllm"):
