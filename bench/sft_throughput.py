@@ -3,6 +3,10 @@ same trainer, settings, model and data run in this process (no Ray), both timed 
 the dataset to the end of training (so Ray Train's worker start-up, its dataset hand-over and
 the model load inside the worker all count against it). Target: ratio >= 0.9.
 
+The job's time is also split into its fixed cost (``job_fixed_cost_s``: worker start-up, the
+dataset hand-over, the model load in the worker) and its steady rate (``job_trainer_tokens_per_s``,
+the trainer's own ``num_tokens / train_runtime``).
+
 Second figure: the job's trainer (TRL's SFTTrainer with the loss computed at the action tokens
 only) against plain TRL ``SFTTrainer`` in this process, both timed by the trainer alone
 (``num_tokens / train_runtime``): ``label_only_ratio``.
@@ -127,11 +131,15 @@ def main() -> None:
         here.append(job_trainer_in_process(root / "ds", cfg, root / "here2"))
     seconds = result["stage_seconds"]["data"] + result["stage_seconds"]["train"]
     ours = result["train_tokens"] / seconds
+    # the job's time that is not training at its steady rate: worker start-up, the dataset
+    # hand-over and the model load in the worker (None when the trainer reported no rate)
+    steady = result["train_tokens_per_s"]
+    fixed = round(seconds - result["train_tokens"] / steady, 1) if steady else None
     finish("sft_throughput", ("policylm sft, 1 worker, tokens/s (data + train)", ours),
            ("the same trainer in-process, tokens/s (data + train)", statistics.median(here)),
            target=0.9, model=args.model, steps=args.steps, batch=args.batch,
            prompt_form=args.prompt_form, in_process_runs=[round(h, 1) for h in here],
-           job_seconds=seconds, job_trainer_tokens_per_s=result["train_tokens_per_s"],
+           job_seconds=seconds, job_trainer_tokens_per_s=steady, job_fixed_cost_s=fixed,
            label_only_ratio=round(label_only / plain, 3),
            label_only_tokens_per_s=round(label_only, 1), trl_tokens_per_s=round(plain, 1))
 
