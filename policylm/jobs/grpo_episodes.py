@@ -45,6 +45,10 @@ class GrpoEpisodesConfig(GrpoSettings):
     target_return: float = field(500.0, doc="the target in the prompt")
     epochs_per_iteration: int = field(1, doc="passes over an iteration's steps")
     minibatch: int = field(64, doc="steps per optimizer step")
+    micro_tokens: int = field(512, doc="the learner's forward and backward passes hold at most "
+                              "this many tokens at once (a minibatch's pieces; their gradients "
+                              "are summed, so the update is the same and memory follows the "
+                              "piece)")
     train_steps: int = field(0, doc="train on at most this many steps per iteration, drawn "
                              "uniformly from the kept episodes (0: all)")
     max_staleness: int = field(0, doc="0 plays and trains in turns; k > 0 lets the actors play "
@@ -69,6 +73,7 @@ class GrpoEpisodesConfig(GrpoSettings):
     def validate(self) -> None:
         super().validate()
         require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
+        require(self.micro_tokens >= 1, "micro_tokens", "must be >= 1")
         require(self.iterations >= 1, "iterations", "must be >= 1")
         require(self.seeds_per_iteration >= 1, "seeds_per_iteration", "must be >= 1")
         require(self.max_staleness >= 0, "max_staleness", "must be >= 0 (0: synchronous)")
@@ -112,7 +117,7 @@ def main(cfg: GrpoEpisodesConfig) -> dict:
         model = get_peft_model(model, peft)
     learner = EpisodicLearner(model, tokenizer, env, cfg.prompt_form, cfg.temperature, cfg.lr,
                               cfg.epsilon, cfg.beta, cfg.minibatch, cfg.max_staleness,
-                              cfg.max_importance_weight)
+                              cfg.max_importance_weight, cfg.micro_tokens)
     # the actors load the base model; the learner's LoRA weights (the starting adapter's too)
     # reach them before every iteration
     base = (f"hf://{cfg.model}?target_return={cfg.target_return}&temperature={cfg.temperature}"

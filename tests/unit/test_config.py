@@ -150,4 +150,6 @@ def test_the_two_grpo_commands_refuse_each_others_keys():
     assert (cfg.iterations, cfg.lr, cfg.env_id) == (3, 1e-4, "CartPole-v1")
     with pytest.raises(ConfigError, match="lr: must be > 0"):  # the shared settings' checks
         load_config(GrpoEpisodesConfig, None, ["lr=0"])
+    with pytest.raises(ConfigError, match="micro_tokens: must be >= 1"):
+        load_config(GrpoEpisodesConfig, None, ["micro_tokens=0"])
 

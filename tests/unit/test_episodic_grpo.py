@@ -147,6 +147,38 @@ def test_update_raises_the_advantaged_action(learner):
     assert not all(torch.equal(now[k], kept[k]) for k in kept)
 
 
+def test_an_update_in_pieces_equals_the_update_in_one(learner):
+    """micro_tokens cuts a minibatch's passes into pieces whose gradients are summed: the
+    update (weights and reported figures) equals the one of whole minibatches, while each
+    forward holds at most one piece (here: rows of 23-24 tokens, pieces of one row)."""
+    import copy
+
+    from policylm.platform.training.learner import StepBatch
+
+    prompts = [f"R={500 - 7 * i} t={i} x={0.1 * i:.1f} v=0 a=0 w=0 ->" for i in range(12)]
+    batch = StepBatch(prompts, [i % 2 for i in range(12)],
+                      [1.0, -0.5, 0.25, -1.0, 0.75, 0.5] * 2, 1, 0)
+    whole = learner
+    whole.minibatch, whole.micro_tokens = 8, 10**6
+    pieces = copy.deepcopy(whole)
+    pieces.micro_tokens = 30
+    for one in (whole, pieces):  # plain SGD: the step is the gradient itself (Adam would
+        # magnify rounding in gradients near zero into steps of +-lr)
+        one.optimizer = torch.optim.SGD([p for p in one.model.parameters() if p.requires_grad],
+                                        lr=0.5)
+    cost = pieces._row_tokens(batch)
+    assert all(23 <= c <= 24 for c in cost)
+    assert pieces._pieces(cost, 0, 8) == [(i, i + 1) for i in range(8)]
+    assert whole._pieces(cost, 0, 8) == [(0, 8)]
+    start = whole.lora_weights()[0]
+    a, b = whole.update(batch, epochs=2), pieces.update(batch, epochs=2)
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    assert a["clip_fraction"] == pytest.approx(b["clip_fraction"], abs=1e-9)
+    wa, wb = whole.lora_weights()[0], pieces.lora_weights()[0]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert not all(torch.equal(wa[k], start[k]) for k in wa)  # the update moved them
+
+
 def test_generated_actions_logps_batch_and_update(tiny_model_dir):
     """Continuous actions: the batch carries each step's action text; the learner's
     log-probability is the text's, token by token at the temperature (checked by hand), and an

@@ -37,19 +37,22 @@ class EpisodicLearner:
     """The policy's LoRA adapter under training (transformers + PEFT, CPU or GPU).
 
     ``version`` counts the updates made (the weights of version v are those before update v);
-    the weights of the last ``max_staleness`` versions are kept for steps they played."""
+    the weights of the last ``max_staleness`` versions are kept for steps they played.
+    ``micro_tokens``: a minibatch's forward and backward passes run over pieces of at most this
+    many tokens (one row at least), their gradients summed before the one optimizer step, so an
+    update's activation memory follows the piece, not the minibatch (the update is the same)."""
 
     def __init__(self, model: Any, tokenizer: Any, adapter: EnvAdapter, form: str,
                  temperature: float = 1.0, lr: float = 1e-5, epsilon: float = 0.2,
                  beta: float = 0.0, minibatch: int = 64, max_staleness: int = 0,
-                 max_weight: float = 2.0):
+                 max_weight: float = 2.0, micro_tokens: int = 512):
         import torch
 
         from policylm.platform.engines.contract import end_of_turn_id, scored_tokens
 
         self.model, self.tokenizer, self.form = model, tokenizer, form
         self.temperature, self.epsilon, self.beta = temperature, epsilon, beta
-        self.minibatch = minibatch
+        self.minibatch, self.micro_tokens = minibatch, micro_tokens
         self.max_staleness, self.max_weight = max_staleness, max_weight
         self.version = 0
         self.snapshots: dict[int, dict[str, Any]] = {}  # version -> its LoRA tensors
@@ -178,6 +181,7 @@ class EpisodicLearner:
 
         n = len(batch.prompts)
         spans = self._spans(n)
+        cost = self._row_tokens(batch)
         self.model.eval()  # no dropout: the ratio must be exactly 1 before the first step
         with torch.no_grad():
             old = self._all_logps(batch)
@@ -191,18 +195,21 @@ class EpisodicLearner:
         count = 0
         for _ in range(epochs):
             for lo, hi in spans:
-                new = self._batch_logps(batch, lo, hi)
-                loss, s = clipped_loss(new, old[lo:hi], adv[lo:hi], self.epsilon,
-                                       logp_ref=None if ref is None else ref[lo:hi],
-                                       beta=self.beta,
-                                       weight=None if weight is None else weight[lo:hi])
                 self.optimizer.zero_grad()
-                loss.backward()
+                # the minibatch's mean loss as the row-weighted sum of its pieces' mean losses
+                for a, b in self._pieces(cost, lo, hi):
+                    new = self._batch_logps(batch, a, b)
+                    loss, s = clipped_loss(new, old[a:b], adv[a:b], self.epsilon,
+                                           logp_ref=None if ref is None else ref[a:b],
+                                           beta=self.beta,
+                                           weight=None if weight is None else weight[a:b])
+                    share = (b - a) / (hi - lo)
+                    (loss * share).backward()
+                    stats["loss"] += float(loss.detach()) * share
+                    stats["clip_fraction"] += s["clip_fraction"] * share
+                    if stats["kl"] is not None:
+                        stats["kl"] += s["kl"] * share
                 self.optimizer.step()
-                stats["loss"] += float(loss.detach())
-                stats["clip_fraction"] += s["clip_fraction"]
-                if stats["kl"] is not None:
-                    stats["kl"] += s["kl"]
                 count += 1
         truncated = None if weight is None else weight >= self.max_weight
         return {**{k: None if v is None else v / count for k, v in stats.items()}, "rows": n,
@@ -252,11 +259,33 @@ class EpisodicLearner:
     def _spans(self, n: int) -> list[tuple[int, int]]:
         return [(lo, min(lo + self.minibatch, n)) for lo in range(0, n, self.minibatch)]
 
+    def _row_tokens(self, batch: StepBatch) -> list[int]:
+        """The tokens one forward pass holds for each row: its prompt (once per candidate when
+        candidates are scored in rows of their own), or its prompt and completion."""
+        rows = 1 if self.single or self.generated else len(self.cand_ids)
+        texts = [p + c for p, c in zip(batch.prompts, batch.completions, strict=True)] \
+            if self.generated else batch.prompts
+        return [rows * len(self.tokenizer(t, add_special_tokens=False)["input_ids"])
+                for t in texts]
+
+    def _pieces(self, cost: Sequence[int], lo: int, hi: int) -> list[tuple[int, int]]:
+        """Rows ``lo..hi`` cut into runs of at most ``micro_tokens`` tokens (a row each at
+        least)."""
+        out, start, used = [], lo, 0
+        for i in range(lo, hi):
+            if i > start and used + cost[i] > self.micro_tokens:
+                out.append((start, i))
+                start, used = i, 0
+            used += cost[i]
+        return [*out, (start, hi)]
+
     def _all_logps(self, batch: StepBatch) -> Any:
         import torch
 
-        return torch.cat([self._batch_logps(batch, lo, hi)
-                          for lo, hi in self._spans(len(batch.prompts))])
+        cost = self._row_tokens(batch)
+        return torch.cat([self._batch_logps(batch, a, b)
+                          for lo, hi in self._spans(len(batch.prompts))
+                          for a, b in self._pieces(cost, lo, hi)])
 
     def _batch_logps(self, batch: StepBatch, lo: int, hi: int) -> Any:
         return self.action_logps(batch.prompts[lo:hi], batch.chosen[lo:hi],
