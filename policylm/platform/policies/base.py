@@ -76,12 +76,18 @@ class ConstantPolicy(Policy):
         return [copy.copy(self.action) for _ in slots]
 
 
+def check_eps(eps: float) -> float:
+    """``eps`` when it is a probability, else ValueError naming it."""
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"eps must be in [0, 1], got {eps}")
+    return eps
+
+
 class MixPolicy(Policy):
     """``inner``'s action, replaced by a random one with probability ``eps`` per step."""
 
     def __init__(self, adapter: EnvAdapter, inner: Policy, eps: float):
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1], got {eps}")
+        check_eps(eps)
         self.inner, self.eps = inner, eps
         self.random = RandomPolicy(adapter)
         self.rngs = _SlotRngs()

@@ -97,7 +97,7 @@ class LLMPolicy(Policy):
         check_config(cfg, adapter)
         self.adapter, self.engine, self.cfg = adapter, engine, cfg
         self.template = engine.template  # the model's chat template, for render_prompt
-        self.form = check_form(cfg.prompt_form)
+        self.form = cfg.prompt_form  # checked by check_config
         self.system = adapter.system_text() if cfg.mode != "think" \
             else think_system(adapter.system_text())
         self.shots: list[Shot] = []

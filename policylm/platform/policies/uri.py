@@ -34,6 +34,7 @@ from policylm.platform.policies.base import (
     MixPolicy,
     PolicyError,
     RandomPolicy,
+    check_eps,
 )
 from policylm.platform.policy import Policy, as_policy
 
@@ -120,6 +121,14 @@ def _python_policy(uri: str, body: str, params: dict[str, str], adapter: EnvAdap
         raise PolicyError(f"{uri!r}: {e}") from e
 
 
+def _mix_parts(uri: str, body: str, params: dict[str, str]) -> tuple[float, str]:
+    """``mix:<inner>?eps=p``'s probability (checked) and inner URI (its own query kept)."""
+    if "eps" not in params:
+        raise PolicyError(f"{uri!r}: mix needs ?eps=<probability>, e.g. mix:random:?eps=0.3")
+    eps = check_eps(float(params.pop("eps")))
+    return eps, body + (f"?{urlencode(params)}" if params else "")
+
+
 def _build(uri: str, adapter: EnvAdapter) -> Policy:
     scheme, body, params = split_uri(uri)
     if scheme == "random":
@@ -127,10 +136,7 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
     if scheme == "constant":
         return ConstantPolicy(adapter, body)
     if scheme == "mix":
-        if "eps" not in params:
-            raise PolicyError(f"{uri!r}: mix needs ?eps=<probability>, e.g. mix:random:?eps=0.3")
-        eps = float(params.pop("eps"))
-        inner = body + (f"?{urlencode(params)}" if params else "")
+        eps, inner = _mix_parts(uri, body, params)
         return MixPolicy(adapter, policy_from_uri(inner, adapter), eps)
     if scheme == "hf":
         from policylm.platform.policies.llm import llm_policy_from_params
@@ -206,10 +212,7 @@ def check_uri(uri: str, adapter: EnvAdapter) -> None:
             if not body:
                 raise PolicyError(f"{uri!r}: name a model, e.g. hf://smollm2-135m")
             check_config(parse_llm_spec(body, params).cfg, adapter)
-        elif scheme == "mix" and "eps" in params:
-            eps = float(params.pop("eps"))
-            if not 0.0 <= eps <= 1.0:
-                raise ValueError(f"eps must be in [0, 1], got {eps}")
-            check_uri(body + (f"?{urlencode(params)}" if params else ""), adapter)
+        elif scheme == "mix":
+            check_uri(_mix_parts(uri, body, params)[1], adapter)
         else:
             _build(uri, adapter)

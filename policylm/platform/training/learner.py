@@ -184,12 +184,12 @@ class EpisodicLearner:
         cost = self._row_tokens(batch)
         self.model.eval()  # no dropout: the ratio must be exactly 1 before the first step
         with torch.no_grad():
-            old = self._all_logps(batch)
+            old = self._all_logps(batch, cost)
             weight = self.importance_weights(batch, old)
             ref = None
             if self.beta:
                 with self.model.disable_adapter():
-                    ref = self._all_logps(batch)
+                    ref = self._all_logps(batch, cost)
         adv = torch.tensor(batch.advantages, dtype=torch.float32, device=old.device)
         stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0 if self.beta else None}
         count = 0
@@ -279,10 +279,12 @@ class EpisodicLearner:
             used += cost[i]
         return [*out, (start, hi)]
 
-    def _all_logps(self, batch: StepBatch) -> Any:
+    def _all_logps(self, batch: StepBatch, cost: Sequence[int] | None = None) -> Any:
+        """Every row's log-probability (no optimizer step), in pieces; ``cost``: the rows'
+        :meth:`_row_tokens`, when the caller has them."""
         import torch
 
-        cost = self._row_tokens(batch)
+        cost = self._row_tokens(batch) if cost is None else cost
         return torch.cat([self._batch_logps(batch, a, b)
                           for lo, hi in self._spans(len(batch.prompts))
                           for a, b in self._pieces(cost, lo, hi)])
