@@ -9,10 +9,12 @@ served over a network, where the rollout waits rather than computes, which is wh
 ahead pays. ``--latency 0`` is plain CartPole on this machine's 2 cores, where both sides
 compute on the same cores and overlap cannot pay (the figure is printed; the script exits 1).
 
-The last line is one JSON object: ``ratio`` (async / sync iterations per hour, target >= 1.3)
+The last line is one JSON object: ``ratio`` (async / sync median iterations per hour, target
+>= 1.3)
 and the check ``return_gap_bound`` (async minus sync held-out return, plus 2 standard errors of
 the paired difference: >= 0 means async is not worse beyond noise). Exits 1 below either.
-Run: .venv/bin/python bench/grpo_async.py [--latency 0.15 --iterations 5 --episodes 16]
+Run: .venv/bin/python bench/grpo_async.py [--latency 0.15 --iterations 5 --episodes 16
+--repeats 3]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import MAX_PEAK_RSS_GB, finish
+from common import MAX_PEAK_RSS_GB, finish, median
 
 ENV_ID = "laggy_env:LaggyCartPole-v1"
 
@@ -42,9 +44,10 @@ def train(root: Path, staleness: int, args: argparse.Namespace) -> dict:
     return json.loads((out / "metrics.json").read_text()) | {"adapter": str(out / "adapter")}
 
 
-def job_peak(runs: dict) -> float | None:
-    """The largest peak resident memory (GB) the sides' jobs reported; None if none could."""
-    known = [r["peak_rss_gb"]["largest"] for r in runs.values()
+def job_peak(runs: list[dict]) -> float | None:
+    """The largest peak resident memory (GB) any side's job of any repeat reported; None if
+    none could."""
+    known = [r["peak_rss_gb"]["largest"] for pair in runs for r in pair.values()
              if r["peak_rss_gb"]["largest"] is not None]
     return max(known) if known else None
 
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4, help="groups of 4 episodes per iteration")
     parser.add_argument("--train-steps", type=int, default=64)
     parser.add_argument("--episodes", type=int, default=16, help="held-out episodes per side")
+    parser.add_argument("--repeats", type=int, default=3, help="sync/async pairs, interleaved")
     parser.add_argument("--job", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -104,18 +108,25 @@ def main() -> None:
         return job(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        runs = {label: train(root, staleness, args) for label, staleness in (("sync", 0),
-                                                                             ("async", 1))}
-        ret = held_out(root, {k: r["adapter"] for k, r in runs.items()}, args)
-    rates = {k: steady_rate(r["iterations"]) for k, r in runs.items()}
+        pairs = [{label: train(root / f"repeat-{r}", staleness, args)
+                  for label, staleness in (("sync", 0), ("async", 1))}
+                 for r in range(args.repeats)]
+        ret = held_out(root, {k: r["adapter"] for k, r in pairs[0].items()}, args)
+    runs = pairs[0]  # the repeat whose adapters played the held-out seeds
+    rates = {k: [steady_rate(p[k]["iterations"]) for p in pairs] for k in ("sync", "async")}
+    ratios = [a / s for a, s in zip(rates["async"], rates["sync"], strict=True)]
     minutes = {k: r["wall_s"] / 60 for k, r in runs.items()}
     gap, gap_se = ret["gap"]
-    finish("grpo_async", ("async (max_staleness=1) iterations/hour", rates["async"]),
-           ("sync (max_staleness=0) iterations/hour", rates["sync"]), target=1.3,
+    finish("grpo_async",
+           ("async (max_staleness=1) iterations/hour, median", median(rates["async"])),
+           ("sync (max_staleness=0) iterations/hour, median", median(rates["sync"])), target=1.3,
            checks={"return_gap_bound": (gap + 2 * gap_se, 0.0)},
            # each side's job ran in its own process: its metrics hold its peak (the learner's)
-           limits={"job_peak_rss_gb": (job_peak(runs), MAX_PEAK_RSS_GB)},
+           limits={"job_peak_rss_gb": (job_peak(pairs), MAX_PEAK_RSS_GB)},
            job_peak_rss_gb={k: r["peak_rss_gb"] for k, r in runs.items()},
+           repeats=args.repeats, ratio_per_repeat=[round(r, 3) for r in ratios],
+           ratio_spread=[round(min(ratios), 3), round(max(ratios), 3)],
+           iterations_per_hour={k: [round(v, 2) for v in vs] for k, vs in rates.items()},
            latency_s=args.latency, iterations=args.iterations,
            episodes_per_iteration=4 * args.seeds, train_steps=args.train_steps,
            wall_minutes={k: round(v, 2) for k, v in minutes.items()},
