@@ -40,13 +40,22 @@ def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
 
 
 def read_splits(data: Path, columns: list[str], fn: Callable, fn_kwargs: dict) -> dict:
-    """``{split: Ray Dataset}`` of the splits present, mapped by ``fn`` over Arrow batches and
-    materialized here, so no read task competes with the workers for CPUs."""
+    """``{split: Ray Dataset}`` of the splits present: each split's Parquet files read here and
+    mapped by ``fn`` (an Arrow table in, one out) in one pass, handed to Ray Data as in-memory
+    blocks. Every worker reads a whole split, so a streaming read would parallelise nothing and
+    costs seconds of executor start per job (``bench/sft_throughput.py`` reports the job's fixed
+    cost)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     import ray
 
-    return {name: ray.data.read_parquet(str(data / name), columns=columns)
-            .map_batches(fn, fn_kwargs=fn_kwargs, batch_format="pyarrow").materialize()
-            for name in ("train", "validation") if (data / name).is_dir()}
+    splits = {}
+    for name in ("train", "validation"):
+        files = sorted((data / name).glob("*.parquet")) if (data / name).is_dir() else []
+        if files:
+            table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+            splits[name] = ray.data.from_arrow(fn(table, **fn_kwargs))
+    return splits
 
 
 def worker_cpus(cpus_per_worker: float, num_workers: int) -> float:
