@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from policylm.actors.rollout import play_policies
 from policylm.jobkit.runs import Stages, open_run, run_job, write_json
@@ -35,6 +35,10 @@ class BenchmarkConfig:
     tasks: list[str] = field(factory=list, doc="play only these tasks of the suite (default all)")
     target_return: float | None = field(
         None, doc="target return for return-conditioned LLM policies (default: the policy's)")
+    env_options: dict = field(
+        factory=dict, doc="env options for every task, over the suite's own (e.g. {memory: "
+                          "true}: BabyAI's objects seen before, as the policy was trained with; "
+                          "not BALROG's observation, which report.md says)")
     train_data: list[str] = field(
         factory=list, doc="trajectory runs the policy was trained on: the job refuses to score "
                           "on any env seed they hold (held-out seeds, checked)")
@@ -117,7 +121,10 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
             f"{describe_seeds(cfg.seed)} The same env seeds for every task and every policy; "
             + ("none of them is in the training data given (checked)." if held else
                "held out by construction (no train_data given to check against).")
-            + f"\n\nProtocol: {suite.notes}\n\n![scores](scores.png)\n"
+            + f"\n\nProtocol: {suite.notes}"
+            + (f" Every task here also had env_options={cfg.env_options}, which BALROG's "
+               "observation does not have." if cfg.env_options else "")
+            + "\n\n![scores](scores.png)\n"
             + video_section(metrics.get("videos") or {}))
 
 
@@ -133,6 +140,10 @@ def main(cfg: BenchmarkConfig) -> dict:
     suite = get_suite(cfg.suite)
     episodes = cfg.episodes or suite.episodes
     tasks = [t for t in suite.tasks if not cfg.tasks or t.name in cfg.tasks]
+
+    def options(task: Any) -> dict:
+        return {**task.env_options, **cfg.env_options}
+
     trained_on = training_seeds(cfg.train_data)
     clash = trained_on & {derive_seed(cfg.seed, e) for e in range(max(episodes, cfg.video))}
     if clash:
@@ -149,7 +160,7 @@ def main(cfg: BenchmarkConfig) -> dict:
         task_dir = run_dir / "tasks" / task.name
         task_dir.mkdir(parents=True, exist_ok=True)
         with stages(f"play {task.name}"):
-            stats = play_policies([(task.name, uri)], task.env_id, task.env_options, episodes,
+            stats = play_policies([(task.name, uri)], task.env_id, options(task), episodes,
                                   task_dir, cfg.num_workers, cfg.envs_per_worker,
                                   cfg.torch_threads, cfg.seed)
         steps = tr.read_trajectories(task_dir / "trajectories")
@@ -166,7 +177,7 @@ def main(cfg: BenchmarkConfig) -> dict:
         if cfg.video:
             with stages(f"video {task.name}"):
                 videos[task.name] = record(
-                    make_adapter(task.env_id, **task.env_options), uri, cfg.target_return,
+                    make_adapter(task.env_id, **options(task)), uri, cfg.target_return,
                     [derive_seed(cfg.seed, e) for e in range(cfg.video)],
                     run_dir / "videos" / f"{task.name}.gif")
     scores = suite_scores(suite, progressions)

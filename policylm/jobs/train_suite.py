@@ -142,6 +142,8 @@ def main(cfg: TrainSuiteConfig) -> dict:
         with stages(f"benchmark {label}"):
             results[label] = benchmark.main(benchmark.BenchmarkConfig(
                 policy=uri, suite=cfg.suite, episodes=b.episodes, train_data=runs, seed=b.seed,
+                # the policy acts on the observations its demonstrations were recorded with
+                env_options=dict(cfg.collect.env_options),
                 num_workers=b.num_workers, envs_per_worker=b.envs_per_worker,
                 out=str(run_dir / f"benchmark-{label}")))
     metrics = {"suite": cfg.suite,

@@ -21,6 +21,7 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
         "sft.eval_steps=0", "sft.max_eval_rows=8", "benchmark.episodes=1",
         "benchmark.num_workers=0", "benchmark.envs_per_worker=5", "dataset.history=2",
+        "collect.env_options={memory: true}",
         f"out={tmp_path / 'run'}"])
     result = main(cfg)
     run = tmp_path / "run"
@@ -46,7 +47,12 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
     assert max(len(r["messages"]) for r in rows) == 1 + 2 * 3 + 2  # 3 earlier steps at most
     assert all([m["role"] for m in r["messages"]] == ["system"] + ["user", "assistant"] * (
         (len(r["messages"]) - 1) // 2) for r in rows)
-    policy = yaml.safe_load((run / "benchmark-fine-tuned" / "config.yaml").read_text())["policy"]
-    assert "adapter=" in policy and "target_return=1" in policy
+    bench_cfg = yaml.safe_load((run / "benchmark-fine-tuned" / "config.yaml").read_text())
+    assert "adapter=" in bench_cfg["policy"] and "target_return=1" in bench_cfg["policy"]
+    # the objects seen before are in the rows, and the benchmark acts on the same observations
+    assert any("Out of view, seen before:" in m["content"] for r in rows for m in r["messages"])
+    assert bench_cfg["env_options"] == {"memory": True}
+    bench_report = (run / "benchmark-fine-tuned" / "report.md").read_text()
+    assert "env_options={'memory': True}" in bench_report
     report = (run / "report.md").read_text()
     assert "Goal: fine-tuned >= 36 %" in report and "untrained % ± s.e." in report

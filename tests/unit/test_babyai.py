@@ -114,3 +114,55 @@ def test_state_round_trip():
     adapter.restore_state(other, state)
     assert encode_babyai(other.unwrapped.gen_obs() | {"carrying": obs["carrying"]}) == \
         encode_babyai(obs)
+
+
+def test_memory_places_objects_seen_before_from_where_the_agent_stands_now():
+    from policylm.platform.envs.babyai import object_name, place
+
+    assert place(0, 0) == "here" and place(-1, -2) == "2 steps left and 1 step backward"
+    adapter = make_adapter(TASK_IDS["putnext"], memory=True)
+    env = adapter.make_env()
+    checked = 0
+    for seed in range(10):
+        obs, _ = env.reset(seed=seed)
+        assert obs["memory"] == ""  # nothing seen before the first view
+        image = obs["image"]
+        seen = {object_name(*(int(v) for v in image[x, y])): (6 - y, x - 3)
+                for x in range(7) for y in range(7)
+                if image[x, y, 0] > 2 and (x, y) != (3, 6)}
+        for _ in range(2):  # turn around: forward f, right r becomes -f, -r
+            obs = env.step(0)[0]
+        view = "\n".join(describe_view(obs["image"]))
+        for name, (f, r) in seen.items():
+            if f"a {name} " not in view:
+                assert f"a {name} {place(-f, -r)}" in obs["memory"].splitlines(), (seed, obs)
+                checked += 1
+        text = adapter.encode(obs)
+        assert ("Out of view, seen before:" in text) == bool(obs["memory"])
+    assert checked >= 5
+    # without the option the observation is BALROG's: no memory key, no memory lines
+    plain = make_adapter(TASK_IDS["putnext"]).make_env().reset(seed=0)[0]
+    assert "memory" not in plain
+
+
+def test_memory_forgets_what_was_picked_up_and_replays_from_the_state():
+    adapter = make_adapter(TASK_IDS["pickup"], memory=True)
+    env, bot = adapter.make_env(), policy_from_uri(BOT, adapter)
+    for seed in range(100, 105):
+        obs, _ = env.reset(seed=seed)
+        bot.reset(0, seed)
+        done, actions, states, texts = False, [], [], []
+        while not done:
+            actions.append(bot.act([obs], [0])[0])
+            obs, _, term, trunc, _ = env.step(actions[-1])
+            done = term or trunc
+            states.append(adapter.save_state(env))
+            texts.append(adapter.encode(obs))
+        assert term and int(obs["carrying"][0]) != 0  # picked up: carried, not remembered
+        carried = describe_view(obs["image"], obs["carrying"])[0].removeprefix("You carry ")
+        assert not any(line.startswith(carried) for line in obs["memory"].splitlines())
+        # the memory is rebuilt from the seed and actions: the next step reads the same
+        i = len(actions) // 2
+        other = adapter.make_env()
+        adapter.restore_state(other, states[i])
+        assert adapter.encode(other.step(actions[i + 1])[0]) == texts[i + 1]

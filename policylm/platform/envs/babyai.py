@@ -12,9 +12,17 @@ description of the egocentric view, with ``You see`` dropped as BALROG does::
     a red ball 1 step left and 2 steps forward
 
 Standard BabyAI levels (``BabyAI-GoToLocal-v0``, ...) get the same text form.
+
+``env_options={"memory": true}`` adds what the agent saw earlier in the episode and no longer
+sees (:class:`ObjectMemory`), after the view::
+
+    Out of view, seen before:
+    a blue key 2 steps right and 3 steps backward
 """
 
 from __future__ import annotations
+
+import string
 
 import gymnasium as gym
 import numpy as np
@@ -56,10 +64,28 @@ TASK_IDS = {task: f"BabyAI-MixedTrainLocal-{task}-v0" for task in TASKS}
 # BabyAI-Text keeps these combinations out of MixedTrainLocal's missions (its test split)
 EXCLUDED = ("yellow box", "red key", "red door", "green ball", "grey door")
 UNSEEN, EMPTY, WALL, DOOR = 0, 1, 2, 4
+MEMORY_CHARS = string.ascii_letters + string.digits + " \n"
 
 
 def _steps(n: int, where: str) -> str:
     return f"{n} step{'s' if n > 1 else ''} {where}"
+
+
+def place(forward: int, right: int) -> str:
+    """Where a cell lies from the agent in BabyAI-Text's words, with ``backward`` for cells
+    behind it: ``2 steps left and 1 step backward``; ``here`` for its own cell."""
+    parts = []
+    if right:
+        parts.append(_steps(abs(right), "right" if right > 0 else "left"))
+    if forward:
+        parts.append(_steps(abs(forward), "forward" if forward > 0 else "backward"))
+    return " and ".join(parts) or "here"
+
+
+def object_name(kind: int, color: int, state: int) -> str:
+    """``red ball``, ``locked yellow door``: as :func:`describe_view` names them."""
+    name = f"{COLORS[color]} {OBJECTS[kind]}"
+    return f"{DOOR_STATES[state]} {name}" if kind == DOOR else name
 
 
 def describe_view(image: np.ndarray, carrying: np.ndarray | None = None) -> list[str]:
@@ -92,31 +118,84 @@ def describe_view(image: np.ndarray, carrying: np.ndarray | None = None) -> list
             kind, color, state = (int(v) for v in image[x, y])
             if kind in (UNSEEN, EMPTY, WALL) or (x, y) == (ax, ay):
                 continue
-            name = f"{COLORS[color]} {OBJECTS[kind]}"
-            if kind == DOOR:
-                name = f"{DOOR_STATES[state]} {name}"
-            side = "right" if x > ax else "left"
-            if x == ax:
-                where = _steps(ay - y, "forward")
-            elif y == ay:
-                where = _steps(abs(x - ax), side)
-            else:
-                where = f"{_steps(abs(x - ax), side)} and {_steps(ay - y, 'forward')}"
-            out.append(f"a {name} {where}")
+            out.append(f"a {object_name(kind, color, state)} {place(ay - y, x - ax)}")
     return out
 
 
 def babyai_json(obs: dict) -> dict:
-    """Structured form: the mission and the view's descriptions."""
-    return {"mission": str(obs["mission"]),
-            "view": describe_view(obs["image"], np.asarray(obs["carrying"]).reshape(-1))}
+    """Structured form: the mission and the view's descriptions (and, with the memory, the
+    objects out of view that were seen before)."""
+    j = {"mission": str(obs["mission"]),
+         "view": describe_view(obs["image"], np.asarray(obs["carrying"]).reshape(-1))}
+    if "memory" in obs:
+        j["memory"] = str(obs["memory"]).splitlines()
+    return j
 
 
 def encode_babyai(obs: dict) -> str:
-    """``Mission: <mission>`` then one description per line."""
+    """``Mission: <mission>`` then one description per line; with the memory, the remembered
+    objects after an ``Out of view, seen before:`` line (none: no such line)."""
     j = babyai_json(obs)
-    return "\n".join([f"Mission: {j['mission']}", *j["view"]]) if j["view"] else (
-        f"Mission: {j['mission']}\nnothing in view")
+    lines = [f"Mission: {j['mission']}", *(j["view"] or ["nothing in view"])]
+    if j.get("memory"):
+        lines += ["Out of view, seen before:", *j["memory"]]
+    return "\n".join(lines)
+
+
+class ObjectMemory(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Adds ``memory`` (text, one line per remembered object out of view, nearest first) to a
+    ``MiniGridTextObs`` observation.
+
+    After ``pick up`` the second object of ``put the ball next to the key`` is often out of the
+    7x7 view, and a policy that reads only the current view cannot tell where to turn. The memory
+    holds nothing a history of observations does not: MiniGrid is deterministic and nothing
+    moves unless the agent moves it, so the places follow from the views and the actions (read
+    here from the simulator's pose, which is the same thing). An object is forgotten when its
+    cell is in view again without it (picked up or moved); a door keeps the state it was last
+    seen in. An episode's state is still its seed and actions (``save_minigrid``): replaying them
+    rebuilds the memory."""
+
+    def __init__(self, env: gym.Env):
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        self.observation_space = gym.spaces.Dict({
+            **env.observation_space.spaces,
+            "memory": gym.spaces.Text(max_length=4096, charset=MEMORY_CHARS)})
+        self.seen: dict[tuple[int, int], tuple[int, int, int]] = {}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self.seen = {}
+        return super().reset(seed=seed, options=options)
+
+    def observation(self, observation: dict) -> dict:
+        env = self.env.unwrapped
+        image = np.asarray(observation["image"])
+        size = image.shape[0]
+        pos = np.asarray(env.agent_pos)
+        ahead, right = np.asarray(env.dir_vec), np.asarray(env.right_vec)
+        in_view = set()
+        for vx in range(size):
+            for vy in range(size):
+                kind, color, state = (int(v) for v in image[vx, vy])
+                if kind == UNSEEN or (vx, vy) == (size // 2, size - 1):
+                    continue  # hidden, or the agent's own cell (it shows what is carried)
+                # the agent sits at (size // 2, size - 1) of its view, facing up the view
+                cell = pos + ahead * (size - 1 - vy) + right * (vx - size // 2)
+                key = (int(cell[0]), int(cell[1]))
+                in_view.add(key)
+                if kind in (EMPTY, WALL):
+                    self.seen.pop(key, None)
+                else:
+                    self.seen[key] = (kind, color, state)
+        lines = []
+        for key, obj in self.seen.items():
+            if key in in_view:
+                continue
+            d = np.asarray(key) - pos
+            forward, side = int(d @ ahead), int(d @ right)
+            text = f"a {object_name(*obj)} {place(forward, side)}"
+            lines.append((abs(forward) + abs(side), text))
+        return {**observation, "memory": "\n".join(text for _, text in sorted(lines))}
 
 
 class SixActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
@@ -142,17 +221,20 @@ def register_babyai() -> None:
 
 
 def babyai_adapter(
-    env_id: str, *, max_episode_steps: int | None = None, env_kwargs: dict | None = None
+    env_id: str, *, max_episode_steps: int | None = None, env_kwargs: dict | None = None,
+    memory: bool = False,
 ) -> EnvAdapter:
     """Adapter for BabyAI levels: the BALROG tasks (``BabyAI-MixedTrainLocal-<task>-v0``, task
     in ``goto``, ``pickup``, ``open``, ``putnext``, ``pick_up_seq_go_to``) and ``minigrid``'s
     BabyAI levels. ``env_kwargs`` reach the level (``num_dists`` for the BALROG tasks, 0 by
-    default as in BALROG)."""
+    default as in BALROG); ``memory`` adds the objects seen before and out of view
+    (:class:`ObjectMemory`) to the observation."""
     kwargs = gym_kwargs(max_episode_steps, env_kwargs)
 
     def make() -> gym.Env:
         register_babyai()
-        return SixActions(MiniGridTextObs(gym.make(env_id, **kwargs)))
+        env = MiniGridTextObs(gym.make(env_id, **kwargs))
+        return SixActions(ObjectMemory(env) if memory else env)
 
     return probed_adapter(
         env_id,
