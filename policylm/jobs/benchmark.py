@@ -29,7 +29,8 @@ class BenchmarkConfig:
     """Score a policy on a benchmark suite (BALROG's BabyAI or Crafter tasks), held-out seeds"""
 
     policy: str = field("hf://smollm2-135m", doc="policy URI")
-    suite: str = field("balrog-babyai", doc="balrog-babyai (5 BabyAI tasks) or balrog-crafter")
+    suite: str = field("balrog-babyai", doc="balrog-babyai (5 BabyAI tasks), babyai-mixed-test "
+                       "(the same tasks, held-out colour-object pairs) or balrog-crafter")
     episodes: int | None = field(None, doc="episodes per task (default: the suite's, 10 as in "
                                  "BALROG)")
     tasks: list[str] = field(factory=list, doc="play only these tasks of the suite (default all)")

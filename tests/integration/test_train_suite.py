@@ -54,5 +54,12 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
     assert bench_cfg["env_options"] == {"memory": True}
     bench_report = (run / "benchmark-fine-tuned" / "report.md").read_text()
     assert "env_options={'memory': True}" in bench_report
+    # generalisation: the fine-tuned model on the missions of the held-out pairs
+    heldout = result["scores"]["fine-tuned, held-out pairs"]
+    assert set(heldout["tasks"]) == set(tasks) and heldout["overall"]["episodes"] == 5
+    played = json.loads((run / "benchmark-fine-tuned-held-out-pairs" / "metrics.json").read_text())
+    assert played["suite"] == "babyai-mixed-test"
+    assert {t["env_id"] for t in played["tasks"].values()} == {
+        f"BabyAI-MixedTestLocal-{t}-v0" for t in tasks}
     report = (run / "report.md").read_text()
     assert "Goal: fine-tuned >= 36 %" in report and "untrained % ± s.e." in report

@@ -73,6 +73,24 @@ def test_tasks_make_their_missions_and_rooms():
         assert encode_babyai(env.reset(seed=7)[0]) == first
 
 
+def test_test_level_names_only_the_held_out_pairs_and_the_bot_solves_it(play_returns):
+    import re
+
+    from policylm.platform.envs.babyai import EXCLUDED, TEST_TASK_IDS
+
+    pairs = re.compile(r"(red|green|blue|purple|yellow|grey) (key|ball|box|door)")
+    for task, env_id in TEST_TASK_IDS.items():
+        env = make_adapter(env_id).make_env()
+        named = set()
+        for seed in range(15):
+            mission = str(env.reset(seed=seed)[0]["mission"])
+            found = {" ".join(m) for m in pairs.findall(mission)}
+            assert found and found <= set(EXCLUDED), (task, mission)  # and nothing else
+            named |= found
+        assert len(named) >= 2, (task, named)  # more than one held-out pair is drawn
+        assert all(r > 0 for r in play_returns(env_id, BOT, range(100, 105))), task
+
+
 @pytest.mark.parametrize("task", list(TASK_IDS))
 def test_bot_solves_every_task_and_eps_weakens_it(task, play_returns):
     expert = play_returns(TASK_IDS[task], BOT, range(100, 110))

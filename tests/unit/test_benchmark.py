@@ -79,3 +79,21 @@ def test_held_out_seeds_are_checked(tmp_path):
     assert other["held_out"] is True
     with pytest.raises(ConfigError, match="tasks"):
         BenchmarkConfig(tasks=["fly"]).validate()
+
+
+def test_env_options_reach_every_task_and_the_report_says_so(tmp_path):
+    from policylm.platform.data import trajectories as tr
+
+    got = main(BenchmarkConfig(policy=f"{BOT}?eps=0.5", episodes=2, tasks=["putnext", "open"],
+                               env_options={"memory": True}, num_workers=0,
+                               out=str(tmp_path / "m")))
+    assert got["overall"]["episodes"] == 4
+    for task in ("putnext", "open"):
+        steps = tr.read_trajectories(tmp_path / "m" / "tasks" / task / "trajectories")
+        texts = steps.column(tr.OBS_TEXT).to_pylist()
+        assert any("Out of view, seen before:" in t for t in texts), task
+    assert "env_options={'memory': True}" in (tmp_path / "m" / "report.md").read_text()
+    plain = main(BenchmarkConfig(policy=f"{BOT}?eps=0.5", episodes=1, tasks=["putnext"],
+                                 num_workers=0, out=str(tmp_path / "p")))
+    assert "env_options" not in (tmp_path / "p" / "report.md").read_text()
+    assert plain["overall"]["episodes"] == 1

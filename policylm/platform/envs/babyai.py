@@ -61,6 +61,8 @@ RULES = (
 )
 TASKS = ("goto", "pickup", "open", "putnext", "pick_up_seq_go_to")
 TASK_IDS = {task: f"BabyAI-MixedTrainLocal-{task}-v0" for task in TASKS}
+# the same tasks on MixedTestLocal: missions that name only the held-out pairs below
+TEST_TASK_IDS = {task: f"BabyAI-MixedTestLocal-{task}-v0" for task in TASKS}
 # BabyAI-Text keeps these combinations out of MixedTrainLocal's missions (its test split)
 EXCLUDED = ("yellow box", "red key", "red door", "green ball", "grey door")
 UNSEEN, EMPTY, WALL, DOOR = 0, 1, 2, 4
@@ -211,20 +213,24 @@ class SixActions(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
 
 
 def register_babyai() -> None:
-    """Register the BALROG task ids (and ``minigrid``'s own BabyAI levels) in this process."""
+    """Register the BALROG task ids, their MixedTestLocal twins (and ``minigrid``'s own BabyAI
+    levels) in this process."""
     import minigrid  # noqa: F401  (registers BabyAI-* levels)
 
-    for task, env_id in TASK_IDS.items():
-        if env_id not in gym.registry:
-            gym.register(env_id, entry_point="policylm.platform.envs.babyai_levels:MixedTrainLocal",
-                         kwargs={"task": task})
+    for split, ids in (("train", TASK_IDS), ("test", TEST_TASK_IDS)):
+        for task, env_id in ids.items():
+            if env_id not in gym.registry:
+                gym.register(env_id,
+                             entry_point="policylm.platform.envs.babyai_levels:MixedTrainLocal",
+                             kwargs={"task": task, "split": split})
 
 
 def babyai_adapter(
     env_id: str, *, max_episode_steps: int | None = None, env_kwargs: dict | None = None,
     memory: bool = False,
 ) -> EnvAdapter:
-    """Adapter for BabyAI levels: the BALROG tasks (``BabyAI-MixedTrainLocal-<task>-v0``, task
+    """Adapter for BabyAI levels: the BALROG tasks (``BabyAI-MixedTrainLocal-<task>-v0``, and
+    ``BabyAI-MixedTestLocal-<task>-v0`` with missions of the held-out pairs only; task
     in ``goto``, ``pickup``, ``open``, ``putnext``, ``pick_up_seq_go_to``) and ``minigrid``'s
     BabyAI levels. ``env_kwargs`` reach the level (``num_dists`` for the BALROG tasks, 0 by
     default as in BALROG); ``memory`` adds the objects seen before and out of view

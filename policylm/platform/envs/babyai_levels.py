@@ -1,5 +1,7 @@
 """BabyAI-Text's ``BabyAI-MixedTrainLocal-v0`` level on ``minigrid``'s BabyAI core, one task per
-env (BALROG plays its five tasks with ``num_dists=0``).
+env (BALROG plays its five tasks with ``num_dists=0``), and its test level
+``BabyAI-MixedTestLocal-v0`` (``split="test"``): missions that name only the colour-object pairs
+the training level holds out.
 
 Ported from ``babyai_text/levels/mixed_seq_levels.py`` of flowersteam/Grounding_LLMs_with_online_RL
 (MIT): the same rooms, objects and missions, its excluded colour-object pairs, and rejection
@@ -23,6 +25,8 @@ from minigrid.envs.babyai.core.verifier import (
 from policylm.platform.envs.babyai import EXCLUDED, TASKS
 
 LOCKED_DOOR_COLORS = ["yellow", "green", "blue", "purple"]  # red and grey are held out
+TEST_DOOR_COLORS = ["red", "grey"]  # the test level's locked doors (its held-out door pairs)
+SPLITS = ("train", "test")
 
 
 class MixedTrainLocal(RoomGridLevel):
@@ -30,12 +34,19 @@ class MixedTrainLocal(RoomGridLevel):
     in one ``room_size`` room with the objects the mission needs plus ``num_dists``
     distractors; ``open``: two rooms, a locked door (yellow, green, blue or purple) and its key
     on the agent's side. The episode ends with reward ``1 - 0.9 * steps / max_steps`` when the
-    mission is done (``max_steps``: 64 in one 8x8 room, 128 in two)."""
+    mission is done (``max_steps``: 64 in one 8x8 room, 128 in two).
 
-    def __init__(self, task: str = "goto", room_size: int = 8, num_dists: int = 0, **kwargs):
+    ``split="test"`` is MixedTestLocal's task: every colour-object pair the mission names is one
+    of :data:`~policylm.platform.envs.babyai.EXCLUDED` (yellow box, red key, green ball; red or
+    grey locked doors, always named by colour), the pairs no training mission holds."""
+
+    def __init__(self, task: str = "goto", room_size: int = 8, num_dists: int = 0,
+                 split: str = "train", **kwargs):
         if task not in TASKS:
             raise ValueError(f"unknown MixedTrainLocal task {task!r}; one of {', '.join(TASKS)}")
-        self.task, self.num_dists = task, num_dists
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; train or test")
+        self.task, self.num_dists, self.split = task, num_dists, split
         super().__init__(room_size=room_size, num_rows=1, num_cols=2 if task == "open" else 1,
                          **kwargs)
 
@@ -69,8 +80,9 @@ class MixedTrainLocal(RoomGridLevel):
     def gen_mission(self) -> None:
         """Build this task's room and mission; rejected (and rebuilt) when an object is out of
         reach or the mission names a held-out pair."""
+        test = self.split == "test"
         if self.task == "open":
-            color = self._rand_elem(LOCKED_DOOR_COLORS)
+            color = self._rand_elem(TEST_DOOR_COLORS if test else LOCKED_DOOR_COLORS)
             self.add_locked_room_of(color)
             self.connect_all()
             for i in range(self.num_cols):
@@ -81,11 +93,14 @@ class MixedTrainLocal(RoomGridLevel):
                 if self.room_from_pos(*self.agent_pos) is not self.locked_room:
                     break
             self.check_objs_reachable()
-            self.instrs = OpenInstr(ObjDesc("door", self._rand_elem([None, color])))
+            self.instrs = OpenInstr(ObjDesc("door", color if test else self._rand_elem([None,
+                                                                                    color])))
+            named = [("door", color)]
         elif self.task in ("goto", "pickup"):
             objs = self._objects(1)
             obj = self._rand_elem(objs)
             desc = ObjDesc(obj.type, obj.color)
+            named = [(obj.type, obj.color)]
             self.instrs = GoToInstr(desc) if self.task == "goto" else PickupInstr(desc)
         elif self.task == "putnext":
             objs = self._objects(2)
@@ -93,6 +108,7 @@ class MixedTrainLocal(RoomGridLevel):
             second = self._pick(objs, avoid=first)
             self.instrs = PutNextInstr(ObjDesc(first.type, first.color),
                                        ObjDesc(second.type, second.color))
+            named = [(first.type, first.color), (second.type, second.color)]
         else:  # pick_up_seq_go_to
             objs = self._objects(2)
             first = self._rand_elem(objs)
@@ -100,7 +116,11 @@ class MixedTrainLocal(RoomGridLevel):
             pick = PickupInstr(ObjDesc(first.type, first.color))
             go = GoToInstr(ObjDesc(second.type, second.color))
             self.instrs = BeforeInstr(pick, go) if self._rand_bool() else AfterInstr(go, pick)
-        if any(pair in self.instrs.surface(self) for pair in EXCLUDED):
+            named = [(first.type, first.color), (second.type, second.color)]
+        if test:
+            if not all(f"{color} {kind}" in EXCLUDED for kind, color in named):
+                raise RejectSampling("the test level names held-out colour-object pairs only")
+        elif any(pair in self.instrs.surface(self) for pair in EXCLUDED):
             raise RejectSampling("held-out colour-object pair in the mission")
 
     def add_locked_room_of(self, color: str) -> None:

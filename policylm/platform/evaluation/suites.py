@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from policylm.platform.envs.babyai import TASK_IDS
+from policylm.platform.envs.babyai import TASK_IDS, TEST_TASK_IDS
 
 CRAFTER_ACHIEVEMENTS = 22
 
@@ -50,6 +50,7 @@ class Suite:
     metric: str
     references: tuple[Reference, ...] = ()
     notes: str = ""
+    heldout: str = ""  # the suite of the same tasks on what training never names (or none)
 
 
 LEADERBOARD = ("BALROG leaderboard (balrogai.com), naive agent, temperature 0, 16 steps of "
@@ -69,6 +70,17 @@ SUITES: dict[str, Suite] = {
                "observation text is BabyAI-Text's; the mission and the observation share one user "
                "turn (BALROG puts the mission in its instruction message); actions are parsed by "
                "policylm's codec (BALROG falls back to 'go forward' on an invalid answer)."),
+        heldout="babyai-mixed-test",
+    ),
+    "babyai-mixed-test": Suite(
+        "babyai-mixed-test",
+        tuple(Task(task, env_id, f"BabyAI-MixedTestLocal-v0/{task}")
+              for task, env_id in TEST_TASK_IDS.items()),
+        episodes=10, metric="success",
+        notes=("BabyAI-Text's MixedTestLocal level (as in BabyAI-Text/GLAM) with BALROG's five "
+               "tasks and num_dists=0: every mission names only the colour-object pairs "
+               "MixedTrainLocal holds out (yellow box, red key, green ball; red or grey locked "
+               "doors), so a policy trained on balrog-babyai has never read these missions."),
     ),
     "balrog-crafter": Suite(
         "balrog-crafter",
