@@ -45,17 +45,13 @@ def read_splits(data: Path, columns: list[str], fn: Callable, fn_kwargs: dict) -
     blocks. Every worker reads a whole split, so a streaming read would parallelise nothing and
     costs seconds of executor start per job (``bench/sft_throughput.py`` reports the job's fixed
     cost)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import ray
 
-    splits = {}
-    for name in ("train", "validation"):
-        files = sorted((data / name).glob("*.parquet")) if (data / name).is_dir() else []
-        if files:
-            table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-            splits[name] = ray.data.from_arrow(fn(table, **fn_kwargs))
-    return splits
+    from policylm.platform.training.sft import read_table
+
+    tables = {name: read_table(data, name, columns) for name in ("train", "validation")}
+    return {name: ray.data.from_arrow(fn(table, **fn_kwargs))
+            for name, table in tables.items() if table is not None}
 
 
 def worker_cpus(cpus_per_worker: float, num_workers: int) -> float:

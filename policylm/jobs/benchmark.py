@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from policylm.actors.rollout import play_policies
 from policylm.jobkit.runs import Stages, open_run, run_job, write_json
@@ -22,6 +22,8 @@ from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from policylm.platform.evaluation.suites import Task
 
 
 @dataclass
@@ -142,7 +144,7 @@ def main(cfg: BenchmarkConfig) -> dict:
     episodes = cfg.episodes or suite.episodes
     tasks = [t for t in suite.tasks if not cfg.tasks or t.name in cfg.tasks]
 
-    def options(task: Any) -> dict:
+    def options(task: Task) -> dict:
         return {**task.env_options, **cfg.env_options}
 
     trained_on = training_seeds(cfg.train_data)

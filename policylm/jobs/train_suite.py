@@ -146,17 +146,19 @@ def main(cfg: TrainSuiteConfig) -> dict:
     if b.compare_base:
         policies["untrained"] = base
     results = {}
-    plays = [(label, uri, cfg.suite) for label, uri in policies.items()]
+    # (label, policy, suite, run directory)
+    plays = [(label, uri, cfg.suite, f"benchmark-{label}") for label, uri in policies.items()]
     if b.heldout and suite.heldout:
-        plays.append(("fine-tuned, held-out pairs", policies["fine-tuned"], suite.heldout))
-    for label, uri, name in plays:
+        plays.append(("fine-tuned, held-out pairs", policies["fine-tuned"], suite.heldout,
+                      "benchmark-fine-tuned-held-out-pairs"))
+    for label, uri, name, directory in plays:
         with stages(f"benchmark {label}"):
             results[label] = benchmark.main(benchmark.BenchmarkConfig(
                 policy=uri, suite=name, episodes=b.episodes, train_data=runs, seed=b.seed,
                 # the policy acts on the observations its demonstrations were recorded with
                 env_options=dict(cfg.collect.env_options),
                 num_workers=b.num_workers, envs_per_worker=b.envs_per_worker,
-                out=str(run_dir / f"benchmark-{label.replace(', ', '-').replace(' ', '-')}")))
+                out=str(run_dir / directory)))
     metrics = {"suite": cfg.suite,
                "scores": {lb: {"overall": r["overall"], "tasks": r["tasks"],
                                "invalid_rate": r["invalid_rate"]} for lb, r in results.items()},

@@ -362,18 +362,30 @@ def dataset_columns(data: Path) -> list[str]:
     return TRAIN_COLUMNS + [c for c in (EPISODE_ID, HISTORY, ENV_STATE) if c in names]
 
 
-def read_rows(data: Path, split: str, form: str, fn: Any = None,
-              target_dropout: float = 0.0, lead: str = "") -> list[dict]:
-    """A split's rows in TRL's prompt-completion form (or mapped by ``fn(table, form)``), read
-    here (no Ray Data): for in-process training (Tune trials, the benchmarks)."""
+def read_table(data: Path, split: str, columns: list[str] | None = None,
+               limit: int | None = None) -> Any:
+    """A split's Parquet files as one Arrow table of ``columns`` (default
+    :func:`dataset_columns`), its first ``limit`` rows only if given; None when the split has no
+    files."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     files = sorted((data / split).glob("*.parquet"))
     if not files:
-        return []
-    columns = dataset_columns(data)
+        return None
+    columns = columns or dataset_columns(data)
     table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+    return table if limit is None else table.slice(0, limit)
+
+
+def read_rows(data: Path, split: str, form: str, fn: Any = None,
+              target_dropout: float = 0.0, lead: str = "", limit: int | None = None) -> list[dict]:
+    """A split's rows (its first ``limit`` only if given) in TRL's prompt-completion form (or
+    mapped by ``fn(table, form)``), read here (no Ray Data): for in-process training (Tune
+    trials, the benchmarks)."""
+    table = read_table(data, split, limit=limit)
+    if table is None:
+        return []
     if fn is not None:
         return fn(table, form).to_pylist()
     return to_prompt_completion(table, form, target_dropout, lead).to_pylist()
@@ -419,7 +431,7 @@ def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256, lead: str = 
 
     from policylm.platform.engines.models import resolve_model
 
-    rows = read_rows(data, "train", cfg.prompt_form, lead=lead)[:sample]
+    rows = read_rows(data, "train", cfg.prompt_form, lead=lead, limit=sample)
     if not rows or cfg.packing:
         return {}
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
