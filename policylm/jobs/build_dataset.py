@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
@@ -102,6 +103,21 @@ def source_ids(table: pa.Table, k: int, n: int) -> pa.Table:
     return table.set_column(i, tr.EPISODE_ID, ids)
 
 
+def dataset_text_options(sources: list[Path]) -> dict | None:
+    """The env text options the sources' rows were played with (None where no file records
+    them); sources played with different ones raise a DatasetError: one dataset, one text."""
+    from policylm.platform.data import datasets as dsx
+    from policylm.platform.data import trajectories as tr
+
+    known = {str(src): opts for src in sources
+             if (opts := tr.text_options_of(src)) is not None}
+    if len({json.dumps(o, sort_keys=True) for o in known.values()}) > 1:
+        listed = "; ".join(f"{src}: {opts}" for src, opts in known.items())
+        raise dsx.DatasetError(f"the trajectories were played with different env text options "
+                               f"({listed}); build one dataset per setting")
+    return next(iter(known.values()), None)
+
+
 def main(cfg: BuildDatasetConfig) -> dict:
     import pyarrow as pa
 
@@ -137,7 +153,8 @@ def main(cfg: BuildDatasetConfig) -> dict:
             f"no episode of {episodes.num_rows} passes the filters {flt}; loosen them "
             "(stats_only=true shows the returns)"
         )
-    systems = {make_adapter(e).system_text() for e in env_ids}
+    text_options = dataset_text_options(srcs)
+    systems = {make_adapter(e, **(text_options or {})).system_text() for e in env_ids}
     if len(systems) != 1:
         raise dsx.DatasetError(f"{', '.join(map(str, srcs))} mix envs {env_ids} whose prompts "
                                "differ; build one dataset per env")
@@ -197,8 +214,9 @@ def main(cfg: BuildDatasetConfig) -> dict:
             if cfg.jsonl:
                 dsx.write_chat_jsonl(table, out_dir / f"{name}.jsonl")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_record(out_dir, PromptRecord(history=cfg.history))
+    write_record(out_dir, PromptRecord(history=cfg.history, text_options=text_options))
     stats.update({"splits": counts, "system": system, "history": cfg.history,
+                  "text_options": text_options,
                   "train_row_fractions": fractions,
                   "stage_seconds": stages.seconds})
     write_json(run_dir / "stats.json", with_memory(stats))

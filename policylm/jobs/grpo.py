@@ -221,7 +221,7 @@ def train_loop_per_worker(config: dict) -> None:
 def main(cfg: GrpoJobConfig) -> dict:
     resolve_start(cfg)
     from policylm.jobkit import ray_train
-    from policylm.platform.records import PromptRecord, read_record, write_record
+    from policylm.platform.records import adapter_record, read_record, write_record
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "grpo")
@@ -235,8 +235,7 @@ def main(cfg: GrpoJobConfig) -> dict:
         result, records = ray_train.train(train_loop_per_worker, {}, splits, cfg, cpus, run_dir,
                                           "grpo", stages, tracker)
         adapter = ray_train.export_checkpoint(result, run_dir / "adapter")
-        write_record(adapter, PromptRecord(cfg.prompt_form, read_record(data).history,
-                                           lead))  # as the rows
+        write_record(adapter, adapter_record(cfg.prompt_form, data, lead))  # as the rows
         metrics = summarize(ray_train.log_history(result), stages.seconds)
         attempts = [n for n in records if n.get("attempt") == "start" and n["rank"] == 0]
         finals = [n for n in records if "train_runtime" in n]

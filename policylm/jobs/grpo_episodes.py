@@ -100,7 +100,12 @@ def main(cfg: GrpoEpisodesConfig) -> dict:
     from policylm.platform.data import trajectories as tr
     from policylm.platform.engines.models import resolve_model
     from policylm.platform.envs import make_adapter
-    from policylm.platform.records import PromptRecord, read_record, write_record
+    from policylm.platform.records import (
+        PromptRecord,
+        check_text_options,
+        read_record,
+        write_record,
+    )
     from policylm.platform.tracking import Tracker
     from policylm.platform.training.episodic_grpo import build_batch, subsample
     from policylm.platform.training.learner import EpisodicLearner
@@ -110,6 +115,9 @@ def main(cfg: GrpoEpisodesConfig) -> dict:
     check_heldout(cfg, env)
     start = read_record(cfg.adapter or None, cfg.model)
     steps_back, lead = start.history, start.lead  # the adapter's history and examples, kept
+    # the actors play the base model with live weights: the starting adapter's text is checked
+    # here
+    check_text_options(start.text_options, env.text_options, cfg.env_id)
     run_dir = open_run("grpo-episodes", cfg).resolve()
     resolve_model(cfg.model)
     model, tokenizer, peft = load_trainable(cfg.sft_view(), cfg.adapter)
@@ -185,7 +193,8 @@ def main(cfg: GrpoEpisodesConfig) -> dict:
     adapter = run_dir / "adapter"
     learner.model.save_pretrained(str(adapter))
     tokenizer.save_pretrained(str(adapter))
-    write_record(adapter, PromptRecord(cfg.prompt_form, steps_back, lead))
+    write_record(adapter, PromptRecord(cfg.prompt_form, steps_back, lead,
+                                       text_options=env.text_options))
     wall = history[-1]["wall_s"]
     metrics = {"mode": "episodes", "iterations": history,
                "target_return": cfg.target_return, "group_size": cfg.group_size,

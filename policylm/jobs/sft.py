@@ -24,7 +24,7 @@ from policylm.jobkit.runs import log, run_job, settings, write_json
 from policylm.platform.config import ConfigError
 from policylm.platform.memory import with_memory
 from policylm.platform.policies.shots import render_shots
-from policylm.platform.records import PromptRecord, read_record, write_record
+from policylm.platform.records import adapter_record, write_record
 from policylm.platform.training.sft import (
     SftJobConfig,
     build_trainer,
@@ -120,9 +120,9 @@ def main(cfg: SftJobConfig) -> dict:
                                           splits, cfg, cpus, run_dir, "sft", stages, tracker)
         adapter = ray_train.export_checkpoint(
             result, run_dir / ("model" if cfg.full_finetune else "adapter"))
-        # the dataset's history, and the examples: the adapter's policy prompts with them
-        write_record(adapter, PromptRecord(cfg.prompt_form, read_record(data).history, lead,
-                                           think))
+        # the dataset's history and env text, and the examples: the adapter's policy prompts
+        # with them
+        write_record(adapter, adapter_record(cfg.prompt_form, data, lead, think))
         metrics = {**summarize(result, records, stages.seconds, cfg.train.num_workers), **lengths,
                    "shots": [asdict(s) for s in shots]}
         tracker.log({"final": metrics}, metrics["train_loss"][-1][0] if metrics["train_loss"]

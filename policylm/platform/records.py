@@ -33,12 +33,15 @@ class PromptRecord:
     ``form``: the prompt form (None in a dataset's record, which fixes only its history; reads
     as ``chat``, as for base models); ``history``: the steps of history its rows hold
     (``policylm.platform.prompts.history_start``); ``lead``: the few-shot examples' text every
-    prompt starts with; ``think``: its rows thought before acting (``mode=think``)."""
+    prompt starts with; ``think``: its rows thought before acting (``mode=think``);
+    ``text_options``: the env options that shaped its rows' text (``EnvAdapter.text_options``
+    of the env they were played in; None where unknown: a base model, rows from elsewhere)."""
 
     form: str | None = None
     history: int = 0
     lead: str = ""
     think: bool = False
+    text_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.form is not None:
@@ -61,7 +64,9 @@ class PromptRecord:
         return {**({"prompt_form": self.form} if self.form else {}), "history": int(self.history),
                 **({"history_format": HISTORY_FORMAT} if self.history else {}),
                 **({"lead": self.lead} if self.lead else {}),
-                **({"mode": "think"} if self.think else {})}
+                **({"mode": "think"} if self.think else {}),
+                **({"text_options": self.text_options} if self.text_options is not None
+                   else {})}
 
     @classmethod
     def from_json(cls, data: Any, where: str = FORM_FILE) -> PromptRecord:
@@ -71,8 +76,12 @@ class PromptRecord:
             if not isinstance(data, dict):
                 raise TypeError("not a JSON object")
             history = int(data.get("history", 0))
+            text_options = data.get("text_options")
+            if text_options is not None and not isinstance(text_options, dict):
+                raise TypeError(f"text_options is {text_options!r}, not an object")
             record = cls(form=data.get("prompt_form"), history=history,
-                         lead=str(data.get("lead", "")), think=data.get("mode") == "think")
+                         lead=str(data.get("lead", "")), think=data.get("mode") == "think",
+                         text_options=text_options)
         except (ValueError, TypeError) as err:
             raise PromptFormError(
                 f"{where}: not a prompt record ({err}); expected e.g. "
@@ -83,6 +92,29 @@ class PromptRecord:
                 "as lines before the observation), which prompts no longer use; rebuild the "
                 "dataset (build-dataset history=k) and train again")
         return record
+
+
+def adapter_record(form: str, data: str | Path, lead: str = "", think: bool = False
+                   ) -> PromptRecord:
+    """The record of an adapter trained in ``form`` on the dataset ``data``: the history and
+    the env text options of the dataset's rows, with ``lead`` and ``think``."""
+    rows = read_record(data)
+    return PromptRecord(form, rows.history, lead, think, rows.text_options)
+
+
+def check_text_options(recorded: dict[str, Any] | None, current: dict[str, Any],
+                       env_id: str) -> None:
+    """Raise :class:`PromptFormError` when an option the record names shapes ``env_id``'s text
+    differently here (``current``: the env adapter's ``text_options``): the policy was trained
+    on other text. Options only one side names are not compared (None: nothing recorded)."""
+    differ = {k: (v, current[k]) for k, v in (recorded or {}).items()
+              if k in current and current[k] != v}
+    if differ:
+        named = ", ".join(f"{k}={was!r} (here {now!r})" for k, (was, now) in differ.items())
+        wanted = ", ".join(f"{k}: {json.dumps(was)}" for k, (was, _) in differ.items())
+        raise PromptFormError(
+            f"{env_id}: the policy was trained on text made with {named}; play it in the same "
+            f"env: env_options={{{wanted}}}")
 
 
 def write_record(directory: str | Path, record: PromptRecord) -> None:

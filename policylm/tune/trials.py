@@ -96,7 +96,7 @@ def train_trial(config: dict, base: dict) -> None:
 
     from policylm.platform.config import config_from_dict
     from policylm.platform.policies.shots import render_shots
-    from policylm.platform.records import PromptRecord, read_record, write_record
+    from policylm.platform.records import adapter_record, write_record
     from policylm.platform.training.sft import (
         SftJobConfig,
         build_trainer,
@@ -129,7 +129,7 @@ def train_trial(config: dict, base: dict) -> None:
     adapter = out / "adapter"
     trainer.save_model(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
-    write_record(adapter, PromptRecord(cfg.prompt_form, read_record(data).history, lead))
+    write_record(adapter, adapter_record(cfg.prompt_form, data, lead))
     model = base["sft"]["model"]
     policy = f"hf://{model}?adapter={adapter}&temperature={base['temperature']}"
     result = _play(policy, float(config.get("target_return", base["target_return"])),

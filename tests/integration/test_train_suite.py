@@ -42,6 +42,9 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
     # the dataset's history reaches the adapter, and the benchmarked policy acts with it
     assert read_record(run / "dataset" / "dataset").history == 2
     assert read_record(run / "sft" / "adapter").history == 2
+    # and the env text options of the rows (the memory): playing it without them is refused
+    assert read_record(run / "dataset" / "dataset").text_options == {"memory": True}
+    assert read_record(run / "sft" / "adapter").text_options == {"memory": True}
     rows = [json.loads(line) for line in (run / "dataset" / "dataset" / "train.jsonl").open()]
     # a row after the first step holds the earlier steps as turns: user, assistant, ..., user
     assert max(len(r["messages"]) for r in rows) == 1 + 2 * 3 + 2  # 3 earlier steps at most

@@ -8,6 +8,7 @@ half a file and a retried writer replaces its own file instead of adding a dupli
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterable, Sequence
@@ -56,6 +57,8 @@ THOUGHT_FIELD = pa.field(THOUGHT, pa.string(), nullable=True)
 # target, with adaptive targeting); null for policies without one
 TARGET_RETURN = "target_return"
 TARGET_RETURN_FIELD = pa.field(TARGET_RETURN, pa.float64(), nullable=True)
+# the schema metadata key of the env text options a file's rows were played with (JSON)
+TEXT_OPTIONS_KEY = "policylm.text_options"
 
 BASE_FIELDS = [
     pa.field(RUN_ID, pa.string(), nullable=False),
@@ -121,13 +124,37 @@ class TrajectoryError(ValueError):
     """A trajectory file or row does not match the schema; the message names file/row/field."""
 
 
-def trajectory_schema(extra_fields: Sequence[pa.Field] = ()) -> pa.Schema:
-    """The base schema plus an env's own typed columns (e.g. achievements)."""
+def trajectory_schema(extra_fields: Sequence[pa.Field] = (),
+                      text_options: dict | None = None) -> pa.Schema:
+    """The base schema plus an env's own typed columns (e.g. achievements); ``text_options``
+    (the env adapter's) go into the schema's metadata, so the files say how their text was
+    made (see :func:`text_options_of`)."""
     names = {f.name for f in BASE_FIELDS}
     clash = [f.name for f in extra_fields if f.name in names]
     if clash:
         raise ValueError(f"extra trajectory columns {clash} clash with base columns")
-    return pa.schema(BASE_FIELDS + list(extra_fields))
+    schema = pa.schema(BASE_FIELDS + list(extra_fields))
+    if text_options is None:
+        return schema
+    return schema.with_metadata({TEXT_OPTIONS_KEY: json.dumps(text_options, sort_keys=True)})
+
+
+def text_options_of(path: str | Path) -> dict | None:
+    """The env text options the trajectory files under ``path`` were played with (their
+    schema's metadata), or None when none records them (imported rows, older files). Files
+    played with different options raise a :class:`TrajectoryError`: their text differs."""
+    found: dict[str, Path] = {}
+    for f in trajectory_files(path):
+        meta = pq.read_schema(f).metadata or {}
+        raw = meta.get(TEXT_OPTIONS_KEY.encode())
+        if raw is not None:
+            found.setdefault(raw.decode(), f)
+    if len(found) > 1:
+        (a, fa), (b, fb) = list(found.items())[:2]
+        raise TrajectoryError(
+            f"{path}: its files were played with different env text options ({fa.name}: {a}; "
+            f"{fb.name}: {b}); collect each setting into its own directory")
+    return json.loads(next(iter(found))) if found else None
 
 
 def write_atomic(table: pa.Table, path: str | Path) -> Path:

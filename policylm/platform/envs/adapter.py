@@ -61,6 +61,10 @@ class EnvAdapter:
     env_info: Any = None
     # what external policies see of an observation (MettaGrid: the token array); None: flatten
     policy_obs: Callable[[Any], np.ndarray] | None = None
+    # the options that shape this env's text (number decimals, the action codec, BabyAI's
+    # memory, ...): recorded with the rows played here and with the adapters trained on them,
+    # so that a policy is not played on text made otherwise (see check_text_options)
+    text_options: dict[str, Any] = field(default_factory=dict)
 
     def flatten(self, obs: Any) -> np.ndarray:
         """Observation as a flat float32 vector: ``flatten_obs`` when the adapter sets one,
@@ -184,7 +188,15 @@ def generic_adapter(
         encode=encode,
         to_json=to_json,
         codec=default_codec(act_space, box=box_codec, bins=bins),
+        text_options={"decimals": decimals, **box_text_options(act_space, box_codec, bins)},
     )
+
+
+def box_text_options(space: gym.Space, box_codec: str, bins: int) -> dict[str, Any]:
+    """The codec options that shape a Box action space's text (none for other spaces)."""
+    if not isinstance(space, gym.spaces.Box):
+        return {}
+    return {"box_codec": box_codec, **({"bins": bins} if box_codec == "bins" else {})}
 
 
 def dumps_json(obj: Any) -> str:

@@ -252,4 +252,5 @@ def babyai_adapter(
         flatten_obs=flatten_minigrid,
         save_state=save_minigrid,
         restore_state=restore_minigrid,
+        text_options={"memory": bool(memory)},
     )

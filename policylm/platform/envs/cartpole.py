@@ -55,6 +55,7 @@ def cartpole_adapter(
         rules=CARTPOLE_RULES,
         save_state=lambda env: [float(v) for v in env.unwrapped.state],
         restore_state=restore_cartpole,
+        text_options={"decimals": decimals},
     )
 
 

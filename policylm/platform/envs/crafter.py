@@ -210,6 +210,7 @@ def crafter_adapter(env_id: str = "Crafter", *, length: int = 10000, max_entitie
         rules=RULES,
         extra_fields=list(EXTRA_FIELDS),
         info_extras=crafter_extras,
+        text_options={"max_entities": max_entities},
     )
 
 

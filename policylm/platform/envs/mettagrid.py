@@ -275,7 +275,7 @@ def mettagrid_adapter(env_id: str = "MettaGrid-Arena", *, num_agents: int = 24,
         action_space=probe.action_space, encode=decoder.text, to_json=decoder.decode,
         codec=NamedDiscreteCodec(list(pei.action_names)), rules=RULES,
         flatten_obs=decoder.flatten, num_agents=num_agents, env_info=pei,
-        policy_obs=lambda o: o["tokens"])
+        policy_obs=lambda o: o["tokens"], text_options={"max_entities": max_entities})
 
 
 class HeartSeeker(Policy):

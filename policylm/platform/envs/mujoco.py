@@ -15,7 +15,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from policylm.platform.envs.adapter import EnvAdapter, format_number, gym_kwargs, probe_spaces
+from policylm.platform.envs.adapter import (
+    EnvAdapter,
+    box_text_options,
+    format_number,
+    gym_kwargs,
+    probe_spaces,
+)
 from policylm.platform.envs.codecs import BoxBinsCodec, BoxNumericCodec
 
 # what the numbers mean, per robot (observation order as Gymnasium's v5 envs give it)
@@ -135,4 +141,5 @@ def mujoco_adapter(env_id: str, *, decimals: int = 2, box_codec: str = "numeric"
         rules=mujoco_rules(env_id, int(obs_space.shape[0]), low, high),
         save_state=save_mujoco,
         restore_state=restore_mujoco,
+        text_options={"decimals": decimals, **box_text_options(act_space, box_codec, bins)},
     )

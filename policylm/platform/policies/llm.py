@@ -43,7 +43,7 @@ from policylm.platform.prompts import (
     split_answer,
     think_system,
 )
-from policylm.platform.records import check_form, read_record
+from policylm.platform.records import check_form, check_text_options, read_record
 
 log = logging.getLogger("policylm")
 
@@ -88,6 +88,8 @@ class LLMPolicyConfig:
     shots_from: str = ""         # (policylm.platform.policies.shots), drawn with shots_seed
     shots_seed: int = 0
     lead: str = ""               # without shots: the examples' text an adapter was trained with
+    text_options: dict | None = None  # the env text options the adapter's rows were made with
+                                      # (its record; None: unknown): checked against the env's
 
 
 class LLMPolicy(Policy):
@@ -386,6 +388,8 @@ def check_config(cfg: LLMPolicyConfig, adapter: EnvAdapter | None = None) -> Non
         raise ValueError(f"shots={cfg.shots} needs shots_from=<trajectory or run directory> "
                          "to draw the examples from")
     check_form(cfg.prompt_form)
+    if adapter is not None:
+        check_text_options(cfg.text_options, adapter.text_options, adapter.env_id)
     if adapter is not None and cfg.mode == "score" and not adapter.codec.valid_actions:
         raise ValueError(f"{adapter.env_id}: actions cannot be listed; use mode=generate")
 
@@ -463,6 +467,7 @@ def parse_llm_spec(model: str, params: dict[str, str]) -> LLMPolicySpec:
         shots_seed=number("shots_seed", int, 0),
         lead=read_record(params["lead_from"], model).lead if params.get("lead_from")
         else record.lead,
+        text_options=record.text_options,
     )
     check_config(cfg)
     return LLMPolicySpec(model, params.get("adapter", ""), engine, dtype, cfg)

@@ -263,7 +263,8 @@ class EpisodeRunner:
     def schema(self) -> pa.Schema:
         """The trajectory schema with this env's extra columns."""
         return tr.trajectory_schema([tr.POLICY_VERSION_FIELD, tr.THOUGHT_FIELD,
-                                     tr.TARGET_RETURN_FIELD, *tr.env_fields(self.adapter)])
+                                     tr.TARGET_RETURN_FIELD, *tr.env_fields(self.adapter)],
+                                    self.adapter.text_options)
 
     def policy_stats(self) -> dict[str, dict]:
         """``{uri: policy.stats()}`` for the policies that report statistics."""
