@@ -6,6 +6,12 @@ import pytest
 
 # nothing in the tests may reach a model hub; Ray workers get this too (policylm.runtime)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Ray Train runs here last seconds: its controller polls the workers every 0.5 s (2 s by
+# default, which a short run waits out at its end), and starts no preemption watcher nor
+# metrics. The session's Ray, the clusters and the CLI processes the tests start inherit these.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 
 
 @pytest.fixture(scope="session")

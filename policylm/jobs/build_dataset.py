@@ -103,6 +103,17 @@ def source_ids(table: pa.Table, k: int, n: int) -> pa.Table:
     return table.set_column(i, tr.EPISODE_ID, ids)
 
 
+STEPS_PER_PARTITION = 100_000
+
+
+def group_partitions(steps: int, episodes: int, cpus: int) -> int:
+    """Partitions of the group-by-episode shuffle: one per CPU of the cluster, more for large
+    data (``STEPS_PER_PARTITION`` steps each), never more than the episodes or Ray Data's
+    default of 200 (each partition is a task: 200 of them cost tens of seconds on small
+    data)."""
+    return max(1, min(episodes, 200, max(cpus, -(-steps // STEPS_PER_PARTITION))))
+
+
 def dataset_text_options(sources: list[Path]) -> dict | None:
     """The env text options the sources' rows were played with (None where no file records
     them); sources played with different ones raise a DatasetError: one dataset, one text."""
@@ -179,7 +190,9 @@ def main(cfg: BuildDatasetConfig) -> dict:
         ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
         ds = ds.map_batches(dsx.keep_rows, fn_kwargs={"episode_ids": keep},
                             batch_format="pyarrow")
-        ds = ds.groupby(tr.EPISODE_ID).map_groups(
+        steps_kept = int(pc.sum(selected.column("length")).as_py() or 0)
+        ds = ds.groupby(tr.EPISODE_ID, num_partitions=group_partitions(
+            steps_kept, len(keep), int(ray.cluster_resources().get("CPU", 1)))).map_groups(
             dsx.episode_rows, fn_kwargs={"gamma": cfg.gamma, "scale": cfg.return_scale,
                                          "history": cfg.history}, batch_format="pyarrow")
         ds = ds.map_batches(dsx.to_chat_rows, fn_kwargs={"system": system},
@@ -201,7 +214,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
     counts: dict[str, dict] = {}
     with stages("write"):
         for name in ("train", "validation"):
-            part = ds.filter(expr=f"{dsx.SPLIT} == '{name}'")
+            part = ds.filter(expr=f"{dsx.SPLIT} == '{name}'").materialize()  # read once
             n = part.count()
             counts[name] = {"rows": n}
             if n == 0:

@@ -39,7 +39,7 @@ class DemoEvalConfig:
     adaptive: bool = field(True, doc="remaining target = target - reward so far")
     guidance: float = field(0.0, doc="return guidance weight of the fine-tuned policy (hf:// "
                             "guidance=; train with sft.target_dropout > 0); 0: none")
-    num_workers: int = field(2, doc="rollout actors")
+    num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
     envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
     compare_base: bool = field(True, doc="also evaluate the untrained model at the same targets")
     seed: int = field(TEST_SEED, doc="base seed of the evaluation's env seeds (default: the test "

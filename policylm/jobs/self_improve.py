@@ -52,7 +52,7 @@ class SelfImproveConfig:
     heldout_episodes: int = field(16, doc="episodes on held-out seeds (never trained on) that "
                                           "base and tuned both play: the comparison that "
                                           "counts")
-    num_workers: int = field(2, doc="rollout actors")
+    num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
     envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
     filter: FilterSettings = field(factory=FilterSettings, doc="filter.<key>")
     sft: sft.SftJobConfig = field(factory=lambda: sft.SftJobConfig(max_steps=60, batch_size=16,

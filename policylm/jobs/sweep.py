@@ -129,8 +129,10 @@ def tuner(cfg: SweepConfig, run_dir: Path) -> Any:
                                   max_t=10_000)
     return tune.Tuner(
         trainable(cfg), param_space=search_space(cfg.space),
+        # a trial process runs the next trial: its imports and loaded models are kept
         tune_config=tune.TuneConfig(num_samples=cfg.num_samples, scheduler=scheduler,
-                                    max_concurrent_trials=cfg.max_concurrent_trials or None),
+                                    max_concurrent_trials=cfg.max_concurrent_trials or None,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune"),
                                   verbose=1,
                                   callbacks=tune_callbacks(cfg.tracking, run_dir, "sweep")),

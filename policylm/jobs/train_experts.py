@@ -36,7 +36,8 @@ class TrainExpertsConfig:
     max_iterations: int = field(40, doc="select=return: stop here even if a target is not met")
     tolerance: float = field(0.05, doc="select=return: stop once every skill is within this share "
                              "of the largest target")
-    num_env_runners: int = field(1, doc="RLlib env-runner actors (each takes one CPU)")
+    num_env_runners: int = field(1, doc="RLlib env-runner actors (each takes one "
+                                 "CPU; 0: the learner's process samples)")
     envs_per_runner: int = field(4, doc="vectorised envs per env runner")
     train_batch_size: int = field(2000, doc="env steps per PPO iteration")
     minibatch_size: int = field(250, doc="PPO minibatch size")

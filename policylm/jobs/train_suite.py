@@ -41,7 +41,7 @@ class SuiteBenchmarkConfig:
                                "(36.0: Llama-3.1-8B on BALROG BabyAI); None: no goal")
     seed: int = field(TEST_SEED, doc="base seed of the held-out benchmark episodes (default: the "
                       "test range, policylm.platform.seeds)")
-    num_workers: int = field(2, doc="rollout actors")
+    num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
     envs_per_worker: int = field(5, doc="envs per actor (one batched engine call per step)")
 
 

@@ -221,7 +221,8 @@ def run_trials(specs: Sequence[dict], storage: Path, name: str,
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"cpu": 1}),
         param_space={"spec": tune.grid_search(list(specs))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+        # a trial process runs the next trial (its imports kept)
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(Path(storage).resolve()), name=name,
                                   verbose=0, callbacks=list(callbacks)),
     )

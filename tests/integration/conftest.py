@@ -20,9 +20,10 @@ def experts(ray_local, tmp_path_factory):
     from policylm.jobs.train_experts import TrainExpertsConfig, main
 
     out = tmp_path_factory.mktemp("experts")
+    # num_env_runners=0: the learner's process samples (no env-runner actor to start)
     cfg = TrainExpertsConfig(select="iteration", skills={"weak": 1, "expert": 3},
                              train_batch_size=600, minibatch_size=200, num_epochs=4,
-                             eval_episodes=2, out=str(out))
+                             eval_episodes=2, num_env_runners=0, out=str(out))
     return main(cfg)
 
 

@@ -26,11 +26,14 @@ def test_demo_small(tmp_path, tiny_model_dir):
     overrides = [
         "experts.select=iteration", "experts.skills={weak: 1, expert: 2}",
         "experts.train_batch_size=500", "experts.minibatch_size=100", "experts.eval_episodes=2",
-        "collect.episodes_per_policy=4", "collect.envs_per_worker=2", "collect.chunk_size=2",
+        "experts.num_env_runners=0", "collect.episodes_per_policy=4", "collect.envs_per_worker=2",
+        "collect.chunk_size=2",
         "skill_source=expert-mix", "dataset.max_rows_per_skill=0", f"sft.model={tiny_model_dir}",
         "sft.max_steps=2", "sft.target_dropout=0.2", "evaluate.guidance=1.5",
         "sft.batch_size=4", "sft.dtype=fp32", "sft.eval_steps=0", "sft.max_eval_rows=8",
         "evaluate.targets=[10, 40, 200]", "evaluate.episodes=2", "evaluate.envs_per_worker=2",
+        # play in the job's process (rollout actors: test_collect, test_evaluate)
+        "collect.num_workers=0", "evaluate.num_workers=0",
         f"out={tmp_path / 'demo'}"]
     config = Path(__file__).parents[2] / "configs" / "demo.yaml"
     cfg = load_config(DemoConfig, config, overrides)
@@ -95,7 +98,8 @@ def test_demo_small(tmp_path, tiny_model_dir):
 def test_train_experts_on_minigrid(ray_local, tmp_path):
     cfg = TrainExpertsConfig(env_id="MiniGrid-Empty-8x8-v0", select="iteration",
                              skills={"weak": 1}, train_batch_size=400, minibatch_size=100,
-                             num_epochs=2, eval_episodes=1, out=str(tmp_path / "mg"))
+                             num_epochs=2, eval_episodes=1, num_env_runners=0,
+                             out=str(tmp_path / "mg"))
     result = train_main(cfg)
     weak = result["experts"]["weak"]
     assert weak["uri"].startswith("rllib://") and weak["eval"]["count"] == 1
@@ -115,7 +119,7 @@ def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
         "collect.episodes_per_policy=2", f"sft.model={tiny_model_dir}", "sft.max_steps=2",
         "sft.batch_size=4", "sft.dtype=fp32", "sft.max_eval_rows=8", "sft.save_steps=2",
         "dataset.max_rows_per_skill=0", "evaluate.targets=[0, 4]", "evaluate.episodes=2",
-        "evaluate.compare_base=true",
+        "evaluate.compare_base=true", "collect.num_workers=0", "evaluate.num_workers=0",
         f"out={tmp_path / 'arena'}"])
     main(cfg)
     run = tmp_path / "arena"

@@ -77,32 +77,14 @@ def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path,
     assert mlflow_history(result["run_dir"], "reward") == [tuple(x) for x in result["reward"]]
 
 
-def test_grpo_on_two_workers_uses_every_row_once(ray_local, tiny_model_dir, tmp_path):
-    """Two workers, one epoch of 16 states (4 steps of 2 prompts per worker, 2 completions
-    each): every state is a prompt exactly once across the workers (num_generations times)."""
+def test_grpo_on_two_workers_uses_every_row_once_with_the_env_reward(ray_local, tiny_model_dir,
+                                                                     tmp_path):
+    """CartPole states travel from collection through the dataset to the env reward, on two
+    workers: one epoch of 16 of those states (4 steps of 2 prompts per worker, 2 completions
+    each) makes every state a prompt exactly once across the workers (num_generations times)."""
     import json
     from collections import Counter
 
-    from policylm.jobs.grpo import GrpoJobConfig
-    from policylm.jobs.grpo import main as grpo
-    from policylm.platform.config import config_from_dict
-
-    result = grpo(config_from_dict(GrpoJobConfig, {
-        "dataset": str(write_dataset(tmp_path / "d", 16, "random")), "model": tiny_model_dir,
-        "prompt_form": "compact", "rewards": {"format": 1.0}, "num_generations": 2,
-        "batch_size": 4, "max_completion_length": 2, "max_steps": 4, "save_steps": 4,
-        "dtype": "fp32", "train": {"num_workers": 2, "record_rows": True},
-        "out": str(tmp_path / "g")}))
-    run = Path(result["run_dir"])
-    notes = [json.loads(line) for line in (run / "train_notes.jsonl").read_text().splitlines()]
-    assert sorted(n["train_rows"] for n in notes if n.get("attempt")) == [16, 16]
-    records = [json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines()]
-    assert {r["rank"] for r in records} == {0, 1}
-    assert Counter(i for r in records for i in r["rows"]) == {i: 2 for i in range(16)}
-
-
-def test_env_reward_reads_collected_states(ray_local, tiny_model_dir, tmp_path):
-    """CartPole states travel from collection through the dataset to the env reward."""
     from policylm.jobs.build_dataset import BuildDatasetConfig
     from policylm.jobs.build_dataset import main as build
     from policylm.jobs.collect import CollectConfig, PolicySource
@@ -116,18 +98,25 @@ def test_env_reward_reads_collected_states(ray_local, tiny_model_dir, tmp_path):
     build(BuildDatasetConfig(trajectories=str(tmp_path / "collect"), validation_fraction=0.0,
                              out=str(tmp_path / "ds")))
     rows = pq.read_table(next((tmp_path / "ds" / "dataset" / "train").glob("*.parquet")))
-    assert rows.column("env_state").null_count == 0
+    assert rows.column("env_state").null_count == 0 and rows.num_rows >= 16
     result = grpo(config_from_dict(GrpoJobConfig, {
         "dataset": str(tmp_path / "ds"), "model": tiny_model_dir, "prompt_form": "compact",
         "rewards": {"env": 1.0, "format": 0.0},
-        "env_reward": {"policy": "random:", "horizon": 1, "gamma": 1.0},
-        "num_generations": 4, "batch_size": 8, "max_completion_length": 2, "max_steps": 2,
-        "save_steps": 2, "dtype": "fp32", "out": str(tmp_path / "grpo")}))
+        "env_reward": {"policy": "random:", "horizon": 1, "gamma": 1.0}, "max_rows": 16,
+        "num_generations": 2, "batch_size": 4, "max_completion_length": 2, "max_steps": 4,
+        "save_steps": 4, "dtype": "fp32", "train": {"num_workers": 2, "record_rows": True},
+        "out": str(tmp_path / "grpo")}))
+    run = Path(result["run_dir"])
+    notes = [json.loads(line) for line in (run / "train_notes.jsonl").read_text().splitlines()]
+    assert sorted(n["train_rows"] for n in notes if n.get("attempt")) == [16, 16]
+    records = [json.loads(line) for line in (run / "rows.jsonl").read_text().splitlines()]
+    assert {r["rank"] for r in records} == {0, 1}
+    assert Counter(i for r in records for i in r["rows"]) == {i: 2 for i in range(16)}
     env = [r for _, r in result["rewards"]["env_reward"]]
     fmt = [r for _, r in result["rewards"]["format_reward"]]
     # horizon 1: a completion that names an action earns CartPole's reward for that one step
     # (1, whatever the restored state), one that does not earns 0; every exact action parses
-    assert len(env) == 2 and all(f <= e <= 1.0 for f, e in zip(fmt, env, strict=True))
+    assert len(env) == 4 and all(f <= e <= 1.0 for f, e in zip(fmt, env, strict=True))
     assert result["kl"] is None  # beta 0: not computed, not 0
 
 

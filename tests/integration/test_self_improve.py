@@ -17,7 +17,7 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
 
     out = main(SelfImproveConfig(
         env_id="Crafter", env_options={"length": 8}, episodes=4, heldout_episodes=3,
-        num_workers=1,
+        num_workers=0,  # in this process: the rollout actors are tested in test_collect
         envs_per_worker=4, policy=f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact",
         filter=FilterSettings(top_k=2),
         sft=SftJobConfig(max_steps=4, batch_size=8, eval_steps=0, save_steps=4,

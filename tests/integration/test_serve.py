@@ -323,35 +323,3 @@ def test_server_not_running_is_named(tmp_path):
     assert 1.5 <= time.monotonic() - t0 < 10  # it waited for the server, then said so
     with pytest.raises(PolicyError, match="unknown http:// parameters"):
         policy_from_uri("http://127.0.0.1:9?api_key=x", make_adapter("CartPole-v1"))
-
-
-def test_policylm_serve_command_runs_until_ctrl_c(tiny_model_dir, tmp_path):
-    """The `policylm serve` command as users run it: flags, a health answer, Ctrl-C ends it."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    port = PORT + 1
-    cmd = [str(Path(sys.executable).parent / "policylm"), "serve", "--policy",
-           f"hf://{tiny_model_dir}?dtype=fp32", "--port", str(port), "--num-cpus", "0.5"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    try:
-        deadline, up = time.time() + 120, False
-        while time.time() < deadline and not up:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as r:
-                    up = r.status == 200
-            except OSError:
-                time.sleep(1)
-        assert up, "policylm serve did not answer on /v1/health"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
-        assert f"at http://127.0.0.1:{port}" in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()

@@ -1,6 +1,8 @@
-"""``policylm serve`` as a user runs it (README quickstart: started in the background, stopped
-with ``kill %1``): it says once that it has no API key, and SIGTERM to its process group stops
-it with exit code 0 and no crash report (Ray's ``*** SIGTERM received ... PC: @`` frames)."""
+"""``policylm serve`` as a user runs it (README quickstart: the command with its flags, started
+in the background, stopped with ``kill %1``): it answers on /v1/health, says once that it has
+no API key, and SIGTERM to its process group stops it with exit code 0 and no crash report
+(Ray's ``*** SIGTERM received ... PC: @`` frames). Ctrl-C (SIGINT) reaches the same stop: see
+``test_serve_stops_on_ctrl_c_and_sigterm`` in the unit tests."""
 
 import os
 import signal
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +31,9 @@ def test_serve_stops_cleanly_on_sigterm(tiny_model_dir, tmp_path):
     # its own session, like a shell job: the signal goes to the whole group, as `kill %1` does
     with log.open("ab") as sink:  # append: the child's writes never land where we read
         proc = subprocess.Popen(
-            [sys.executable, "-m", "policylm.cli", "serve",
-             f"policy=hf://{tiny_model_dir}?temperature=0&dtype=fp32", f"port={port}",
-             "num_cpus=0.25", "episode_ttl_s=60"],
+            [str(Path(sys.executable).parent / "policylm"), "serve",
+             "--policy", f"hf://{tiny_model_dir}?temperature=0&dtype=fp32", "--port", str(port),
+             "--num-cpus", "0.25", "episode_ttl_s=60"],
             stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
             start_new_session=True)
     try:
@@ -55,3 +58,4 @@ def test_serve_stops_cleanly_on_sigterm(tiny_model_dir, tmp_path):
     assert rc == 0, out
     assert "SIGTERM received" not in out and "PC: @" not in out, out
     assert sum("no API key" in line for line in out.splitlines()) == 1, out
+    assert "policylm serve: stopped" in out, out

@@ -98,9 +98,12 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
     assert read_record(str(merged_dir)).prompt_form == "chat"
 
 
-def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_path):
+def test_sft_resumes_after_a_killed_worker_and_its_storage_is_its_own(small_dataset,
+                                                                      tiny_model_dir, tmp_path):
+    storage = tmp_path / "S"
     result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", kill_at_step=4,
-                          train={"num_workers": 1, "cpus_per_worker": 1, "max_failures": 2},
+                          train={"num_workers": 1, "cpus_per_worker": 1, "max_failures": 2,
+                                 "storage_path": str(storage)},
                           prompt_form="compact", target_dropout=0.25, shots=2,
                           shots_from=str(small_dataset.parent / "collect")))
     notes = (tmp_path / "run" / "train_notes.jsonl").read_text()
@@ -131,25 +134,14 @@ def test_sft_resumes_after_a_killed_worker(small_dataset, tiny_model_dir, tmp_pa
     with pytest.raises(ConfigError, match="resume=true"):
         main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run"))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
-
-
-def test_two_runs_sharing_storage_path_do_not_share_checkpoints(small_dataset, tiny_model_dir,
-                                                                tmp_path):
-    """``storage_path=S out=A max_steps=6``, then ``storage_path=S out=B max_steps=12`` (a new
-    run, no resume): B trains from step 0 and leaves A's checkpoints in S as they were."""
-    storage = tmp_path / "S"
-
-    def cfg(out, steps):
-        return sft_cfg(small_dataset, tiny_model_dir, tmp_path / out, max_steps=steps,
-                       train={"storage_path": str(storage), "num_workers": 1,
-                              "cpus_per_worker": 1},
-                       eval_steps=100)
-
-    first = main(cfg("A", 6))
-    assert not first["resumed"] and [s for s, _ in first["train_loss"]][-1] == 6
+    # a new run on the same storage_path (out=B, no resume) trains from step 0, and leaves the
+    # first run's checkpoints (resumed ones among them) as they were
     a_files = {p: p.stat().st_mtime_ns for p in storage.rglob("*") if p.is_file()}
     assert any("checkpoint" in str(p) for p in a_files)
-    second = main(cfg("B", 12))
+    second = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "B", max_steps=12,
+                          train={"storage_path": str(storage), "num_workers": 1,
+                                 "cpus_per_worker": 1},
+                          eval_steps=100))
     metrics = json.loads((tmp_path / "B" / "metrics.json").read_text())
     assert metrics["resumed"] is False and metrics["attempts"] == 1
     notes = [json.loads(line) for line in (tmp_path / "B" / "train_notes.jsonl").read_text()

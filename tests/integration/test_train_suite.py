@@ -21,7 +21,7 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
         "sft.eval_steps=0", "sft.max_eval_rows=8", "benchmark.episodes=1",
         "benchmark.num_workers=0", "benchmark.envs_per_worker=5", "dataset.history=2",
-        "collect.env_options={memory: true}",
+        "collect.env_options={memory: true}", "collect.num_workers=0",
         f"out={tmp_path / 'run'}"])
     result = main(cfg)
     run = tmp_path / "run"

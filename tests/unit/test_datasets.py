@@ -143,3 +143,13 @@ def test_step_balanced_fractions_by_hand():
     assert abs(dsx.sample_rows(batch, fr, by_step=True).num_rows / n - 3.6 / 16) < 0.02
     with pytest.raises(dsx.DatasetError, match="skill or step"):
         dsx.row_fractions(episodes, {"a": "train"}, cap=10, balance="time")
+
+
+def test_group_partitions_by_hand():
+    from policylm.jobs.build_dataset import group_partitions
+
+    assert group_partitions(300, 40, 2) == 2  # small data: one partition per CPU
+    assert group_partitions(300, 1, 8) == 1  # never more than the episodes
+    assert group_partitions(1_000_001, 5_000, 4) == 11  # ceil(1,000,001 / 100,000)
+    assert group_partitions(10**9, 10**6, 64) == 200  # Ray Data's default is the cap
+    assert group_partitions(0, 0, 2) == 1

@@ -288,3 +288,23 @@ def test_a_thinking_policy_serves_its_thoughts(tiny_model_dir, monkeypatch):
     (out,) = think.act([ActRequest(observations=OBS, steps=[0, 0])])
     assert [(a.text, a.thought, a.valid) for a in out.actions] == [
         ("right", "Pole right.", True), ("left", "No idea", False)]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_serve_stops_on_ctrl_c_and_sigterm(sig):
+    """``policylm serve`` waits on this event: Ctrl-C and SIGTERM (``kill %1``) both set it (the
+    whole command is stopped with SIGTERM in test_serve_cli)."""
+    import os
+    import signal
+
+    from policylm.jobs.serve import stop_event
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = stop_event()
+        assert not stop.is_set()
+        os.kill(os.getpid(), getattr(signal, sig))
+        assert stop.wait(5)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

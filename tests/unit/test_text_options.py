@@ -46,7 +46,7 @@ def test_record_round_trip_and_bad_text_options(tmp_path):
     (tmp_path / "policylm.json").write_text('{"prompt_form": "compact", "history": 0}')
     assert read_record(tmp_path).text_options is None
     (tmp_path / "policylm.json").write_text('{"history": 0, "text_options": [1]}')
-    with pytest.raises(PromptFormError, match="text_options is \\[1\\], not an object"):
+    with pytest.raises(PromptFormError, match=r"text_options is \[1\], not an object"):
         read_record(tmp_path)
 
 
@@ -74,8 +74,8 @@ def test_an_adapter_is_not_played_on_text_made_otherwise(tmp_path, tiny_model_di
     write_record(adapter, PromptRecord("compact", text_options={"memory": True}))
     uri = f"hf://{tiny_model_dir}?adapter={adapter}&dtype=fp32"
     check_uri(uri, make_adapter("BabyAI-MixedTrainLocal-goto-v0", memory=True))
-    with pytest.raises(PolicyError, match="memory=True \\(here False\\).*env_options="
-                                          "\\{memory: true\\}"):
+    with pytest.raises(PolicyError, match=r"memory=True \(here False\).*env_options="
+                                          r"\{memory: true\}"):
         check_uri(uri, make_adapter("BabyAI-MixedTrainLocal-goto-v0"))
 
 
@@ -104,7 +104,7 @@ def test_played_files_record_their_text_options(tmp_path):
 def test_rows_played_with_other_text_are_not_mixed(tmp_path):
     play_into(tmp_path / "a", decimals=2)
     play_into(tmp_path / "b", decimals=4)
-    with pytest.raises(DatasetError, match="different env text options .*'decimals': 4"):
+    with pytest.raises(DatasetError, match=r"different env text options .*'decimals': 4"):
         dataset_text_options([tmp_path / "a", tmp_path / "b"])
     play_into(tmp_path / "a", decimals=4)  # another chunk into the same directory
     with pytest.raises(tr.TrajectoryError, match="different env text options"):
