@@ -55,11 +55,12 @@ def read_splits(data: Path, columns: list[str], fn: Callable, fn_kwargs: dict) -
 
 
 def worker_cpus(cpus_per_worker: float, num_workers: int) -> float:
-    """``cpus_per_worker``, or (0) the cluster's CPUs divided among the workers."""
+    """``cpus_per_worker``, or (0) the cluster's CPUs divided among the workers (no workers:
+    all of them, for the job's own process)."""
     import ray
 
     return cpus_per_worker or max(1.0, float(
-        int(ray.cluster_resources().get("CPU", 1) // num_workers)))
+        int(ray.cluster_resources().get("CPU", 1) // max(num_workers, 1))))
 
 
 def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, run_dir: Path,
@@ -99,7 +100,31 @@ def fit(loop: Callable, loop_config: dict, splits: dict, cfg: Any, cpus: float, 
         result = trainer.fit()
     if result.error:
         raise result.error
+    if cfg.train.num_workers == 0:
+        return local_result(result, loop_config["work_dir"])
     return result
+
+
+def local_result(result: Any, work_dir: str) -> Any:
+    """A local-mode run's result (``num_workers=0``) with its final checkpoint: the newest the
+    trainer saved in ``work_dir``, laid out as Ray Train's (``<dir>/checkpoint``). (Ray's local
+    mode reports the copy the report callback makes in a temporary directory, deleted at
+    once.)"""
+    import dataclasses
+
+    from ray.train import Checkpoint
+
+    latest = latest_local_checkpoint(work_dir)
+    if latest is None:
+        raise RuntimeError(f"the training saved no checkpoint in {work_dir}; set save_steps "
+                           "at most max_steps")
+    final = Path(work_dir) / "final"
+    final.mkdir(exist_ok=True)
+    link = final / "checkpoint"
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(Path(latest).resolve(), target_is_directory=True)
+    return dataclasses.replace(result, checkpoint=Checkpoint.from_directory(str(final)))
 
 
 def train(loop: Callable, extra: dict, splits: dict, cfg: Any, cpus: float, run_dir: Path,
@@ -202,13 +227,15 @@ def open_notes() -> Any:
 
 
 def note(notes: Any, record: dict) -> None:
-    """Inside a worker: add ``record`` to the run's notes (with the worker's rank and node)."""
+    """Inside a worker: add ``record`` to the run's notes (with the worker's rank, node and
+    process)."""
     import ray
     import ray.train
 
     ctx = ray.train.get_context()
     ray.get(notes.add.remote({**record, "rank": ctx.get_world_rank(),
-                              "node_id": ray.get_runtime_context().get_node_id()}))
+                              "node_id": ray.get_runtime_context().get_node_id(),
+                              "pid": os.getpid()}))
 
 
 def step_callback(notes: Any) -> Any:

@@ -159,7 +159,7 @@ def summarize(result: Any, notes: list[dict], seconds: dict, workers: int) -> di
             # the last attempt's workers (each attempt starts every worker once)
             "workers": sorted(({k: n[k] for k in ("rank", "node_id", "train_rows",
                                                   "validation_rows")}
-                               for n in starts[-workers:]), key=lambda w: w["rank"]),
+                               for n in starts[-max(workers, 1):]), key=lambda w: w["rank"]),
             "stage_seconds": seconds}
 
 

@@ -43,7 +43,8 @@ def test_halfcheetah_collect_sft_grpo_evaluate(ray_local, tiny_model_dir, tmp_pa
         "dataset": str(tmp_path / "ds"), "model": tiny_model_dir, "prompt_form": "compact",
         "max_steps": 8, "batch_size": 8, "lr": 5e-3, "eval_steps": 0, "save_steps": 8,
         "logging_steps": 1,
-        "dtype": "fp32", "full_finetune": True, "out": str(tmp_path / "sft")}))
+        "dtype": "fp32", "full_finetune": True, "train": {"num_workers": 0},  # in-process
+        "out": str(tmp_path / "sft")}))
     losses = [loss for _, loss in tuned["train_loss"]]
     assert losses[-1] < losses[0]  # it learns the numeric action text
 
@@ -52,7 +53,7 @@ def test_halfcheetah_collect_sft_grpo_evaluate(ray_local, tiny_model_dir, tmp_pa
         "env_options": CHEETAH, "rewards": {"format": 0.5, "bc": 1.0, "env": 1.0},
         "env_reward": {"policy": zero, "horizon": 2, "gamma": 1.0}, "num_generations": 4,
         "batch_size": 8, "max_completion_length": 40, "max_steps": 2, "save_steps": 2,
-        "dtype": "fp32", "out": str(tmp_path / "grpo")}))
+        "dtype": "fp32", "train": {"num_workers": 0}, "out": str(tmp_path / "grpo")}))
     for name in ("format_reward", "bc_reward", "env_reward"):
         assert len(result["rewards"][name]) == 2, name
     bc = [r for _, r in result["rewards"]["bc_reward"]]

@@ -120,7 +120,7 @@ def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
         "sft.batch_size=4", "sft.dtype=fp32", "sft.max_eval_rows=8", "sft.save_steps=2",
         "dataset.max_rows_per_skill=0", "evaluate.targets=[0, 4]", "evaluate.episodes=2",
         "evaluate.compare_base=true", "collect.num_workers=0", "evaluate.num_workers=0",
-        f"out={tmp_path / 'arena'}"])
+        "sft.train.num_workers=0", f"out={tmp_path / 'arena'}"])
     main(cfg)
     run = tmp_path / "arena"
     metrics = json.loads((run / "metrics.json").read_text())

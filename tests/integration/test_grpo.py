@@ -46,7 +46,7 @@ def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path,
         "dataset": str(write_dataset(tmp_path / "random", 64, "random")),
         "model": tiny_model_dir, "prompt_form": "compact", "max_steps": 30, "batch_size": 16,
         "lr": 1e-2, "eval_steps": 0, "save_steps": 30, "dtype": "fp32", "full_finetune": True,
-        "out": str(tmp_path / "sft")}))
+        "train": {"num_workers": 0}, "out": str(tmp_path / "sft")}))  # the prior, in-process
     result = grpo(config_from_dict(GrpoJobConfig, {
         "dataset": str(write_dataset(tmp_path / "right", 64, "right", seed=1)),
         "model": prior["adapter"], "rewards": {"bc": 1.0},

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.integration
 def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     from policylm.jobs.self_improve import FilterSettings, SelfImproveConfig, main
     from policylm.jobs.sft import SftJobConfig
+    from policylm.platform.training.scaling import TrainConfig
 
     out = main(SelfImproveConfig(
         env_id="Crafter", env_options={"length": 8}, episodes=4, heldout_episodes=3,
@@ -21,7 +22,8 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
         envs_per_worker=4, policy=f"hf://{tiny_model_dir}?dtype=fp32&prompt=compact",
         filter=FilterSettings(top_k=2),
         sft=SftJobConfig(max_steps=4, batch_size=8, eval_steps=0, save_steps=4,
-                         logging_steps=1, dtype="fp32", prompt_form="compact"),
+                         logging_steps=1, dtype="fp32", prompt_form="compact",
+                         train=TrainConfig(num_workers=0)),  # in-process
         out=str(tmp_path / "run")))
     run = Path(out["run_dir"])
     assert out["kept"]["total_episodes"] == 4 and out["kept"]["kept"] == 4

@@ -2,6 +2,7 @@
 merging."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,28 @@ def test_sft_on_two_workers_learns_on_every_row_once(small_dataset, tiny_model_d
     assert torch.allclose(merged, peft, atol=1e-4)
     assert read_record(str(adapter)) == read_record(str(merged_dir))
     assert read_record(str(merged_dir)).prompt_form == "chat"
+
+
+def test_sft_in_the_jobs_own_process(small_dataset, tiny_model_dir, tmp_path):
+    """train.num_workers=0: Ray Train's local mode trains in this process (no worker actor),
+    and the job's outputs are those of a run on workers: the adapter, the loss curve, the
+    notes, the record."""
+    result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", max_steps=6,
+                          save_steps=4, train={"num_workers": 0}, prompt_form="compact"))
+    (worker,) = result["workers"]
+    notes = [json.loads(line) for line in (tmp_path / "run" / "train_notes.jsonl").read_text()
+             .splitlines()]
+    assert {n["pid"] for n in notes if "pid" in n} == {os.getpid()}  # this very process
+    assert worker["rank"] == 0 and worker["train_rows"] == split_rows(small_dataset, "train")
+    losses = [loss for _, loss in result["train_loss"]]
+    assert [s for s, _ in result["train_loss"]] == list(range(1, 7)) and losses[-1] < losses[0]
+    adapter = Path(result["adapter"])
+    final = tmp_path / "run" / "hf" / "checkpoint-6"  # the last save, after step 6 (not 4)
+    assert (adapter / "adapter_model.safetensors").read_bytes() == \
+        (final / "adapter_model.safetensors").read_bytes()
+    assert lora_b_norm(adapter) > 0
+    assert read_record(str(adapter)).prompt_form == "compact"
+    assert result["attempts"] == 1 and not result["resumed"]
 
 
 def test_sft_resumes_after_a_killed_worker_and_its_storage_is_its_own(small_dataset,

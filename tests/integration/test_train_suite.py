@@ -22,6 +22,7 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         "sft.eval_steps=0", "sft.max_eval_rows=8", "benchmark.episodes=1",
         "benchmark.num_workers=0", "benchmark.envs_per_worker=5", "dataset.history=2",
         "collect.env_options={memory: true}", "collect.num_workers=0",
+        "sft.train.num_workers=0",  # in-process (Ray Train workers: test_sft)
         f"out={tmp_path / 'run'}"])
     result = main(cfg)
     run = tmp_path / "run"

@@ -15,7 +15,9 @@ PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 class TrainConfig:
     """Ray Train workers of a training job (``train.<key>``)."""
 
-    num_workers: int = field(1, doc="Ray Train workers (data parallel)")
+    num_workers: int = field(1, doc="Ray Train workers (data parallel); 0: train in the job's "
+                             "own process (Ray Train's local mode: no worker to start, no "
+                             "restarts; for small runs and debugging)")
     use_gpu: bool = field(False, doc="GPU workers (nccl); CPU workers use gloo")
     gpus_per_worker: float = field(1.0, doc="with use_gpu: GPUs per worker; below 1 several "
                                             "workers share a GPU (gloo then, as nccl needs "
@@ -34,7 +36,8 @@ class TrainConfig:
                                          "evaluates to rows.jsonl (to check the data split)")
 
     def validate(self) -> None:
-        require(self.num_workers >= 1, "train.num_workers", "must be >= 1")
+        require(self.num_workers >= 0, "train.num_workers",
+                "must be >= 0 (0: in the job's own process)")
         require(self.cpus_per_worker >= 0, "train.cpus_per_worker", "must be >= 0 (0: auto)")
         require(self.gpus_per_worker > 0, "train.gpus_per_worker", "must be > 0")
         require(self.max_failures >= 0, "train.max_failures", "must be >= 0")
