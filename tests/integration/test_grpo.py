@@ -51,7 +51,8 @@ def test_grpo_states_mode_raises_the_reward(ray_local, tiny_model_dir, tmp_path,
         "dataset": str(write_dataset(tmp_path / "right", 64, "right", seed=1)),
         "model": prior["adapter"], "rewards": {"bc": 1.0},
         "num_generations": 8, "batch_size": 32, "max_completion_length": 2, "lr": 1e-2,
-        "max_steps": 32, "save_steps": 32, "dtype": "fp32", "out": str(tmp_path / "grpo")}))
+        "max_steps": 32, "save_steps": 32, "dtype": "fp32", "train": {"num_workers": 0},
+        "out": str(tmp_path / "grpo")}))  # in-process: the workers' path is the next test's
     bc = [r for _, r in result["rewards"]["bc_reward"]]
     assert len(bc) == 32
     first, last = np.mean(bc[:8]), np.mean(bc[-8:])
