@@ -164,13 +164,15 @@ def main(cfg: BuildDatasetConfig) -> dict:
             f"no episode of {episodes.num_rows} passes the filters {flt}; loosen them "
             "(stats_only=true shows the returns)"
         )
-    text_options = dataset_text_options(srcs)
-    systems = {make_adapter(e, **(text_options or {})).system_text() for e in env_ids}
+    systems = {make_adapter(e).system_text() for e in env_ids}
     if len(systems) != 1:
         raise dsx.DatasetError(f"{', '.join(map(str, srcs))} mix envs {env_ids} whose prompts "
                                "differ; build one dataset per env")
+    text_options = dataset_text_options(srcs)
     run_dir = open_run("build-dataset", cfg)
-    system = systems.pop()
+    # the system text as the rows' env made it (its text options), else as the env makes it now
+    system = make_adapter(env_ids[0], **text_options).system_text() if text_options \
+        else systems.pop()
     keep = dsx.episode_ids(selected)
     split = {e: dsx.split_of(e, cfg.validation_fraction) for e in keep}
     fractions = dsx.row_fractions(selected, split, cfg.max_rows_per_skill, cfg.balance) \
