@@ -78,8 +78,11 @@ def test_training_sweep_with_asha(small_dataset, tiny_model_dir, tmp_path):
 
 def test_killed_sweep_resumes_without_rerunning(ray_local, tiny_model_dir, tmp_path):
     out = tmp_path / "k"
+    # ten trials: a trial process runs the next one at once (reuse_actors), so a short sweep
+    # could end between the second result and the kill
+    targets = [5, 10, 20, 40, 60, 80, 100, 150, 200, 300]
     args = [sys.executable, "-m", "policylm.jobs.sweep", "kind=target",
-            f"policy={tiny_policy(tiny_model_dir)}", "space={target_return: [5, 10, 20, 40]}",
+            f"policy={tiny_policy(tiny_model_dir)}", f"space={{target_return: {targets}}}",
             "episodes=3", "max_concurrent_trials=1", f"out={out}"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray
     env["TUNE_GLOBAL_CHECKPOINT_S"] = "0"  # save the sweep's state at every step
@@ -100,12 +103,12 @@ def test_killed_sweep_resumes_without_rerunning(ray_local, tiny_model_dir, tmp_p
     assert not (out / "results.csv").exists()  # it was killed before the end
     cfg = config_from_dict(SweepConfig, {
         "kind": "target", "policy": tiny_policy(tiny_model_dir),
-        "space": {"target_return": [5, 10, 20, 40]}, "episodes": 3, "resume": True,
+        "space": {"target_return": targets}, "episodes": 3, "resume": True,
         "out": str(out)})
     result = main(cfg)
-    assert result["finished"] == 4
+    assert result["finished"] == len(targets)
     rows = read_csv(out / "results.csv")
-    assert sorted(float(r["target_return"]) for r in rows) == [5, 10, 20, 40]
+    assert sorted(float(r["target_return"]) for r in rows) == targets
     # trials finished before the kill kept their results (the same run's timestamp): not rerun
     kept = [json.loads(text.splitlines()[0])["timestamp"] for text in done.values()]
     after = [json.loads(p.read_text().splitlines()[0])["timestamp"] for p in done]
