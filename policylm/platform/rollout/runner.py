@@ -9,6 +9,7 @@ around these (``policylm.actors``), and ``num_workers=0`` runs them right here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -259,9 +260,10 @@ class EpisodeRunner:
         cols[tr.TARGET_RETURN] = ep.target
         return pa.table(cols, schema=self.schema)
 
-    @property
+    @functools.cached_property
     def schema(self) -> pa.Schema:
-        """The trajectory schema with this env's extra columns."""
+        """The trajectory schema with this env's extra columns and text options (built once:
+        the runner's env does not change)."""
         return tr.trajectory_schema([tr.POLICY_VERSION_FIELD, tr.THOUGHT_FIELD,
                                      tr.TARGET_RETURN_FIELD, *tr.env_fields(self.adapter)],
                                     self.adapter.text_options)
