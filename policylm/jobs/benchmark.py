@@ -5,13 +5,16 @@ policylm.jobs.benchmark ...``). Each task plays ``episodes`` env seeds (the same
 policy benchmarked with the same ``seed``), on rollout actors. Writes ``tasks/<task>/trajectories``,
 ``metrics.json`` (per task and overall: BALROG's progression in percent with its standard error,
 the invalid-action rate), ``report.md`` (the run next to BALROG's published figures) and
-``scores.png``.
+``scores.png``. With ``baseline=<an earlier benchmark run>`` (the same suite and seeds, for
+example the policy before RL), both also give the paired difference this run minus it, per task
+and overall, over the env seeds both played.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from policylm.actors.rollout import play_policies
@@ -51,6 +54,9 @@ class BenchmarkConfig:
     seed: int = field(TEST_SEED, doc="base seed of the held-out env seeds (default: the test "
                       "range, policylm.platform.seeds; 10000: the validation range, for choosing "
                       "settings)")
+    baseline: str = field("", doc="run directory of an earlier benchmark of this suite on the "
+                          "same seed: the paired difference this run minus it, per task and "
+                          "overall, over the episodes both played")
     video: int = field(0, doc="episodes per task recorded as a GIF (videos/<task>.gif, linked "
                        "from report.md): the task's first seeds played again in this process")
     out: str = field("", doc="run directory (default runs/benchmark-<timestamp>)")
@@ -82,18 +88,66 @@ def training_seeds(runs: list[str]) -> set[int]:
     return seeds
 
 
-def task_progressions(steps: pa.Table, metric: str) -> list[float]:
-    """Each episode's progression, in episode-id order."""
+def task_progressions(steps: pa.Table, metric: str) -> dict[int, float]:
+    """Each episode's progression by its env seed, in episode-id order."""
     from policylm.platform.data import trajectories as tr
     from policylm.platform.evaluation.achievements import episodes_with_achievements
     from policylm.platform.evaluation.suites import progression
 
     if metric == "achievements":
         rows = episodes_with_achievements(steps).to_pylist()
-        return [progression(metric, r["return"], r["n_achievements"])
-                for r in sorted(rows, key=lambda r: r[tr.EPISODE_ID])]
+        return {r[tr.SEED]: progression(metric, r["return"], r["n_achievements"])
+                for r in sorted(rows, key=lambda r: r[tr.EPISODE_ID])}
     rows = tr.episode_table(steps).to_pylist()
-    return [progression(metric, r["return"]) for r in sorted(rows, key=lambda r: r[tr.EPISODE_ID])]
+    return {r[tr.SEED]: progression(metric, r["return"])
+            for r in sorted(rows, key=lambda r: r[tr.EPISODE_ID])}
+
+
+def check_baseline(cfg: BenchmarkConfig, tasks: list[Task]) -> Path | None:
+    """The baseline run's directory, checked before any play: a finished benchmark of this
+    suite on this seed that played every task of this run."""
+    import yaml
+
+    from policylm.platform.config import ConfigError
+
+    if not cfg.baseline:
+        return None
+    base = Path(cfg.baseline).expanduser().resolve()
+    if not (base / "metrics.json").is_file() or not (base / "config.yaml").is_file():
+        raise ConfigError(f"baseline: {base} is not a finished benchmark run (no metrics.json "
+                          "and config.yaml); give the run directory of `policylm benchmark`")
+    theirs = yaml.safe_load((base / "config.yaml").read_text()) or {}
+    for key in ("suite", "seed"):
+        if theirs.get(key) != getattr(cfg, key):
+            raise ConfigError(f"baseline: {base} was run with {key}={theirs.get(key)!r}, this "
+                              f"run has {key}={getattr(cfg, key)!r}; a paired difference needs "
+                              "the same suite and seeds")
+    missing = [t.name for t in tasks if not (base / "tasks" / t.name / "trajectories").is_dir()]
+    if missing:
+        raise ConfigError(f"baseline: {base} did not play {', '.join(missing)}; benchmark "
+                          "those tasks there first or pass tasks= to play only the others")
+    return base
+
+
+def against_baseline(base: Path, progressions: dict[str, dict[int, float]],
+                     metric: str) -> dict:
+    """This run minus the baseline, in points of progression: per task over the seeds both
+    played, and overall over every (task, seed) pair (:func:`paired_difference`)."""
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.metrics import paired_difference
+
+    theirs = {task: task_progressions(tr.read_trajectories(base / "tasks" / task /
+                                                           "trajectories"), metric)
+              for task in progressions}
+
+    def points(by_task: dict[str, dict[int, float]], tasks: list[str]) -> dict:
+        return {(t, s): 100 * v for t in tasks for s, v in by_task[t].items()}
+
+    per_task = {t: paired_difference(points(theirs, [t]), points(progressions, [t]))
+                for t in progressions}
+    overall = paired_difference(points(theirs, list(progressions)),
+                                points(progressions, list(progressions)))
+    return {"run": str(base), "tasks": per_task, "overall": overall}
 
 
 def report(cfg: BenchmarkConfig, metrics: dict) -> str:
@@ -128,7 +182,23 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
             + (f" Every task here also had env_options={cfg.env_options}, which BALROG's "
                "observation does not have." if cfg.env_options else "")
             + "\n\n![scores](scores.png)\n"
+            + baseline_section(metrics.get("baseline"))
             + video_section(metrics.get("videos") or {}))
+
+
+def baseline_section(diff: dict | None) -> str:
+    """The report's table of paired differences from the baseline run (empty without one)."""
+    from policylm.platform.evaluation.metrics import mean_se
+    from policylm.platform.evaluation.reports import markdown_table
+
+    if not diff:
+        return ""
+    rows = [[name, d["pairs"], mean_se(d, 1), d["within_noise"]]
+            for name, d in [*diff["tasks"].items(), ("**overall**", diff["overall"])]]
+    return ("\n## Against the baseline\n\nThis run minus `" + diff["run"] + "` on the env seeds "
+            "both played, in points of progression (mean ± s.e. of the paired differences):\n\n"
+            + markdown_table(["task", "pairs", "difference ± s.e.", "within noise (< 2 s.e.)"],
+                             rows) + "\n")
 
 
 def main(cfg: BenchmarkConfig) -> dict:
@@ -155,6 +225,7 @@ def main(cfg: BenchmarkConfig) -> dict:
     uri = cfg.policy if cfg.target_return is None else with_params(
         cfg.policy, target_return=cfg.target_return)
     uri = absolute_paths(uri)
+    baseline = check_baseline(cfg, tasks)
     run_dir = open_run("benchmark", cfg)
     stages = Stages()
     progressions, per_task, invalid, actions = {}, {}, 0.0, 0
@@ -183,7 +254,7 @@ def main(cfg: BenchmarkConfig) -> dict:
                     make_adapter(task.env_id, **options(task)), uri, cfg.target_return,
                     [derive_seed(cfg.seed, e) for e in range(cfg.video)],
                     run_dir / "videos" / f"{task.name}.gif")
-    scores = suite_scores(suite, progressions)
+    scores = suite_scores(suite, {t: list(p.values()) for t, p in progressions.items()})
     metrics = {
         "suite": suite.name, "policy": cfg.policy, "episodes_per_task": episodes,
         "tasks": {name: {**per_task[name], **s, "mean": s["score"]}
@@ -193,6 +264,8 @@ def main(cfg: BenchmarkConfig) -> dict:
         "held_out": bool(cfg.train_data),
         "references": [vars(r) for r in suite.references],
         **({"videos": videos} if videos else {}),
+        **({"baseline": against_baseline(baseline, progressions, suite.metric)}
+           if baseline else {}),
         "stage_seconds": stages.seconds,
     }
     plot_scores(metrics, run_dir / "scores.png", f"{cfg.policy.split('?')[0]} on {suite.name}")

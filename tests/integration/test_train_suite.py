@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 import yaml
 
@@ -67,3 +68,46 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         f"BabyAI-MixedTestLocal-{t}-v0" for t in tasks}
     report = (run / "report.md").read_text()
     assert "Goal: fine-tuned >= 36 %" in report and "untrained % ± s.e." in report
+
+    # RL past imitation: the committed GRPO config from this adapter on the mixed-task level,
+    # then the benchmark paired with the fine-tuned model's on the same seeds
+    from policylm.jobs.benchmark import BenchmarkConfig
+    from policylm.jobs.benchmark import main as benchmark
+    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
+    from policylm.jobs.grpo_episodes import main as grpo
+
+    grpo_cfg = load_config(GrpoEpisodesConfig, CONFIG.parent / "grpo_episodes_babyai.yaml", [
+        f"model={tiny_model_dir}", f"adapter={run / 'sft' / 'adapter'}", "dtype=fp32",
+        "iterations=1", "seeds_per_iteration=5", "group_size=2", "rollout_workers=0",
+        "envs_per_worker=5", "env_options={memory: true, max_episode_steps: 6}",
+        f"out={tmp_path / 'grpo'}"])
+    trained = grpo(grpo_cfg)
+    (it,) = trained["iterations"]
+    assert it["episodes"] == 10 and it["groups"] == 5
+    played = tr.read_trajectories(tmp_path / "grpo" / "trajectories")
+    from policylm.platform.envs.babyai_levels import mixed_task
+
+    def kind(mission: str) -> str:
+        if " then " in mission or " after you " in mission:
+            return "pick_up_seq_go_to"
+        return next(k for p, k in (("go to", "goto"), ("pick up", "pickup"), ("open", "open"),
+                                   ("put", "putnext")) if mission.startswith(p))
+
+    starts = played.filter(pc.equal(played.column(tr.T), 0))
+    seen = {(s, kind(t.split("\n")[0].removeprefix("Mission: "))) for s, t in zip(
+        starts.column(tr.SEED).to_pylist(), starts.column(tr.OBS_TEXT).to_pylist(), strict=True)}
+    assert seen == {(s, mixed_task(s)) for s, _ in seen}  # each seed plays its own task
+    assert len({k for _, k in seen}) >= 2  # the mixed level: several tasks in one iteration
+    assert read_record(tmp_path / "grpo" / "adapter").history == 2  # the adapter's, kept
+    assert read_record(tmp_path / "grpo" / "adapter").text_options == {"memory": True}
+    after = benchmark(BenchmarkConfig(
+        policy=bench_cfg["policy"].replace(str(run / "sft" / "adapter"),
+                                           str(tmp_path / "grpo" / "adapter")),
+        episodes=1, env_options={"memory": True}, num_workers=0,
+        baseline=str(run / "benchmark-fine-tuned"),
+        train_data=[str(run / "collect" / t) for t in tasks] + [str(tmp_path / "grpo")],
+        out=str(tmp_path / "after")))
+    diff = after["baseline"]
+    assert set(diff["tasks"]) == set(tasks) and diff["overall"]["pairs"] == 5
+    assert diff["overall"]["mean"] == pytest.approx(
+        after["overall"]["score"] - result["scores"]["fine-tuned"]["overall"]["score"])

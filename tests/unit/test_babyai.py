@@ -91,6 +91,29 @@ def test_test_level_names_only_the_held_out_pairs_and_the_bot_solves_it(play_ret
         assert all(r > 0 for r in play_returns(env_id, BOT, range(100, 105))), task
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_mixed_level_plays_the_seeds_task_as_its_own_env_does(split, play_returns):
+    from policylm.platform.envs.babyai import MIXED_IDS, TEST_TASK_IDS
+    from policylm.platform.envs.babyai_levels import mixed_task
+
+    ids = TASK_IDS if split == "train" else TEST_TASK_IDS
+    mixed = make_adapter(MIXED_IDS[split]).make_env()
+    assert [mixed_task(s) for s in range(6)] == [*TASK_IDS, "goto"]  # seed % 5
+    for seed in (0, 1, 2, 3, 4, 1000003):
+        single = make_adapter(ids[mixed_task(seed)]).make_env()
+        a, b = mixed.reset(seed=seed)[0], single.reset(seed=seed)[0]
+        assert encode_babyai(a) == encode_babyai(b)  # same mission and view
+        assert (mixed.unwrapped.width, mixed.unwrapped.max_steps) == (
+            single.unwrapped.width, single.unwrapped.max_steps)  # open: two rooms, 128 steps
+        assert (mixed.unwrapped.grid.encode() == single.unwrapped.grid.encode()).all()
+        for action in (2, 0, 2, 2, 1, 3, 2):
+            x, y = mixed.step(action), single.step(action)
+            assert encode_babyai(x[0]) == encode_babyai(y[0]) and x[1:4] == y[1:4]
+    # the bot keeps its replica in step on the mixed level too (the replica is reset with the
+    # same seed, so it plays the same task)
+    assert all(r > 0 for r in play_returns(MIXED_IDS[split], BOT, range(200, 205)))
+
+
 @pytest.mark.parametrize("task", list(TASK_IDS))
 def test_bot_solves_every_task_and_eps_weakens_it(task, play_returns):
     expert = play_returns(TASK_IDS[task], BOT, range(100, 110))

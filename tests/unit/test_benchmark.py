@@ -57,6 +57,26 @@ def test_scores_of_known_policies(tmp_path, play_returns):
                                 num_workers=0, out=str(tmp_path / "spin")))
     assert spin["overall"]["score"] == 0.0  # turning in place never reaches the object
 
+    # the expert bot against the noisy one on the same seeds: the paired difference by hand
+    expert = main(BenchmarkConfig(policy=BOT, episodes=4, tasks=["goto", "putnext"], seed=20251,
+                                  num_workers=0, baseline=str(tmp_path / "b"),
+                                  out=str(tmp_path / "e")))
+    for name, values in [*expected.items(), ("overall", pooled)]:
+        d = 100 * (1 - np.asarray(values))  # the expert solves every seed
+        got_d = (expert["baseline"]["tasks"][name] if name != "overall"
+                 else expert["baseline"]["overall"])
+        assert got_d["pairs"] == len(d) and got_d["mean"] == pytest.approx(d.mean())
+        assert got_d["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)))
+    assert "## Against the baseline" in (tmp_path / "e" / "report.md").read_text()
+    for bad, match in ((dict(seed=7), "seed=20251, this run has seed=7"),
+                       (dict(tasks=["open"]), "did not play open"),
+                       (dict(baseline=str(tmp_path / "nowhere")), "not a finished benchmark")):
+        kw = dict(policy=BOT, episodes=1, tasks=["goto"], seed=20251, num_workers=0,
+                  baseline=str(tmp_path / "b"), out=str(tmp_path / "refused"))
+        with pytest.raises(ConfigError, match=match):
+            main(BenchmarkConfig(**{**kw, **bad}))
+        assert not (tmp_path / "refused").exists()  # refused before anything was written
+
 
 def test_held_out_seeds_are_checked(tmp_path):
     first = main(BenchmarkConfig(policy=BOT, episodes=2, tasks=["goto"], num_workers=0,

@@ -63,6 +63,8 @@ TASKS = ("goto", "pickup", "open", "putnext", "pick_up_seq_go_to")
 TASK_IDS = {task: f"BabyAI-MixedTrainLocal-{task}-v0" for task in TASKS}
 # the same tasks on MixedTestLocal: missions that name only the held-out pairs below
 TEST_TASK_IDS = {task: f"BabyAI-MixedTestLocal-{task}-v0" for task in TASKS}
+# every task in one env (the task chosen by the reset's seed): what online RL trains on
+MIXED_IDS = {"train": "BabyAI-MixedTrainLocal-v0", "test": "BabyAI-MixedTestLocal-v0"}
 # BabyAI-Text keeps these combinations out of MixedTrainLocal's missions (its test split)
 EXCLUDED = ("yellow box", "red key", "red door", "green ball", "grey door")
 UNSEEN, EMPTY, WALL, DOOR = 0, 1, 2, 4
@@ -218,7 +220,7 @@ def register_babyai() -> None:
     import minigrid  # noqa: F401  (registers BabyAI-* levels)
 
     for split, ids in (("train", TASK_IDS), ("test", TEST_TASK_IDS)):
-        for task, env_id in ids.items():
+        for task, env_id in (*ids.items(), ("mixed", MIXED_IDS[split])):
             if env_id not in gym.registry:
                 gym.register(env_id,
                              entry_point="policylm.platform.envs.babyai_levels:MixedTrainLocal",

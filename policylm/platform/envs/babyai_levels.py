@@ -5,7 +5,9 @@ the training level holds out.
 
 Ported from ``babyai_text/levels/mixed_seq_levels.py`` of flowersteam/Grounding_LLMs_with_online_RL
 (MIT): the same rooms, objects and missions, its excluded colour-object pairs, and rejection
-sampling until every object is reachable. Imports ``minigrid``: load it only where BabyAI runs.
+sampling until every object is reachable. ``task="mixed"`` is the level BabyAI-Text trains on,
+every task in one env: each seeded reset plays the task ``TASKS[seed % 5]`` in the room that
+task's own env builds from the same seed. Imports ``minigrid``: load it only where BabyAI runs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from policylm.platform.envs.babyai import EXCLUDED, TASKS
 LOCKED_DOOR_COLORS = ["yellow", "green", "blue", "purple"]  # red and grey are held out
 TEST_DOOR_COLORS = ["red", "grey"]  # the test level's locked doors (its held-out door pairs)
 SPLITS = ("train", "test")
+MIXED = "mixed"  # every task in one env, the task chosen by the reset's seed
+
+
+def mixed_task(seed: int) -> str:
+    """The task a ``task="mixed"`` env plays after ``reset(seed=seed)``."""
+    return TASKS[seed % len(TASKS)]
 
 
 class MixedTrainLocal(RoomGridLevel):
@@ -38,17 +46,32 @@ class MixedTrainLocal(RoomGridLevel):
 
     ``split="test"`` is MixedTestLocal's task: every colour-object pair the mission names is one
     of :data:`~policylm.platform.envs.babyai.EXCLUDED` (yellow box, red key, green ball; red or
-    grey locked doors, always named by colour), the pairs no training mission holds."""
+    grey locked doors, always named by colour), the pairs no training mission holds.
+
+    ``task="mixed"`` plays :func:`mixed_task` of each seeded reset (an unseeded reset draws the
+    task from the env's random stream), its room and step limit as that task's own env has
+    them after a reset with the same seed."""
 
     def __init__(self, task: str = "goto", room_size: int = 8, num_dists: int = 0,
                  split: str = "train", **kwargs):
-        if task not in TASKS:
-            raise ValueError(f"unknown MixedTrainLocal task {task!r}; one of {', '.join(TASKS)}")
+        if task not in (*TASKS, MIXED):
+            raise ValueError(f"unknown MixedTrainLocal task {task!r}; one of "
+                             f"{', '.join(TASKS)} or {MIXED}")
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; train or test")
-        self.task, self.num_dists, self.split = task, num_dists, split
-        super().__init__(room_size=room_size, num_rows=1, num_cols=2 if task == "open" else 1,
-                         **kwargs)
+        self.mixed = task == MIXED
+        self.task, self.num_dists, self.split = TASKS[0] if self.mixed else task, num_dists, split
+        # the mixed level starts two rooms wide (the widest task) and is resized at each reset
+        super().__init__(room_size=room_size, num_rows=1,
+                         num_cols=2 if task in ("open", MIXED) else 1, **kwargs)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self.mixed:
+            self.task = (mixed_task(seed) if seed is not None
+                         else TASKS[int(self.np_random.integers(len(TASKS)))])
+            self.num_cols = 2 if self.task == "open" else 1
+            self.width = (self.room_size - 1) * self.num_cols + 1
+        return super().reset(seed=seed, options=options)
 
     def _gen_grid(self, width: int, height: int) -> None:
         # RoomGridLevel's loop, without its print on every rejected sample
