@@ -21,7 +21,7 @@ from pathlib import Path
 from policylm.jobkit.runs import Stages, open_run, run_job, write_json
 from policylm.jobs import build_dataset, collect, evaluate, sft, train_experts
 from policylm.platform import console
-from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.config import field, overwrite_field, require, validate_section
 from policylm.platform.memory import with_memory
 from policylm.platform.records import read_record
 from policylm.platform.seeds import TEST_SEED, describe_seeds
@@ -95,9 +95,8 @@ class DemoConfig:
                 "'expert' is the noiseless expert's label; name the noisy skills otherwise")
         require(self.sft.kill_at_step == 0, "sft.kill_at_step",
                 "fault injection is for tests; leave it 0 in the demo")
-        self.experts.validate()
-        self.collect.validate()
-        self.evaluate.validate()
+        for name in ("experts", "collect", "evaluate"):
+            validate_section(getattr(self, name), name)
 
 
 def quality(trained: dict, training: dict, best_skill: dict) -> dict:

@@ -29,7 +29,7 @@ from policylm.jobkit.runs import (
     settings,
     write_json,
 )
-from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.config import field, overwrite_field, require, validate_section
 from policylm.platform.memory import with_memory
 from policylm.platform.records import FORMS
 from policylm.platform.tracking import TrackingConfig
@@ -108,7 +108,7 @@ class GrpoJobConfig(GrpoSettings):
         require(self.max_steps >= 1, "max_steps", "must be >= 1")
         require(bool(self.rewards) and set(self.rewards) <= set(REWARDS), "rewards",
                 f"give weights for some of {', '.join(REWARDS)}")
-        self.train.validate()
+        validate_section(self.train, "train")
 
     def sft_view(self) -> Any:
         return dataclasses.replace(super().sft_view(), dataset=self.dataset, train=self.train)

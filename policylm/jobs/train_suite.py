@@ -5,8 +5,10 @@ policylm.jobs.train_suite ...``).
 
 Stages: scripted demonstrations at several skills on every task of the suite (collect, on rollout
 actors) -> one return-conditioned dataset over all tasks (their prompts are one) -> LoRA SFT on
-Ray Train -> ``benchmark`` of the fine-tuned and the untrained model on held-out seeds (checked
-against the demonstrations' seeds) -> ``report.md`` next to the suite's published figures.
+Ray Train -> with ``grpo.iterations`` > 0, online episodic GRPO from the SFT adapter on the
+suite's env that plays every task -> ``benchmark`` of the fine-tuned (and the GRPO-trained, paired
+with it) and the untrained model on held-out seeds (checked against every seed trained on) ->
+``report.md`` next to the suite's published figures.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policylm.jobkit.runs import Stages, open_run, run_job, write_json
-from policylm.jobs import benchmark, build_dataset, collect, sft
+from policylm.jobs import benchmark, build_dataset, collect, grpo_episodes, sft
 from policylm.platform import console
-from policylm.platform.config import field, overwrite_field, require
+from policylm.platform.config import field, overwrite_field, require, validate_section
 from policylm.platform.memory import with_memory
 from policylm.platform.seeds import TEST_SEED, describe_seeds
 
 BOT = "python:policylm.platform.envs.babyai_bot:BabyAIBot"
+# the GRPO stage's keys that the suite and the earlier stages set
+GRPO_FROM_STAGES = ("env_id", "env_options", "model", "adapter", "target_return", "out")
 
 
 @dataclass
@@ -62,6 +66,11 @@ class TrainSuiteConfig:
         factory=build_dataset.BuildDatasetConfig, doc="dataset building (dataset.<key>)")
     sft: sft.SftJobConfig = field(factory=sft.SftJobConfig,
                                   doc="LoRA SFT (sft.<key>; its dataset is the stage before's)")
+    grpo: grpo_episodes.GrpoEpisodesConfig = field(
+        factory=lambda: grpo_episodes.GrpoEpisodesConfig(iterations=0),
+        doc="online episodic GRPO from the SFT adapter (grpo.<key>; 0 iterations, the default, "
+            "skips it; its env is the suite's that plays every task, its env options, model, "
+            "adapter, target and run directory come from the stages before)")
     benchmark: SuiteBenchmarkConfig = field(factory=SuiteBenchmarkConfig,
                                             doc="benchmarking (benchmark.<key>)")
     out: str = field("", doc="run directory (default runs/train-suite-<timestamp>)")
@@ -73,12 +82,22 @@ class TrainSuiteConfig:
         require(self.suite in SUITES, "suite", f"one of {', '.join(SUITES)}")
         require(bool(self.demonstrators), "demonstrators", "give at least one {skill, uri}")
         require(self.benchmark.temperature >= 0, "benchmark.temperature", "must be >= 0")
-        self.collect.validate()
+        validate_section(self.collect, "collect")
+        if self.grpo.iterations:
+            validate_section(self.grpo, "grpo")
+            default = grpo_episodes.GrpoEpisodesConfig()
+            given = [k for k in GRPO_FROM_STAGES if getattr(self.grpo, k) != getattr(default, k)]
+            require(not given, f"grpo.{given[0] if given else ''}", "comes from the suite and "
+                    "the stages before (env: the suite's env that plays every task; env options: "
+                    "collect.env_options; model: sft.model; target: benchmark.target_return): "
+                    "remove it")
+            SUITES[self.suite].rl_task()  # a suite without one env for every task is refused
 
 
 def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: dict,
-           seconds: dict) -> str:
-    """Markdown summary: per task and overall scores of each model, the goal, stage times."""
+           seconds: dict, rl: dict | None = None) -> str:
+    """Markdown summary: per task and overall scores of each model, GRPO's paired difference
+    from the fine-tuned model, the goal, stage times."""
     from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
 
@@ -90,8 +109,10 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
     refs = [[r["model"], mean_se({"mean": r["score"], "se": r["se"]})]
             for r in first["references"]]
     goal = cfg.benchmark.goal
-    tuned_score = results["fine-tuned"]["overall"]["score"]
-    lines = [f"# {cfg.suite}: {cfg.sft.model} + LoRA SFT on demonstrations", "",
+    final = "after GRPO" if "after GRPO" in results else "fine-tuned"
+    tuned_score = results[final]["overall"]["score"]
+    lines = [f"# {cfg.suite}: {cfg.sft.model} + LoRA SFT on demonstrations"
+             + (", then episodic GRPO" if rl else ""), "",
              markdown_table(["task"] + [f"{lb} % ± s.e." for lb in labels], rows), "",
              markdown_table(["published", "% ± s.e."], refs), ""]
     if "fine-tuned, held-out pairs" in results:
@@ -99,10 +120,16 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
                   f"`{results['fine-tuned, held-out pairs']['suite']}`, the same tasks with "
                   "missions that name only the colour-object pairs no training mission names "
                   "(generalisation; no published figures).", ""]
+    if rl is not None:
+        d = results["after GRPO"]["baseline"]
+        per_task = ", ".join(f"{t} {mean_se(x)}" for t, x in d["tasks"].items())
+        lines += [f"After GRPO minus fine-tuned, paired over the {d['overall']['pairs']} "
+                  f"episodes both played (points): **{mean_se(d['overall'])}** overall; "
+                  f"{per_task}.", ""]
     if goal is not None:
         met = tuned_score is not None and tuned_score >= goal
-        lines += [f"Goal: fine-tuned >= {goal:g} %: {'met' if met else 'NOT met'} "
-                  f"({mean_se(results['fine-tuned']['overall'])}).", ""]
+        lines += [f"Goal: {final} >= {goal:g} %: {'met' if met else 'NOT met'} "
+                  f"({mean_se(results[final]['overall'])}).", ""]
     lines += ["## Data and training", "",
               f"- demonstrations: {', '.join(f'{d.skill} `{d.uri}`' for d in cfg.demonstrators)}"
               f", {cfg.collect.episodes_per_policy} episodes each per task",
@@ -110,6 +137,11 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
               f"{data['splits'].get('validation', {}).get('rows', 0)} validation",
               f"- SFT: {tuned['train_loss'][-1][0] if tuned['train_loss'] else 0} steps, final "
               f"loss {tuned['train_loss'][-1][1]:.3f}" if tuned["train_loss"] else "- SFT: -",
+              *([f"- GRPO on `{rl['env_id']}`: "
+                 f"{len(rl['iterations'])} iterations of {cfg.grpo.seeds_per_iteration} groups x "
+                 f"{cfg.grpo.group_size} episodes; mean return per iteration "
+                 + " / ".join(f"{i['mean_return']:.2f}" for i in rl["iterations"])]
+                if rl else []),
               "", "Benchmark episodes are on held-out seeds (checked against the "
               "demonstrations'); per-model reports in `benchmark-*/report.md`. "
               + describe_seeds(cfg.benchmark.seed), "",
@@ -140,34 +172,54 @@ def main(cfg: TrainSuiteConfig) -> dict:
         tuned = sft.main(dataclasses.replace(cfg.sft, dataset=data["dataset"],
                                              out=str(run_dir / "sft")))
     b = cfg.benchmark
+    rl = None
+    if cfg.grpo.iterations:
+        with stages("grpo"):
+            rl = grpo_episodes.main(dataclasses.replace(
+                cfg.grpo, env_id=suite.rl_task().env_id, model=cfg.sft.model,
+                env_options={**suite.rl_task().env_options, **cfg.collect.env_options},
+                adapter=tuned["adapter"], target_return=b.target_return,
+                out=str(run_dir / "grpo")))
+        runs.append(str(run_dir / "grpo" / "trajectories"))  # no benchmark seed was trained on
     base = with_params(f"hf://{cfg.sft.model}", temperature=b.temperature)
     policies = {"fine-tuned": with_params(base, adapter=tuned["adapter"],
                                           target_return=b.target_return)}
+    if rl is not None:
+        policies["after GRPO"] = with_params(base, adapter=rl["adapter"],
+                                             target_return=b.target_return)
     if b.compare_base:
         policies["untrained"] = base
     results = {}
-    # (label, policy, suite, run directory)
-    plays = [(label, uri, cfg.suite, f"benchmark-{label}") for label, uri in policies.items()]
+    # (label, policy, suite, run directory, baseline)
+    plays = [(label, uri, cfg.suite, f"benchmark-{label.replace(' ', '-')}", "")
+             for label, uri in policies.items()]
+    if rl is not None:  # paired with the fine-tuned model's episodes (played first)
+        plays[1] = (*plays[1][:4], str(run_dir / "benchmark-fine-tuned"))
     if b.heldout and suite.heldout:
         plays.append(("fine-tuned, held-out pairs", policies["fine-tuned"], suite.heldout,
-                      "benchmark-fine-tuned-held-out-pairs"))
-    for label, uri, name, directory in plays:
+                      "benchmark-fine-tuned-held-out-pairs", ""))
+    for label, uri, name, directory, baseline in plays:
         with stages(f"benchmark {label}"):
             results[label] = benchmark.main(benchmark.BenchmarkConfig(
                 policy=uri, suite=name, episodes=b.episodes, train_data=runs, seed=b.seed,
                 # the policy acts on the observations its demonstrations were recorded with
-                env_options=dict(cfg.collect.env_options),
+                env_options=dict(cfg.collect.env_options), baseline=baseline,
                 num_workers=b.num_workers, envs_per_worker=b.envs_per_worker,
                 out=str(run_dir / directory)))
     metrics = {"suite": cfg.suite,
                "scores": {lb: {"overall": r["overall"], "tasks": r["tasks"],
                                "invalid_rate": r["invalid_rate"]} for lb, r in results.items()},
                "goal": b.goal, "dataset": data["splits"],
+               **({"grpo": {"iterations": rl["iterations"], "wall_s": rl["wall_s"],
+                            "against_fine_tuned": results["after GRPO"]["baseline"]}}
+                  if rl is not None else {}),
                "sft": {k: tuned[k] for k in ("adapter", "train_loss", "eval_loss",
                                              "train_tokens")},
                "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", with_memory(metrics))
-    (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds))
+    (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds,
+                                              {**rl, "env_id": suite.rl_task().env_id}
+                                              if rl is not None else None))
     score = results["fine-tuned"]["overall"]["score"]
     console.say(f"policylm train-suite: fine-tuned {score:.1f} % on {cfg.suite}; report in "
                 f"{Path(run_dir) / 'report.md'}", "stdout")

@@ -231,3 +231,12 @@ def require(ok: bool, name: str, message: str) -> None:
     """Raise a :class:`ConfigError` naming ``name`` unless ``ok``."""
     if not ok:
         raise ConfigError(f"{name}: {message}")
+
+
+def validate_section(section: Any, name: str) -> None:
+    """Validate a nested section, its errors naming the key as a user writes it
+    (``grpo.group_size: ...``)."""
+    try:
+        section.validate()
+    except ConfigError as err:
+        raise ConfigError(f"{name}.{err}") from None

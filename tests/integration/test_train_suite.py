@@ -69,23 +69,26 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
     report = (run / "report.md").read_text()
     assert "Goal: fine-tuned >= 36 %" in report and "untrained % ± s.e." in report
 
-    # RL past imitation: the committed GRPO config from this adapter on the mixed-task level,
-    # then the benchmark paired with the fine-tuned model's on the same seeds
-    from policylm.jobs.benchmark import BenchmarkConfig
-    from policylm.jobs.benchmark import main as benchmark
-    from policylm.jobs.grpo_episodes import GrpoEpisodesConfig
-    from policylm.jobs.grpo_episodes import main as grpo
 
-    grpo_cfg = load_config(GrpoEpisodesConfig, CONFIG.parent / "grpo_episodes_babyai.yaml", [
-        f"model={tiny_model_dir}", f"adapter={run / 'sft' / 'adapter'}", "dtype=fp32",
-        "iterations=1", "seeds_per_iteration=5", "group_size=2", "rollout_workers=0",
-        "envs_per_worker=5", "env_options={memory: true, max_episode_steps: 6}",
-        f"out={tmp_path / 'grpo'}"])
-    trained = grpo(grpo_cfg)
-    (it,) = trained["iterations"]
-    assert it["episodes"] == 10 and it["groups"] == 5
-    played = tr.read_trajectories(tmp_path / "grpo" / "trajectories")
+
+def test_babyai_rl_workflow_small(ray_local, tmp_path, tiny_model_dir):
+    """The RL config's path: SFT, then GRPO on the mixed-task level from the adapter, then the
+    benchmark of both, the GRPO-trained one paired with the fine-tuned one on the same seeds."""
     from policylm.platform.envs.babyai_levels import mixed_task
+
+    cfg = load_config(TrainSuiteConfig, CONFIG.parent / "babyai_balrog_rl.yaml", [
+        "collect.episodes_per_policy=1", "collect.envs_per_worker=3", "collect.chunk_size=3",
+        f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
+        "sft.eval_steps=0", "sft.max_eval_rows=8", "collect.num_workers=0",
+        "sft.train.num_workers=0", "grpo.iterations=1", "grpo.seeds_per_iteration=5",
+        "grpo.group_size=2", "grpo.rollout_workers=0", "grpo.envs_per_worker=5",
+        "grpo.dtype=fp32", "benchmark.episodes=1", "benchmark.num_workers=0",
+        "benchmark.heldout=false", "benchmark.compare_base=false", f"out={tmp_path / 'run'}"])
+    result = main(cfg)
+    run = tmp_path / "run"
+    (it,) = result["grpo"]["iterations"]
+    assert it["episodes"] == 10 and it["groups"] == 5
+    played = tr.read_trajectories(run / "grpo" / "trajectories")
 
     def kind(mission: str) -> str:
         if " then " in mission or " after you " in mission:
@@ -98,16 +101,18 @@ def test_babyai_workflow_small(ray_local, tmp_path, tiny_model_dir):
         starts.column(tr.SEED).to_pylist(), starts.column(tr.OBS_TEXT).to_pylist(), strict=True)}
     assert seen == {(s, mixed_task(s)) for s, _ in seen}  # each seed plays its own task
     assert len({k for _, k in seen}) >= 2  # the mixed level: several tasks in one iteration
-    assert read_record(tmp_path / "grpo" / "adapter").history == 2  # the adapter's, kept
-    assert read_record(tmp_path / "grpo" / "adapter").text_options == {"memory": True}
-    after = benchmark(BenchmarkConfig(
-        policy=bench_cfg["policy"].replace(str(run / "sft" / "adapter"),
-                                           str(tmp_path / "grpo" / "adapter")),
-        episodes=1, env_options={"memory": True}, num_workers=0,
-        baseline=str(run / "benchmark-fine-tuned"),
-        train_data=[str(run / "collect" / t) for t in tasks] + [str(tmp_path / "grpo")],
-        out=str(tmp_path / "after")))
-    diff = after["baseline"]
-    assert set(diff["tasks"]) == set(tasks) and diff["overall"]["pairs"] == 5
+    assert read_record(run / "grpo" / "adapter").text_options == {"memory": True}
+    grpo_cfg = yaml.safe_load((run / "grpo" / "config.yaml").read_text())
+    assert grpo_cfg["env_options"] == {"memory": True}  # the SFT rows' text options
+    assert grpo_cfg["env_id"] == "BabyAI-MixedTrainLocal-v0" and grpo_cfg["target_return"] == 1
+    # the GRPO-trained adapter is benchmarked on the fine-tuned one's seeds, paired with it
+    after = json.loads((run / "benchmark-after-GRPO" / "metrics.json").read_text())
+    assert "adapter=" + str(run / "grpo" / "adapter") in after["policy"]
+    diff = result["grpo"]["against_fine_tuned"]
+    assert diff == after["baseline"] and diff["overall"]["pairs"] == 5
+    scores = result["scores"]
     assert diff["overall"]["mean"] == pytest.approx(
-        after["overall"]["score"] - result["scores"]["fine-tuned"]["overall"]["score"])
+        scores["after GRPO"]["overall"]["score"] - scores["fine-tuned"]["overall"]["score"])
+    report = (run / "report.md").read_text()
+    assert "After GRPO minus fine-tuned, paired over the 5 episodes" in report
+    assert "Goal: after GRPO >= 80 %" in report

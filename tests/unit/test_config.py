@@ -6,7 +6,13 @@ import pytest
 
 from policylm.jobs.collect import CollectConfig
 from policylm.jobs.demo import DemoConfig
-from policylm.platform.config import ConfigError, field, load_config, parse_overrides
+from policylm.platform.config import (
+    ConfigError,
+    config_from_dict,
+    field,
+    load_config,
+    parse_overrides,
+)
 
 
 @dataclass
@@ -153,3 +159,20 @@ def test_the_two_grpo_commands_refuse_each_others_keys():
     with pytest.raises(ConfigError, match="micro_tokens: must be >= 1"):
         load_config(GrpoEpisodesConfig, None, ["micro_tokens=0"])
 
+
+
+def test_train_suite_grpo_stage_takes_its_env_and_start_from_the_stages_before():
+    from policylm.jobs.train_suite import TrainSuiteConfig
+    from policylm.platform.evaluation.suites import get_suite
+
+    assert get_suite("balrog-babyai").rl_task().env_id == "BabyAI-MixedTrainLocal-v0"
+    assert get_suite("babyai-mixed-test").rl_task().env_id == "BabyAI-MixedTestLocal-v0"
+    assert get_suite("balrog-crafter").rl_task().env_options == {"length": 2000}  # its one task
+    cfg = config_from_dict(TrainSuiteConfig, {"grpo": {"iterations": 2}})
+    assert cfg.grpo.iterations == 2
+    assert config_from_dict(TrainSuiteConfig, {}).grpo.iterations == 0  # no GRPO stage
+    for key, value in (("env_id", "CartPole-v0"), ("target_return", 5.0), ("adapter", "a")):
+        with pytest.raises(ConfigError, match=f"grpo.{key}: comes from the suite"):
+            config_from_dict(TrainSuiteConfig, {"grpo": {"iterations": 2, key: value}})
+    with pytest.raises(ConfigError, match=r"grpo\.group_size: must be >= 2"):  # its own checks
+        config_from_dict(TrainSuiteConfig, {"grpo": {"iterations": 2, "group_size": 1}})

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from policylm.platform.envs.babyai import TASK_IDS, TEST_TASK_IDS
+from policylm.platform.envs.babyai import MIXED_IDS, TASK_IDS, TEST_TASK_IDS
 
 CRAFTER_ACHIEVEMENTS = 22
 
@@ -51,6 +51,17 @@ class Suite:
     references: tuple[Reference, ...] = ()
     notes: str = ""
     heldout: str = ""  # the suite of the same tasks on what training never names (or none)
+    mixed: Task | None = None  # one env that plays every task (online RL trains on it)
+
+    def rl_task(self) -> Task:
+        """The env online RL trains on for the whole suite: the mixed level, else the one
+        task."""
+        if self.mixed is not None:
+            return self.mixed
+        if len(self.tasks) == 1:
+            return self.tasks[0]
+        raise ValueError(f"suite {self.name} has {len(self.tasks)} tasks and no env that plays "
+                         "them all, so online RL cannot train on the suite as one env")
 
 
 LEADERBOARD = ("BALROG leaderboard (balrogai.com), naive agent, temperature 0, 16 steps of "
@@ -71,6 +82,7 @@ SUITES: dict[str, Suite] = {
                "turn (BALROG puts the mission in its instruction message); actions are parsed by "
                "policylm's codec (BALROG falls back to 'go forward' on an invalid answer)."),
         heldout="babyai-mixed-test",
+        mixed=Task("mixed", MIXED_IDS["train"], "BabyAI-MixedTrainLocal-v0"),
     ),
     "babyai-mixed-test": Suite(
         "babyai-mixed-test",
@@ -81,6 +93,7 @@ SUITES: dict[str, Suite] = {
                "tasks and num_dists=0: every mission names only the colour-object pairs "
                "MixedTrainLocal holds out (yellow box, red key, green ball; red or grey locked "
                "doors), so a policy trained on balrog-babyai has never read these missions."),
+        mixed=Task("mixed", MIXED_IDS["test"], "BabyAI-MixedTestLocal-v0"),
     ),
     "balrog-crafter": Suite(
         "balrog-crafter",
