@@ -6,6 +6,9 @@ import pytest
 
 # nothing in the tests may reach a model hub; Ray workers get this too (policylm.runtime)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the tests start their own local Ray: a RAY_ADDRESS from the shell would attach them to a
+# cluster they do not own (and its CPUs, not the 2 the tests ask for)
+os.environ.pop("RAY_ADDRESS", None)
 # Ray Train runs here last seconds: its controller polls the workers every 0.5 s (2 s by
 # default, which a short run waits out at its end), and starts no preemption watcher nor
 # metrics. The session's Ray, the clusters and the CLI processes the tests start inherit these.

@@ -62,6 +62,10 @@ class TrainSuiteConfig:
     collect: collect.CollectConfig = field(
         factory=collect.CollectConfig, doc="collection per task (collect.<key>; env and "
         "policies come from the suite and demonstrators)")
+    task_episodes: dict = field(
+        factory=dict, doc="episodes per demonstrator for the named tasks, e.g. {putnext: 80} "
+                          "(the others: collect.episodes_per_policy); more rows for the tasks "
+                          "that fail")
     dataset: build_dataset.BuildDatasetConfig = field(
         factory=build_dataset.BuildDatasetConfig, doc="dataset building (dataset.<key>)")
     sft: sft.SftJobConfig = field(factory=sft.SftJobConfig,
@@ -81,6 +85,12 @@ class TrainSuiteConfig:
 
         require(self.suite in SUITES, "suite", f"one of {', '.join(SUITES)}")
         require(bool(self.demonstrators), "demonstrators", "give at least one {skill, uri}")
+        names = [t.name for t in SUITES[self.suite].tasks]
+        unknown = sorted(set(self.task_episodes) - set(names))
+        require(not unknown, "task_episodes", f"{unknown} not in {self.suite}: "
+                f"{', '.join(names)}")
+        require(all(isinstance(n, int) and n >= 1 for n in self.task_episodes.values()),
+                "task_episodes", "give each task a whole number of episodes >= 1")
         require(self.benchmark.temperature >= 0, "benchmark.temperature", "must be >= 0")
         validate_section(self.collect, "collect")
         if self.grpo.iterations:
@@ -132,7 +142,8 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
                   f"({mean_se(results[final]['overall'])}).", ""]
     lines += ["## Data and training", "",
               f"- demonstrations: {', '.join(f'{d.skill} `{d.uri}`' for d in cfg.demonstrators)}"
-              f", {cfg.collect.episodes_per_policy} episodes each per task",
+              f", {cfg.collect.episodes_per_policy} episodes each per task"
+              + "".join(f" ({n} on {t})" for t, n in cfg.task_episodes.items()),
               f"- dataset rows: {data['splits']['train']['rows']} train, "
               f"{data['splits'].get('validation', {}).get('rows', 0)} validation",
               f"- SFT: {tuned['train_loss'][-1][0] if tuned['train_loss'] else 0} steps, final "
@@ -162,6 +173,8 @@ def main(cfg: TrainSuiteConfig) -> dict:
         with stages(f"collect {task.name}"):
             col = collect.main(dataclasses.replace(
                 cfg.collect, env_id=task.env_id, policies=list(cfg.demonstrators),
+                episodes_per_policy=cfg.task_episodes.get(task.name,
+                                                          cfg.collect.episodes_per_policy),
                 env_options={**task.env_options, **cfg.collect.env_options},
                 out=str(run_dir / "collect" / task.name)))
         runs.append(col["trajectories"])

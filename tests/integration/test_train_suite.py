@@ -83,9 +83,14 @@ def test_babyai_rl_workflow_small(ray_local, tmp_path, tiny_model_dir):
         "sft.train.num_workers=0", "grpo.iterations=1", "grpo.seeds_per_iteration=5",
         "grpo.group_size=2", "grpo.rollout_workers=0", "grpo.envs_per_worker=5",
         "grpo.dtype=fp32", "benchmark.episodes=1", "benchmark.num_workers=0",
-        "benchmark.heldout=false", "benchmark.compare_base=false", f"out={tmp_path / 'run'}"])
+        "benchmark.heldout=false", "benchmark.compare_base=false", "task_episodes={putnext: 2}",
+        f"out={tmp_path / 'run'}"])
     result = main(cfg)
     run = tmp_path / "run"
+    for task, per_skill in (("goto", 1), ("putnext", 2)):  # 3 demonstrators each
+        played = tr.episode_table(tr.read_trajectories(run / "collect" / task / "trajectories"))
+        assert played.num_rows == 3 * per_skill, task
+    assert "(2 on putnext)" in (run / "report.md").read_text()
     (it,) = result["grpo"]["iterations"]
     assert it["episodes"] == 10 and it["groups"] == 5
     played = tr.read_trajectories(run / "grpo" / "trajectories")

@@ -174,5 +174,9 @@ def test_train_suite_grpo_stage_takes_its_env_and_start_from_the_stages_before()
     for key, value in (("env_id", "CartPole-v0"), ("target_return", 5.0), ("adapter", "a")):
         with pytest.raises(ConfigError, match=f"grpo.{key}: comes from the suite"):
             config_from_dict(TrainSuiteConfig, {"grpo": {"iterations": 2, key: value}})
+    with pytest.raises(ConfigError, match=r"task_episodes: \['fly'\] not in balrog-babyai"):
+        config_from_dict(TrainSuiteConfig, {"task_episodes": {"fly": 3}})
+    with pytest.raises(ConfigError, match="task_episodes: give each task a whole number"):
+        config_from_dict(TrainSuiteConfig, {"task_episodes": {"open": 0}})
     with pytest.raises(ConfigError, match=r"grpo\.group_size: must be >= 2"):  # its own checks
         config_from_dict(TrainSuiteConfig, {"grpo": {"iterations": 2, "group_size": 1}})
