@@ -75,7 +75,11 @@ SUITES: dict[str, Suite] = {
         references=(Reference("Llama-3.2-1B-Instruct", 8.0, 3.8, LEADERBOARD),
                     Reference("Llama-3.2-3B-Instruct", 20.0, 5.7, LEADERBOARD),
                     Reference("Llama-3.1-8B-Instruct", 36.0, 6.8, LEADERBOARD),
-                    Reference("GPT-4o", 77.6, None, LEADERBOARD)),
+                    Reference("Llama-3.1-70B-Instruct", 73.2, None, LEADERBOARD),
+                    Reference("DeepSeek-R1", 74.0, None, LEADERBOARD),
+                    Reference("Grok-4", 76.0, None, LEADERBOARD),
+                    Reference("GPT-4o", 77.6, None, LEADERBOARD),
+                    Reference("Gemini-2.5-Pro", 80.0, 5.7, LEADERBOARD)),
         notes=("BabyAI-Text's MixedTrainLocal level, re-implemented on the minigrid package "
                "(policylm.platform.envs.babyai_levels), num_dists=0 as in BALROG's config. The "
                "observation text is BabyAI-Text's; the mission and the observation share one user "
