@@ -117,3 +117,16 @@ def test_env_options_reach_every_task_and_the_report_says_so(tmp_path):
                                  num_workers=0, out=str(tmp_path / "p")))
     assert "env_options" not in (tmp_path / "p" / "report.md").read_text()
     assert plain["overall"]["episodes"] == 1
+
+
+def test_crafter_scores_the_share_of_achievements(tmp_path):
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.evaluation.achievements import episodes_with_achievements
+
+    got = main(BenchmarkConfig(policy="random:", suite="balrog-crafter", episodes=2,
+                               env_options={"length": 60}, num_workers=0,
+                               out=str(tmp_path / "c")))
+    steps = tr.read_trajectories(tmp_path / "c" / "tasks" / "default" / "trajectories")
+    counts = episodes_with_achievements(steps).column("n_achievements").to_pylist()
+    assert len(counts) == 2 and sum(counts) > 0  # random play unlocks some in 60 steps
+    assert got["overall"]["score"] == pytest.approx(100 * np.mean(counts) / 22)
