@@ -110,6 +110,7 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
     from the fine-tuned model, the goal, stage times."""
     from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
+    from policylm.platform.evaluation.suites import get_suite
 
     labels = list(results)
     first = results[labels[0]]
@@ -148,7 +149,7 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
               f"{data['splits'].get('validation', {}).get('rows', 0)} validation",
               f"- SFT: {tuned['train_loss'][-1][0] if tuned['train_loss'] else 0} steps, final "
               f"loss {tuned['train_loss'][-1][1]:.3f}" if tuned["train_loss"] else "- SFT: -",
-              *([f"- GRPO on `{rl['env_id']}`: "
+              *([f"- GRPO on `{get_suite(cfg.suite).rl_task().env_id}`: "
                  f"{len(rl['iterations'])} iterations of {cfg.grpo.seeds_per_iteration} groups x "
                  f"{cfg.grpo.group_size} episodes; mean return per iteration "
                  + " / ".join(f"{i['mean_return']:.2f}" for i in rl["iterations"])]
@@ -187,10 +188,11 @@ def main(cfg: TrainSuiteConfig) -> dict:
     b = cfg.benchmark
     rl = None
     if cfg.grpo.iterations:
+        rl_task = suite.rl_task()
         with stages("grpo"):
             rl = grpo_episodes.main(dataclasses.replace(
-                cfg.grpo, env_id=suite.rl_task().env_id, model=cfg.sft.model,
-                env_options={**suite.rl_task().env_options, **cfg.collect.env_options},
+                cfg.grpo, env_id=rl_task.env_id, model=cfg.sft.model,
+                env_options={**rl_task.env_options, **cfg.collect.env_options},
                 adapter=tuned["adapter"], target_return=b.target_return,
                 out=str(run_dir / "grpo")))
         runs.append(str(run_dir / "grpo" / "trajectories"))  # no benchmark seed was trained on
@@ -204,10 +206,10 @@ def main(cfg: TrainSuiteConfig) -> dict:
         policies["untrained"] = base
     results = {}
     # (label, policy, suite, run directory, baseline)
-    plays = [(label, uri, cfg.suite, f"benchmark-{label.replace(' ', '-')}", "")
+    # the GRPO-trained model is paired with the fine-tuned model's episodes (played first)
+    plays = [(label, uri, cfg.suite, f"benchmark-{label.replace(' ', '-')}",
+              str(run_dir / "benchmark-fine-tuned") if label == "after GRPO" else "")
              for label, uri in policies.items()]
-    if rl is not None:  # paired with the fine-tuned model's episodes (played first)
-        plays[1] = (*plays[1][:4], str(run_dir / "benchmark-fine-tuned"))
     if b.heldout and suite.heldout:
         plays.append(("fine-tuned, held-out pairs", policies["fine-tuned"], suite.heldout,
                       "benchmark-fine-tuned-held-out-pairs", ""))
@@ -230,9 +232,7 @@ def main(cfg: TrainSuiteConfig) -> dict:
                                              "train_tokens")},
                "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", with_memory(metrics))
-    (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds,
-                                              {**rl, "env_id": suite.rl_task().env_id}
-                                              if rl is not None else None))
+    (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds, rl))
     score = results["fine-tuned"]["overall"]["score"]
     console.say(f"policylm train-suite: fine-tuned {score:.1f} % on {cfg.suite}; report in "
                 f"{Path(run_dir) / 'report.md'}", "stdout")
