@@ -137,6 +137,11 @@ def test_paired_difference_by_hand():
     assert d["pairs"] == 3 and d["mean"] == pytest.approx(3.0)
     assert d["se"] == pytest.approx(np.sqrt(7) / np.sqrt(3))
     assert d["within_noise"] is True  # 3 < 2 x 1.53
+    # every pair equal: no difference (s.e. 0) is within noise; a constant shift is not
+    same = paired_difference(a, a)
+    assert (same["mean"], same["se"], same["within_noise"]) == (0.0, 0.0, True)
+    shifted = paired_difference(a, {k: v + 1.0 for k, v in a.items()})
+    assert (shifted["mean"], shifted["se"], shifted["within_noise"]) == (1.0, 0.0, False)
     assert paired_difference(a, {}) == {"pairs": 0, "mean": None, "se": None,
                                         "within_noise": None}
     assert success_threshold("CartPole-v1") == 475.0

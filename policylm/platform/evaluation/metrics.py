@@ -109,7 +109,7 @@ def paired_difference(a: dict, b: dict) -> dict:
     """``b - a`` over the keys both have (episodes on the same env seeds, ``{(seed, agent):
     return}``): mean, its standard error (sample std of the differences / sqrt(n); None under
     two pairs), the number of pairs, and whether the difference is within noise (|mean| < 2
-    s.e.; None when unknown)."""
+    s.e., or no difference at all when every pair agrees; None when unknown)."""
     keys = sorted(set(a) & set(b))
     d = np.asarray([b[k] - a[k] for k in keys], dtype=np.float64)
     if not len(d):
@@ -117,7 +117,7 @@ def paired_difference(a: dict, b: dict) -> dict:
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
     mean = float(d.mean())
     return {"pairs": len(d), "mean": mean, "se": se,
-            "within_noise": None if se is None else bool(abs(mean) < 2 * se)}
+            "within_noise": None if se is None else bool(abs(mean) < 2 * se or mean == 0.0)}
 
 
 def returns_by_seed(episodes: pa.Table) -> dict:
