@@ -78,9 +78,10 @@ def test_training_sweep_with_asha(small_dataset, tiny_model_dir, tmp_path):
 
 def test_killed_sweep_resumes_without_rerunning(ray_local, tiny_model_dir, tmp_path):
     out = tmp_path / "k"
-    # ten trials: a trial process runs the next one at once (reuse_actors), so a short sweep
-    # could end between the second result and the kill
-    targets = [5, 10, 20, 40, 60, 80, 100, 150, 200, 300]
+    # 24 trials: a trial process runs the next one at once (reuse_actors), in well under a
+    # second once the first has loaded the model, so a short sweep could end between the second
+    # result and the kill (ten trials did on a fast CPU)
+    targets = [5 * (k + 1) for k in range(24)]
     args = [sys.executable, "-m", "policylm.jobs.sweep", "kind=target",
             f"policy={tiny_policy(tiny_model_dir)}", f"space={{target_return: {targets}}}",
             "episodes=3", "max_concurrent_trials=1", f"out={out}"]
@@ -94,9 +95,9 @@ def test_killed_sweep_resumes_without_rerunning(ray_local, tiny_model_dir, tmp_p
         while time.time() < deadline and len(done) < 2:
             done = {p: p.read_text() for p in out.glob("tune/sweep/*/result.json")
                     if p.stat().st_size > 0}
-            time.sleep(0.5)
+            time.sleep(0.1)
         assert len(done) >= 2, "the sweep finished no trials in time"
-        time.sleep(1.5)  # let the experiment state record them
+        time.sleep(0.5)  # let the experiment state (saved at every step) record them
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
