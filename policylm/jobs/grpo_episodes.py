@@ -43,6 +43,11 @@ class GrpoEpisodesConfig(GrpoSettings):
     seeds_per_iteration: int = field(4, doc="env seeds (groups) per iteration")
     group_size: int = field(4, doc="episodes per seed (the GRPO group)")
     target_return: float = field(500.0, doc="the target in the prompt")
+    step_advantage: float = field(0.0, doc="weight w of GiGPO's step-level advantage: a step's "
+                                  "advantage is A_episode + w * A_step, A_step its discounted "
+                                  "return-to-go normalised among the group's steps that saw the "
+                                  "same observation (0: episode-level GRPO)")
+    step_gamma: float = field(0.95, doc="discount of the return-to-go in A_step")
     epochs_per_iteration: int = field(1, doc="passes over an iteration's steps")
     minibatch: int = field(64, doc="steps per optimizer step")
     micro_tokens: int = field(512, doc="the learner's forward and backward passes hold at most "
@@ -74,6 +79,9 @@ class GrpoEpisodesConfig(GrpoSettings):
         super().validate()
         require(self.group_size >= 2, "group_size", "must be >= 2 (a group)")
         require(self.micro_tokens >= 1, "micro_tokens", "must be >= 1")
+        require(self.step_advantage >= 0, "step_advantage", "must be >= 0 (0: episode-level "
+                "advantages only)")
+        require(0 < self.step_gamma <= 1, "step_gamma", "must be in (0, 1]")
         require(self.iterations >= 1, "iterations", "must be >= 1")
         require(self.seeds_per_iteration >= 1, "seeds_per_iteration", "must be >= 1")
         require(self.max_staleness >= 0, "max_staleness", "must be >= 0 (0: synchronous)")
@@ -158,7 +166,8 @@ def main(cfg: GrpoEpisodesConfig) -> dict:
                 pa.concat_tables([tr.read_trajectories(f) for f in files]), learner.version,
                 cfg.max_staleness)
             batch = build_batch(steps, env, cfg.prompt_form, learner.template, cfg.target_return,
-                                history=steps_back, lead=lead)
+                                history=steps_back, lead=lead, step_weight=cfg.step_advantage,
+                                step_gamma=cfg.step_gamma)
             kept_steps = len(batch.prompts)
             batch = subsample(batch, cfg.train_steps, cfg.seed + it)
             stats = learner.update(batch, cfg.epochs_per_iteration)

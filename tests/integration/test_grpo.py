@@ -212,13 +212,13 @@ def test_episodic_grpo_job_runs_iterations(ray_local, tiny_model_dir, tmp_path,
         "model": tiny_model_dir, "prompt_form": "compact", "dtype": "fp32",
         "env_options": {"max_episode_steps": 12}, "iterations": 2, "seeds_per_iteration": 2,
         "group_size": 3, "rollout_workers": 1, "envs_per_worker": 3, "target_return": 12,
-        "lr": 1e-3, "out": str(tmp_path / "ep")}))
+        "lr": 1e-3, "step_advantage": 1.0, "out": str(tmp_path / "ep")}))
     its = result["iterations"]
     assert [i["iteration"] for i in its] == [0, 1]
     for i in its:
         assert i["episodes"] == 6 and i["groups"] == 2 and 0 <= i["filtered_groups"] <= 2
         assert 1 <= i["mean_return"] <= i["max_return"] <= 12
-        # every step of every kept episode is trained on
+        # a group is filtered when none of its steps carries an episode or a step advantage
         assert (i["steps_trained"] > 0) == (i["filtered_groups"] < 2)
     run = Path(result["run_dir"])
     assert (run / "adapter" / "adapter_model.safetensors").is_file()

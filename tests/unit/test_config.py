@@ -158,6 +158,10 @@ def test_the_two_grpo_commands_refuse_each_others_keys():
         load_config(GrpoEpisodesConfig, None, ["lr=0"])
     with pytest.raises(ConfigError, match="micro_tokens: must be >= 1"):
         load_config(GrpoEpisodesConfig, None, ["micro_tokens=0"])
+    with pytest.raises(ConfigError, match="step_gamma: must be in \\(0, 1\\]"):
+        load_config(GrpoEpisodesConfig, None, ["step_advantage=1", "step_gamma=0"])
+    with pytest.raises(ConfigError, match="step_advantage: must be >= 0"):
+        load_config(GrpoEpisodesConfig, None, ["step_advantage=-1"])
 
 
 

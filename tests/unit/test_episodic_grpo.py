@@ -7,20 +7,23 @@ import pytest
 import torch
 
 from policylm.platform.data import trajectories as tr
+from policylm.platform.data.returns import step_group_advantages
 from policylm.platform.training.episodic_grpo import build_batch, remaining_targets
 from policylm.platform.training.learner import EpisodicLearner
 
 
 def steps_table(episodes):
-    """Trajectory rows for ``[(episode id, seed, rewards, actions)]`` (CartPole-like)."""
+    """Trajectory rows for ``[(episode id, seed, rewards, actions[, observations])]``
+    (CartPole-like; the observation at step t is ``o<t>`` unless given)."""
     rows = {c: [] for c in (tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL,
                             tr.SEED, tr.AGENT_ID, tr.T, tr.OBS_TEXT, tr.ACTION_INDEX, tr.REWARD,
                             tr.TERMINATED, tr.TRUNCATED)}
-    for eid, seed, rewards, actions in episodes:
+    for eid, seed, rewards, actions, *obs in episodes:
+        texts = obs[0] if obs else [f"o{t}" for t in range(len(rewards))]
         for t, (r, a) in enumerate(zip(rewards, actions, strict=True)):
             for c, v in ((tr.RUN_ID, "r"), (tr.EPISODE_ID, eid), (tr.ENV_ID, "CartPole-v1"),
                          (tr.POLICY_URI, "hf://x"), (tr.SKILL, "g"), (tr.SEED, seed),
-                         (tr.AGENT_ID, 0), (tr.T, t), (tr.OBS_TEXT, f"o{t}"),
+                         (tr.AGENT_ID, 0), (tr.T, t), (tr.OBS_TEXT, texts[t]),
                          (tr.ACTION_INDEX, a), (tr.REWARD, r),
                          (tr.TERMINATED, t == len(rewards) - 1), (tr.TRUNCATED, False)):
                 rows[c].append(v)
@@ -47,6 +50,37 @@ def test_batch_advantages_and_prompts_by_hand(cartpole):
     assert batch.prompts == ["R=10 t=0 o0 ->", "R=9 t=1 o1 ->", "R=8 t=2 o2 ->",
                              "R=10 t=0 o0 ->"]
     assert remaining_targets([1, 2.5, 1], 10, adaptive=False) == [10, 10, 10]
+
+
+def test_step_level_advantages_by_hand(cartpole):
+    # gamma 0.5 and a reward of 1 at the goal: the return-to-go halves per step before it
+    steps = steps_table([
+        ("e1", 7, [0, 0, 1], [1, 0, 1], ["A", "B", "G"]),        # rtg .25 .5 1
+        ("e2", 7, [0, 0, 0, 1], [0, 1, 0, 1], ["A", "C", "B", "G"]),  # rtg .125 .25 .5 1
+        ("e3", 9, [0, 1], [1, 1], ["A", "G"]),                   # return 1, rtg .5 1
+        ("e4", 9, [0, 0], [0, 0], ["A", "D"]),                   # return 0
+        ("e5", 11, [0, 0], [0, 0], ["A", "B"]),                  # seed 11: both fail
+        ("e6", 11, [0, 0], [1, 1], ["A", "C"]),
+    ])
+    episodic = build_batch(steps, cartpole, "compact", Compact(), target=10)
+    assert (episodic.groups, episodic.filtered_groups) == (3, 2)  # only seed 9 has spread
+    assert episodic.advantages == [1.0, 1.0, -1.0, -1.0]
+    both = build_batch(steps, cartpole, "compact", Compact(), target=10, step_weight=0.5,
+                       step_gamma=0.5)
+    # seed 7: both episodes return 1 (no episode signal), but state A was left towards the goal
+    # faster in e1 (.25 against .125): +-1 at A, and B (.5, .5) and G carry nothing.
+    # seed 9: episode advantages +-1, plus 0.5 * (+-1) at A (.5 against 0); G and D seen once.
+    assert both.advantages == [0.5, -0.5, 1.5, 1.0, -1.5, -1.0]
+    assert both.chosen == [1, 0, 1, 1, 0, 0]
+    assert both.prompts[:2] == ["R=10 t=0 A ->", "R=10 t=0 A ->"]
+    assert (both.groups, both.filtered_groups) == (3, 1)  # seed 11 carries no signal at all
+
+
+def test_step_group_advantages_three_visits():
+    # one anchor state seen three times in group "a" (values 1, .5, .5: mean 2/3, std 1/sqrt(18))
+    adv = step_group_advantages([1.0, 0.5, 0.5, 0.7, 0.9], ["a", "a", "a", "a", "b"],
+                                ["s", "s", "s", "t", "s"])
+    assert adv == pytest.approx([2 ** 0.5, -(2 ** -0.5), -(2 ** -0.5), 0.0, 0.0])
 
 
 @pytest.fixture()

@@ -93,3 +93,27 @@ def group_advantages(returns: np.ndarray, groups: np.ndarray, eps: float = 1e-6
             adv[idx] = (r[idx] - r[idx].mean()) / std
             keep[idx] = True
     return adv, keep
+
+
+def step_group_advantages(values: np.ndarray, groups: np.ndarray, states: np.ndarray,
+                          eps: float = 1e-6) -> np.ndarray:
+    """GiGPO's step-level advantages (Feng et al. 2025, "Group-in-Group Policy Optimization"):
+    the steps of one group (the episodes played from one seed) that saw the same state form an
+    anchor group, and each step's ``values`` (its discounted return-to-go) is normalised within
+    it, ``(G - mean) / std`` with the population std. A state seen once in its group, or whose
+    values have no spread (std <= ``eps``), gives 0: nothing there tells one action from another.
+
+    ``values``, ``groups`` and ``states`` have one entry per step; the result is aligned with them.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    adv = np.zeros_like(v)
+    keys = list(zip(np.asarray(groups).tolist(), np.asarray(states).tolist(), strict=True))
+    anchors: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        anchors.setdefault(key, []).append(i)
+    for rows in anchors.values():
+        idx = np.asarray(rows)
+        std = v[idx].std()
+        if len(idx) > 1 and std > eps:
+            adv[idx] = (v[idx] - v[idx].mean()) / std
+    return adv

@@ -3,11 +3,13 @@
 Episodes are played in groups of G from one env seed by the LLM policy in score mode, sampling
 from ``softmax(scores / temperature)`` over the valid actions. Each episode's return, normalised
 within its group (:func:`policylm.platform.data.returns.group_advantages`), is the advantage of
-every action chosen in it; groups without spread are dropped. The policy being improved is exactly
-the sampling distribution, so the learner's log-probability of a chosen action is
-``log_softmax(scores / T)[chosen]`` with the scores computed as the engine computes them
-(prompt tokens, then the candidate's tokens). ``old`` (proximal) log-probabilities are the
-learner's own before its first update of the iteration.
+every action chosen in it; groups without spread are dropped. With a step weight, GiGPO's
+step-level term is added: steps of one group that saw the same observation compare their
+discounted returns-to-go (:func:`policylm.platform.data.returns.step_group_advantages`).
+The policy being improved is exactly the sampling distribution, so the learner's
+log-probability of a chosen action is ``log_softmax(scores / T)[chosen]`` with the scores
+computed as the engine computes them (prompt tokens, then the candidate's tokens). ``old``
+(proximal) log-probabilities are the learner's own before its first update of the iteration.
 
 Asynchronous training (``max_staleness`` > 0) trains on episodes played with older weights: each
 step carries the weight version that played it, the learner keeps the LoRA weights of the last
@@ -33,7 +35,11 @@ import numpy as np
 import pyarrow as pa
 
 from policylm.platform.data import trajectories as tr
-from policylm.platform.data.returns import group_advantages
+from policylm.platform.data.returns import (
+    group_advantages,
+    segment_returns_to_go,
+    step_group_advantages,
+)
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.prompts import (
     ChatTemplate,
@@ -53,19 +59,26 @@ def remaining_targets(rewards: Sequence[float], target: float, adaptive: bool) -
 
 
 def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, template: ChatTemplate | None,
-                target: float, adaptive: bool = True, history: int = 0, lead: str = ""
-                ) -> StepBatch:
+                target: float, adaptive: bool = True, history: int = 0, lead: str = "",
+                step_weight: float = 0.0, step_gamma: float = 0.95) -> StepBatch:
     """The learner's batch from the steps of one iteration: episodes grouped by env seed,
     advantages from their returns, prompts rendered as the policy rendered them (after the
-    earlier steps of the window with ``history``, with the few-shot examples ``lead``)."""
+    earlier steps of the window with ``history``, with the few-shot examples ``lead``).
+
+    With ``step_weight`` w > 0 a step's advantage is GiGPO's ``A_episode + w * A_step``:
+    ``A_step`` normalises the step's return-to-go (discounted by ``step_gamma``) among the steps
+    of its group that saw the same observation (:func:`step_group_advantages`), so a step that
+    loops back to a state gets less than the step that left it towards the goal, even in a group
+    whose episodes all succeed. A step is kept when either term carries signal; a group counts as
+    filtered when none of its steps is kept."""
     episodes = tr.episode_table(steps)
     adv, keep = group_advantages(episodes.column("return").to_numpy(),
                                  episodes.column(tr.SEED).to_numpy())
-    by_episode = {e: (a, k) for e, a, k in zip(episodes.column(tr.EPISODE_ID).to_pylist(), adv,
-                                               keep, strict=True)}
+    by_episode = {e: (a, k, s) for e, a, k, s in zip(
+        episodes.column(tr.EPISODE_ID).to_pylist(), adv, keep,
+        episodes.column(tr.SEED).to_pylist(), strict=True)}
     system = adapter.system_text()
     seeds = episodes.column(tr.SEED).to_numpy()
-    spread = {s for s, k in zip(seeds, keep, strict=True) if k}
     generated = adapter.codec.valid_actions is None
     played = steps.column(tr.POLICY_VERSION) if tr.POLICY_VERSION in steps.column_names else None
     versioned = played is not None and played.null_count < len(played)  # else: all current
@@ -76,18 +89,23 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, template: ChatT
                          *([tr.ACTION_TEXT] if generated or history else []),
                          *([tr.POLICY_VERSION] if versioned else [])]) \
         .sort_by([(tr.EPISODE_ID, "ascending"), (tr.T, "ascending")]).to_pydict()
-    out = StepBatch([], [], [], groups=len(set(seeds)), filtered_groups=len(set(seeds)) - len(
-        spread))
-    start = 0
     ids = rows[tr.EPISODE_ID]
+    step_adv = (step_advantages(rows, [by_episode[e][2] for e in ids], step_gamma)
+                if step_weight else np.zeros(len(ids)))
+    out = StepBatch([], [], [], groups=len(set(seeds)), filtered_groups=0)
+    spread = set()
+    start = 0
     while start < len(ids):
         end = start
         while end < len(ids) and ids[end] == ids[start]:
             end += 1
-        a, k = by_episode[ids[start]]
-        if k:
+        a, k, seed = by_episode[ids[start]]
+        if k or step_adv[start:end].any():
+            spread.add(seed)
             targets = remaining_targets(rows[tr.REWARD][start:end], target, adaptive)
             for i, tgt in zip(range(start, end), targets, strict=True):
+                if not k and step_adv[i] == 0:
+                    continue
                 first = start + history_start(rows[tr.T][i] - rows[tr.T][start], history)
                 past = [(targets[j - start], rows[tr.T][j], rows[tr.OBS_TEXT][j],
                          rows[tr.ACTION_TEXT][j]) for j in range(first, i)]
@@ -96,17 +114,28 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, template: ChatT
                 out.chosen.append(int(rows[tr.ACTION_INDEX][i]))
                 if generated:
                     out.completions.extend(action_candidates(form, [rows[tr.ACTION_TEXT][i]]))
-                out.advantages.append(float(a))
+                out.advantages.append(float((a if k else 0.0) + step_weight * step_adv[i]))
                 if versioned:
                     out.versions.append(int(rows[tr.POLICY_VERSION][i]))
         start = end
+    out.filtered_groups = out.groups - len(spread)
     return out
 
 
+def step_advantages(rows: dict, seeds: Sequence[int], gamma: float) -> np.ndarray:
+    """GiGPO's ``A_step`` of each row of ``rows`` (an iteration's steps sorted by episode and
+    step, with the env ``seeds`` of their episodes): the discounted return-to-go of each step,
+    normalised among the steps of the same seed that saw the same observation text."""
+    rtg = segment_returns_to_go(np.asarray(rows[tr.REWARD], np.float64),
+                                np.asarray(rows[tr.EPISODE_ID]), np.asarray(rows[tr.T]),
+                                np.ones(len(seeds), bool), gamma)
+    return step_group_advantages(rtg, np.asarray(seeds), np.asarray(rows[tr.OBS_TEXT],
+                                                                     dtype=object))
+
+
 def subsample(batch: StepBatch, k: int, seed: int) -> StepBatch:
-    """At most ``k`` steps of ``batch`` drawn uniformly without replacement (every step of an
-    episode carries the same advantage, so a uniform draw keeps the gradient unbiased and the
-    update's cost bounded however long the episodes are)."""
+    """At most ``k`` steps of ``batch`` drawn uniformly without replacement (a uniform draw keeps
+    the gradient unbiased and the update's cost bounded however long the episodes are)."""
     n = len(batch.prompts)
     if k <= 0 or n <= k:
         return batch
