@@ -181,6 +181,38 @@ def test_update_raises_the_advantaged_action(learner):
     assert not all(torch.equal(now[k], kept[k]) for k in kept)
 
 
+def test_kl_is_measured_to_the_starting_adapter(tiny_model_dir, cartpole):
+    """beta > 0 from a trained adapter (B != 0): the reference is that adapter, so the first
+    minibatch, before any optimizer step, has KL exactly 0 (the adapter-free model would differ);
+    once the weights move, the next update measures a positive KL and the reference is unchanged."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policylm.platform.training.learner import StepBatch
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir,
+                                                                dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                      init_lora_weights=False))
+    learner = EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), cartpole,
+                              "compact", lr=5e-2, beta=0.1)
+    start = {k: v.clone() for k, v in learner.reference.items()}
+    prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->", "R=20 t=5 x=-1 v=0.5 a=0.1 w=-0.3 ->"]
+    batch = StepBatch(prompts, [1, 0], [1.0, -1.0], 1, 0)
+    with torch.no_grad(), model.disable_adapter():
+        free = learner.action_logps(prompts, [1, 0])
+    with torch.no_grad():
+        assert not torch.allclose(learner.action_logps(prompts, [1, 0]), free, atol=1e-3)
+    first = learner.update(batch)  # one minibatch: its KL is taken before the step
+    assert first["kl"] == pytest.approx(0.0, abs=1e-9)
+    second = learner.update(batch)
+    assert second["kl"] > 1e-6
+    assert all(torch.equal(learner.reference[k], start[k]) for k in start)
+    now = learner.lora_weights()[0]  # the update's weights are back in the model, not the start
+    assert not all(torch.equal(now[k], start[k].float()) for k in start)
+
+
 def test_an_update_in_pieces_equals_the_update_in_one(learner):
     """micro_tokens cuts a minibatch's passes into pieces whose gradients are summed: the
     update (weights and reported figures) equals the one of whole minibatches, while each

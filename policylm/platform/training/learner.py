@@ -67,6 +67,9 @@ class EpisodicLearner:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr)
+        # the KL term's reference: the starting policy (a starting SFT adapter's weights, not the
+        # adapter-free model)
+        self.reference = self._lora_state() if beta else None
 
     def _token_logps(self, rows: Sequence[Sequence[int]],
                      reads: Sequence[tuple[int, int, int]], temperature: float = 1.0) -> Any:
@@ -141,9 +144,10 @@ class EpisodicLearner:
 
     def update(self, batch: StepBatch, epochs: int = 1) -> dict[str, float | None]:
         """Clipped GRPO steps over the batch (minibatches, ``epochs`` passes), the learner's
-        version one more afterwards; the mean loss, clip fraction, KL to the adapter-free model
-        (None: not computed, as ``beta`` is 0), the steps' mean version lag (``staleness``), the
-        mean importance weight and the share truncated at ``max_weight``. An empty batch
+        version one more afterwards; the mean loss, clip fraction, KL to the starting policy (the
+        LoRA weights the learner was made with; None: not computed, as ``beta`` is 0), the
+        steps' mean version lag (``staleness``), the mean importance weight and the share
+        truncated at ``max_weight``. An empty batch
         trains nothing and says so: every figure None, ``rows`` 0."""
         n = len(batch.prompts)
         lags = self._lags(batch)
@@ -187,9 +191,13 @@ class EpisodicLearner:
             old = self._all_logps(batch, cost)
             weight = self.importance_weights(batch, old)
             ref = None
-            if self.beta:
-                with self.model.disable_adapter():
+            if self.reference is not None:
+                current = self._lora_state()
+                try:
+                    self._load_lora(self.reference)
                     ref = self._all_logps(batch, cost)
+                finally:
+                    self._load_lora(current)
         adv = torch.tensor(batch.advantages, dtype=torch.float32, device=old.device)
         stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0 if self.beta else None}
         count = 0
