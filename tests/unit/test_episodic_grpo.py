@@ -83,17 +83,22 @@ def test_step_group_advantages_three_visits():
     assert adv == pytest.approx([2 ** 0.5, -(2 ** -0.5), -(2 ** -0.5), 0.0, 0.0])
 
 
-@pytest.fixture()
-def learner(tiny_model_dir, cartpole):
+def make_learner(tiny_model_dir, adapter, **kwargs):
+    """A learner over the tiny model with a LoRA adapter whose B != 0 (a real delta)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                             init_lora_weights=False))  # B != 0: a real delta
-    return EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), cartpole,
-                           "compact", temperature=1.0, lr=5e-2)
+                                             init_lora_weights=False))
+    return EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), adapter,
+                           "compact", **kwargs)
+
+
+@pytest.fixture()
+def learner(tiny_model_dir, cartpole):
+    return make_learner(tiny_model_dir, cartpole, temperature=1.0, lr=5e-2)
 
 
 def test_engine_with_synced_lora_scores_as_the_learner(learner, tiny_model_dir):
@@ -119,20 +124,12 @@ def test_multi_token_candidates_score_as_the_engine(tiny_model_dir):
     """BabyAI's action names are several tokens each: the learner reads each token's
     log-probability where the engine does (then the end of turn) and sums them, so its scores
     equal the engine's given the same LoRA weights."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from policylm.platform.engines.hf import HFEngine
     from policylm.platform.envs import make_adapter
 
     babyai = make_adapter("BabyAI-GoToRedBallNoDists-v0")
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir,
-                                                                dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                      init_lora_weights=False))
-    learner = EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), babyai,
-                              "compact")
+    learner = make_learner(tiny_model_dir, babyai)
     assert not learner.single
     engine = HFEngine(tiny_model_dir, dtype="fp32")
     engine.set_lora(*learner.lora_weights())
@@ -185,18 +182,10 @@ def test_kl_is_measured_to_the_starting_adapter(tiny_model_dir, cartpole):
     """beta > 0 from a trained adapter (B != 0): the reference is that adapter, so the first
     minibatch, before any optimizer step, has KL exactly 0 (the adapter-free model would differ);
     once the weights move, the next update measures a positive KL and the reference is unchanged."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from policylm.platform.training.learner import StepBatch
 
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir,
-                                                                dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                      init_lora_weights=False))
-    learner = EpisodicLearner(model, AutoTokenizer.from_pretrained(tiny_model_dir), cartpole,
-                              "compact", lr=5e-2, beta=0.1)
+    learner = make_learner(tiny_model_dir, cartpole, lr=5e-2, beta=0.1)
+    model = learner.model
     start = {k: v.clone() for k, v in learner.reference.items()}
     prompts = ["R=500 t=0 x=0 v=0 a=0 w=0 ->", "R=20 t=5 x=-1 v=0.5 a=0.1 w=-0.3 ->"]
     batch = StepBatch(prompts, [1, 0], [1.0, -1.0], 1, 0)

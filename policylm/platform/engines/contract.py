@@ -129,3 +129,58 @@ def softmax(logps: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logps, dtype=np.float64) / max(temperature, 1e-8)
     z = np.exp(z - z.max())
     return z / z.sum()
+
+
+def packed_rows(ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
+                 ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:
+    """One row per prompt: its tokens after the prefix, then each candidate's scored tokens
+    (:func:`~policylm.platform.engines.contract.scored_tokens`) but the last. And per row,
+    per candidate ``(j, positions, tokens)``: the row positions whose next-token
+    distributions score the candidate's scored tokens (the prompt's last, then its own)."""
+    rows, reads = [], []
+    for r, cs in zip(ids, cand, strict=True):
+        row = list(r[n_pre:])
+        last, mine = len(row) - 1, []
+        for j, c in enumerate(cs):
+            start = len(row)
+            row += c[:-1]
+            mine.append((j, [last, *range(start, start + len(c) - 1)], list(c)))
+        rows.append(row)
+        reads.append(mine)
+    return rows, reads
+
+def packed_layout(rows: list[list[int]], reads: list[list[tuple[int, list[int], list[int]]]],
+                   n_pre: int) -> tuple[Any, Any]:
+    """``(allowed [B, W, n_pre + W] bool, positions [B, W])`` for packed rows: prompt
+    tokens attend causally to the prefix and the prompt; a candidate's tokens attend to the
+    prefix, the prompt and their own earlier tokens, at positions continuing the prompt;
+    padding attends to itself."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    allowed = torch.zeros((len(rows), width, n_pre + width), dtype=torch.bool)
+    positions = torch.full((len(rows), width), n_pre, dtype=torch.long)
+    allowed[:, :, :n_pre] = True
+    for b, (row, mine) in enumerate(zip(rows, reads, strict=True)):
+        n_prompt = mine[0][1][0] + 1 if mine else len(row)
+        spans = [(0, n_prompt)] + [(ps[1], len(ps) - 1) for _, ps, _ in mine]
+        for start, length in spans:
+            tri = torch.ones((length, length), dtype=torch.bool).tril()
+            allowed[b, start:start + length, n_pre + start:n_pre + start + length] = tri
+            if start:  # a candidate: sees the whole prompt, continues its positions
+                allowed[b, start:start + length, n_pre:n_pre + n_prompt] = True
+                positions[b, start:start + length] = torch.arange(
+                    n_pre + n_prompt, n_pre + n_prompt + length)
+            else:
+                positions[b, :length] = torch.arange(n_pre, n_pre + length)
+        for k in range(len(row), width):
+            allowed[b, k, n_pre + k] = True
+    return allowed, positions
+
+
+def attention_bias(allowed: Any, dtype: Any) -> Any:
+    """The additive 4-D attention mask [B, 1, W, K] of a boolean ``allowed`` [B, W, K]: 0 where
+    a position may attend, the dtype's lowest value where it may not."""
+    import torch
+
+    return torch.where(allowed, 0.0, torch.finfo(dtype).min).to(dtype).unsqueeze(1)

@@ -31,9 +31,12 @@ import numpy as np
 from policylm.platform.engines.contract import (
     EngineError,
     Generation,
+    attention_bias,
     dtype_name,
     end_of_turn_id,
     finished,
+    packed_layout,
+    packed_rows,
     row_seeds,
     scored_tokens,
 )
@@ -230,7 +233,8 @@ class HFEngine:
     def _hidden(self, rows: list[list[int]], n_pre: int, cache: Any,
                 packed: tuple[Any, Any] | None = None, extend: bool = False) -> Any:
         """Last hidden states of right-padded ``rows`` after the prefix cache; ``packed`` is
-        ``(allowed, positions)`` from :meth:`_packed_layout` (else plain causal attention).
+        ``(allowed, positions)`` from :func:`~policylm.platform.engines.contract.packed_layout`
+        (else plain causal attention).
         ``extend``: one row, whose keys and values are appended to ``cache`` itself (a session's;
         else the cache is copied per row and left as it was)."""
         import torch
@@ -250,9 +254,7 @@ class HFEngine:
             allowed, positions = packed
             # pairs of real tokens only (a padding position attends to itself)
             self.attention_pairs += int(allowed.sum()) - (len(rows) * width - real)
-            blocked = torch.finfo(self.dtype).min
-            kwargs["attention_mask"] = torch.where(allowed, 0.0, blocked).to(
-                self.dtype).unsqueeze(1).to(self.device)
+            kwargs["attention_mask"] = attention_bias(allowed, self.dtype).to(self.device)
             kwargs["position_ids"] = positions.to(self.device)
         if cache is not None and not extend:
             cache = copy.deepcopy(cache)
@@ -305,8 +307,8 @@ class HFEngine:
             sizes = [len(r) - n_pre + sum(len(c) - 1 for c in cs) for r, cs in zip(ids, cand,
                                                                                  strict=True)]
             for lo, hi in self._batches(sizes):
-                rows, reads = self._packed_rows(ids[lo:hi], cand[lo:hi], n_pre)
-                hidden = self._hidden(rows, n_pre, cache, self._packed_layout(rows, reads, n_pre))
+                rows, reads = packed_rows(ids[lo:hi], cand[lo:hi], n_pre)
+                hidden = self._hidden(rows, n_pre, cache, packed_layout(rows, reads, n_pre))
                 out += self._read_scores(hidden, reads)
             return out
 
@@ -331,8 +333,8 @@ class HFEngine:
             lp = self._logprobs_at(hidden, [(0, len(ids) - n - 1)])
             out = lp[0, [c[0] for c in cand]].cpu().numpy().astype(np.float64)
         else:
-            rows, reads = self._packed_rows([ids], [cand], n)
-            hidden = self._hidden(rows, n, cache, self._packed_layout(rows, reads, n), extend=True)
+            rows, reads = packed_rows([ids], [cand], n)
+            hidden = self._hidden(rows, n, cache, packed_layout(rows, reads, n), extend=True)
             (out,) = self._read_scores(hidden, reads)
             crop(cache, len(ids))  # the prompt's keys and values, not the candidates'
         if key is not None:  # None: a prompt of no session
@@ -360,7 +362,7 @@ class HFEngine:
     def _read_scores(self, hidden: Any, reads: list[list[tuple[int, list[int], list[int]]]]
                      ) -> list[np.ndarray]:
         """Each packed row's candidate scores: the log-likelihoods of the tokens ``reads`` names
-        (:meth:`_packed_rows`), summed per candidate."""
+        (:func:`~policylm.platform.engines.contract.packed_rows`), summed per candidate."""
         import torch
 
         picks = sorted({(k, p) for k, row in enumerate(reads) for _, ps, _ in row for p in ps})
@@ -378,54 +380,6 @@ class HFEngine:
         for (k, j), v in zip(owner, got, strict=True):
             scores[k][j] += v
         return scores
-
-    @staticmethod
-    def _packed_rows(ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
-                     ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:
-        """One row per prompt: its tokens after the prefix, then each candidate's scored tokens
-        (:func:`~policylm.platform.engines.contract.scored_tokens`) but the last. And per row,
-        per candidate ``(j, positions, tokens)``: the row positions whose next-token
-        distributions score the candidate's scored tokens (the prompt's last, then its own)."""
-        rows, reads = [], []
-        for r, cs in zip(ids, cand, strict=True):
-            row = list(r[n_pre:])
-            last, mine = len(row) - 1, []
-            for j, c in enumerate(cs):
-                start = len(row)
-                row += c[:-1]
-                mine.append((j, [last, *range(start, start + len(c) - 1)], list(c)))
-            rows.append(row)
-            reads.append(mine)
-        return rows, reads
-
-    @staticmethod
-    def _packed_layout(rows: list[list[int]], reads: list[list[tuple[int, list[int], list[int]]]],
-                       n_pre: int) -> tuple[Any, Any]:
-        """``(allowed [B, W, n_pre + W] bool, positions [B, W])`` for packed rows: prompt
-        tokens attend causally to the prefix and the prompt; a candidate's tokens attend to the
-        prefix, the prompt and their own earlier tokens, at positions continuing the prompt;
-        padding attends to itself."""
-        import torch
-
-        width = max(len(r) for r in rows)
-        allowed = torch.zeros((len(rows), width, n_pre + width), dtype=torch.bool)
-        positions = torch.full((len(rows), width), n_pre, dtype=torch.long)
-        allowed[:, :, :n_pre] = True
-        for b, (row, mine) in enumerate(zip(rows, reads, strict=True)):
-            n_prompt = mine[0][1][0] + 1 if mine else len(row)
-            spans = [(0, n_prompt)] + [(ps[1], len(ps) - 1) for _, ps, _ in mine]
-            for start, length in spans:
-                tri = torch.ones((length, length), dtype=torch.bool).tril()
-                allowed[b, start:start + length, n_pre + start:n_pre + start + length] = tri
-                if start:  # a candidate: sees the whole prompt, continues its positions
-                    allowed[b, start:start + length, n_pre:n_pre + n_prompt] = True
-                    positions[b, start:start + length] = torch.arange(
-                        n_pre + n_prompt, n_pre + n_prompt + length)
-                else:
-                    positions[b, :length] = torch.arange(n_pre, n_pre + length)
-            for k in range(len(row), width):
-                allowed[b, k, n_pre + k] = True
-        return allowed, positions
 
     def _batches(self, lengths: list[int]) -> list[tuple[int, int]]:
         """Split rows into consecutive batches of at most ``max_batch_tokens`` padded tokens."""

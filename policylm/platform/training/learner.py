@@ -73,18 +73,17 @@ class EpisodicLearner:
 
     def _token_logps(self, rows: Sequence[Sequence[int]],
                      reads: Sequence[tuple[int, int, int]], temperature: float = 1.0,
-                     branches: Sequence[tuple[int, Sequence[tuple[int, int]]]] = ()) -> Any:
+                     layout: tuple[Any, Any] | None = None) -> Any:
         """``log_softmax(logits / temperature)`` of right-padded token ``rows``, read only where
         asked: for each ``(row, position, token)`` the log-probability that ``token`` follows
         ``position``, tensor [len(reads)] (with grad). The output layer runs at those positions
-        alone, so memory and time do not grow with prompt length x vocabulary.
-
-        ``branches`` (one per row) packs several continuations of one prompt into the row:
-        ``(prompt_length, [(start, length), ...])``, each span a continuation that sees the
-        prompt and itself but no other span, at the positions it would have right after the
-        prompt (a 4-D attention mask and position ids), so one pass scores what would otherwise
-        take a row per continuation."""
+        alone, so memory and time do not grow with prompt length x vocabulary. ``layout``:
+        ``(allowed, positions)`` of packed rows
+        (:func:`~policylm.platform.engines.contract.packed_layout`, as the engine scores them),
+        else plain causal attention."""
         import torch
+
+        from policylm.platform.engines.contract import attention_bias
 
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
@@ -95,37 +94,16 @@ class EpisodicLearner:
         device = next(self.model.parameters()).device
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         extra: dict[str, Any] = {"attention_mask": mask.to(device)}
-        if branches:
-            extra = self._branch_layout(rows, branches, width, device)
+        if layout is not None:
+            allowed, positions = layout
+            dtype = next(self.model.parameters()).dtype
+            extra = {"attention_mask": attention_bias(allowed, dtype).to(device),
+                     "position_ids": positions.to(device)}
         hidden = base.get_decoder()(input_ids=ids.to(device), **extra).last_hidden_state
         at = torch.tensor([[r, c] for r, c, _ in reads], device=device)
         logits = base.get_output_embeddings()(hidden[at[:, 0], at[:, 1]]).float() / temperature
         tokens = torch.tensor([t for _, _, t in reads], device=device)
         return torch.log_softmax(logits, dim=-1)[torch.arange(len(reads), device=device), tokens]
-
-    def _branch_layout(self, rows: Sequence[Sequence[int]],
-                       branches: Sequence[tuple[int, Sequence[tuple[int, int]]]], width: int,
-                       device: Any) -> dict[str, Any]:
-        """The position ids and additive 4-D attention mask of :meth:`_token_logps`'s packed
-        rows (a padding position sees only itself, so no softmax row is empty)."""
-        import torch
-
-        allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
-        pos = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (plen, spans) in enumerate(branches):
-            allowed[i, :plen, :plen] = torch.ones(plen, plen, dtype=torch.bool).tril()
-            pos[i, :plen] = torch.arange(plen)
-            for start, n in spans:
-                allowed[i, start:start + n, :plen] = True
-                allowed[i, start:start + n, start:start + n] = torch.ones(
-                    n, n, dtype=torch.bool).tril()
-                pos[i, start:start + n] = torch.arange(plen, plen + n)
-            pad = torch.arange(len(rows[i]), width)
-            allowed[i, pad, pad] = True
-        dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed,
-                                                                   torch.finfo(dtype).min)
-        return {"attention_mask": mask[:, None].to(device), "position_ids": pos.to(device)}
 
     def completion_logps(self, prompts: Sequence[str], completions: Sequence[str]) -> Any:
         """Log-probability of generating each completion (then the end of turn) after its
@@ -148,28 +126,22 @@ class EpisodicLearner:
         """Log-likelihood of every candidate after each prompt: tensor [N, K] (with grad)."""
         import torch
 
+        from policylm.platform.engines.contract import packed_layout, packed_rows
+
         enc = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         k = len(self.cand_ids)
         if self.single:  # one row per prompt; every candidate is read at its last position
             reads = [(i, len(e) - 1, c[0]) for i, e in enumerate(enc) for c in self.cand_ids]
             return self._token_logps(enc, reads).view(len(prompts), k)
-        # one row per prompt: the prompt, then every candidate but its last token (no logit
-        # after it is read) as a branch that sees the prompt and itself only
-        rows, reads, owner, branches = [], [], [], []
-        for i, e in enumerate(enc):
-            row, spans = list(e), []
-            for j, c in enumerate(self.cand_ids):
-                before, start = len(e) - 1, len(row)
-                for m, tok in enumerate(c):
-                    reads.append((i, before, tok))
-                    owner.append(i * k + j)
-                    if m < len(c) - 1:
-                        row.append(tok)
-                        before = len(row) - 1
-                spans.append((start, len(row) - start))
-            rows.append(row)
-            branches.append((len(e), spans))
-        logp = self._token_logps(rows, reads, branches=branches)
+        # one row per prompt: the prompt, then every candidate but its last token as a branch
+        # that sees the prompt and itself only (the engine's packed layout)
+        rows, packed = packed_rows(enc, [self.cand_ids] * len(enc), 0)
+        reads, owner = [], []
+        for i, row in enumerate(packed):
+            for j, positions, tokens in row:
+                reads += [(i, p, t) for p, t in zip(positions, tokens, strict=True)]
+                owner += [i * k + j] * len(tokens)
+        logp = self._token_logps(rows, reads, layout=packed_layout(rows, packed, 0))
         out = torch.zeros(len(prompts) * k, device=logp.device, dtype=logp.dtype)
         return out.index_add(0, torch.tensor(owner, device=logp.device), logp).view(-1, k)
 
