@@ -132,9 +132,9 @@ def softmax(logps: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def packed_rows(ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
-                 ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:
+                ) -> tuple[list[list[int]], list[list[tuple[int, list[int], list[int]]]]]:
     """One row per prompt: its tokens after the prefix, then each candidate's scored tokens
-    (:func:`~policylm.platform.engines.contract.scored_tokens`) but the last. And per row,
+    (:func:`scored_tokens`) but the last. And per row,
     per candidate ``(j, positions, tokens)``: the row positions whose next-token
     distributions score the candidate's scored tokens (the prompt's last, then its own)."""
     rows, reads = [], []
@@ -149,8 +149,9 @@ def packed_rows(ids: list[list[int]], cand: list[list[list[int]]], n_pre: int
         reads.append(mine)
     return rows, reads
 
+
 def packed_layout(rows: list[list[int]], reads: list[list[tuple[int, list[int], list[int]]]],
-                   n_pre: int) -> tuple[Any, Any]:
+                  n_pre: int) -> tuple[Any, Any]:
     """``(allowed [B, W, n_pre + W] bool, positions [B, W])`` for packed rows: prompt
     tokens attend causally to the prefix and the prompt; a candidate's tokens attend to the
     prefix, the prompt and their own earlier tokens, at positions continuing the prompt;

@@ -114,7 +114,7 @@ def build_batch(steps: pa.Table, adapter: EnvAdapter, form: str, template: ChatT
                 out.chosen.append(int(rows[tr.ACTION_INDEX][i]))
                 if generated:
                     out.completions.extend(action_candidates(form, [rows[tr.ACTION_TEXT][i]]))
-                out.advantages.append(float((a if k else 0.0) + step_weight * step_adv[i]))
+                out.advantages.append(float(a + step_weight * step_adv[i]))  # a is 0 unless kept
                 if versioned:
                     out.versions.append(int(rows[tr.POLICY_VERSION][i]))
         start = end

@@ -162,8 +162,8 @@ class EpisodicLearner:
         version one more afterwards; the mean loss, clip fraction, KL to the starting policy (the
         LoRA weights the learner was made with; None: not computed, as ``beta`` is 0), the
         steps' mean version lag (``staleness``), the mean importance weight and the share
-        truncated at ``max_weight``. An empty batch
-        trains nothing and says so: every figure None, ``rows`` 0."""
+        truncated at ``max_weight``. An empty batch trains nothing and says so: every figure
+        None, ``rows`` 0."""
         n = len(batch.prompts)
         lags = self._lags(batch)
         if self.max_staleness:  # kept for the steps these weights will play
