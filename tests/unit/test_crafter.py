@@ -53,6 +53,18 @@ def test_text_of_a_known_state():
         "Health 9, food 7, drink 3, energy 9. Inventory: wood 2. Facing tree (down). "
         "Nearby: tree 1 down; water 2 left; zombie 3 right 3 up. Achievements: collect_wood.")
     assert len(crafter_json(obs, max_entities=1)["nearby"]) == 1
+    assert encode_crafter(obs, achievements="count").endswith("Achievements: 1 of 22.")
+
+
+def test_achievement_text_option_is_recorded_and_checked():
+    from policylm.platform.envs import make_adapter
+
+    adapter = make_adapter("Crafter", length=10, achievements="count")
+    assert adapter.text_options == {"max_entities": 8, "achievements": "count"}
+    obs, _ = adapter.make_env().reset(seed=1)
+    assert adapter.encode(obs).endswith("Achievements: 0 of 22.")
+    with pytest.raises(ValueError, match=r"achievements='all'.*names, count"):
+        make_adapter("Crafter", achievements="all")
 
 
 def test_env_records_achievements_per_step():

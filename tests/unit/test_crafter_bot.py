@@ -16,15 +16,17 @@ SEED = derive_seed(VALIDATION_SEED, 0)
 
 
 def _play(bot, adapter, seed, steps):
-    """Play ``steps`` steps (or to the end); per step: action, inventory, achievements."""
+    """Play ``steps`` steps (or to the end); per step: action, inventory, achievements, and
+    whether the player was asleep when the action was chosen."""
     env = adapter.make_env()
     obs, _ = env.reset(seed=seed)
     bot.reset(0, seed)
     rows = []
     for _ in range(steps):
+        asleep = bool(env.unwrapped.env._player.sleeping)
         action = bot.act([obs], [0])[0]
         obs, _, term, trunc, _ = env.step(action)
-        rows.append((action, obs["inventory"].copy(), obs["achievements"].copy()))
+        rows.append((action, obs["inventory"].copy(), obs["achievements"].copy(), asleep))
         if term or trunc:
             break
     return rows
@@ -38,7 +40,7 @@ def played():
 
 def _first(rows, achievement):
     i = ACHIEVEMENTS.index(achievement)
-    return next((t for t, (_, _, ach) in enumerate(rows) if ach[i]), None)
+    return next((t for t, (_, _, ach, _) in enumerate(rows) if ach[i]), None)
 
 
 def test_bot_makes_a_table_and_a_wood_pickaxe_early(played):
@@ -51,9 +53,17 @@ def test_bot_never_goes_thirsty_in_500_steps(played):
     # 500 steps without BotDiverged: the replica stayed in step with the env throughout (the
     # despawn order crafter draws from is fixed by crafter_bot's creation-order hashes)
     assert len(played) == 500  # alive (an episode ends at health 0)
-    drink = [int(inv[INVENTORY.index("drink")]) for _, inv, _ in played]
+    drink = [int(inv[INVENTORY.index("drink")]) for _, inv, _, _ in played]
     assert min(drink) > 0
     assert int(played[-1][2].sum()) >= 10  # and it got somewhere
+
+
+def test_bot_says_sleep_while_asleep(played):
+    # the env plays sleep while the player sleeps, whatever it is given; the bot's recorded
+    # action says so, so demonstrations teach the action that was played
+    asleep = [action for action, _, _, was_asleep in played if was_asleep]
+    assert len(asleep) >= 20  # it slept (wake_up) within 500 steps
+    assert set(asleep) == {ACTIONS.index("sleep")}
 
 
 def test_eps_one_acts_at_random_and_eps_is_checked():

@@ -172,13 +172,21 @@ def crafter_json(obs: dict, max_entities: int = 8) -> dict:
     }
 
 
-def encode_crafter(obs: dict, max_entities: int = 8) -> str:
-    """Compact text of :func:`crafter_json`."""
+ACHIEVEMENT_TEXT = ("names", "count")
+
+
+def encode_crafter(obs: dict, max_entities: int = 8, achievements: str = "names") -> str:
+    """Compact text of :func:`crafter_json`. ``achievements``: ``names`` lists those unlocked
+    so far (up to ~100 tokens late in an episode), ``count`` gives their number (2 tokens; the
+    inventory shows the tools made)."""
     j = crafter_json(obs, max_entities)
     vit = ", ".join(f"{k} {v}" for k, v in j["vitals"].items())
     inv = ", ".join(f"{k} {v}" for k, v in j["inventory"].items()) or "nothing"
     near = "; ".join(f"{n['kind']} {_steps(n['dx'], n['dy'])}" for n in j["nearby"]) or "nothing"
-    ach = ", ".join(j["achievements"]) or "none"
+    if achievements == "count":
+        ach = f"{len(j['achievements'])} of {len(ACHIEVEMENTS)}"
+    else:
+        ach = ", ".join(j["achievements"]) or "none"
     return (f"{vit.capitalize()}. Inventory: {inv}. Facing {j['facing']['target']} "
             f"({j['facing']['direction']}). Nearby: {near}. Achievements: {ach}.")
 
@@ -190,13 +198,18 @@ def crafter_extras(info: dict) -> dict:
 
 
 def crafter_adapter(env_id: str = "Crafter", *, length: int = 10000, max_entities: int = 8,
-                    area: tuple[int, int] = (64, 64)) -> EnvAdapter:
-    """Adapter for ``Crafter`` (``crafter`` package); ``length`` caps an episode's steps."""
+                    area: tuple[int, int] = (64, 64), achievements: str = "names") -> EnvAdapter:
+    """Adapter for ``Crafter`` (``crafter`` package); ``length`` caps an episode's steps,
+    ``achievements`` (``names`` or ``count``) is how the text gives those unlocked."""
     try:
         import crafter  # noqa: F401
     except ImportError as err:
         raise ValueError("Crafter needs the crafter package: pip install 'policylm[envs]'") \
             from err
+    if achievements not in ACHIEVEMENT_TEXT:
+        raise ValueError(f"Crafter env option achievements={achievements!r}: give one of "
+                         f"{', '.join(ACHIEVEMENT_TEXT)} (names lists the unlocked ones, count "
+                         "gives their number)")
 
     def make() -> gym.Env:
         return CrafterEnv(length=length, area=area)
@@ -204,13 +217,13 @@ def crafter_adapter(env_id: str = "Crafter", *, length: int = 10000, max_entitie
     return probed_adapter(
         env_id,
         make,
-        encode=lambda obs: encode_crafter(obs, max_entities),
+        encode=lambda obs: encode_crafter(obs, max_entities, achievements),
         to_json=lambda obs: crafter_json(obs, max_entities),
         codec=NamedDiscreteCodec(list(ACTIONS)),
         rules=RULES,
         extra_fields=list(EXTRA_FIELDS),
         info_extras=crafter_extras,
-        text_options={"max_entities": max_entities},
+        text_options={"max_entities": max_entities, "achievements": achievements},
     )
 
 

@@ -156,7 +156,7 @@ class Planner:
         self.t += 1
         s = Snapshot(env)
         if s.player.sleeping:
-            return A["noop"]
+            return A["sleep"]  # what the env plays while the player sleeps, whatever it is given
         progress = (sum(s.ach.values()), sum(v for k, v in s.inv.items() if k != "health"))
         for name, goal in self._goals(s):
             if self.resting.get(name, 0) > self.t:
