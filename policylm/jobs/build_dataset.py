@@ -51,9 +51,11 @@ class BuildDatasetConfig:
         0, doc="training rows kept per skill label, sampled evenly over its steps (0: all); "
                "balances skills and bounds the SFT budget")
     balance: str = field(
-        "skill", doc="with max_rows_per_skill: skill (even over each skill's steps) or step "
+        "skill", doc="with max_rows_per_skill: skill (even over each skill's steps), step "
                      "(the same total; within each step bucket 0-7, 8-15, 16-31, ... every "
-                     "skill keeps as many rows as it can, so early steps are not all weak)")
+                     "skill keeps as many rows as it can, so early steps are not all weak) or "
+                     "action (per skill, every action keeps as many rows as it can up to one "
+                     "level, so rare decisive actions are all kept; discrete actions)")
     num_shards: int = field(4, doc="Parquet files per split (Ray Train splits them over workers)")
     jsonl: bool = field(True, doc="also write train.jsonl / validation.jsonl")
     stats_only: bool = field(False, doc="print statistics of the selection and write nothing")
@@ -67,7 +69,9 @@ class BuildDatasetConfig:
         require(0.0 < self.gamma <= 1.0, "gamma", "must be in (0, 1]")
         require(self.return_scale > 0, "return_scale", "must be > 0")
         require(self.max_rows_per_skill >= 0, "max_rows_per_skill", "must be >= 0 (0: all)")
-        require(self.balance in ("skill", "step"), "balance", "use skill or step")
+        from policylm.platform.data.datasets import BALANCES
+
+        require(self.balance in BALANCES, "balance", f"use {', '.join(BALANCES)}")
         require(self.num_shards >= 1, "num_shards", "must be >= 1")
         require(self.history >= 0, "history", "must be >= 0 (0: no history)")
         require(self.max_length is None or self.max_length >= 1, "max_length", "must be >= 1")
@@ -147,13 +151,16 @@ def main(cfg: BuildDatasetConfig) -> dict:
         steps = pa.concat_tables([
             source_ids(tr.read_trajectories(src, columns=[
                 tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL, tr.SEED,
-                tr.AGENT_ID, tr.T, tr.REWARD, tr.TERMINATED, tr.TRUNCATED]), k, len(srcs))
+                tr.AGENT_ID, tr.T, tr.REWARD, tr.TERMINATED, tr.TRUNCATED, tr.ACTION_INDEX]),
+                k, len(srcs))
             for k, src in enumerate(srcs)])
         episodes = tr.episode_table(steps)
         flt = dsx.EpisodeFilter(cfg.min_return, cfg.max_return, cfg.max_length, cfg.skills,
                                 cfg.where)
         selected = dsx.select_episodes(episodes, flt)
         env_ids = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
+        by_action = steps.select([tr.EPISODE_ID, tr.SKILL, tr.ACTION_INDEX]) \
+            if cfg.max_rows_per_skill and cfg.balance == "action" else None
         del steps
     stats = selection_stats(episodes, selected)
     if cfg.stats_only:
@@ -175,8 +182,9 @@ def main(cfg: BuildDatasetConfig) -> dict:
         else systems.pop()
     keep = dsx.episode_ids(selected)
     split = {e: dsx.split_of(e, cfg.validation_fraction) for e in keep}
-    fractions = dsx.row_fractions(selected, split, cfg.max_rows_per_skill, cfg.balance) \
-        if cfg.max_rows_per_skill else {}
+    actions = dsx.action_counts(by_action, split) if by_action is not None else None
+    fractions = dsx.row_fractions(selected, split, cfg.max_rows_per_skill, cfg.balance,
+                                  actions) if cfg.max_rows_per_skill else {}
 
     with stages("transform"):
         import pyarrow.compute as pc
@@ -207,7 +215,7 @@ def main(cfg: BuildDatasetConfig) -> dict:
                 return batch
             train = pc.equal(batch.column(dsx.SPLIT), "train")
             return pa.concat_tables([dsx.sample_rows(batch.filter(train), fractions,
-                                                     cfg.balance == "step"),
+                                                     cfg.balance),
                                      batch.filter(pc.invert(train))])
 
         ds = ds.map_batches(tag, batch_format="pyarrow").materialize()

@@ -114,7 +114,7 @@ def test_skill_fractions_and_row_sampling():
     assert fr == {"x": 0.25, "y": 1.0}
     n = 4000
     batch = pa.table({tr.EPISODE_ID: [f"e{i % 40}" for i in range(n)], tr.T: list(range(n)),
-                      tr.SKILL: ["x"] * (n // 2) + ["y"] * (n // 2)})
+                      tr.SKILL: ["x"] * (n // 2) + ["y"] * (n // 2), tr.ACTION_INDEX: [0] * n})
     kept = dsx.sample_rows(batch, {"x": 0.25})
     skills = kept.column(tr.SKILL).to_pylist()
     assert skills.count("y") == n // 2  # unlisted skills keep every row
@@ -139,10 +139,32 @@ def test_step_balanced_fractions_by_hand():
     n = 16000
     batch = pa.table({tr.EPISODE_ID: [f"e{i}" for i in range(n)], tr.T: [16 + i % 16
                                                                         for i in range(n)],
-                      tr.SKILL: ["x"] * n})
-    assert abs(dsx.sample_rows(batch, fr, by_step=True).num_rows / n - 3.6 / 16) < 0.02
-    with pytest.raises(dsx.DatasetError, match="skill or step"):
+                      tr.SKILL: ["x"] * n, tr.ACTION_INDEX: [0] * n})
+    assert abs(dsx.sample_rows(batch, fr, "step").num_rows / n - 3.6 / 16) < 0.02
+    with pytest.raises(dsx.DatasetError, match="skill, step, action"):
         dsx.row_fractions(episodes, {"a": "train"}, cap=10, balance="time")
+
+
+def test_action_balanced_fractions_by_hand():
+    # training rows: x plays action 0 90 times, 1 8 times, 2 twice (episode c is held out);
+    # y plays action 0 5 times. Cap 20 per skill: x's level c has 2 + 8 + c = 20 -> c = 10,
+    # so action 0 keeps 10/90 of its rows and the rare actions all theirs; y keeps everything
+    steps = pa.table({tr.EPISODE_ID: ["a"] * 100 + ["b"] * 5 + ["c"] * 7,
+                      tr.SKILL: ["x"] * 100 + ["y"] * 5 + ["x"] * 7,
+                      tr.ACTION_INDEX: [0] * 90 + [1] * 8 + [2] * 2 + [0] * 5 + [1] * 7})
+    split = {"a": "train", "b": "train", "c": "validation"}
+    counts = dsx.action_counts(steps, split)
+    assert counts == {"x/0": 90, "x/1": 8, "x/2": 2, "y/0": 5}
+    episodes = pa.table({tr.EPISODE_ID: ["a", "b"], tr.SKILL: ["x", "y"], "length": [100, 5]})
+    fr = dsx.row_fractions(episodes, split, cap=20, balance="action", actions=counts)
+    assert fr == pytest.approx({"x/0": 10 / 90, "x/1": 1.0, "x/2": 1.0, "y/0": 1.0})
+    n = 9000  # rows are drawn per (skill, action): action 0 of x keeps 1/9 on average
+    batch = pa.table({tr.EPISODE_ID: [f"e{i}" for i in range(n)], tr.T: [0] * n,
+                      tr.SKILL: ["x"] * n, tr.ACTION_INDEX: [0] * (n - 10) + [2] * 10})
+    kept = dsx.sample_rows(batch, fr, "action").column(tr.ACTION_INDEX).to_pylist()
+    assert kept.count(2) == 10 and abs(kept.count(0) / (n - 10) - 1 / 9) < 0.02
+    with pytest.raises(dsx.DatasetError, match="discrete actions"):
+        dsx.action_counts(steps.set_column(2, tr.ACTION_INDEX, pa.array([-1] * 112)), split)
 
 
 def test_group_partitions_by_hand():

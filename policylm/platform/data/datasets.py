@@ -139,8 +139,27 @@ def water_level(counts: Sequence[int], budget: float) -> float:
     return float(rest[-1]) if rest else 0.0
 
 
+BALANCES = ("skill", "step", "action")
+
+
+def action_counts(steps: pa.Table, split: dict[str, str]) -> dict[str, int]:
+    """Training rows per ``skill/action index`` (``steps``: episode id, skill and action index
+    columns of the trajectories; ``split`` maps episode id to its split)."""
+    counts: dict[str, int] = {}
+    for e, s, a in zip(steps.column(tr.EPISODE_ID).to_pylist(),
+                       steps.column(tr.SKILL).to_pylist(),
+                       steps.column(tr.ACTION_INDEX).to_pylist(), strict=True):
+        if split.get(e) == "train":
+            if a is None or a < 0:
+                raise DatasetError("balance=action needs discrete actions (an action index per "
+                                   f"step); episode {e} has none: use balance=skill or step")
+            counts[f"{s}/{a}"] = counts.get(f"{s}/{a}", 0) + 1
+    return counts
+
+
 def row_fractions(episodes: pa.Table, split: dict[str, str], cap: int,
-                  balance: str = "skill") -> dict[str, float]:
+                  balance: str = "skill", actions: dict[str, int] | None = None
+                  ) -> dict[str, float]:
     """Shares of training rows to keep (see :func:`sample_rows`) so that about ``cap`` rows per
     skill remain. ``episodes`` is the episode table, ``split`` maps episode id to its split.
 
@@ -150,9 +169,22 @@ def row_fractions(episodes: pa.Table, split: dict[str, str], cap: int,
     Early steps then hold as many rows of the expert as of the weak policies, and the target
     return is the only thing in a prompt that tells them apart; under uniform sampling an
     expert's first steps are a few percent of its rows and the weak policies dominate them.
+    ``balance="action"``: per skill, every action keeps as many of its rows as it can, up to
+    one level, ``cap`` rows in all (``actions``: :func:`action_counts`); keys are
+    ``skill/action index``. A demonstrator's rare decisive actions (Crafter's bot makes a
+    pickaxe once in 1,300 steps) are then all kept, where uniform sampling keeps a handful.
     """
-    if balance not in ("skill", "step"):
-        raise DatasetError(f"balance {balance!r} is unknown; use skill or step")
+    if balance not in BALANCES:
+        raise DatasetError(f"balance {balance!r} is unknown; use {', '.join(BALANCES)}")
+    if balance == "action":
+        if actions is None:
+            raise DatasetError("balance=action needs the training rows' action counts")
+        out: dict[str, float] = {}
+        for skill in {k.rsplit("/", 1)[0] for k in actions}:
+            mine = {k: n for k, n in actions.items() if k.rsplit("/", 1)[0] == skill}
+            level = water_level(list(mine.values()), cap)
+            out.update({k: min(1.0, level / n) for k, n in mine.items()})
+        return out
     counts: dict[str, int] = {}
     skills = set()
     for e, s, n in zip(episodes.column(tr.EPISODE_ID).to_pylist(),
@@ -178,13 +210,18 @@ def row_draw(episode_id: str, t: int) -> float:
     return int.from_bytes(h, "little") / 2.0**64
 
 
-def sample_rows(batch: pa.Table, fractions: dict[str, float], by_step: bool = False) -> pa.Table:
-    """Keep each row with its share from :func:`row_fractions`, keyed by skill or, with
-    ``by_step`` (``balance="step"``), by ``skill/step bucket``; rows with no share are kept."""
-    keep = [row_draw(e, t) < fractions.get(f"{s}/{step_bucket(t)}" if by_step else s, 1.0)
-            for e, t, s in zip(batch.column(tr.EPISODE_ID).to_pylist(),
-                               batch.column(tr.T).to_pylist(),
-                               batch.column(tr.SKILL).to_pylist(), strict=True)]
+def sample_rows(batch: pa.Table, fractions: dict[str, float], balance: str = "skill"
+                ) -> pa.Table:
+    """Keep each row with its share from :func:`row_fractions` made with the same ``balance``:
+    keyed by skill, ``skill/step bucket`` or ``skill/action index``; rows with no share are
+    kept."""
+    keys = {"skill": lambda s, t, a: s, "step": lambda s, t, a: f"{s}/{step_bucket(t)}",
+            "action": lambda s, t, a: f"{s}/{a}"}[balance]
+    keep = [row_draw(e, t) < fractions.get(keys(s, t, a), 1.0)
+            for e, t, s, a in zip(batch.column(tr.EPISODE_ID).to_pylist(),
+                                  batch.column(tr.T).to_pylist(),
+                                  batch.column(tr.SKILL).to_pylist(),
+                                  batch.column(tr.ACTION_INDEX).to_pylist(), strict=True)]
     return batch.filter(pa.array(keep, pa.bool_()))
 
 
