@@ -59,6 +59,9 @@ class BenchmarkConfig:
                           "overall, over the episodes both played")
     video: int = field(0, doc="episodes per task recorded as a GIF (videos/<task>.gif, linked "
                        "from report.md): the task's first seeds played again in this process")
+    video_frames: int = field(1000, doc="with video: frames kept per episode, from its start "
+                              "(the episode still plays to its end; a Crafter frame is ~7 kB "
+                              "of GIF)")
     out: str = field("", doc="run directory (default runs/benchmark-<timestamp>)")
     overwrite: bool = overwrite_field()
     resume: bool = resume_field("tasks and episodes already played are kept, the rest played")
@@ -75,6 +78,7 @@ class BenchmarkConfig:
         require(self.envs_per_worker >= 1, "envs_per_worker", "must be >= 1")
         require(self.video >= 0 and (self.episodes is None or self.video <= self.episodes),
                 "video", "must be in [0, episodes] (episodes per task recorded)")
+        require(self.video_frames >= 1, "video_frames", "must be >= 1")
 
 
 def training_seeds(runs: list[str]) -> set[int]:
@@ -158,12 +162,14 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
 
     suite = get_suite(cfg.suite)
     rows = [[name, t["balrog_name"], t["episodes"], mean_se(t, 1), t["return_mean"],
-             t["length_mean"], t["invalid_rate"]] for name, t in metrics["tasks"].items()]
+             t["length_mean"], t["invalid_rate"], t.get("steps_per_s")]
+            for name, t in metrics["tasks"].items()]
     overall = metrics["overall"]
     rows.append(["**overall**", "", overall["episodes"], mean_se(overall, 1), None, None,
-                 metrics["invalid_rate"]])
+                 metrics["invalid_rate"], None])
     per_task = markdown_table(["task", "BALROG task", "episodes", "progression % ± s.e.",
-                               "mean return", "mean length", "invalid-action rate"], rows)
+                               "mean return", "mean length", "invalid-action rate",
+                               "env steps/s"], rows)
     ref_rows = [[r.model, mean_se({"mean": r.score, "se": r.se}, 1), r.source]
                 for r in suite.references]
     ref_rows.append([f"**this run** `{cfg.policy}`", mean_se(overall, 1), "metrics.json"])
@@ -182,8 +188,27 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
             + (f" Every task here also had env_options={cfg.env_options}, which BALROG's "
                "observation does not have." if cfg.env_options else "")
             + "\n\n![scores](scores.png)\n"
+            + achievements_section(metrics["tasks"])
             + baseline_section(metrics.get("baseline"))
             + video_section(metrics.get("videos") or {}))
+
+
+def achievements_section(tasks: dict[str, dict]) -> str:
+    """The report's per-achievement success rates (share of a task's episodes that unlocked
+    each) and Crafter score, for tasks scored by achievements (empty for the others)."""
+    from policylm.platform.evaluation.reports import markdown_table
+
+    played = {name: t["achievements"] for name, t in tasks.items() if "achievements" in t}
+    if not played:
+        return ""
+    names = sorted({a for s in played.values() for a in s["success_rates"]})
+    rows = [[a] + [f"{100 * s['success_rates'].get(a, 0.0):.0f}%" for s in played.values()]
+            for a in names]
+    rows.append(["**Crafter score**"] + [s.get("crafter_score") for s in played.values()])
+    rows.append(["mean achievements"] + [s["mean_achievements"] for s in played.values()])
+    return ("\n## Achievements\n\nThe share of episodes that unlocked each achievement, and the "
+            "Crafter score (exp of the mean of ln(1 + rate %) over the 22, minus 1):\n\n"
+            + markdown_table(["achievement", *played], rows) + "\n")
 
 
 def baseline_section(diff: dict | None) -> str:
@@ -204,6 +229,8 @@ def baseline_section(diff: dict | None) -> str:
 def main(cfg: BenchmarkConfig) -> dict:
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
+    from policylm.platform.envs.crafter import ACHIEVEMENTS
+    from policylm.platform.evaluation.achievements import achievement_summary
     from policylm.platform.evaluation.reports import plot_scores
     from policylm.platform.evaluation.suites import get_suite, suite_scores
     from policylm.platform.evaluation.videos import record
@@ -245,7 +272,11 @@ def main(cfg: BenchmarkConfig) -> dict:
             "balrog_name": task.balrog_name, "env_id": task.env_id,
             "return_mean": tr.return_stats(played.column("return").to_pylist())["mean"],
             "length_mean": tr.return_stats(played.column("length").to_pylist())["mean"],
-            "invalid_rate": counts.get("invalid_rate")}
+            "invalid_rate": counts.get("invalid_rate"),
+            # env steps per second of play, every env, the engine and the actors' start included
+            "steps_per_s": steps.num_rows / stages.seconds[f"play {task.name}"],
+            **({"achievements": achievement_summary(steps, names=ACHIEVEMENTS)}
+               if suite.metric == "achievements" else {})}
         if counts.get("actions"):
             invalid, actions = invalid + counts["invalid"], actions + counts["actions"]
         if cfg.video:
@@ -253,7 +284,7 @@ def main(cfg: BenchmarkConfig) -> dict:
                 videos[task.name] = record(
                     make_adapter(task.env_id, **options(task)), uri, cfg.target_return,
                     [derive_seed(cfg.seed, e) for e in range(cfg.video)],
-                    run_dir / "videos" / f"{task.name}.gif")
+                    run_dir / "videos" / f"{task.name}.gif", max_frames=cfg.video_frames)
     scores = suite_scores(suite, {t: list(p.values()) for t, p in progressions.items()})
     metrics = {
         "suite": suite.name, "policy": cfg.policy, "episodes_per_task": episodes,

@@ -95,8 +95,10 @@ def test_held_out_seeds_are_checked(tmp_path):
                              train_data=[played], out=str(tmp_path / "b")))
     assert not (tmp_path / "b").exists()  # refused before anything was written
     other = main(BenchmarkConfig(policy=BOT, episodes=2, tasks=["goto"], num_workers=0,
-                                 train_data=[played], seed=7, out=str(tmp_path / "c")))
+                                 train_data=[played], seed=7, video=1, video_frames=2,
+                                 out=str(tmp_path / "c")))
     assert other["held_out"] is True
+    assert len(imageio.mimread(other["videos"]["goto"]["path"])) == 2  # the first 2 frames
     with pytest.raises(ConfigError, match="tasks"):
         BenchmarkConfig(tasks=["fly"]).validate()
 
