@@ -104,6 +104,30 @@ class TrainSuiteConfig:
             SUITES[self.suite].rl_task()  # a suite without one env for every task is refused
 
 
+def achievement_rates(runs: list[str], results: dict[str, dict]) -> dict[str, dict]:
+    """Per-achievement success rates by source: the demonstrations of each skill (their
+    training seeds, pooled over tasks), then each benchmarked model (its held-out seeds; one
+    entry per task where the suite has several)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.envs.crafter import ACHIEVEMENTS
+    from policylm.platform.evaluation.achievements import achievement_summary
+
+    demos = [tr.read_trajectories(tr.trajectory_dir(r)) for r in runs]
+    rates = {}
+    for skill in dict.fromkeys(s for t in demos for s in t.column(tr.SKILL).to_pylist()):
+        steps = [t.filter(pc.equal(t.column(tr.SKILL), skill)) for t in demos]
+        summary = achievement_summary(pa.concat_tables(steps), names=ACHIEVEMENTS)
+        rates[f"demonstrations ({skill}, train seeds)"] = summary["success_rates"]
+    for label, r in results.items():
+        for task, t in r["tasks"].items():
+            name = label if len(r["tasks"]) == 1 else f"{label} {task}"
+            rates[name] = t["achievements"]["success_rates"]
+    return rates
+
+
 def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: dict,
            seconds: dict, rl: dict | None = None) -> str:
     """Markdown summary: per task and overall scores of each model, GRPO's paired difference
@@ -160,6 +184,19 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
               "## Stage times (s)", ""]
     lines += [f"- {k}: {v:.1f}" for k, v in seconds.items()]
     return "\n".join(lines) + "\n"
+
+
+def achievements_section(rates: dict[str, dict], plot: Path) -> str:
+    """The report's per-achievement table and plot (``plot``), one column per source."""
+    from policylm.platform.evaluation.reports import markdown_table, plot_achievements
+
+    plot_achievements(rates, plot, "success rate per achievement")
+    names = sorted({a for r in rates.values() for a in r})
+    rows = [[a] + [f"{100 * r.get(a, 0.0):.0f}%" for r in rates.values()] for a in names]
+    return ("\n## Achievements\n\nThe share of episodes that unlocked each achievement: the "
+            "demonstrations on their training seeds, the models on the benchmark's held-out "
+            "seeds.\n\n" + markdown_table(["achievement", *rates], rows)
+            + f"\n\n![achievements]({plot.name})\n")
 
 
 def main(cfg: TrainSuiteConfig) -> dict:
@@ -231,8 +268,12 @@ def main(cfg: TrainSuiteConfig) -> dict:
                "sft": {k: tuned[k] for k in ("adapter", "train_loss", "eval_loss",
                                              "train_tokens")},
                "stage_seconds": stages.seconds}
+    text = report(cfg, results, data, tuned, stages.seconds, rl)
+    if suite.metric == "achievements":
+        metrics["achievements"] = achievement_rates(runs[:len(suite.tasks)], results)
+        text += achievements_section(metrics["achievements"], run_dir / "achievements.png")
     write_json(run_dir / "metrics.json", with_memory(metrics))
-    (run_dir / "report.md").write_text(report(cfg, results, data, tuned, stages.seconds, rl))
+    (run_dir / "report.md").write_text(text)
     score = results["fine-tuned"]["overall"]["score"]
     console.say(f"policylm train-suite: fine-tuned {score:.1f} % on {cfg.suite}; report in "
                 f"{Path(run_dir) / 'report.md'}", "stdout")

@@ -121,3 +121,47 @@ def test_babyai_rl_workflow_small(ray_local, tmp_path, tiny_model_dir):
     report = (run / "report.md").read_text()
     assert "After GRPO minus fine-tuned, paired over the 5 episodes" in report
     assert "Goal: after GRPO >= 80 %" in report
+
+
+def test_crafter_workflow_small(ray_local, tmp_path, tiny_model_dir):
+    """The Crafter config's path: the scripted bot at two skills, rows whose text gives the
+    achievement count, SFT, the benchmark with per-achievement rates and steps/s, and the
+    report's achievements table and plot (demonstrations next to the models)."""
+    cfg = load_config(TrainSuiteConfig, CONFIG.parent / "crafter_balrog.yaml", [
+        "collect.episodes_per_policy=2", "collect.envs_per_worker=2", "collect.chunk_size=2",
+        "collect.num_workers=0", "collect.env_options={achievements: count, length: 40}",
+        f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
+        "sft.eval_steps=0", "sft.max_eval_rows=8", "sft.train.num_workers=0",
+        "benchmark.episodes=2", "benchmark.num_workers=0", f"out={tmp_path / 'run'}"])
+    result = main(cfg)
+    run = tmp_path / "run"
+    assert (run / "achievements.png").is_file()
+    assert read_record(run / "sft" / "adapter").text_options == {
+        "max_entities": 8, "achievements": "count"}
+    rows = [json.loads(line) for line in (run / "dataset" / "dataset" / "train.jsonl").open()]
+    assert all(r["messages"][1]["content"].endswith(" of 22.") for r in rows)
+    bench_cfg = yaml.safe_load((run / "benchmark-fine-tuned" / "config.yaml").read_text())
+    assert bench_cfg["env_options"] == {"achievements": "count", "length": 40}
+    bench = json.loads((run / "benchmark-fine-tuned" / "metrics.json").read_text())
+    task = bench["tasks"]["default"]
+    assert task["steps_per_s"] > 0 and task["length_mean"] <= 40
+    assert len(task["achievements"]["success_rates"]) == 22  # every achievement, seen or not
+    # the demonstrations' rates, counted by hand from the collected episodes
+    steps = tr.read_trajectories(run / "collect" / "default" / "trajectories").to_pylist()
+    rates = result["achievements"]
+    for skill in ("expert", "good"):
+        episodes: dict[str, set] = {}
+        for s in steps:
+            if s["skill"] == skill:
+                episodes.setdefault(s["episode_id"], set()).update(s["achievements_unlocked"])
+        assert len(episodes) == 2
+        by_hand = {a: sum(a in e for e in episodes.values()) / 2 for a in rates["fine-tuned"]}
+        assert rates[f"demonstrations ({skill}, train seeds)"] == by_hand
+    assert rates["demonstrations (expert, train seeds)"]["collect_wood"] == 1.0  # the bot works
+    assert rates["fine-tuned"] == task["achievements"]["success_rates"]
+    assert set(rates) == {"demonstrations (expert, train seeds)",
+                          "demonstrations (good, train seeds)", "fine-tuned", "untrained"}
+    report = (run / "report.md").read_text()
+    assert "## Achievements" in report and "![achievements](achievements.png)" in report
+    assert "Goal: fine-tuned >= 25.5 %" in report
+    assert "env steps/s" in (run / "benchmark-fine-tuned" / "report.md").read_text()
