@@ -163,8 +163,11 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
                   f"{per_task}.", ""]
     if goal is not None:
         met = tuned_score is not None and tuned_score >= goal
+        over = results[final]["overall"]
+        diff = "" if tuned_score is None else (
+            f"; {final} minus the goal: {mean_se({**over, 'mean': tuned_score - goal})} points")
         lines += [f"Goal: {final} >= {goal:g} %: {'met' if met else 'NOT met'} "
-                  f"({mean_se(results[final]['overall'])}).", ""]
+                  f"({mean_se(over)}{diff}).", ""]
     lines += ["## Data and training", "",
               f"- demonstrations: {', '.join(f'{d.skill} `{d.uri}`' for d in cfg.demonstrators)}"
               f", {cfg.collect.episodes_per_policy} episodes each per task"

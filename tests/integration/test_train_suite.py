@@ -164,4 +164,7 @@ def test_crafter_workflow_small(ray_local, tmp_path, tiny_model_dir):
     report = (run / "report.md").read_text()
     assert "## Achievements" in report and "![achievements](achievements.png)" in report
     assert "Goal: fine-tuned >= 25.5 %" in report
+    over = result["scores"]["fine-tuned"]["overall"]
+    assert (f"fine-tuned minus the goal: {over['score'] - 25.5:.1f} ± {over['se']:.1f} points"
+            in report)
     assert "env steps/s" in (run / "benchmark-fine-tuned" / "report.md").read_text()
