@@ -196,19 +196,18 @@ def report(cfg: BenchmarkConfig, metrics: dict) -> str:
 def achievements_section(tasks: dict[str, dict]) -> str:
     """The report's per-achievement success rates (share of a task's episodes that unlocked
     each) and Crafter score, for tasks scored by achievements (empty for the others)."""
-    from policylm.platform.evaluation.reports import markdown_table
+    from policylm.platform.evaluation.reports import success_rate_table
 
     played = {name: t["achievements"] for name, t in tasks.items() if "achievements" in t}
     if not played:
         return ""
-    names = sorted({a for s in played.values() for a in s["success_rates"]})
-    rows = [[a] + [f"{100 * s['success_rates'].get(a, 0.0):.0f}%" for s in played.values()]
-            for a in names]
-    rows.append(["**Crafter score**"] + [s.get("crafter_score") for s in played.values()])
-    rows.append(["mean achievements"] + [s["mean_achievements"] for s in played.values()])
+    table = success_rate_table(
+        {name: s["success_rates"] for name, s in played.items()},
+        [["**Crafter score**", *(s.get("crafter_score") for s in played.values())],
+         ["mean achievements", *(s["mean_achievements"] for s in played.values())]])
     return ("\n## Achievements\n\nThe share of episodes that unlocked each achievement, and the "
             "Crafter score (exp of the mean of ln(1 + rate %) over the 22, minus 1):\n\n"
-            + markdown_table(["achievement", *played], rows) + "\n")
+            + table + "\n")
 
 
 def baseline_section(diff: dict | None) -> str:

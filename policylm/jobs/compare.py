@@ -227,6 +227,8 @@ def differences_section(summaries: dict, labels: list[str], table: Any) -> str:
 def achievements_section(summaries: dict, run_dir: Path, high_quality: int, plot: Any,
                          table: Any) -> str:
     """Report lines and ``achievements.png`` for inputs that record achievements."""
+    from policylm.platform.evaluation.reports import success_rate_table
+
     runs = {label: s["achievements"] for label, s in summaries.items() if "achievements" in s}
     if not runs:
         return ""
@@ -235,13 +237,11 @@ def achievements_section(summaries: dict, run_dir: Path, high_quality: int, plot
     rows = [[label, f"{a['achievement_rate']:.0%}", a["mean_achievements"],
              summaries[label]["return"].get("mean"), summaries[label]["reward_per_step"],
              a.get("crafter_score")] for label, a in runs.items()]
-    names = sorted({n for a in runs.values() for n in a["success_rates"]})
-    per = [[n, *(f"{a['success_rates'].get(n, 0.0):.0%}" for a in runs.values())]
-           for n in names]
+    per = success_rate_table({label: a["success_rates"] for label, a in runs.items()})
     return ("\n## Achievements\n\n" + table(
         ["input", f"achievement rate (>= {high_quality})", "mean achievements", "mean reward",
-         "reward/step", "Crafter score (%)"], rows) + "\n\n" +
-        table(["achievement", *runs], per) + "\n\n![achievements](achievements.png)\n")
+         "reward/step", "Crafter score (%)"], rows) + "\n\n" + per
+        + "\n\n![achievements](achievements.png)\n")
 
 
 CONFIG = CompareConfig

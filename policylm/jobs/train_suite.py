@@ -113,9 +113,11 @@ def achievement_rates(runs: list[str], results: dict[str, dict]) -> dict[str, di
 
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs.crafter import ACHIEVEMENTS
-    from policylm.platform.evaluation.achievements import achievement_summary
+    from policylm.platform.evaluation.achievements import UNLOCKED, achievement_summary
 
-    demos = [tr.read_trajectories(tr.trajectory_dir(r)) for r in runs]
+    columns = [tr.RUN_ID, tr.EPISODE_ID, tr.ENV_ID, tr.POLICY_URI, tr.SKILL, tr.SEED,
+               tr.AGENT_ID, tr.T, tr.REWARD, tr.TERMINATED, tr.TRUNCATED, UNLOCKED]
+    demos = [tr.read_trajectories(tr.trajectory_dir(r), columns=columns) for r in runs]
     rates = {}
     for skill in dict.fromkeys(s for t in demos for s in t.column(tr.SKILL).to_pylist()):
         steps = [t.filter(pc.equal(t.column(tr.SKILL), skill)) for t in demos]
@@ -191,14 +193,12 @@ def report(cfg: TrainSuiteConfig, results: dict[str, dict], data: dict, tuned: d
 
 def achievements_section(rates: dict[str, dict], plot: Path) -> str:
     """The report's per-achievement table and plot (``plot``), one column per source."""
-    from policylm.platform.evaluation.reports import markdown_table, plot_achievements
+    from policylm.platform.evaluation.reports import plot_achievements, success_rate_table
 
     plot_achievements(rates, plot, "success rate per achievement")
-    names = sorted({a for r in rates.values() for a in r})
-    rows = [[a] + [f"{100 * r.get(a, 0.0):.0f}%" for r in rates.values()] for a in names]
     return ("\n## Achievements\n\nThe share of episodes that unlocked each achievement: the "
             "demonstrations on their training seeds, the models on the benchmark's held-out "
-            "seeds.\n\n" + markdown_table(["achievement", *rates], rows)
+            "seeds.\n\n" + success_rate_table(rates)
             + f"\n\n![achievements]({plot.name})\n")
 
 

@@ -200,6 +200,16 @@ def plot_visitation(positions: Sequence[tuple[float, float]], path: str | Path, 
     return _save(plt, fig, path)
 
 
+def success_rate_table(rates: dict[str, dict[str, float]],
+                       extra_rows: Sequence[Sequence[object]] = ()) -> str:
+    """Markdown table of each achievement's success rate (share of episodes, in percent), one
+    column per source in ``rates`` (``{source: {achievement: rate}}``; missing rates are 0),
+    then ``extra_rows``."""
+    names = sorted({a for r in rates.values() for a in r})
+    rows = [[a, *(f"{r.get(a, 0.0):.0%}" for r in rates.values())] for a in names]
+    return markdown_table(["achievement", *rates], [*rows, *extra_rows])
+
+
 def plot_achievements(rates: dict[str, dict[str, float]], path: str | Path, title: str) -> Path:
     """Grouped horizontal bars: each achievement's success rate (share of episodes) per run."""
     import numpy as np

@@ -8,7 +8,8 @@ GPU smoke suite (``tests/gpu``) runs it on a machine with only torch, transforme
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -207,12 +208,9 @@ class EpisodicLearner:
             weight = self.importance_weights(batch, old)
             ref = None
             if self.reference is not None:
-                current = self._lora_state()
-                try:
+                with self._lora_restored():
                     self._load_lora(self.reference)
                     ref = self._all_logps(batch, cost)
-                finally:
-                    self._load_lora(current)
         adv = torch.tensor(batch.advantages, dtype=torch.float32, device=old.device)
         stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0 if self.beta else None}
         count = 0
@@ -250,8 +248,7 @@ class EpisodicLearner:
         if not stale:
             return None
         behaviour = proximal.clone()
-        current = self.snapshots.get(self.version) or self._lora_state()  # update's copy
-        try:
+        with self._lora_restored(self.snapshots.get(self.version)):  # update's copy
             for v in stale:
                 self._load_lora(self.snapshots[v])
                 idx = [i for i, x in enumerate(batch.versions) if x == v]
@@ -259,8 +256,6 @@ class EpisodicLearner:
                                  [], 0, 0, [batch.completions[i] for i in idx]
                                  if batch.completions else [])
                 behaviour[idx] = self._all_logps(part)
-        finally:
-            self._load_lora(current)
         return torch.clamp(torch.exp(proximal - behaviour), max=self.max_weight)
 
     def _lora_state(self, *to: Any) -> dict[str, Any]:
@@ -270,6 +265,16 @@ class EpisodicLearner:
 
         return {k: v.detach().to(*to, copy=True)
                 for k, v in get_peft_model_state_dict(self.model).items()}
+
+    @contextmanager
+    def _lora_restored(self, current: dict[str, Any] | None = None) -> Iterator[None]:
+        """Puts the LoRA tensors back as they were on exit, whatever was loaded inside
+        (``current``: a copy of them already taken; else one is taken here)."""
+        current = self._lora_state() if current is None else current
+        try:
+            yield
+        finally:
+            self._load_lora(current)
 
     def _load_lora(self, state: dict[str, Any]) -> None:
         from peft import set_peft_model_state_dict
