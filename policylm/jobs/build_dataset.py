@@ -42,6 +42,12 @@ class BuildDatasetConfig:
     where: str = field("", doc="SQL condition over the episode table, e.g. \"return > 50\"")
     gamma: float = field(1.0, doc="discount for return-to-go (1.0 = undiscounted)")
     return_scale: float = field(1.0, doc="divide return-to-go by this in the prompt")
+    target: str = field(
+        "return_to_go", doc="each row's target: return_to_go (the return that followed the "
+                            "step) or played (the target the policy acted for when it played "
+                            "the step, as its prompt wrote it: rejection-sampling fine-tuning "
+                            "keeps the kept steps' own prompts; gamma and return_scale then do "
+                            "not apply)")
     history: int = field(0, doc="earlier steps of the episode in each row's prompt, as a "
                          "transcript (k to 2k - 1 of them; BALROG keeps 16); recorded with the "
                          "dataset, and by sft with the adapter, so the policy acts with the same "
@@ -72,6 +78,9 @@ class BuildDatasetConfig:
         from policylm.platform.data.datasets import BALANCES
 
         require(self.balance in BALANCES, "balance", f"use {', '.join(BALANCES)}")
+        from policylm.platform.data.datasets import TARGETS
+
+        require(self.target in TARGETS, "target", f"use {', '.join(TARGETS)}")
         require(self.num_shards >= 1, "num_shards", "must be >= 1")
         require(self.history >= 0, "history", "must be >= 0 (0: no history)")
         require(self.max_length is None or self.max_length >= 1, "max_length", "must be >= 1")
@@ -159,6 +168,9 @@ def main(cfg: BuildDatasetConfig) -> dict:
                                 cfg.where)
         selected = dsx.select_episodes(episodes, flt)
         env_ids = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
+        if cfg.target == "played":  # refused here, before any Ray work, if steps lack one
+            for src in srcs:
+                dsx.played_targets(tr.read_trajectories(src))
         by_action = steps.select([tr.EPISODE_ID, tr.SKILL, tr.ACTION_INDEX]) \
             if cfg.max_rows_per_skill and cfg.balance == "action" else None
         del steps
@@ -204,7 +216,8 @@ def main(cfg: BuildDatasetConfig) -> dict:
         ds = ds.groupby(tr.EPISODE_ID, num_partitions=group_partitions(
             steps_kept, len(keep), int(ray.cluster_resources().get("CPU", 1)))).map_groups(
             dsx.episode_rows, fn_kwargs={"gamma": cfg.gamma, "scale": cfg.return_scale,
-                                         "history": cfg.history}, batch_format="pyarrow")
+                                         "history": cfg.history, "target": cfg.target},
+            batch_format="pyarrow")
         ds = ds.map_batches(dsx.to_chat_rows, fn_kwargs={"system": system},
                             batch_format="pyarrow")
 

@@ -3,12 +3,15 @@ for any env).
 
 Usage: ``policylm self-improve --config configs/crafter_self_improve.yaml``. Stages:
 
-1. play: the base LLM (``policy``, sampling at ``temperature``) plays ``episodes`` episodes;
+1. play: the base LLM (``policy``, sampling at ``temperature``; a base model or one with its
+   ``adapter=``) plays ``episodes`` episodes;
 2. filter: ``policylm filter`` keeps the best (``filter.*``: achievements, reward, turns);
-3. dataset + sft: the kept episodes become rows (every kept step, target = its return to
-   go) and SFT trains an adapter on them (``sft.*``);
-4. replay: the fine-tuned policy, prompted with the best trained return (``target_return``),
-   plays held-out seeds beside the base, and the training seeds;
+3. dataset + sft: the kept episodes become rows (every kept step; its target the return that
+   followed it, or with ``row_target=played`` the target the base acted for) and SFT trains an
+   adapter on them (``sft.*``), continuing the base's adapter when it has one;
+4. replay: the fine-tuned policy, prompted with the best trained return or (``row_target=
+   played``) the base's target, plays held-out seeds beside the base, and (``replay_training``)
+   the training seeds;
 5. compare: ``policylm compare`` over both (achievement rate, per-achievement success,
    Crafter score, reward per step, most common actions, charts, ``eval_fn``).
 """
@@ -46,7 +49,8 @@ class SelfImproveConfig:
     env_id: str = field("Crafter", doc="env id (Crafter, or any env policylm adapts)")
     env_options: dict = field(factory=lambda: {"length": 100},
                               doc="adapter options (Crafter: length = episode step cap)")
-    policy: str = field("hf://smollm2-135m", doc="the base policy URI (an LLM)")
+    policy: str = field("hf://smollm2-135m", doc="the base policy URI (an LLM; with adapter= "
+                        "the SFT continues that adapter)")
     temperature: float = field(1.0, doc="sampling temperature while playing")
     episodes: int = field(16, doc="episodes the base plays to learn from (the training seeds)")
     heldout_episodes: int = field(16, doc="episodes on held-out seeds (never trained on) that "
@@ -58,9 +62,16 @@ class SelfImproveConfig:
     sft: sft.SftJobConfig = field(factory=lambda: sft.SftJobConfig(max_steps=60, batch_size=16,
                                                                     eval_steps=0, save_steps=60),
                                   doc="SFT settings (sft.<key>; dataset and out are set here)")
+    row_target: str = field(
+        "return_to_go", doc="each training row's target: return_to_go (the return that "
+                            "followed the step) or played (the target the base acted for: the "
+                            "kept steps train under the prompts they were played with, for a "
+                            "return-conditioned base such as a fine-tuned adapter)")
     target_return: float | None = field(
-        None, doc="the target in the tuned policy's prompt (its training rows carry their return "
-                  "to go); default: the best trained episode's return")
+        None, doc="the target in the tuned policy's prompt; default: the best trained episode's "
+                  "return (row_target=return_to_go) or the base's target_return (played)")
+    replay_training: bool = field(True, doc="the tuned policy also replays the training seeds "
+                                  "(compare-train/)")
     tuned_params: dict = field(
         factory=lambda: {"norm": "sum"},
         doc="hf:// parameters for the tuned policy over the base's (default norm=sum: it learned "
@@ -80,6 +91,9 @@ class SelfImproveConfig:
         require(self.filter.top_k >= 0, "filter.top_k", "must be >= 0")
         require(self.policy.startswith("hf://"), "policy",
                 "the fine-tuned model is trained from an hf:// policy's model")
+        from policylm.platform.data.datasets import TARGETS
+
+        require(self.row_target in TARGETS, "row_target", f"use {', '.join(TARGETS)}")
         from policylm.platform.rollout.runner import derive_seed
 
         # before any work: the held-out episodes' env seeds are none of the played ones
@@ -89,10 +103,11 @@ class SelfImproveConfig:
                 f"play (seed={self.seed}) also uses; choose another heldout_seed")
 
 
-def _model_of(uri: str) -> str:
+def _model_and_params(uri: str) -> tuple[str, dict[str, str]]:
     from policylm.platform.policies import split_uri
 
-    return split_uri(uri)[1]
+    _, model, params = split_uri(uri)
+    return model, params
 
 
 def main(cfg: SelfImproveConfig) -> dict:
@@ -128,20 +143,25 @@ def main(cfg: SelfImproveConfig) -> dict:
             best = best.slice(0, f.top_k)
             ids = ", ".join(f"'{e}'" for e in best.column("episode_id").to_pylist())
             where = f"episode_id IN ({ids})"
-        target = (cfg.target_return if cfg.target_return is not None
-                  else float(best.column("return")[0].as_py()))
+        model, params = _model_and_params(cfg.policy)
+        if cfg.target_return is not None:
+            target = cfg.target_return
+        elif cfg.row_target == "played":  # the rows hold the base's prompts: prompt as it did
+            target = float(params.get("target_return", 0.0))
+        else:
+            target = float(best.column("return")[0].as_py())
         build_dataset.main(build_dataset.BuildDatasetConfig(
             trajectories=str(run_dir / "kept"), where=where, validation_fraction=0.0,
-            out=str(run_dir / "dataset")))
+            target=cfg.row_target, out=str(run_dir / "dataset")))
     with stages("sft"):
         import dataclasses
 
-        tuned = sft.main(dataclasses.replace(cfg.sft, dataset=str(run_dir / "dataset"),
-                                             model=_model_of(cfg.policy),
-                                             out=str(run_dir / "sft")))
+        tuned = sft.main(dataclasses.replace(
+            cfg.sft, dataset=str(run_dir / "dataset"), model=model,
+            init_adapter=params.get("adapter", cfg.sft.init_adapter), out=str(run_dir / "sft")))
     adapter = tuned["adapter"]
-    # the rows were (return to go, state) -> action: the tuned policy is asked for the best
-    # trained return (prompted with the default target 0 it imitated episodes' idle tails)
+    # return_to_go rows were (return to go, state) -> action: the tuned policy is asked for the
+    # best trained return (prompted with the default target 0 it imitated episodes' idle tails)
     fine = with_params(base, adapter=adapter, target_return=target, **cfg.tuned_params)
     log.info("tuned policy: %s", fine)
     with stages("heldout"):  # base and tuned on seeds no episode was trained on, paired
@@ -150,17 +170,21 @@ def main(cfg: SelfImproveConfig) -> dict:
             env_options=cfg.env_options, episodes=cfg.heldout_episodes,
             num_workers=cfg.num_workers, envs_per_worker=cfg.envs_per_worker,
             eval_fn=cfg.eval_fn, seed=cfg.heldout_seed, out=str(run_dir / "compare")))
-    with stages("replay"):  # and the training seeds, reported apart
-        play_policies([("tuned", fine)], cfg.env_id, cfg.env_options, cfg.episodes,
-                      run_dir / "tuned-train", cfg.num_workers, cfg.envs_per_worker, 1,
-                      cfg.seed)
-        train = compare.main(compare.CompareConfig(
-            inputs=[str(run_dir / "base"), str(run_dir / "tuned-train")],
-            labels=["base", "tuned"], eval_fn=cfg.eval_fn, out=str(run_dir / "compare-train")))
+    train: dict = {"summaries": None}
+    if cfg.replay_training:
+        with stages("replay"):  # and the training seeds, reported apart
+            play_policies([("tuned", fine)], cfg.env_id, cfg.env_options, cfg.episodes,
+                          run_dir / "tuned-train", cfg.num_workers, cfg.envs_per_worker, 1,
+                          cfg.seed)
+            train = compare.main(compare.CompareConfig(
+                inputs=[str(run_dir / "base"), str(run_dir / "tuned-train")],
+                labels=["base", "tuned"], eval_fn=cfg.eval_fn,
+                out=str(run_dir / "compare-train")))
     seeds = {"training": played_seeds(run_dir / "base"),
              "heldout": played_seeds(run_dir / "compare")}
-    log.info("report: %s (held-out seeds); training seeds: %s",
-             run_dir / "compare" / "report.md", run_dir / "compare-train" / "report.md")
+    log.info("report: %s (held-out seeds)%s", run_dir / "compare" / "report.md",
+             f"; training seeds: {run_dir / 'compare-train' / 'report.md'}"
+             if cfg.replay_training else "")
     metrics = {"kept": kept, "adapter": adapter, "tuned_policy": fine, "target_return": target,
                "heldout": held["summaries"],
                "training_seeds": train["summaries"], "seeds": seeds,

@@ -28,6 +28,7 @@ from policylm.platform.records import adapter_record, write_record
 from policylm.platform.training.sft import (
     SftJobConfig,
     build_trainer,
+    check_init_adapter,
     check_lengths,
     dataset_columns,
     rows_think,
@@ -103,6 +104,7 @@ def main(cfg: SftJobConfig) -> dict:
     from policylm.platform.tracking import track
 
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
+    check_init_adapter(cfg, data)
     shots = shots_of(cfg)
     think = rows_think(data)  # rows that thought before acting: their adapter acts so too
     if think and cfg.prompt_form != "chat":

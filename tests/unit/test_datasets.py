@@ -175,3 +175,20 @@ def test_group_partitions_by_hand():
     assert group_partitions(1_000_001, 5_000, 4) == 11  # ceil(1,000,001 / 100,000)
     assert group_partitions(10**9, 10**6, 64) == 200  # Ray Data's default is the cap
     assert group_partitions(0, 0, 2) == 1
+
+
+def test_played_targets_replace_return_to_go(steps):
+    """target=played: each row's target is the one its step was played for (as the prompt
+    wrote it, no gamma or scale); steps without one (a policy with no target) are refused."""
+    played = [10.0 - 0.5 * i for i in range(steps.num_rows)]
+    with_targets = steps.set_column(steps.schema.get_field_index(tr.TARGET_RETURN),
+                                    tr.TARGET_RETURN, pa.array(played, pa.float64()))
+    rows = dsx.episode_rows(with_targets, gamma=0.5, scale=10.0, target="played")
+    assert rows.column(tr.RTG).to_pylist() == played
+    assert dsx.episode_rows(with_targets, gamma=1.0).column(tr.RTG).to_pylist() == \
+        steps.column(tr.RTG).to_pylist()  # return_to_go, the default, ignores them
+    assert steps.column(tr.TARGET_RETURN).null_count == steps.num_rows  # random: has no target
+    with pytest.raises(dsx.DatasetError, match=r"policy took none.*target=return_to_go"):
+        dsx.episode_rows(steps, target="played")
+    with pytest.raises(dsx.DatasetError, match="use return_to_go, played"):
+        dsx.episode_rows(steps, target="best")

@@ -116,3 +116,50 @@ def test_rows_longer_than_max_length_fail_early(tmp_path, tiny_model_dir):
     compact = check_lengths(SftJobConfig(dataset=str(tmp_path), model=tiny_model_dir,
                                          max_length=64, prompt_form="compact"), tmp_path)
     assert compact["row_tokens_max"] < 64  # no system text in the compact form
+
+
+def test_sft_continues_an_adapter_with_the_same_prompts(tmp_path, tiny_model_dir):
+    """init_adapter: the trainer starts from the adapter's own weights (here lora_B = 0.05, a
+    new adapter's are 0) and trains them; an adapter trained on other prompts (form, history,
+    env text options) or a directory with no adapter is refused by name."""
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from policylm.platform.config import ConfigError
+    from policylm.platform.records import PromptRecord, write_record
+    from policylm.platform.training.sft import build_trainer, check_init_adapter
+
+    model, _, _ = load_model(SftJobConfig(model=tiny_model_dir, dtype="fp32"))
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                  task_type="CAUSAL_LM"))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            p.data.fill_(0.05)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    write_record(adapter, PromptRecord("compact", text_options={"achievements": "names"}))
+    data = tmp_path / "dataset"
+    data.mkdir()
+    write_record(data, PromptRecord(history=0, text_options={"achievements": "names"}))
+    cfg = SftJobConfig(dataset=str(data), model=tiny_model_dir, dtype="fp32",
+                       prompt_form="compact", init_adapter=str(adapter), max_steps=1)
+    cfg.validate()
+    check_init_adapter(cfg, data)  # the same prompts: accepted
+    rows = Dataset.from_list([{"prompt": "Target return: 5\nStep: 0\nx=1\nAction: ",
+                               "completion": "right"}] * 4)
+    trainer = build_trainer(cfg, rows, None, str(tmp_path / "work"), [], False, 8)
+    lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.requires_grad for p in lora_b)
+    assert all(float(p.detach().float().mean()) == pytest.approx(0.05) for p in lora_b)
+    assert trainer.model.peft_config["default"].r == 4  # the adapter's rank, not lora.rank
+    with pytest.raises(ConfigError, match="prompt_form=compact"):
+        check_init_adapter(SftJobConfig(dataset=str(data), model=tiny_model_dir,
+                                        prompt_form="chat", init_adapter=str(adapter)), data)
+    write_record(data, PromptRecord(history=0, text_options={"achievements": "count"}))
+    with pytest.raises(ConfigError, match="achievements='names' \\(here 'count'\\)"):
+        check_init_adapter(cfg, data)
+    write_record(data, PromptRecord(history=2, text_options={"achievements": "names"}))
+    with pytest.raises(ConfigError, match="rebuild the dataset with history=0"):
+        check_init_adapter(cfg, data)
+    with pytest.raises(ConfigError, match=r"init_adapter: .* holds no adapter_config\.json"):
+        SftJobConfig(dataset=str(data), init_adapter=str(data)).validate()

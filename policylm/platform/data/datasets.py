@@ -245,6 +245,24 @@ def add_rtg(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0) -> pa.Table
     return batch.set_column(idx, tr.RTG, pa.array(scale_returns(rtg, scale), pa.float64()))
 
 
+# what each row's prompt gives as its target: the return that followed the step (return to go,
+# what return-conditioned training learns from), or the target the policy acted for when it
+# played the step (rejection-sampling fine-tuning: the kept steps train under the prompts they
+# were played with)
+TARGETS = ("return_to_go", "played")
+
+
+def played_targets(batch: pa.Table) -> pa.Table:
+    """Set ``rtg`` to the target each step was played for (``target_return``, as its prompt
+    wrote it); :class:`DatasetError` when a step has none (its policy took no target)."""
+    if tr.TARGET_RETURN not in batch.column_names or batch.column(tr.TARGET_RETURN).null_count:
+        raise DatasetError("target=played needs the target each step was played for, and "
+                           "these steps' policy took none (not a return-conditioned LLM "
+                           "policy); use target=return_to_go")
+    idx = batch.schema.get_field_index(tr.RTG)
+    return batch.set_column(idx, tr.RTG, batch.column(tr.TARGET_RETURN).cast(pa.float64()))
+
+
 def add_history(batch: pa.Table, history: int) -> pa.Table:
     """A ``history`` column: each row's earlier steps in the window
     (:func:`policylm.platform.prompts.history_start`), each with the target its own row has
@@ -275,9 +293,13 @@ def steps_of(history: list[dict] | None) -> list[tuple[float, int, str, str]]:
 
 
 def episode_rows(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0,
-                 history: int = 0) -> pa.Table:
-    """What build-dataset does per episode group: :func:`add_rtg`, then :func:`add_history`."""
-    return add_history(add_rtg(batch, gamma, scale), history)
+                 history: int = 0, target: str = "return_to_go") -> pa.Table:
+    """What build-dataset does per episode group: :func:`add_rtg` (``target=played``:
+    :func:`played_targets`), then :func:`add_history`."""
+    if target not in TARGETS:
+        raise DatasetError(f"target {target!r} is unknown; use {', '.join(TARGETS)}")
+    rows = played_targets(batch) if target == "played" else add_rtg(batch, gamma, scale)
+    return add_history(rows, history)
 
 
 def to_chat_rows(batch: pa.Table, system: str) -> pa.Table:

@@ -43,6 +43,10 @@ class SftJobConfig:
                                          "no chat template or system text, 2.6x fewer tokens "
                                          "per CartPole row; recorded with the adapter)")
     full_finetune: bool = field(False, doc="train every weight instead of a LoRA adapter")
+    init_adapter: str = field("", doc="continue training this LoRA adapter (an sft or grpo "
+                              "adapter/ directory) instead of a new one; lora.* are then its "
+                              "own, and its prompt form, history and env text must be the "
+                              "dataset's")
     epochs: float = field(1.0, doc="passes over the training rows (ignored if max_steps > 0)")
     max_steps: int = field(-1, doc="optimizer steps; > 0 overrides epochs")
     batch_size: int = field(16, doc="rows per device per step")
@@ -93,6 +97,12 @@ class SftJobConfig:
         require(self.shots >= 0, "shots", "must be >= 0")
         require(not self.shots or bool(self.shots_from), "shots_from",
                 "shots needs the trajectory or run directory to draw examples from")
+        if self.init_adapter:
+            require(not self.full_finetune, "init_adapter", "continues a LoRA adapter; drop "
+                    "full_finetune=true")
+            require(Path(self.init_adapter, "adapter_config.json").is_file(), "init_adapter",
+                    f"{self.init_adapter} holds no adapter_config.json; give an adapter "
+                    "directory (an sft or grpo run's adapter/)")
         self.train.validate()
 
     def torch_dtype(self) -> Any:
@@ -402,7 +412,7 @@ def build_trainer(cfg: SftJobConfig, train: Any, valid: Any, work_dir: str, call
 
         pick = np.random.default_rng(cfg.seed).choice(len(valid), max_eval_rows, replace=False)
         valid = valid.select(sorted(int(i) for i in pick))
-    model, tokenizer, peft = load_model(cfg)
+    model, tokenizer, peft = load_trainable(cfg, cfg.init_adapter)
     has_eval = valid is not None and len(valid) > 0
     args = sft_args(cfg, work_dir, has_eval, progress=progress)
     return trainer_class()(model=model, args=args, train_dataset=train,
@@ -449,6 +459,30 @@ def check_lengths(cfg: SftJobConfig, data: Path, sample: int = 256, lead: str = 
         log.warning("%d of %d sampled rows exceed max_length=%d and will be dropped; %s", over,
                     len(lengths), cfg.max_length, hint)
     return info
+
+
+def check_init_adapter(cfg: SftJobConfig, data: Path) -> None:
+    """Refuse an ``init_adapter`` trained on other prompts than ``data``'s rows would make (its
+    prompt form, history or env text options differ): continuing it would mix two texts."""
+    from policylm.platform.config import ConfigError
+    from policylm.platform.records import PromptFormError, check_text_options, read_record
+
+    if not cfg.init_adapter:
+        return
+    was, rows = read_record(cfg.init_adapter), read_record(data)
+    where = f"init_adapter={cfg.init_adapter}"
+    if was.prompt_form != cfg.prompt_form:
+        raise ConfigError(f"{where} was trained with prompt_form={was.prompt_form}; train on "
+                          f"with prompt_form={was.prompt_form}")
+    if was.history != rows.history:
+        raise ConfigError(f"{where} was trained on rows with history={was.history}, the "
+                          f"dataset's rows hold history={rows.history}; rebuild the dataset "
+                          f"with history={was.history}")
+    try:
+        check_text_options(was.text_options, rows.text_options or {}, str(data))
+    except PromptFormError as err:
+        raise ConfigError(f"{where}: {err} (the dataset's rows were played with other env "
+                          "options)") from err
 
 
 def load_trainable(cfg: SftJobConfig, adapter: str = "") -> tuple[Any, Any, Any]:
