@@ -92,7 +92,12 @@ def custom_metrics(fn: Any, steps: Any, spec: str) -> dict[str, float]:
 def main(cfg: CompareConfig) -> dict:
     from policylm.actors.rollout import play_policies
     from policylm.platform.data import trajectories as tr
-    from policylm.platform.evaluation.achievements import UNLOCKED, achievement_summary
+    from policylm.platform.evaluation.achievements import (
+        UNLOCKED,
+        achievement_summary,
+        achievements_by_seed,
+        paired_achievement_difference,
+    )
     from policylm.platform.evaluation.metrics import (
         mean_se,
         paired_difference,
@@ -117,6 +122,7 @@ def main(cfg: CompareConfig) -> dict:
                           cfg.num_workers, cfg.envs_per_worker, 1, cfg.seed)
     summaries: dict[str, dict] = {}
     by_seed: dict[str, dict] = {}
+    unlocked: dict[str, dict] = {}  # achievement runs: each episode's achievements by seed
     user_fn = load_eval_fn(cfg.eval_fn) if cfg.eval_fn else None
     played = tr.read_trajectories(run_dir / "trajectories") if uris else None
     for label, item in zip(labels, cfg.inputs, strict=True):
@@ -134,6 +140,7 @@ def main(cfg: CompareConfig) -> dict:
         by_seed[label] = returns_by_seed(tr.episode_table(steps))
         if UNLOCKED in steps.column_names:
             summaries[label]["achievements"] = achievement_summary(steps, cfg.high_quality)
+            unlocked[label] = achievements_by_seed(steps)
         if user_fn is not None:
             summaries[label]["custom"] = custom_metrics(user_fn, steps, cfg.eval_fn)
     plot_comparison(summaries, run_dir / "comparison.png", "policylm compare")
@@ -141,6 +148,9 @@ def main(cfg: CompareConfig) -> dict:
     for label in labels[1:]:  # on the env seeds both inputs played
         summaries[label][f"difference_vs_{first}"] = paired_difference(by_seed[first],
                                                                         by_seed[label])
+        if first in unlocked and label in unlocked:
+            summaries[label][f"achievement_difference_vs_{first}"] = \
+                paired_achievement_difference(unlocked[first], unlocked[label])
     rows = [[label, s["episodes"], mean_se(s["return"]), s["return"].get("std"),
              s["length_mean"], s["reward_per_step"],
              None if s.get("success_rate") is None else mean_se(
@@ -212,16 +222,21 @@ def differences_section(summaries: dict, labels: list[str], table: Any) -> str:
     first = labels[0]
     rows = []
     for label in labels[1:]:
-        d = summaries[label][f"difference_vs_{first}"]
-        verdict = {True: "within noise", False: "beyond noise", None: "unknown"}[
-            d["within_noise"]]
-        rows.append([f"{label} - {first}", d["pairs"],
-                     "n/a" if d["mean"] is None else mean_se(d), verdict])
+        ach = summaries[label].get(f"achievement_difference_vs_{first}", {})
+        for measure, d in [("return", summaries[label][f"difference_vs_{first}"]),
+                           ("achievements per episode", ach.get("achievements")),
+                           ("Crafter score (bootstrap s.e.)", ach.get("crafter_score"))]:
+            if d is None:
+                continue
+            verdict = {True: "within noise", False: "beyond noise", None: "unknown"}[
+                d["within_noise"]]
+            rows.append([f"{label} - {first}", measure, d["pairs"],
+                         "n/a" if d["mean"] is None else mean_se(d, 2), verdict])
     if not rows:
         return ""
-    return ("Paired differences in return on the env seeds both inputs played (within noise: "
+    return ("Paired differences on the env seeds both inputs played (within noise: "
             "|difference| < 2 standard errors):\n\n" + table(
-                ["difference", "pairs", "mean ± s.e.", "verdict"], rows))
+                ["difference", "measure", "pairs", "mean ± s.e.", "verdict"], rows))
 
 
 def achievements_section(summaries: dict, run_dir: Path, high_quality: int, plot: Any,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
 from policylm.jobs import build_dataset, sft
@@ -143,6 +144,8 @@ def main(cfg: SelfImproveConfig) -> dict:
             best = best.slice(0, f.top_k)
             ids = ", ".join(f"'{e}'" for e in best.column("episode_id").to_pylist())
             where = f"episode_id IN ({ids})"
+        trained = trained_summary(best, kept["total_episodes"])
+        log.info("training on %s", trained)
         model, params = _model_and_params(cfg.policy)
         if cfg.target_return is not None:
             target = cfg.target_return
@@ -185,12 +188,25 @@ def main(cfg: SelfImproveConfig) -> dict:
     log.info("report: %s (held-out seeds)%s", run_dir / "compare" / "report.md",
              f"; training seeds: {run_dir / 'compare-train' / 'report.md'}"
              if cfg.replay_training else "")
-    metrics = {"kept": kept, "adapter": adapter, "tuned_policy": fine, "target_return": target,
-               "heldout": held["summaries"],
+    metrics = {"kept": kept, "trained": trained, "adapter": adapter, "tuned_policy": fine,
+               "target_return": target, "heldout": held["summaries"],
                "training_seeds": train["summaries"], "seeds": seeds,
                "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", with_memory(metrics))
     return {"run_dir": str(run_dir), **metrics}
+
+
+def trained_summary(episodes: Any, played: int) -> dict:
+    """The episodes SFT trains on (after the filter and ``top_k``): how many, their share of the
+    episodes played, mean return and (Crafter) mean achievements."""
+    from policylm.platform.data.trajectories import return_stats
+
+    n = episodes.num_rows
+    achievements = episodes.column("n_achievements").to_pylist() \
+        if "n_achievements" in episodes.column_names else None
+    return {"episodes": n, "share": n / played if played else None,
+            "mean_return": return_stats(episodes.column("return").to_pylist())["mean"],
+            "mean_achievements": return_stats(achievements)["mean"] if achievements else None}
 
 
 def played_seeds(run: Path) -> list[int]:

@@ -29,6 +29,10 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     assert out["kept"]["total_episodes"] == 4 and out["kept"]["kept"] == 4
     stats = json.loads((run / "dataset" / "stats.json").read_text())
     assert stats["episodes_kept"] == 2  # top_k of the kept
+    best = pq.read_table(run / "kept" / "episodes.parquet").sort_by([("return", "descending")])
+    assert out["trained"]["episodes"] == 2 and out["trained"]["share"] == 0.5  # 2 of 4 played
+    assert out["trained"]["mean_achievements"] == pytest.approx(
+        sum(best.column("n_achievements").to_pylist()[:2]) / 2)
     # the tuned policy asks for the best trained return (its rows carry their return to go)
     returns = pq.read_table(run / "kept" / "episodes.parquet").column("return").to_pylist()
     assert out["target_return"] == max(returns)
@@ -40,6 +44,10 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     for s in (base, tuned):
         assert "crafter_score" in s["achievements"] and s["length_mean"] <= 8
     assert tuned["difference_vs_base"]["pairs"] == 3  # the same held-out seeds for both
+    paired = tuned["achievement_difference_vs_base"]
+    assert paired["achievements"]["pairs"] == paired["crafter_score"]["pairs"] == 3
+    assert paired["achievements"]["mean"] == pytest.approx(
+        tuned["achievements"]["mean_achievements"] - base["achievements"]["mean_achievements"])
     assert out["training_seeds"]["tuned"]["episodes"] == 4
     assert len(out["seeds"]["heldout"]) == 3 and len(out["seeds"]["training"]) == 4
     assert not set(out["seeds"]["heldout"]) & set(out["seeds"]["training"])
@@ -47,6 +55,68 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     assert "Crafter score" in report and "Most common actions" in report
     assert "Paired differences" in report and "tuned - base" in report
     assert (Path(out["adapter"]) / "adapter_model.safetensors").is_file()
+
+
+def test_self_improve_continues_a_tuned_adapter(ray_local, tiny_model_dir, tmp_path):
+    """From a return-conditioned adapter (the seed workflow's second round): the rows keep the
+    targets the base played for (row_target=played, adaptive targets here, so they vary), SFT
+    continues the base's adapter (its lora_B starts at 0.05, a new adapter's at 0), the tuned
+    policy prompts as the base did, and replay_training=false skips the training-seed replay."""
+    import numpy as np
+    import pyarrow as pa
+    from peft import LoraConfig, get_peft_model
+    from safetensors.numpy import load_file
+
+    from policylm.jobs.self_improve import FilterSettings, SelfImproveConfig, main
+    from policylm.jobs.sft import SftJobConfig
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.records import PromptRecord, read_record, write_record
+    from policylm.platform.training.scaling import TrainConfig
+    from policylm.platform.training.sft import load_model
+
+    options = {"length": 8, "achievements": "count"}
+    model, _, _ = load_model(SftJobConfig(model=tiny_model_dir, dtype="fp32"))
+    start = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    for name, p in start.named_parameters():
+        if "lora_B" in name:
+            p.data.fill_(0.05)
+    adapter = tmp_path / "adapter"
+    start.save_pretrained(adapter)
+    write_record(adapter, PromptRecord(
+        "compact", text_options=make_adapter("Crafter", **options).text_options))
+    out = main(SelfImproveConfig(
+        env_id="Crafter", env_options=options, episodes=4, heldout_episodes=2, num_workers=0,
+        envs_per_worker=4,
+        policy=f"hf://{tiny_model_dir}?dtype=fp32&adapter={adapter}&target_return=5&adaptive=1",
+        row_target="played", tuned_params={}, replay_training=False,
+        filter=FilterSettings(top_k=2),
+        sft=SftJobConfig(max_steps=2, batch_size=8, eval_steps=0, save_steps=2, lr=1e-4,
+                         dtype="fp32", prompt_form="compact", train=TrainConfig(num_workers=0)),
+        out=str(tmp_path / "run")))
+    run = Path(out["run_dir"])
+    kept = tr.read_trajectories(run / "kept" / "trajectories")
+    rows = pa.concat_tables(pq.read_table(f) for f in (run / "dataset" / "dataset" / "train")
+                            .glob("*.parquet"))
+    by_step = {(e, t): v for e, t, v in zip(kept.column(tr.EPISODE_ID).to_pylist(),
+                                            kept.column(tr.T).to_pylist(),
+                                            kept.column(tr.TARGET_RETURN).to_pylist(),
+                                            strict=True)}
+    targets = rows.column("target_return").to_pylist()
+    assert targets == [by_step[(e, t)] for e, t in zip(
+        rows.column(tr.EPISODE_ID).to_pylist(), rows.column(tr.T).to_pylist(), strict=True)]
+    assert max(targets) == 5.0 and (min(targets) < 5.0 or max(
+        kept.column(tr.REWARD).to_pylist()) <= 0)  # adaptive: 5 minus the reward so far
+    assert out["target_return"] == 5.0 and "adaptive=1" in out["tuned_policy"]
+    assert "norm=" not in out["tuned_policy"] and str(adapter) not in out["tuned_policy"]
+    tuned = load_file(str(Path(out["adapter"]) / "adapter_model.safetensors"))
+    lora_b = [v for k, v in tuned.items() if "lora_B" in k]
+    assert lora_b and all(abs(float(v.mean()) - 0.05) < 0.01 for v in lora_b)
+    assert any(not np.allclose(v, 0.05) for v in lora_b)  # and trained on
+    assert read_record(out["adapter"]).text_options["achievements"] == "count"
+    assert out["training_seeds"] is None and not (run / "compare-train").exists()
+    assert out["heldout"]["tuned"]["difference_vs_base"]["pairs"] == 2
 
 
 def test_crafter_bot_demos_on_two_actors(ray_local, tmp_path):

@@ -20,6 +20,7 @@ from policylm.platform.envs.crafter import (
 from policylm.platform.evaluation.achievements import (
     QualityFilter,
     episodes_with_achievements,
+    paired_achievement_difference,
     quality_stats,
     select_quality,
 )
@@ -218,10 +219,33 @@ def test_compare_reports_achievements_score_and_user_metrics(tmp_path):
     assert good["custom"] == {"survived": 1.0}
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert "Crafter score" in report and "steps_survival" in report
+    assert "achievements per episode" in report and "Crafter score (bootstrap s.e.)" in report
     assert (tmp_path / "cmp" / "achievements.png").stat().st_size > 0
     with pytest.raises(ValueError, match="cannot be loaded"):
         main(CompareConfig(inputs=[str(tmp_path / "good"), str(tmp_path / "poor")],
                            eval_fn="nowhere:fn", out=str(tmp_path / "cmp2")))
+
+
+def test_paired_achievement_difference_by_hand():
+    """Achievements per episode paired by seed; the Crafter score difference on the seeds both
+    played, with a seeded bootstrap standard error; no score for names Crafter lacks."""
+    a = {(1, 0): ["collect_wood"], (2, 0): [], (3, 0): ["collect_wood"]}
+    b = {(1, 0): ["collect_wood", "place_table"], (2, 0): ["collect_wood"],
+         (3, 0): ["collect_wood", "place_table", "eat_cow"], (9, 0): ["collect_coal"]}
+    d = paired_achievement_difference(a, b, draws=500)
+    # per pair: 2-1, 1-0, 3-1 -> mean 4/3, sample std 0.577 -> s.e. 1/3
+    assert d["achievements"]["pairs"] == 3
+    assert d["achievements"]["mean"] == pytest.approx(4 / 3)
+    assert d["achievements"]["se"] == pytest.approx(np.std([1, 1, 2], ddof=1) / np.sqrt(3))
+    # b: wood 3/3, table 2/3, cow 1/3; a: wood 2/3 (seed 9 is b's alone: left out)
+    want = crafter_score({"collect_wood": 1.0, "place_table": 2 / 3, "eat_cow": 1 / 3}) \
+        - crafter_score({"collect_wood": 2 / 3})
+    score = d["crafter_score"]
+    assert score["pairs"] == 3 and score["mean"] == pytest.approx(want)
+    assert score["se"] > 0 and score == paired_achievement_difference(a, b, draws=500)[
+        "crafter_score"]
+    other = paired_achievement_difference({(1, 0): ["win"]}, {(1, 0): ["win", "key"]})
+    assert other["achievements"]["mean"] == 1.0 and "crafter_score" not in other
 
 
 def test_same_seed_and_actions_give_the_same_episode():

@@ -119,3 +119,45 @@ def achievement_summary(steps: pa.Table, high_quality: int = 3,
     if envs and all(e.startswith("Crafter") for e in envs):
         out["crafter_score"] = crafter_score({a: r for a, r in rates.items() if a in ACHIEVEMENTS})
     return out
+
+
+def achievements_by_seed(steps: pa.Table) -> dict[tuple[int, int], list[str]]:
+    """``{(seed, agent id): achievements unlocked}`` per episode (one episode per seed and
+    agent, as compare and benchmark play)."""
+    episodes = episodes_with_achievements(steps)
+    return {(s, a): list(ach) for s, a, ach in zip(
+        episodes.column(tr.SEED).to_pylist(), episodes.column(tr.AGENT_ID).to_pylist(),
+        episodes.column("achievements").to_pylist(), strict=True)}
+
+
+def paired_achievement_difference(a: dict, b: dict, draws: int = 2000, seed: int = 0) -> dict:
+    """``b - a`` over the env seeds both played (:func:`achievements_by_seed` of each): the
+    achievements per episode (paired mean and standard error, as
+    :func:`policylm.platform.evaluation.metrics.paired_difference`) and, for Crafter, the Crafter
+    score of b's episodes minus a's on those seeds, with the standard error of a paired
+    bootstrap over the seeds (``draws`` resamples, seeded: the same figures every time)."""
+    from policylm.platform.envs.crafter import ACHIEVEMENTS, crafter_score
+    from policylm.platform.evaluation.metrics import paired_difference
+
+    keys = sorted(set(a) & set(b))
+    out = {"achievements": paired_difference({k: len(a[k]) for k in keys},
+                                             {k: len(b[k]) for k in keys})}
+    names = set(ACHIEVEMENTS)
+    if not keys or any(set(x[k]) - names for x in (a, b) for k in keys):
+        return out  # not Crafter's achievements: no Crafter score
+
+    def score(runs: dict, pick: Sequence[int]) -> float:
+        unlocked = [runs[keys[i]] for i in pick]
+        return crafter_score({n: sum(n in u for u in unlocked) / len(pick)
+                              for n in ACHIEVEMENTS})
+
+    every = range(len(keys))
+    diff = score(b, every) - score(a, every)
+    rng = np.random.default_rng(seed)
+    boots = [score(b, p) - score(a, p)
+             for p in (rng.integers(0, len(keys), len(keys)) for _ in range(draws))]
+    se = float(np.std(boots, ddof=1)) if len(keys) > 1 else None
+    out["crafter_score"] = {"pairs": len(keys), "mean": diff, "se": se,
+                            "within_noise": None if se is None
+                            else bool(abs(diff) < 2 * se or diff == 0.0)}
+    return out
