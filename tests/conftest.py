@@ -55,3 +55,28 @@ def wandb_records():
         return b"".join(f.read_bytes() for f in files)
 
     return records
+
+
+@pytest.fixture
+def filled_adapter(tiny_model_dir, tmp_path):
+    """``make(record) -> path``: a LoRA adapter (rank 4, every linear layer) on the tiny model
+    whose lora_B weights are all 0.05 (a new adapter's are 0, so training that continues it is
+    told apart from a new one), with ``record`` as its ``policylm.json``."""
+    from peft import LoraConfig, get_peft_model
+
+    from policylm.platform.records import write_record
+    from policylm.platform.training.sft import SftJobConfig, load_model
+
+    def make(record):
+        model, _, _ = load_model(SftJobConfig(model=tiny_model_dir, dtype="fp32"))
+        peft_model = get_peft_model(model, LoraConfig(
+            r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.data.fill_(0.05)
+        path = tmp_path / "adapter"
+        peft_model.save_pretrained(path)
+        write_record(path, record)
+        return path
+
+    return make

@@ -57,34 +57,25 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
     assert (Path(out["adapter"]) / "adapter_model.safetensors").is_file()
 
 
-def test_self_improve_continues_a_tuned_adapter(ray_local, tiny_model_dir, tmp_path):
+def test_self_improve_continues_a_tuned_adapter(ray_local, tiny_model_dir, filled_adapter,
+                                                 tmp_path):
     """From a return-conditioned adapter (the seed workflow's second round): the rows keep the
     targets the base played for (row_target=played, adaptive targets here, so they vary), SFT
     continues the base's adapter (its lora_B starts at 0.05, a new adapter's at 0), the tuned
     policy prompts as the base did, and replay_training=false skips the training-seed replay."""
     import numpy as np
     import pyarrow as pa
-    from peft import LoraConfig, get_peft_model
     from safetensors.numpy import load_file
 
     from policylm.jobs.self_improve import FilterSettings, SelfImproveConfig, main
     from policylm.jobs.sft import SftJobConfig
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
-    from policylm.platform.records import PromptRecord, read_record, write_record
+    from policylm.platform.records import PromptRecord, read_record
     from policylm.platform.training.scaling import TrainConfig
-    from policylm.platform.training.sft import load_model
 
     options = {"length": 8, "achievements": "count"}
-    model, _, _ = load_model(SftJobConfig(model=tiny_model_dir, dtype="fp32"))
-    start = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
-    for name, p in start.named_parameters():
-        if "lora_B" in name:
-            p.data.fill_(0.05)
-    adapter = tmp_path / "adapter"
-    start.save_pretrained(adapter)
-    write_record(adapter, PromptRecord(
+    adapter = filled_adapter(PromptRecord(
         "compact", text_options=make_adapter("Crafter", **options).text_options))
     out = main(SelfImproveConfig(
         env_id="Crafter", env_options=options, episodes=4, heldout_episodes=2, num_workers=0,

@@ -118,26 +118,17 @@ def test_rows_longer_than_max_length_fail_early(tmp_path, tiny_model_dir):
     assert compact["row_tokens_max"] < 64  # no system text in the compact form
 
 
-def test_sft_continues_an_adapter_with_the_same_prompts(tmp_path, tiny_model_dir):
+def test_sft_continues_an_adapter_with_the_same_prompts(tmp_path, tiny_model_dir, filled_adapter):
     """init_adapter: the trainer starts from the adapter's own weights (here lora_B = 0.05, a
     new adapter's are 0) and trains them; an adapter trained on other prompts (form, history,
     env text options) or a directory with no adapter is refused by name."""
     from datasets import Dataset
-    from peft import LoraConfig
 
     from policylm.platform.config import ConfigError
     from policylm.platform.records import PromptRecord, write_record
     from policylm.platform.training.sft import build_trainer, check_init_adapter
 
-    model, _, _ = load_model(SftJobConfig(model=tiny_model_dir, dtype="fp32"))
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
-                                                  task_type="CAUSAL_LM"))
-    for name, p in peft_model.named_parameters():
-        if "lora_B" in name:
-            p.data.fill_(0.05)
-    adapter = tmp_path / "adapter"
-    peft_model.save_pretrained(adapter)
-    write_record(adapter, PromptRecord("compact", text_options={"achievements": "names"}))
+    adapter = filled_adapter(PromptRecord("compact", text_options={"achievements": "names"}))
     data = tmp_path / "dataset"
     data.mkdir()
     write_record(data, PromptRecord(history=0, text_options={"achievements": "names"}))
