@@ -7,9 +7,10 @@ Usage: ``policylm self-improve --config configs/crafter_self_improve.yaml``. Sta
    ``adapter=``) plays ``episodes`` episodes;
 2. filter: ``policylm filter`` keeps the best (``filter.*``: achievements, reward, turns);
 3. dataset + sft: the kept episodes become rows (every kept step; its target the return that
-   followed it, or with ``row_target=played`` the target the base acted for) and SFT trains an
+   followed it, or with ``dataset.target=played`` the target the base acted for; other
+   ``dataset.*`` settings as build-dataset's, e.g. ``balance``) and SFT trains an
    adapter on them (``sft.*``), continuing the base's adapter when it has one;
-4. replay: the fine-tuned policy, prompted with the best trained return or (``row_target=
+4. replay: the fine-tuned policy, prompted with the best trained return or (``dataset.target=
    played``) the base's target, plays held-out seeds beside the base, and (``replay_training``)
    the training seeds;
 5. compare: ``policylm compare`` over both (achievement rate, per-achievement success,
@@ -18,6 +19,7 @@ Usage: ``policylm self-improve --config configs/crafter_self_improve.yaml``. Sta
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,14 +65,16 @@ class SelfImproveConfig:
     sft: sft.SftJobConfig = field(factory=lambda: sft.SftJobConfig(max_steps=60, batch_size=16,
                                                                     eval_steps=0, save_steps=60),
                                   doc="SFT settings (sft.<key>; dataset and out are set here)")
-    row_target: str = field(
-        "return_to_go", doc="each training row's target: return_to_go (the return that "
-                            "followed the step) or played (the target the base acted for: the "
-                            "kept steps train under the prompts they were played with, for a "
-                            "return-conditioned base such as a fine-tuned adapter)")
+    dataset: build_dataset.BuildDatasetConfig = field(
+        factory=lambda: build_dataset.BuildDatasetConfig(validation_fraction=0.0),
+        doc="build-dataset settings for the kept episodes' rows (dataset.<key>; trajectories "
+            "and out are set here, where is joined with filter.top_k's). dataset.target=played: "
+            "each row keeps the target the base acted for, so the kept steps train under the "
+            "prompts they were played with (for a return-conditioned base such as a fine-tuned "
+            "adapter)")
     target_return: float | None = field(
         None, doc="the target in the tuned policy's prompt; default: the best trained episode's "
-                  "return (row_target=return_to_go) or the base's target_return (played)")
+                  "return, or with dataset.target=played the base's target_return")
     replay_training: bool = field(True, doc="the tuned policy also replays the training seeds "
                                   "(compare-train/)")
     tuned_params: dict = field(
@@ -92,9 +96,9 @@ class SelfImproveConfig:
         require(self.filter.top_k >= 0, "filter.top_k", "must be >= 0")
         require(self.policy.startswith("hf://"), "policy",
                 "the fine-tuned model is trained from an hf:// policy's model")
-        from policylm.platform.data.datasets import TARGETS
+        from policylm.platform.config import validate_section
 
-        require(self.row_target in TARGETS, "row_target", f"use {', '.join(TARGETS)}")
+        validate_section(dataclasses.replace(self.dataset, trajectories="kept"), "dataset")
         from policylm.platform.rollout.runner import derive_seed
 
         # before any work: the held-out episodes' env seeds are none of the played ones
@@ -149,16 +153,15 @@ def main(cfg: SelfImproveConfig) -> dict:
         model, params = _model_and_params(cfg.policy)
         if cfg.target_return is not None:
             target = cfg.target_return
-        elif cfg.row_target == "played":  # the rows hold the base's prompts: prompt as it did
+        elif cfg.dataset.target == "played":  # the rows hold the base's prompts: prompt as it did
             target = float(params.get("target_return", 0.0))
         else:
             target = float(best.column("return")[0].as_py())
-        build_dataset.main(build_dataset.BuildDatasetConfig(
-            trajectories=str(run_dir / "kept"), where=where, validation_fraction=0.0,
-            target=cfg.row_target, out=str(run_dir / "dataset")))
+        if cfg.dataset.where:
+            where = f"({cfg.dataset.where})" + (f" AND {where}" if where else "")
+        build_dataset.main(dataclasses.replace(cfg.dataset, trajectories=str(run_dir / "kept"),
+                                               where=where, out=str(run_dir / "dataset")))
     with stages("sft"):
-        import dataclasses
-
         tuned = sft.main(dataclasses.replace(
             cfg.sft, dataset=str(run_dir / "dataset"), model=model,
             init_adapter=params.get("adapter", cfg.sft.init_adapter), out=str(run_dir / "sft")))

@@ -148,7 +148,9 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
-def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "", base: Any = None) -> T:
+    """``cls`` from ``data``; keys it does not give keep ``base``'s values (a section's own
+    defaults: what its field's factory makes), else the class defaults."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
@@ -168,8 +170,17 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             )
     kwargs = {}
     for name, f in fields.items():
-        if name in data:
+        section = dataclasses.is_dataclass(hints[name]) and isinstance(data.get(name), dict)
+        if name in data and section and (base is not None
+                                          or f.default_factory is not dataclasses.MISSING):
+            # a section given in part keeps the defaults its config sets for the rest
+            kwargs[name] = _build(hints[name], data[name], f"{prefix}{name}.",
+                                  getattr(base, name) if base is not None
+                                  else f.default_factory())  # type: ignore[misc]
+        elif name in data:
             kwargs[name] = _coerce(data[name], hints[name], prefix + name)
+        elif base is not None:
+            kwargs[name] = copy.deepcopy(getattr(base, name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"config key '{prefix}{name}' is required: {f.metadata.get('doc')}")
     return cls(**kwargs)

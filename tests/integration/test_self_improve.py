@@ -60,13 +60,14 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
 def test_self_improve_continues_a_tuned_adapter(ray_local, tiny_model_dir, filled_adapter,
                                                  tmp_path):
     """From a return-conditioned adapter (the seed workflow's second round): the rows keep the
-    targets the base played for (row_target=played, adaptive targets here, so they vary), SFT
+    targets the base played for (dataset.target=played, adaptive targets here, so they vary), SFT
     continues the base's adapter (its lora_B starts at 0.05, a new adapter's at 0), the tuned
     policy prompts as the base did, and replay_training=false skips the training-seed replay."""
     import numpy as np
     import pyarrow as pa
     from safetensors.numpy import load_file
 
+    from policylm.jobs.build_dataset import BuildDatasetConfig
     from policylm.jobs.self_improve import FilterSettings, SelfImproveConfig, main
     from policylm.jobs.sft import SftJobConfig
     from policylm.platform.data import trajectories as tr
@@ -81,7 +82,8 @@ def test_self_improve_continues_a_tuned_adapter(ray_local, tiny_model_dir, fille
         env_id="Crafter", env_options=options, episodes=4, heldout_episodes=2, num_workers=0,
         envs_per_worker=4,
         policy=f"hf://{tiny_model_dir}?dtype=fp32&adapter={adapter}&target_return=5&adaptive=1",
-        row_target="played", tuned_params={}, replay_training=False,
+        dataset=BuildDatasetConfig(validation_fraction=0.0, target="played"),
+        tuned_params={}, replay_training=False,
         filter=FilterSettings(top_k=2),
         sft=SftJobConfig(max_steps=2, batch_size=8, eval_steps=0, save_steps=2, lr=1e-4,
                          dtype="fp32", prompt_form="compact", train=TrainConfig(num_workers=0)),

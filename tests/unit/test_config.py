@@ -36,6 +36,28 @@ def test_yaml_then_overrides(tmp_path):
     assert (cfg.name, cfg.lr, cfg.inner.rank, cfg.tags, cfg.limit) == ("a", 2.0, 16, ["p", "q"], 3)
 
 
+@dataclass
+class Inner2:
+    rank: int = field(8, doc="LoRA rank")
+    alpha: int = field(16, doc="LoRA alpha")
+    inner: Inner = field(factory=Inner, doc="a section inside")
+
+
+@dataclass
+class WithDefaults:
+    section: Inner2 = field(factory=lambda: Inner2(rank=2, alpha=3, inner=Inner(rank=5)),
+                            doc="a section whose config sets its own defaults")
+
+
+def test_a_section_given_in_part_keeps_the_defaults_its_config_sets():
+    assert load_config(WithDefaults, None, []).section == Inner2(2, 3, Inner(5))
+    assert load_config(WithDefaults, None, ["section.alpha=7"]).section == Inner2(2, 7, Inner(5))
+    deep = load_config(WithDefaults, None, ["section.inner.rank=9"]).section
+    assert deep == Inner2(2, 3, Inner(9))
+    # a section with no factory of its own keeps the class defaults
+    assert load_config(Outer, None, ["inner.rank=4"]).inner == Inner(4)
+
+
 def test_unknown_key_suggests_the_close_one():
     with pytest.raises(ConfigError, match=r"unknown config key 'nmae'; did you mean name\?"):
         load_config(Outer, None, ["nmae=x"])
