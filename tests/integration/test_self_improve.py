@@ -59,35 +59,32 @@ def test_self_improve_on_crafter(ray_local, tiny_model_dir, tmp_path):
 
 def test_self_improve_continues_a_tuned_adapter(ray_local, tiny_model_dir, filled_adapter,
                                                  tmp_path):
-    """From a return-conditioned adapter (the seed workflow's second round): the rows keep the
-    targets the base played for (dataset.target=played, adaptive targets here, so they vary), SFT
-    continues the base's adapter (its lora_B starts at 0.05, a new adapter's at 0), the tuned
-    policy prompts as the base did, and replay_training=false skips the training-seed replay."""
+    """configs/crafter_self_improve_tuned.yaml's path at a tiny budget, from a return-conditioned
+    adapter (the seed workflow's second round): the rows keep the targets the base played for
+    (dataset.target=played; adaptive targets here, so they vary), SFT continues the base's
+    adapter (its lora_B starts at 0.05, a new adapter's at 0), the tuned policy prompts as the
+    base did, and replay_training=false skips the training-seed replay."""
     import numpy as np
     import pyarrow as pa
     from safetensors.numpy import load_file
 
-    from policylm.jobs.build_dataset import BuildDatasetConfig
-    from policylm.jobs.self_improve import FilterSettings, SelfImproveConfig, main
-    from policylm.jobs.sft import SftJobConfig
+    from policylm.jobs.self_improve import SelfImproveConfig, main
+    from policylm.platform.config import load_config
     from policylm.platform.data import trajectories as tr
     from policylm.platform.envs import make_adapter
     from policylm.platform.records import PromptRecord, read_record
-    from policylm.platform.training.scaling import TrainConfig
 
-    options = {"length": 8, "achievements": "count"}
-    adapter = filled_adapter(PromptRecord(
-        "compact", text_options=make_adapter("Crafter", **options).text_options))
-    out = main(SelfImproveConfig(
-        env_id="Crafter", env_options=options, episodes=4, heldout_episodes=2, num_workers=0,
-        envs_per_worker=4,
-        policy=f"hf://{tiny_model_dir}?dtype=fp32&adapter={adapter}&target_return=5&adaptive=1",
-        dataset=BuildDatasetConfig(validation_fraction=0.0, target="played"),
-        tuned_params={}, replay_training=False,
-        filter=FilterSettings(top_k=2),
-        sft=SftJobConfig(max_steps=2, batch_size=8, eval_steps=0, save_steps=2, lr=1e-4,
-                         dtype="fp32", prompt_form="compact", train=TrainConfig(num_workers=0)),
-        out=str(tmp_path / "run")))
+    config = Path(__file__).parents[2] / "configs" / "crafter_self_improve_tuned.yaml"
+    adapter = filled_adapter(PromptRecord("compact", text_options=make_adapter(
+        "Crafter", length=8, achievements="count").text_options))
+    cfg = load_config(SelfImproveConfig, config, [
+        f"policy=hf://{tiny_model_dir}?dtype=fp32&adapter={adapter}&target_return=5&adaptive=1",
+        "env_options.length=8", "episodes=4", "heldout_episodes=2", "num_workers=0",
+        "envs_per_worker=4", "filter.top_k=2", "sft.max_steps=2", "sft.batch_size=8",
+        "sft.lr=0.0001", "sft.dtype=fp32", "sft.train.num_workers=0", f"out={tmp_path / 'run'}"])
+    assert cfg.dataset.target == "played" and not cfg.replay_training  # as the config sets
+    assert cfg.env_options == {"length": 8, "achievements": "count"}
+    out = main(cfg)
     run = Path(out["run_dir"])
     kept = tr.read_trajectories(run / "kept" / "trajectories")
     rows = pa.concat_tables(pq.read_table(f) for f in (run / "dataset" / "dataset" / "train")
