@@ -35,7 +35,8 @@ def start_run(cfg: Any, name: str) -> tuple[Path, Any, Path]:
     # on several nodes, whatever the workers read or write must be where every node sees it
     check_shared_dir(storage_path(cfg, run_dir), "train.storage_path")
     check_visible([("dataset", str(data)), ("model", model if Path(model).exists() else ""),
-                   ("adapter", getattr(cfg, "adapter", ""))])
+                   ("adapter", getattr(cfg, "adapter", "")),
+                   ("init_adapter", getattr(cfg, "init_adapter", ""))])
     return run_dir, Stages(), data
 
 

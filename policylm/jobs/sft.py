@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,8 @@ def main(cfg: SftJobConfig) -> dict:
 
     run_dir, stages, data = ray_train.start_run(cfg, "sft")
     check_init_adapter(cfg, data)
+    if cfg.init_adapter:  # the workers read it: the same directory whatever their working one
+        cfg = replace(cfg, init_adapter=str(Path(cfg.init_adapter).resolve()))
     shots = shots_of(cfg)
     think = rows_think(data)  # rows that thought before acting: their adapter acts so too
     if think and cfg.prompt_form != "chat":

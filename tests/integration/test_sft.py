@@ -121,6 +121,26 @@ def test_sft_in_the_jobs_own_process(small_dataset, tiny_model_dir, tmp_path):
     assert result["attempts"] == 1 and not result["resumed"]
 
 
+def test_two_workers_continue_an_adapter_given_by_a_relative_path(small_dataset, tiny_model_dir,
+                                                                   filled_adapter, tmp_path,
+                                                                   monkeypatch):
+    """init_adapter on two Ray Train workers: both start from the adapter (lora_B 0.05 where a
+    new adapter's is 0) found by a path relative to the job's directory, and train it on."""
+    from policylm.platform.records import PromptRecord
+
+    filled_adapter(PromptRecord("chat"))  # tmp_path / "adapter"
+    monkeypatch.chdir(tmp_path)
+    result = main(sft_cfg(small_dataset, tiny_model_dir, tmp_path / "run", max_steps=2,
+                          lr=1e-4, eval_steps=0, save_steps=2, init_adapter="adapter"))
+    assert [w["rank"] for w in result["workers"]] == [0, 1]
+    from safetensors.numpy import load_file
+
+    lora_b = [v for k, v in load_file(str(Path(result["adapter"]) / "adapter_model.safetensors"))
+              .items() if "lora_B" in k]
+    assert lora_b and all(abs(float(v.mean()) - 0.05) < 0.01 for v in lora_b)
+    assert any(not np.allclose(v, 0.05) for v in lora_b)  # trained on
+
+
 def test_sft_resumes_after_a_killed_worker_and_its_storage_is_its_own(small_dataset,
                                                                       tiny_model_dir, tmp_path):
     storage = tmp_path / "S"
