@@ -169,8 +169,12 @@ def main(cfg: BuildDatasetConfig) -> dict:
         selected = dsx.select_episodes(episodes, flt)
         env_ids = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
         if cfg.target == "played":  # refused here, before any Ray work, if steps lack one
-            for src in srcs:
-                dsx.played_targets(tr.read_trajectories(src))
+            import pyarrow.parquet as pq
+
+            for f in (f for fs in files for f in fs):  # the one column, where files have it
+                has = tr.TARGET_RETURN in pq.read_schema(f).names
+                dsx.check_played_targets(pq.read_table(f, columns=[tr.TARGET_RETURN]) if has
+                                         else pa.table({}))
         by_action = steps.select([tr.EPISODE_ID, tr.SKILL, tr.ACTION_INDEX]) \
             if cfg.max_rows_per_skill and cfg.balance == "action" else None
         del steps

@@ -96,6 +96,7 @@ def main(cfg: CompareConfig) -> dict:
         UNLOCKED,
         achievement_summary,
         achievements_by_seed,
+        episodes_with_achievements,
         paired_achievement_difference,
     )
     from policylm.platform.evaluation.metrics import (
@@ -139,8 +140,10 @@ def main(cfg: CompareConfig) -> dict:
         summaries[label] = {"input": item, **summarize_steps(steps, success)}
         by_seed[label] = returns_by_seed(tr.episode_table(steps))
         if UNLOCKED in steps.column_names:
-            summaries[label]["achievements"] = achievement_summary(steps, cfg.high_quality)
-            unlocked[label] = achievements_by_seed(steps)
+            episodes = episodes_with_achievements(steps)
+            summaries[label]["achievements"] = achievement_summary(steps, cfg.high_quality,
+                                                                   episodes=episodes)
+            unlocked[label] = achievements_by_seed(episodes)
         if user_fn is not None:
             summaries[label]["custom"] = custom_metrics(user_fn, steps, cfg.eval_fn)
     plot_comparison(summaries, run_dir / "comparison.png", "policylm compare")

@@ -108,18 +108,11 @@ class SelfImproveConfig:
                 f"play (seed={self.seed}) also uses; choose another heldout_seed")
 
 
-def _model_and_params(uri: str) -> tuple[str, dict[str, str]]:
-    from policylm.platform.policies import split_uri
-
-    _, model, params = split_uri(uri)
-    return model, params
-
-
 def main(cfg: SelfImproveConfig) -> dict:
     from policylm.actors.rollout import play_policies
     from policylm.jobs import compare
     from policylm.jobs import filter as quality
-    from policylm.platform.policies import with_params
+    from policylm.platform.policies import split_uri, with_params
 
     run_dir = open_run("self-improve", cfg).resolve()
     stages = Stages()
@@ -150,7 +143,7 @@ def main(cfg: SelfImproveConfig) -> dict:
             where = f"episode_id IN ({ids})"
         trained = trained_summary(best, kept["total_episodes"])
         log.info("training on %s", trained)
-        model, params = _model_and_params(cfg.policy)
+        _, model, params = split_uri(cfg.policy)
         if cfg.target_return is not None:
             target = cfg.target_return
         elif cfg.dataset.target == "played":  # the rows hold the base's prompts: prompt as it did

@@ -170,13 +170,11 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "", base: Any = Non
             )
     kwargs = {}
     for name, f in fields.items():
-        section = dataclasses.is_dataclass(hints[name]) and isinstance(data.get(name), dict)
-        if name in data and section and (base is not None
-                                          or f.default_factory is not dataclasses.MISSING):
-            # a section given in part keeps the defaults its config sets for the rest
-            kwargs[name] = _build(hints[name], data[name], f"{prefix}{name}.",
-                                  getattr(base, name) if base is not None
-                                  else f.default_factory())  # type: ignore[misc]
+        if name in data and dataclasses.is_dataclass(hints[name]) and isinstance(data[name], dict):
+            # a section given in part keeps, for the rest, the defaults its config sets
+            start = getattr(base, name) if base is not None else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            kwargs[name] = _build(hints[name], data[name], f"{prefix}{name}.", start)
         elif name in data:
             kwargs[name] = _coerce(data[name], hints[name], prefix + name)
         elif base is not None:

@@ -252,13 +252,19 @@ def add_rtg(batch: pa.Table, gamma: float = 1.0, scale: float = 1.0) -> pa.Table
 TARGETS = ("return_to_go", "played")
 
 
-def played_targets(batch: pa.Table) -> pa.Table:
-    """Set ``rtg`` to the target each step was played for (``target_return``, as its prompt
-    wrote it); :class:`DatasetError` when a step has none (its policy took no target)."""
+def check_played_targets(batch: pa.Table) -> None:
+    """:class:`DatasetError` unless every step has the target it was played for (its policy
+    took one: a return-conditioned LLM policy)."""
     if tr.TARGET_RETURN not in batch.column_names or batch.column(tr.TARGET_RETURN).null_count:
         raise DatasetError("target=played needs the target each step was played for, and "
                            "these steps' policy took none (not a return-conditioned LLM "
                            "policy); use target=return_to_go")
+
+
+def played_targets(batch: pa.Table) -> pa.Table:
+    """Set ``rtg`` to the target each step was played for (``target_return``, as its prompt
+    wrote it); :func:`check_played_targets` first."""
+    check_played_targets(batch)
     idx = batch.schema.get_field_index(tr.RTG)
     return batch.set_column(idx, tr.RTG, batch.column(tr.TARGET_RETURN).cast(pa.float64()))
 

@@ -101,13 +101,14 @@ def quality_stats(episodes: pa.Table, kept: pa.Table, high_quality: int = 3) -> 
 
 
 def achievement_summary(steps: pa.Table, high_quality: int = 3,
-                        names: Sequence[str] = ()) -> dict:
+                        names: Sequence[str] = (), episodes: pa.Table | None = None) -> dict:
     """Per run: achievement rate (share of episodes with >= ``high_quality`` achievements),
     mean achievements, the success rate of each achievement (share of episodes that unlocked it;
-    every name in ``names`` listed, seen or not) and, for Crafter, the Crafter score."""
+    every name in ``names`` listed, seen or not) and, for Crafter, the Crafter score.
+    ``episodes``: :func:`episodes_with_achievements` of ``steps`` where the caller has it."""
     from policylm.platform.envs.crafter import ACHIEVEMENTS, crafter_score
 
-    episodes = episodes_with_achievements(steps)
+    episodes = episodes_with_achievements(steps) if episodes is None else episodes
     n = episodes.num_rows
     per_episode = episodes.column("achievements").to_pylist()
     counts = np.asarray([len(a) for a in per_episode], np.float64)
@@ -121,10 +122,10 @@ def achievement_summary(steps: pa.Table, high_quality: int = 3,
     return out
 
 
-def achievements_by_seed(steps: pa.Table) -> dict[tuple[int, int], list[str]]:
-    """``{(seed, agent id): achievements unlocked}`` per episode (one episode per seed and
-    agent, as compare and benchmark play)."""
-    episodes = episodes_with_achievements(steps)
+def achievements_by_seed(episodes: pa.Table) -> dict[tuple[int, int], list[str]]:
+    """``{(seed, agent id): achievements unlocked}`` per episode of an
+    :func:`episodes_with_achievements` table (one episode per seed and agent, as compare and
+    benchmark play)."""
     return {(s, a): list(ach) for s, a, ach in zip(
         episodes.column(tr.SEED).to_pylist(), episodes.column(tr.AGENT_ID).to_pylist(),
         episodes.column("achievements").to_pylist(), strict=True)}
@@ -137,7 +138,7 @@ def paired_achievement_difference(a: dict, b: dict, draws: int = 2000, seed: int
     score of b's episodes minus a's on those seeds, with the standard error of a paired
     bootstrap over the seeds (``draws`` resamples, seeded: the same figures every time)."""
     from policylm.platform.envs.crafter import ACHIEVEMENTS, crafter_score
-    from policylm.platform.evaluation.metrics import paired_difference
+    from policylm.platform.evaluation.metrics import paired_difference, within_noise
 
     keys = sorted(set(a) & set(b))
     out = {"achievements": paired_difference({k: len(a[k]) for k in keys},
@@ -146,18 +147,22 @@ def paired_achievement_difference(a: dict, b: dict, draws: int = 2000, seed: int
     if not keys or any(set(x[k]) - names for x in (a, b) for k in keys):
         return out  # not Crafter's achievements: no Crafter score
 
-    def score(runs: dict, pick: Sequence[int]) -> float:
-        unlocked = [runs[keys[i]] for i in pick]
-        return crafter_score({n: sum(n in u for u in unlocked) / len(pick)
-                              for n in ACHIEVEMENTS})
+    def unlocked(x: dict) -> np.ndarray:  # episode x achievement: 1 where it was unlocked
+        return np.asarray([[n in x[k] for n in ACHIEVEMENTS] for k in keys], np.float64)
 
-    every = range(len(keys))
-    diff = score(b, every) - score(a, every)
+    def score(m: np.ndarray) -> float:
+        return crafter_score(dict(zip(ACHIEVEMENTS, m.mean(0), strict=True)))
+
+    ua, ub = unlocked(a), unlocked(b)
+
+    def score_difference(pick: np.ndarray) -> float:
+        return score(ub[pick]) - score(ua[pick])
+
+    n = len(keys)
+    diff = score_difference(np.arange(n))
     rng = np.random.default_rng(seed)
-    boots = [score(b, p) - score(a, p)
-             for p in (rng.integers(0, len(keys), len(keys)) for _ in range(draws))]
-    se = float(np.std(boots, ddof=1)) if len(keys) > 1 else None
-    out["crafter_score"] = {"pairs": len(keys), "mean": diff, "se": se,
-                            "within_noise": None if se is None
-                            else bool(abs(diff) < 2 * se or diff == 0.0)}
+    boots = [score_difference(rng.integers(0, n, n)) for _ in range(draws)]
+    se = float(np.std(boots, ddof=1)) if n > 1 else None
+    out["crafter_score"] = {"pairs": n, "mean": diff, "se": se,
+                            "within_noise": within_noise(diff, se)}
     return out

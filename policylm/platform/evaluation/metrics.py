@@ -116,8 +116,13 @@ def paired_difference(a: dict, b: dict) -> dict:
         return {"pairs": 0, "mean": None, "se": None, "within_noise": None}
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None
     mean = float(d.mean())
-    return {"pairs": len(d), "mean": mean, "se": se,
-            "within_noise": None if se is None else bool(abs(mean) < 2 * se or mean == 0.0)}
+    return {"pairs": len(d), "mean": mean, "se": se, "within_noise": within_noise(mean, se)}
+
+
+def within_noise(mean: float, se: float | None) -> bool | None:
+    """A difference is within noise when |mean| < 2 standard errors, or it is exactly 0 (every
+    pair agrees); None when the standard error is unknown."""
+    return None if se is None else bool(abs(mean) < 2 * se or mean == 0.0)
 
 
 def returns_by_seed(episodes: pa.Table) -> dict:
