@@ -4,12 +4,15 @@ Usage: ``python -m policylm.jobs.bc_ppo --config configs/bc_ppo_doorkey.yaml`` (
 bc-ppo ...``). Stages:
 
 1. demos: trajectories from ``demo_policy`` (any policy URI, e.g. an LLM), optionally filtered;
-   their quality (success rate, mean return) goes into the report.
+   their quality (success rate, mean return) goes into the report. With
+   ``baseline_demo_policy`` (e.g. the scripted bot when the demonstrator is an LLM), stages
+   1-3 run again for it under ``baseline_demos/``, ``baseline_rllib_demos/``, ``baseline_bc/``.
 2. convert: Ray Data maps the trajectory Parquet to RLlib's offline columns (``rllib_demos/``).
 3. bc: RLlib BC (new API stack) reads that through Ray Data and trains a PPO-shaped module.
 4. transfer source: PPO on ``transfer_env_id`` (same spaces) unless a checkpoint is given.
 5. ppo: one Tune trial per (method, seed), the same frame budget each: ``bc-ppo`` (policy
-   from BC, value head zeroed), ``scratch`` (random init), ``transfer`` (the source's weights),
+   from BC, value head zeroed), ``bc-ppo-baseline`` (the same from the baseline
+   demonstrator's BC), ``scratch`` (random init), ``transfer`` (the source's weights),
    ``external`` (the policy of ``init=``, a ``pytorch://`` or ``rllib://`` URI trained
    elsewhere, copied into a PPO module of its shape; value head zeroed).
 6. report: ``return_vs_frames.png``, ``visitation_<method>.png``, ``report.md``,
@@ -29,7 +32,7 @@ from policylm.platform.seeds import TRAIN_SEED
 from policylm.platform.tracking import TrackingConfig
 from policylm.runtime import check_shared_dir, init_ray
 
-METHODS = ("bc-ppo", "scratch", "transfer", "external")
+METHODS = ("bc-ppo", "scratch", "transfer", "external", "bc-ppo-baseline")
 
 
 @dataclass
@@ -56,7 +59,10 @@ class BcPpoConfig:
     env_options: dict = field(factory=dict, doc="options for the env adapter")
     demo_policy: str = field("python:policylm.platform.envs.minigrid_bot:MiniGridBot",
                              doc="policy URI that demonstrates (hf://.., openai://.., python:..)")
-    demo_episodes: int = field(100, doc="demonstration episodes to play")
+    baseline_demo_policy: str = field(
+        "", doc="a second demonstrator (e.g. the scripted bot when demo_policy is an LLM): its "
+        "demonstrations go through the same filter, BC and PPO as method 'bc-ppo-baseline'")
+    demo_episodes: int = field(100, doc="demonstration episodes to play (each demonstrator)")
     demos: str = field("", doc="existing trajectories (a collect run's trajectories/ directory) "
                        "to use instead of playing demo_policy")
     demo_min_return: float | None = field(None, doc="keep demo episodes with return >= this "
@@ -99,6 +105,11 @@ class BcPpoConfig:
         require(not external or self.init.startswith(("pytorch://", "rllib://")), "init",
                 "the method 'external' starts PPO from a policy: give init=rllib://<checkpoint> "
                 "or init=pytorch://<weights>?class=<module:Class>")
+        baseline = "bc-ppo-baseline" in self.methods
+        require(baseline == bool(self.baseline_demo_policy), "baseline_demo_policy",
+                "is what the method 'bc-ppo-baseline' imitates: give both or neither, e.g. "
+                "baseline_demo_policy=python:policylm.platform.envs.babyai_bot:BabyAIBot "
+                "methods=[bc-ppo, bc-ppo-baseline, scratch]")
         require(bool(self.seeds) and all(isinstance(s, int) for s in self.seeds), "seeds",
                 "give a list of integer seeds, e.g. [0, 1, 2]")
         require(self.demo_episodes >= 1, "demo_episodes", "must be >= 1")
@@ -112,9 +123,11 @@ class BcPpoConfig:
         require(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
 
 
-def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
-    """Play (or read) the demos, filter them, and return the kept trajectory directory and the
-    statistics of all and kept episodes."""
+def demonstrations(cfg: BcPpoConfig, run_dir: Path, policy: str = "",
+                   name: str = "demos") -> tuple[Path, dict]:
+    """Play ``policy`` (default: ``demo_policy``, or read ``demos``) into ``run_dir/name``,
+    filter the episodes, and return the kept trajectory directory and the statistics of all
+    and kept episodes."""
     import pyarrow.compute as pc
 
     from policylm.jobs.collect import CollectConfig, PolicySource, collect
@@ -126,13 +139,15 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
         split_of,
     )
 
-    source = Path(cfg.demos) if cfg.demos else run_dir / "demos" / "trajectories"
-    if not cfg.demos:
+    played = bool(policy) or not cfg.demos
+    policy = policy or cfg.demo_policy
+    source = run_dir / name / "trajectories" if played else Path(cfg.demos)
+    if played:
         collect(CollectConfig(env_id=cfg.env_id, env_options=cfg.env_options,
-                              policies=[PolicySource("demo", cfg.demo_policy)],
+                              policies=[PolicySource("demo", policy)],
                               episodes_per_policy=cfg.demo_episodes, num_workers=cfg.num_workers,
                               envs_per_worker=4, chunk_size=10, seed=TRAIN_SEED),
-                run_dir / "demos")
+                run_dir / name)
     steps = tr.read_trajectories(source)
     episodes = tr.episode_table(steps)
     kept = select_episodes(episodes, EpisodeFilter(min_return=cfg.demo_min_return))
@@ -146,10 +161,10 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
     if not held and len(ids) >= 2 and cfg.heldout_fraction > 0:
         held = ids[-1:]  # too few episodes for the hash to pick one: hold out the last
     train = [e for e in ids if e not in held]
-    out = run_dir / "demos" / "kept"
+    out = run_dir / name / "kept"
     tr.write_atomic(keep_rows(steps, train), out / "kept.parquet")
     if held:
-        tr.write_atomic(keep_rows(steps, held), run_dir / "demos" / "heldout" / "heldout.parquet")
+        tr.write_atomic(keep_rows(steps, held), run_dir / name / "heldout" / "heldout.parquet")
 
     def stats(table: object) -> dict:
         returns = table.column("return")
@@ -157,7 +172,7 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path) -> tuple[Path, dict]:
                 "mean_return": float(pc.mean(returns).as_py()),
                 "success_rate": float(pc.mean(pc.greater(returns, 0.0).cast("float64")).as_py())}
 
-    return out, {"policy": cfg.demos or cfg.demo_policy, "all": stats(episodes),
+    return out, {"policy": policy if played else cfg.demos, "all": stats(episodes),
                  "kept": stats(kept), "trained_episodes": len(train),
                  "heldout_episodes": len(held)}
 
@@ -176,7 +191,7 @@ def convert(traj_dir: Path, out: Path) -> Path:
 
 
 def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
-                      heldout: Path | None = None) -> dict:
+                      heldout: Path | None = None, name: str = "bc") -> dict:
     """RLlib BC over the converted demos into a PPO-shaped module; returns its directory, its
     accuracy on the actions of held-out demonstration episodes (``accuracy``; None without
     any) against chance and the majority action there, and on the training rows."""
@@ -213,7 +228,7 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
     for _ in progress(range(cfg.bc_steps), desc="BC steps", unit="step"):
         result = algo.train()
         losses.append(float(result["learners"]["default_policy"]["policy_loss"]))
-    path = module_dir(algo.save_to_path(str((run_dir / "bc").resolve())))
+    path = module_dir(algo.save_to_path(str((run_dir / name).resolve())))
     algo.stop()
     module = RLModule.from_checkpoint(str(path))
 
@@ -235,10 +250,28 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
             "loss_first": losses[0], "loss_last": losses[-1]}
 
 
+def imitate(cfg: BcPpoConfig, run_dir: Path, stages: Stages, policy: str, key: str,
+            metrics: dict) -> str:
+    """One demonstrator's stages (demos, convert, BC) under ``<key>demos``/``<key>bc`` in the
+    run and in ``metrics``; returns the BC module's directory."""
+    with stages(f"{key}demos"):
+        kept, metrics[f"{key}demos"] = demonstrations(cfg, run_dir, policy, f"{key}demos")
+        log.info("%sdemos: %s", key, metrics[f"{key}demos"])
+    with stages(f"{key}convert"):
+        data = convert(kept, run_dir / f"{key}rllib_demos")
+        held_dir = run_dir / f"{key}demos" / "heldout"
+        held = convert(held_dir, run_dir / f"{key}rllib_heldout") if held_dir.is_dir() else None
+    with stages(f"{key}bc"):
+        bc = metrics[f"{key}bc"] = behaviour_cloning(cfg, data, run_dir, held, f"{key}bc")
+        log.info("%sBC accuracy on held-out demos %s (chance %.3f), on training rows %.3f", key,
+                 bc["accuracy"], bc["chance"], bc["train_accuracy"])
+    return bc["module"]
+
+
 def trial_spec(cfg: BcPpoConfig, run_dir: Path, method: str, seed: int, init_path: str,
                env_id: str | None = None, frames: int | None = None) -> dict:
-    init = {"bc-ppo": "bc", "scratch": "scratch", "transfer": "transfer",
-            "external": "external"}[method]
+    init = {"bc-ppo": "bc", "bc-ppo-baseline": "bc", "scratch": "scratch",
+            "transfer": "transfer", "external": "external"}[method]
     name = f"{method}-seed{seed}"
     return {"name": name, "method": method, "env_id": env_id or cfg.env_id,
             "env_options": cfg.env_options if env_id is None else {}, "seed": seed,
@@ -267,20 +300,10 @@ def main(cfg: BcPpoConfig) -> dict:
             inits["external"], model, metrics["external"] = prepare_init(
                 cfg.init, cfg.env_id, cfg.env_options, run_dir / "external" / "module")
             metrics["external"]["model_config"] = model
-    if "bc-ppo" in cfg.methods:
-        with stages("demos"):
-            kept, metrics["demos"] = demonstrations(cfg, run_dir)
-            log.info("demos: %s", metrics["demos"])
-        with stages("convert"):
-            data = convert(kept, run_dir / "rllib_demos")
-            held_dir = run_dir / "demos" / "heldout"
-            held = convert(held_dir, run_dir / "rllib_heldout") if held_dir.is_dir() else None
-        with stages("bc"):
-            metrics["bc"] = behaviour_cloning(cfg, data, run_dir, held)
-            log.info("BC accuracy on held-out demos %s (chance %.3f), on training rows %.3f",
-                     metrics["bc"]["accuracy"], metrics["bc"]["chance"],
-                     metrics["bc"]["train_accuracy"])
-        inits["bc-ppo"] = metrics["bc"]["module"]
+    for method, policy, key in (("bc-ppo", "", ""),
+                                ("bc-ppo-baseline", cfg.baseline_demo_policy, "baseline_")):
+        if method in cfg.methods:
+            inits[method] = imitate(cfg, run_dir, stages, policy, key, metrics)
     if "transfer" in cfg.methods:
         with stages("transfer_source"):
             source = cfg.transfer_checkpoint

@@ -195,7 +195,7 @@ def run_ppo(spec: dict, report: Callable[[dict], None] = lambda _: None) -> dict
     np.save(out_dir / "positions.npy", np.asarray(after.positions, dtype=np.float32))
     result = {
         "name": spec["name"], "method": spec.get("method", spec["init"]), "seed": spec["seed"],
-        "frames": frames, "curve": curve, "init_check": check,
+        "frames": frames, "curve": curve, "init_path": spec["init_path"], "init_check": check,
         "eval_before": {"mean": before.mean, "success_rate": before.success_rate},
         "eval_after": {"mean": after.mean, "success_rate": after.success_rate},
         "module": str((out_dir / "module").resolve()), "out_dir": str(out_dir.resolve()),

@@ -108,3 +108,48 @@ def test_bc_ppo_on_cartpole(ray_local, tmp_path):
     report = (run / "report.md").read_text()
     assert "Frames to reach return 150" in report and "held-out demonstration" in report
     assert set(out["methods"]) == {"bc-ppo", "scratch", "transfer", "external"}
+
+
+def test_bc_ppo_from_a_language_model_on_babyai(ray_local, tiny_model_dir, filled_adapter,
+                                                tmp_path):
+    """configs/bc_ppo_babyai_llm.yaml's path at a tiny budget: an LLM with an adapter plays the
+    demonstrations of BabyAI's open task from its text, the scripted bot plays the baseline's,
+    each goes through BC into its own module, and PPO continues from each beside scratch."""
+    from policylm.platform.config import load_config
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.records import PromptRecord
+
+    config = Path(__file__).parents[2] / "configs" / "bc_ppo_babyai_llm.yaml"
+    env_id = "BabyAI-MixedTrainLocal-open-v0"
+    adapter = filled_adapter(PromptRecord("compact", text_options=make_adapter(
+        env_id, memory=True).text_options))
+    cfg = load_config(BcPpoConfig, config, [
+        f"demo_policy=hf://{tiny_model_dir}?dtype=fp32&adapter={adapter}&target_return=1.0",
+        "demo_episodes=2", "demo_min_return=null", "num_workers=0", "bc_steps=3", "seeds=[0]",
+        "frames=256", "ppo.train_batch_size=256", "ppo.minibatch_size=128", "ppo.envs=2",
+        "eval_episodes=2", "max_concurrent_trials=1", f"out={tmp_path / 'run'}"])
+    assert cfg.env_id == env_id and cfg.env_options == {"memory": True}
+    assert cfg.methods == ["bc-ppo", "bc-ppo-baseline", "scratch"]
+    out = main(cfg)
+    run = Path(out["run_dir"])
+
+    assert out["demos"]["policy"].startswith(f"hf://{tiny_model_dir}")
+    assert out["baseline_demos"]["policy"] == cfg.baseline_demo_policy
+    assert out["baseline_demos"]["all"]["success_rate"] == 1.0  # the bot opens the door
+    for key in ("demos", "baseline_demos"):  # each demonstrator's own episodes and BC module
+        assert out[key]["all"]["episodes"] == 2
+        assert list((run / key / "trajectories").rglob("*.parquet"))
+    assert out["bc"]["module"] != out["baseline_bc"]["module"]
+    assert Path(out["bc"]["module"]).is_relative_to(run / "bc")
+    assert Path(out["baseline_bc"]["module"]).is_relative_to(run / "baseline_bc")
+    results = {json.loads(p.read_text())["method"]: json.loads(p.read_text())
+               for p in (run / "trials").glob("*/result.json")}
+    assert set(results) == {"bc-ppo", "bc-ppo-baseline", "scratch"}
+    for method in ("bc-ppo", "bc-ppo-baseline"):  # PPO starts from that demonstrator's BC
+        key = "bc" if method == "bc-ppo" else "baseline_bc"
+        assert results[method]["init_path"] == out[key]["module"]
+        assert results[method]["init_check"]["policy_max_abs_diff"] == 0.0
+    report = (run / "report.md").read_text()
+    assert "Demonstrations for `bc-ppo` from `hf://" in report
+    assert "Demonstrations for `bc-ppo-baseline` from `python:" in report
+    assert (run / "visitation_bc-ppo-baseline.png").stat().st_size > 0

@@ -110,6 +110,37 @@ def test_summary_ratio_of_medians():
     assert out["methods"]["scratch"]["final_mean"] == pytest.approx((0.9 + 0.95 + 0.5) / 3)
 
 
+def test_summary_bounds_the_ratio_when_scratch_never_reaches_the_threshold():
+    def res(method, seed, curve):
+        return {"method": method, "seed": seed, "curve": curve,
+                "eval_before": {"mean": curve[0][1]}, "eval_after": {"mean": curve[-1][1]}}
+
+    results = [res("bc-ppo", s, [(0, 0.1), (20000, 0.8)]) for s in (0, 1, 2)]
+    results += [res("bc-ppo-baseline", s, [(0, 0.1), (40000 * (s + 1), 0.8)]) for s in (0, 1, 2)]
+    # scratch reaches 0.75 on one seed of three: its median never does
+    results += [res("scratch", 0, [(0, 0.0), (90000, 0.75)]),
+                res("scratch", 1, [(0, 0.0), (100000, 0.1)]),
+                res("scratch", 2, [(0, 0.0), (100000, 0.2)])]
+    out = summarise(results, 0.75, budget=100000)
+    assert out["methods"]["scratch"]["median_frames"] is None
+    assert "bc_over_scratch" not in out
+    assert out["bc_over_scratch_below"] == pytest.approx(0.2)  # 20,000 of 100,000 frames
+    assert out["baseline_over_scratch_below"] == pytest.approx(0.8)  # median 80,000
+    # without a budget nothing is claimed
+    assert "bc_over_scratch_below" not in summarise(results, 0.75)
+
+
+def test_baseline_demonstrator_and_its_method_come_together():
+    from policylm.jobs.bc_ppo import BcPpoConfig
+    from policylm.platform.config import ConfigError
+
+    with pytest.raises(ConfigError, match="baseline_demo_policy"):
+        BcPpoConfig(methods=["bc-ppo", "bc-ppo-baseline", "scratch"]).validate()
+    with pytest.raises(ConfigError, match="baseline_demo_policy"):
+        BcPpoConfig(baseline_demo_policy=BOT, methods=["bc-ppo", "scratch"]).validate()
+    BcPpoConfig(baseline_demo_policy=BOT, methods=["bc-ppo", "bc-ppo-baseline"]).validate()
+
+
 def _view(cells: dict) -> np.ndarray:
     """A 7x7 egocentric view of empty floor (agent at (3, 6) facing up) with ``cells``."""
     image = np.zeros((7, 7, 3), dtype=np.int64)
