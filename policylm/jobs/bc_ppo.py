@@ -83,6 +83,8 @@ class BcPpoConfig:
     frames: int = field(150_000, doc="PPO frame budget per method and seed")
     threshold: float = field(0.9, doc="return that counts as solved (MiniGrid: 0.9 of the "
                              "maximum 1.0; CartPole-v1: 450)")
+    report_thresholds: list = field(factory=list, doc="more returns the report gives each "
+                                    "method's median frames to (threshold is the one judged)")
     ppo: PPOSettings = field(factory=PPOSettings, doc="PPO settings shared by all methods")
     eval_episodes: int = field(20, doc="episodes per evaluation: before PPO (frame 0) and every "
                                        "eval_interval frames, the same env seeds each time")

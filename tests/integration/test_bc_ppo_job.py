@@ -153,3 +153,7 @@ def test_bc_ppo_from_a_language_model_on_babyai(ray_local, tiny_model_dir, fille
     assert "Demonstrations for `bc-ppo` from `hf://" in report
     assert "Demonstrations for `bc-ppo-baseline` from `python:" in report
     assert (run / "visitation_bc-ppo-baseline.png").stat().st_size > 0
+    # the config's other returns: each method's median frames to each, from the same curves
+    assert set(out["report_thresholds"]) == {"0.6", "0.85", "0.88"}
+    assert set(out["report_thresholds"]["0.6"]) == set(results)
+    assert "Median frames to other returns" in report

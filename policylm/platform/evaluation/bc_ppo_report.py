@@ -84,6 +84,9 @@ def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) ->
     from policylm.platform.envs import make_adapter
 
     summary = summarise(results, cfg.threshold, cfg.frames)
+    summary["report_thresholds"] = {
+        f"{t:g}": {name: m["median_frames"] for name, m in summarise(
+            results, t, cfg.frames)["methods"].items()} for t in cfg.report_thresholds}
     curves: dict[str, list] = {}
     for r in results:
         curves.setdefault(r["method"], []).append(r["curve"])
@@ -129,6 +132,11 @@ def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) ->
             lines += [f"{method} needs under {ratio:.2f}x the frames of scratch (median): "
                       f"scratch did not reach {cfg.threshold:g} within {cfg.frames:,} frames; "
                       f"the bar is <= 0.5: {'met' if ratio <= 0.5 else 'not shown'}.", ""]
+    if summary["report_thresholds"]:
+        names = list(methods)
+        lines += ["Median frames to other returns (the same curves):", "", markdown_table(
+            ["return", *names], [[t, *(_frames(by[n], cfg.frames) for n in names)]
+                                 for t, by in summary["report_thresholds"].items()]), ""]
     lines += ["![return vs frames](return_vs_frames.png)", ""]
     lines += [f"![{m}](visitation_{m}.png)" for m in curves]
     lines += ["", "TensorBoard: `tensorboard --logdir " + str(run_dir / "trials") + "`"]
