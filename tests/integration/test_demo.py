@@ -134,6 +134,10 @@ def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
         assert counts == [12, 12], (label, counts)  # two arenas per target, 6 agents each
         for t in metrics["evaluate"][label]["targets"].values():  # s.e. over the 2 arenas
             assert t["arenas"] == 2 and t["agent_se"] is not None
+    tuned = yaml.safe_load((run / "evaluate-fine-tuned" / "config.yaml").read_text())
+    assert "guidance=1" in tuned["policy"]  # the config's return guidance reaches the policy
+    assert "guidance" not in yaml.safe_load(
+        (run / "evaluate-untrained" / "config.yaml").read_text())["policy"]
     report = (run / "report.md").read_text()
     assert "s.e. over the 2 arenas' mean returns" in report
     assert "6 agents per episode" in report and "MettaGrid-Arena" in report

@@ -93,16 +93,19 @@ def test_median_counts_unreached_seeds_as_slowest():
     assert median_or_none([100, 200]) == 150.0
 
 
-def test_summary_ratio_of_medians():
-    def res(method, seed, curve):
-        return {"method": method, "seed": seed, "curve": curve,
-                "eval_before": {"mean": curve[0][1]}, "eval_after": {"mean": curve[-1][1]}}
+def _result(method: str, seed: int, curve: list) -> dict:
+    """A trial's result as the report reads it, from its evaluation curve."""
+    return {"method": method, "seed": seed, "curve": curve,
+            "eval_before": {"mean": curve[0][1]}, "eval_after": {"mean": curve[-1][1]}}
 
-    results = [res("bc-ppo", 0, [(0, 0.95)]), res("bc-ppo", 1, [(0, 0.2), (2000, 0.91)]),
-               res("bc-ppo", 2, [(0, 0.2), (4000, 0.92)]),
-               res("scratch", 0, [(0, 0.0), (8000, 0.9)]),
-               res("scratch", 1, [(0, 0.0), (10000, 0.95)]),
-               res("scratch", 2, [(0, 0.0), (12000, 0.5)])]
+
+def test_summary_ratio_of_medians():
+    results = [_result("bc-ppo", 0, [(0, 0.95)]),
+               _result("bc-ppo", 1, [(0, 0.2), (2000, 0.91)]),
+               _result("bc-ppo", 2, [(0, 0.2), (4000, 0.92)]),
+               _result("scratch", 0, [(0, 0.0), (8000, 0.9)]),
+               _result("scratch", 1, [(0, 0.0), (10000, 0.95)]),
+               _result("scratch", 2, [(0, 0.0), (12000, 0.5)])]
     out = summarise(results, 0.9)
     assert out["methods"]["bc-ppo"]["seeds"] == {"0": 0.0, "1": 2000.0, "2": 4000.0}
     assert out["methods"]["scratch"]["median_frames"] == 10000.0
@@ -111,16 +114,13 @@ def test_summary_ratio_of_medians():
 
 
 def test_summary_bounds_the_ratio_when_scratch_never_reaches_the_threshold():
-    def res(method, seed, curve):
-        return {"method": method, "seed": seed, "curve": curve,
-                "eval_before": {"mean": curve[0][1]}, "eval_after": {"mean": curve[-1][1]}}
-
-    results = [res("bc-ppo", s, [(0, 0.1), (20000, 0.8)]) for s in (0, 1, 2)]
-    results += [res("bc-ppo-baseline", s, [(0, 0.1), (40000 * (s + 1), 0.8)]) for s in (0, 1, 2)]
+    results = [_result("bc-ppo", s, [(0, 0.1), (20000, 0.8)]) for s in (0, 1, 2)]
+    results += [_result("bc-ppo-baseline", s, [(0, 0.1), (40000 * (s + 1), 0.8)])
+                for s in (0, 1, 2)]
     # scratch reaches 0.75 on one seed of three: its median never does
-    results += [res("scratch", 0, [(0, 0.0), (90000, 0.75)]),
-                res("scratch", 1, [(0, 0.0), (100000, 0.1)]),
-                res("scratch", 2, [(0, 0.0), (100000, 0.2)])]
+    results += [_result("scratch", 0, [(0, 0.0), (90000, 0.75)]),
+                _result("scratch", 1, [(0, 0.0), (100000, 0.1)]),
+                _result("scratch", 2, [(0, 0.0), (100000, 0.2)])]
     out = summarise(results, 0.75, budget=100000)
     assert out["methods"]["scratch"]["median_frames"] is None
     assert "bc_over_scratch" not in out
