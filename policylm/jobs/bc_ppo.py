@@ -125,11 +125,11 @@ class BcPpoConfig:
         require(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
 
 
-def demonstrations(cfg: BcPpoConfig, run_dir: Path, policy: str = "",
+def demonstrations(cfg: BcPpoConfig, run_dir: Path, policy: str, demos: str = "",
                    name: str = "demos") -> tuple[Path, dict]:
-    """Play ``policy`` (default: ``demo_policy``, or read ``demos``) into ``run_dir/name``,
-    filter the episodes, and return the kept trajectory directory and the statistics of all
-    and kept episodes."""
+    """Play ``policy`` into ``run_dir/name`` (or read the trajectories of ``demos``), filter
+    the episodes, and return the kept trajectory directory and the statistics of all and kept
+    episodes."""
     import pyarrow.compute as pc
 
     from policylm.jobs.collect import CollectConfig, PolicySource, collect
@@ -141,10 +141,8 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path, policy: str = "",
         split_of,
     )
 
-    played = bool(policy) or not cfg.demos
-    policy = policy or cfg.demo_policy
-    source = run_dir / name / "trajectories" if played else Path(cfg.demos)
-    if played:
+    source = Path(demos) if demos else run_dir / name / "trajectories"
+    if not demos:
         collect(CollectConfig(env_id=cfg.env_id, env_options=cfg.env_options,
                               policies=[PolicySource("demo", policy)],
                               episodes_per_policy=cfg.demo_episodes, num_workers=cfg.num_workers,
@@ -174,7 +172,7 @@ def demonstrations(cfg: BcPpoConfig, run_dir: Path, policy: str = "",
                 "mean_return": float(pc.mean(returns).as_py()),
                 "success_rate": float(pc.mean(pc.greater(returns, 0.0).cast("float64")).as_py())}
 
-    return out, {"policy": policy if played else cfg.demos, "all": stats(episodes),
+    return out, {"policy": demos or policy, "all": stats(episodes),
                  "kept": stats(kept), "trained_episodes": len(train),
                  "heldout_episodes": len(held)}
 
@@ -252,12 +250,13 @@ def behaviour_cloning(cfg: BcPpoConfig, data: Path, run_dir: Path,
             "loss_first": losses[0], "loss_last": losses[-1]}
 
 
-def imitate(cfg: BcPpoConfig, run_dir: Path, stages: Stages, policy: str, key: str,
-            metrics: dict) -> str:
+def imitate(cfg: BcPpoConfig, run_dir: Path, stages: Stages, policy: str, demos: str,
+            key: str, metrics: dict) -> str:
     """One demonstrator's stages (demos, convert, BC) under ``<key>demos``/``<key>bc`` in the
     run and in ``metrics``; returns the BC module's directory."""
     with stages(f"{key}demos"):
-        kept, metrics[f"{key}demos"] = demonstrations(cfg, run_dir, policy, f"{key}demos")
+        kept, metrics[f"{key}demos"] = demonstrations(cfg, run_dir, policy, demos,
+                                                      f"{key}demos")
         log.info("%sdemos: %s", key, metrics[f"{key}demos"])
     with stages(f"{key}convert"):
         data = convert(kept, run_dir / f"{key}rllib_demos")
@@ -302,10 +301,11 @@ def main(cfg: BcPpoConfig) -> dict:
             inits["external"], model, metrics["external"] = prepare_init(
                 cfg.init, cfg.env_id, cfg.env_options, run_dir / "external" / "module")
             metrics["external"]["model_config"] = model
-    for method, policy, key in (("bc-ppo", "", ""),
-                                ("bc-ppo-baseline", cfg.baseline_demo_policy, "baseline_")):
+    for method, policy, demos, key in (
+            ("bc-ppo", cfg.demo_policy, cfg.demos, ""),
+            ("bc-ppo-baseline", cfg.baseline_demo_policy, "", "baseline_")):
         if method in cfg.methods:
-            inits[method] = imitate(cfg, run_dir, stages, policy, key, metrics)
+            inits[method] = imitate(cfg, run_dir, stages, policy, demos, key, metrics)
     if "transfer" in cfg.methods:
         with stages("transfer_source"):
             source = cfg.transfer_checkpoint

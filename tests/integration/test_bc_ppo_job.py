@@ -142,8 +142,8 @@ def test_bc_ppo_from_a_language_model_on_babyai(ray_local, tiny_model_dir, fille
     assert out["bc"]["module"] != out["baseline_bc"]["module"]
     assert Path(out["bc"]["module"]).is_relative_to(run / "bc")
     assert Path(out["baseline_bc"]["module"]).is_relative_to(run / "baseline_bc")
-    results = {json.loads(p.read_text())["method"]: json.loads(p.read_text())
-               for p in (run / "trials").glob("*/result.json")}
+    results = {r["method"]: r for r in (json.loads(p.read_text())
+                                        for p in (run / "trials").glob("*/result.json"))}
     assert set(results) == {"bc-ppo", "bc-ppo-baseline", "scratch"}
     for method in ("bc-ppo", "bc-ppo-baseline"):  # PPO starts from that demonstrator's BC
         key = "bc" if method == "bc-ppo" else "baseline_bc"

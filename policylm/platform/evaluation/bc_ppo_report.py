@@ -18,8 +18,10 @@ from policylm.platform.evaluation.sample_efficiency import (
     median_or_none,
 )
 
-# the methods that start PPO from a BC policy, and the summary key of their ratio to scratch
-CLONED = (("bc-ppo", "bc_over_scratch"), ("bc-ppo-baseline", "baseline_over_scratch"))
+# the methods that start PPO from a BC policy: the prefix of their demonstrator's keys in
+# metrics.json (demos, bc) and the summary key of their ratio to scratch
+CLONED = (("bc-ppo", "", "bc_over_scratch"),
+          ("bc-ppo-baseline", "baseline_", "baseline_over_scratch"))
 
 
 def summarise(results: list[dict], threshold: float, budget: int | None = None) -> dict:
@@ -43,7 +45,7 @@ def summarise(results: list[dict], threshold: float, budget: int | None = None) 
         m["before_mean"] = float(np.mean(m["before"]))
     out: dict[str, Any] = {"methods": methods}
     scratch = methods.get("scratch")
-    for method, key in CLONED:
+    for method, _, key in CLONED:
         frames = methods.get(method, {}).get("median_frames")
         if frames is None or scratch is None:
             continue
@@ -101,9 +103,9 @@ def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) ->
                         f"{method}: positions in the final evaluation ({cfg.env_id})",
                         grid, labels)
     lines = [f"# bc-ppo on {cfg.env_id}", ""]
-    for key in ("", "baseline_"):
-        lines += _imitation_lines(cfg, metrics.get(f"{key}demos"), metrics.get(f"{key}bc"),
-                                  "bc-ppo-baseline" if key else "bc-ppo")
+    for method, prefix, _ in CLONED:
+        lines += _imitation_lines(cfg, metrics.get(f"{prefix}demos"),
+                                  metrics.get(f"{prefix}bc"), method)
     src = metrics.get("transfer_source")
     if src:
         lines += [f"Transfer source: PPO on {src['env_id']} for {src['frames']:,} frames "
@@ -122,7 +124,7 @@ def write_report(cfg: Any, run_dir: Path, results: list[dict], metrics: dict) ->
             for name, m in methods.items()]
     lines += [markdown_table(["method", *(f"seed {s}" for s in seeds), "median",
                               "return before PPO", "final return ± s.e. (seeds)"], rows), ""]
-    for method, key in CLONED:
+    for method, _, key in CLONED:
         if key in summary:
             ratio = summary[key]
             lines += [f"{method} needs {ratio:.2f}x the frames of scratch (median); the bar is "
