@@ -14,7 +14,8 @@ import sys
 JOBS: dict[str, str] = {
     "demo": "demo", "train-experts": "train_experts", "collect": "collect", "filter": "filter",
     "self-improve": "self_improve", "build-dataset": "build_dataset", "sft": "sft",
-    "grpo": "grpo", "grpo-episodes": "grpo_episodes", "bc-ppo": "bc_ppo", "merge": "merge",
+    "grpo": "grpo", "grpo-episodes": "grpo_episodes", "bc-ppo": "bc_ppo", "control": "control",
+    "merge": "merge",
     "evaluate": "evaluate",
     "compare": "compare", "benchmark": "benchmark", "train-suite": "train_suite",
     "sweep": "sweep", "serve": "serve",

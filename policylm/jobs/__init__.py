@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-MODULES = ("bc_ppo", "benchmark", "build_dataset", "collect", "compare", "demo", "evaluate",
+MODULES = ("bc_ppo", "benchmark", "build_dataset", "collect", "compare", "control", "demo",
+           "evaluate",
            "export_minari", "filter", "grpo", "grpo_episodes", "import_minari", "merge",
            "self_improve", "serve", "sft", "sweep", "train_experts", "train_suite")
 

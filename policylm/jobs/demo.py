@@ -39,6 +39,9 @@ class DemoEvalConfig:
     adaptive: bool = field(True, doc="remaining target = target - reward so far")
     guidance: float = field(0.0, doc="return guidance weight of the fine-tuned policy (hf:// "
                             "guidance=; train with sft.target_dropout > 0); 0: none")
+    policy_params: dict = field(factory=dict, doc="more hf:// settings of both policies, e.g. "
+                                "{mode: generate, max_new_tokens: 48} for actions that cannot "
+                                "be listed (continuous ones)")
     num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
     envs_per_worker: int = field(8, doc="envs per actor (one batched engine call per step)")
     compare_base: bool = field(True, doc="also evaluate the untrained model at the same targets")
@@ -212,19 +215,26 @@ def skill_policies(cfg: DemoConfig, experts: dict) -> list[collect.PolicySource]
     return [*out, collect.PolicySource("expert", experts[best]["uri"])]
 
 
-def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> dict[str, dict]:
-    """Evaluate the fine-tuned policy (and the untrained model) at every target."""
+def llm_uri(cfg: DemoConfig, adapter: str | None) -> str:
+    """The evaluation's ``hf://`` URI of the base model with ``adapter`` (None: untrained)."""
     from policylm.platform.policies import with_params
 
     ev = cfg.evaluate
     base = with_params(f"hf://{cfg.sft.model}", temperature=ev.temperature,
-                       adaptive=int(ev.adaptive))
+                       adaptive=int(ev.adaptive), **ev.policy_params)
+    if adapter is None:
+        return base
+    return with_params(base, adapter=adapter, **({"guidance": ev.guidance} if ev.guidance else {}))
+
+
+def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> dict[str, dict]:
+    """Evaluate the fine-tuned policy (and the untrained model) at every target."""
+    ev = cfg.evaluate
     todo = {}
     if adapter is not None:
-        todo["fine-tuned"] = with_params(base, adapter=adapter,
-                                         **({"guidance": ev.guidance} if ev.guidance else {}))
+        todo["fine-tuned"] = llm_uri(cfg, adapter)
     if ev.compare_base or adapter is None:
-        todo["untrained"] = base
+        todo["untrained"] = llm_uri(cfg, None)
     out = {}
     for label, uri in todo.items():
         out[label] = evaluate.main(evaluate.EvaluateConfig(
@@ -236,11 +246,10 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
     return out
 
 
-def main(cfg: DemoConfig) -> dict:
-    from policylm.platform.evaluation.reports import plot_target_vs_actual
-
-    run_dir = open_run("demo", cfg).resolve()
-    stages = Stages()
+def train_policy(cfg: DemoConfig, run_dir: Path, stages: Stages) -> dict:
+    """The stages up to the fine-tuned adapter, each in its own directory of ``run_dir``:
+    ``experts`` (the train-experts result; ``{"experts": {}}`` for skill_source=policies),
+    ``collect``, ``dataset`` and ``sft`` (each stage's result)."""
     ex: dict = {"experts": {}}
     if cfg.skill_source != "policies":
         with stages("train_experts"):
@@ -262,6 +271,16 @@ def main(cfg: DemoConfig) -> dict:
     with stages("sft"):
         tuned = sft.main(dataclasses.replace(cfg.sft, dataset=ds["dataset"],
                                              out=str(run_dir / "sft")))
+    return {"experts": ex, "collect": col, "dataset": ds, "sft": tuned}
+
+
+def main(cfg: DemoConfig) -> dict:
+    from policylm.platform.evaluation.reports import plot_target_vs_actual
+
+    run_dir = open_run("demo", cfg).resolve()
+    stages = Stages()
+    parts = train_policy(cfg, run_dir, stages)
+    ex, col, ds, tuned = (parts[k] for k in ("experts", "collect", "dataset", "sft"))
     with stages("evaluate"):
         evals = evaluate_policies(cfg, tuned["adapter"], run_dir)
     training = col["overall_return"]  # return statistics of every collected episode

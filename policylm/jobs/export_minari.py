@@ -8,8 +8,10 @@ the Minari store (``MINARI_DATASETS_PATH``, default ``~/.minari/datasets``) and
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from policylm.jobkit.runs import log, run_job
 from policylm.platform.config import field, require
@@ -22,11 +24,37 @@ class ExportMinariConfig:
     trajectories: str = field("", doc="trajectory directory, or a collect run directory")
     dataset_id: str = field("", doc="Minari id, (namespace/)name-v<N>, e.g. policylm/cartpole-v0")
     description: str = field("", doc="dataset description stored in its metadata")
+    store: str = field("", doc="Minari store directory it is written to (default: "
+                       "MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    ref_min: str = field("", doc="reference return of a random policy (normalised score 0), as "
+                         "a number or the skill in the trajectories whose mean return it is, "
+                         "e.g. random; empty: none")
+    ref_max: str = field("", doc="reference return of an expert (normalised score 100), a number "
+                         "or a skill, e.g. expert; give both or neither")
 
     def validate(self) -> None:
         require(bool(self.trajectories), "trajectories", "give the trajectory directory")
         require("-v" in self.dataset_id, "dataset_id",
                 f"{self.dataset_id!r} must look like namespace/name-v0")
+        require(bool(self.ref_min) == bool(self.ref_max), "ref_max",
+                "give both reference returns (ref_min=random ref_max=expert) or neither")
+
+
+def reference_return(value: str, steps: object) -> float:
+    """``value`` as a number, else the mean episode return of the skill it names in ``steps``
+    (a trajectory table); ConfigError naming the skills there when it is neither."""
+    from policylm.platform.config import ConfigError
+    from policylm.platform.data import trajectories as tr
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    skills = tr.skill_stats(tr.episode_table(steps))
+    if value not in skills:
+        raise ConfigError(f"reference {value!r} is neither a number nor a skill of the "
+                          f"trajectories ({', '.join(sorted(skills))})")
+    return float(skills[value]["return"]["mean"])
 
 
 def main(cfg: ExportMinariConfig) -> dict:
@@ -34,16 +62,26 @@ def main(cfg: ExportMinariConfig) -> dict:
     from policylm.platform.data.minari_io import export_minari
     from policylm.platform.envs import make_adapter
 
+    if cfg.store:  # minari reads its store from the environment
+        os.environ["MINARI_DATASETS_PATH"] = str(Path(cfg.store).absolute())
     steps = tr.read_trajectories(tr.trajectory_dir(cfg.trajectories))
     env_ids = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
     if len(env_ids) != 1:
         raise tr.TrajectoryError(f"trajectories mix envs {env_ids}; export one env at a time")
     adapter = make_adapter(env_ids[0])
+    refs = None
+    if cfg.ref_min:
+        refs = (reference_return(cfg.ref_min, steps), reference_return(cfg.ref_max, steps))
+        require(refs[1] > refs[0], "ref_max", f"the expert's reference return {refs[1]:g} must "
+                f"exceed the random one's {refs[0]:g}")
     ds = export_minari(steps, cfg.dataset_id, adapter.action_space, env_id=env_ids[0],
-                       observation_space=adapter.observation_space, description=cfg.description)
+                       observation_space=adapter.observation_space, description=cfg.description,
+                       ref_scores=refs)
     log.info("Minari dataset %s: %d episodes, %d steps", cfg.dataset_id, ds.total_episodes,
              ds.total_steps)
-    return {"dataset_id": cfg.dataset_id, "episodes": ds.total_episodes, "steps": ds.total_steps}
+    return {"dataset_id": cfg.dataset_id, "store": os.environ["MINARI_DATASETS_PATH"],
+            "episodes": ds.total_episodes, "steps": ds.total_steps,
+            "ref_scores": None if refs is None else {"min": refs[0], "max": refs[1]}}
 
 
 CONFIG = ExportMinariConfig

@@ -8,10 +8,12 @@ as ``rllib://<dir>``), ``experts.json`` (URI, iteration, greedy evaluation retur
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -44,6 +46,9 @@ class TrainExpertsConfig:
     num_epochs: int = field(6, doc="PPO epochs per iteration")
     lr: float = field(3e-4, doc="learning rate")
     hidden: list = field(factory=lambda: [64, 64], doc="MLP hidden layer sizes")
+    ppo: dict = field(factory=dict, doc="more PPOConfig.training() settings, e.g. {gamma: 0.99, "
+                      "lambda_: 0.95, vf_clip_param: 10000} (MuJoCo returns need a wide value "
+                      "clip; RLlib's default is 10)")
     eval_episodes: int = field(5, doc="greedy evaluation episodes per saved checkpoint")
     seed: int = field(0, doc="seed for PPO and evaluation")
     tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
@@ -65,6 +70,19 @@ class TrainExpertsConfig:
         require(self.train_batch_size >= self.minibatch_size, "minibatch_size",
                 "must not exceed train_batch_size")
         require(self.eval_episodes >= 1, "eval_episodes", "must be >= 1")
+        known = {k for f in _ppo_training() for k in inspect.signature(f).parameters}
+        for key in self.ppo:
+            require(key in known, f"ppo.{key}", "is not a PPOConfig.training() setting; known: "
+                    + ", ".join(sorted(known - {"self", "kwargs"})))
+        for key in ("train_batch_size_per_learner", "minibatch_size", "num_epochs", "lr"):
+            require(key not in self.ppo, f"ppo.{key}", "has its own field in this config")
+
+
+def _ppo_training() -> tuple[Any, Any]:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    return PPOConfig.training, AlgorithmConfig.training
 
 
 def evaluate_uri(env_id: str, env_options: dict, uri: str, episodes: int, seed: int) -> dict:
@@ -96,7 +114,8 @@ def main(cfg: TrainExpertsConfig) -> dict:
         .env_runners(num_env_runners=cfg.num_env_runners,
                      num_envs_per_env_runner=cfg.envs_per_runner)
         .training(train_batch_size_per_learner=cfg.train_batch_size,
-                  minibatch_size=cfg.minibatch_size, num_epochs=cfg.num_epochs, lr=cfg.lr)
+                  minibatch_size=cfg.minibatch_size, num_epochs=cfg.num_epochs, lr=cfg.lr,
+                  **cfg.ppo)
         .rl_module(model_config={"fcnet_hiddens": list(cfg.hidden)})
         .debugging(seed=cfg.seed)
     )

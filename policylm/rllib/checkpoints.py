@@ -2,7 +2,8 @@
 (``policylm.platform.policies.uri``) loads here, where Ray may be imported.
 
 :func:`rllib_logits_fn` returns ``logits_fn(obs[B, D]) -> logits[B, n]`` after checking that the
-checkpoint fits the env; :class:`policylm.platform.policies.LogitsPolicy` turns it into actions.
+checkpoint fits the env; :func:`policylm.platform.policies.base.network_policy` turns it into
+actions (a continuous module's output is its Gaussian's mean and log standard deviation).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from policylm.platform.envs import EnvAdapter
-from policylm.platform.policies.network import LogitsFn, check_fit
+from policylm.platform.policies.network import LogitsFn, action_width, check_fit
 
 
 def rllib_module_dir(path: str | Path) -> Path:
@@ -35,7 +36,11 @@ def rllib_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
 
     module = RLModule.from_checkpoint(str(rllib_module_dir(path)))
     obs_dim = int(np.prod(module.observation_space.shape))
-    check_fit(path, obs_dim, int(getattr(module.action_space, "n", -1)), adapter)
+    try:
+        width = action_width(module.action_space)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    check_fit(path, obs_dim, width, adapter)
     return module_logits_fn(module)
 
 

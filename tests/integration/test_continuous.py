@@ -87,3 +87,58 @@ def test_episodic_grpo_with_generated_actions(ray_local, tiny_model_dir, tmp_pat
     assert np.isfinite(it["loss"])
     steps = pq.read_table(Path(result["run_dir"]) / "trajectories")
     assert all(t.startswith("<action>") for t in steps.column("action_text").to_pylist())
+
+
+def test_control_config_at_a_tiny_budget(ray_local, tiny_model_dir, tmp_path):
+    """configs/halfcheetah.yaml at a tiny budget: RLlib PPO experts with continuous actions are
+    collected, exported to Minari with reference returns, the LLM is fine-tuned and plays every
+    target, MLP BC (all rows, the best skill's) and GRPO from the adapter play the highest target
+    on the same seeds, and the report has the normalised scores and paired differences."""
+    import json
+
+    import minari
+
+    from policylm.jobs.control import ControlConfig, main
+    from policylm.platform.config import load_config
+
+    cfg = load_config(ControlConfig, Path(__file__).parents[2] / "configs" / "halfcheetah.yaml", [
+        "env_options={max_episode_steps: 6}", "experts.select=iteration",
+        "experts.skills={medium: 1, expert: 2}", "experts.train_batch_size=120",
+        "experts.minibatch_size=60", "experts.num_epochs=1", "experts.num_env_runners=0",
+        "experts.envs_per_runner=2", "experts.eval_episodes=2",
+        "collect.episodes_per_policy=3", "collect.num_workers=0", "dataset.max_rows_per_skill=0",
+        f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
+        "sft.max_eval_rows=8", "sft.save_steps=2", "sft.train.num_workers=0",
+        "evaluate.targets=[0, 5]", "evaluate.episodes=2", "evaluate.num_workers=0",
+        "evaluate.policy_params={mode: generate, max_new_tokens: 40, fallback: random}",
+        "bc.steps=20", "bc.hidden=[8]", "grpo.max_steps=1", "grpo.num_generations=2",
+        "grpo.batch_size=4", "grpo.max_completion_length=40", "grpo.save_steps=1",
+        "grpo.dtype=fp32", "grpo.train.num_workers=0", "grpo.env_reward.horizon=2",
+        f"out={tmp_path / 'control'}"])
+    out = main(cfg)
+    run = tmp_path / "control"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["skills"]) == {"random", "medium", "expert"}
+    refs = metrics["references"]
+    best = max(("medium", "expert"), key=lambda s: metrics["skills"][s]["mean"])
+    assert refs == {"min": metrics["skills"]["random"]["mean"],
+                    "max": metrics["skills"][best]["mean"], "expert": best}
+    ds = minari.load_dataset(metrics["minari"]["dataset_id"])  # the run's store (env var set)
+    assert ds.total_episodes == 9
+    assert minari.get_normalized_score(ds, np.array([refs["max"]])).tolist() == \
+        pytest.approx([1.0])
+    assert [r["policy"] for r in metrics["scores"]] == \
+        ["fine-tuned", "fine-tuned", "bc-all", "bc-best", "grpo"]
+    scale = 100 / (refs["max"] - refs["min"])
+    for r in metrics["scores"]:
+        assert r["return"]["count"] == 2
+        assert r["normalised"]["mean"] == pytest.approx((r["return"]["mean"] - refs["min"]) * scale)
+    assert metrics["bc"]["bc-best"]["skills"] == [best]
+    assert metrics["bc"]["bc-all"]["rows"] > metrics["bc"]["bc-best"]["rows"]
+    for part in (*metrics["bc"].values(), metrics["grpo"]):  # paired on the same 2 seeds
+        assert part["difference_vs_fine_tuned"]["pairs"] == 2
+    assert metrics["grpo"]["env_reward"]["policy"].startswith("rllib://")  # the expert
+    assert metrics["evaluate"]["fine-tuned"]["steps_per_s"] > 0
+    report = (run / "report.md").read_text()
+    assert "Normalised score" in report and "bc-best" in report and "## Goal" in report
+    assert out["goal"]["bar"] == 0.9

@@ -37,13 +37,14 @@ def _actions(space: gym.Space, rows: list) -> np.ndarray:
 
 def export_minari(steps: pa.Table, dataset_id: str, action_space: gym.Space,
                   env_id: str | None = None, observation_space: gym.Space | None = None,
-                  description: str = "") -> Any:
+                  description: str = "", ref_scores: tuple[float, float] | None = None) -> Any:
     """Write the episodes of ``steps`` (agent 0) as Minari dataset ``dataset_id``.
 
     ``action_space`` is the env's (actions are stored flat in trajectories). ``env_id``, when
     given, is recorded so ``recover_environment`` works. ``observation_space`` is used when it
     is a ``Box`` of the stored vectors' shape (the env's own space, when obs are not reshaped);
-    otherwise the space is an unbounded flat ``Box``."""
+    otherwise the space is an unbounded flat ``Box``. ``ref_scores`` (random, expert) are the
+    reference returns ``minari.get_normalized_score`` scales by, as D4RL's are."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -82,6 +83,8 @@ def export_minari(steps: pa.Table, dataset_id: str, action_space: gym.Space,
         minari.create_dataset_from_buffers(
             dataset_id, buffers, env=env_id, observation_space=obs_space,
             action_space=action_space, algorithm_name="policylm",
+            **({} if ref_scores is None else {"ref_min_score": float(ref_scores[0]),
+                                              "ref_max_score": float(ref_scores[1])}),
             description=description or f"policylm trajectories of {env_id}",
             data_format="arrow")
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ the return-conditioned LLM policy (``llm``) and policies behind a server (``remo
 """
 
 from policylm.platform.policies.base import (
+    BoxPolicy,
     ConstantPolicy,
     LogitsPolicy,
     MixPolicy,
@@ -20,6 +21,6 @@ from policylm.platform.policies.uri import (
 )
 from policylm.platform.policy import Policy, as_policy
 
-__all__ = ["ConstantPolicy", "LogitsPolicy", "MixPolicy", "Policy", "PolicyError",
+__all__ = ["BoxPolicy", "ConstantPolicy", "LogitsPolicy", "MixPolicy", "Policy", "PolicyError",
            "RandomPolicy", "absolute_paths", "as_policy", "check_uri", "choose",
            "policy_from_uri", "split_uri", "with_params"]

@@ -8,6 +8,7 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from policylm.platform.envs import EnvAdapter
@@ -138,6 +139,45 @@ class LogitsPolicy(Policy):
         batch = np.stack([self.adapter.flatten(o) for o in observations])
         return choose(self.logits_fn(batch), [self.rngs[s] for s in slots], self.sample,
                       self.start)
+
+
+class BoxPolicy(Policy):
+    """Wraps ``net_fn(obs_batch[B, D]) -> out[B, k]`` for a ``Box`` action space of ``A``
+    numbers: ``k = A`` is the action itself (a regression net), ``k = 2A`` is a diagonal
+    Gaussian's mean then log standard deviation (RLlib's continuous ``action_dist_inputs``).
+    Greedy takes the mean; ``sample`` draws from the Gaussian with each slot's own random
+    stream. Actions are clipped to the space."""
+
+    def __init__(self, adapter: EnvAdapter, net_fn: Callable[[np.ndarray], np.ndarray],
+                 sample: bool = False):
+        space = adapter.action_space
+        self.adapter, self.net_fn, self.sample = adapter, net_fn, sample
+        self.shape, self.dim = space.shape, int(np.prod(space.shape))
+        self.low = np.asarray(space.low, np.float32).reshape(-1)
+        self.high = np.asarray(space.high, np.float32).reshape(-1)
+        self.rngs = _SlotRngs()
+
+    def reset(self, slot: int, seed: int) -> None:
+        self.rngs.reset(slot, seed)
+
+    def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
+        batch = np.stack([self.adapter.flatten(o) for o in observations])
+        out = np.asarray(self.net_fn(batch), dtype=np.float32)
+        mean = out[:, :self.dim]
+        if self.sample and out.shape[1] == 2 * self.dim:
+            std = np.exp(out[:, self.dim:])
+            mean = mean + std * np.stack([self.rngs[s].standard_normal(self.dim) for s in slots])
+        acts = np.clip(mean, self.low, self.high).astype(self.adapter.action_space.dtype)
+        return [a.reshape(self.shape) for a in acts]
+
+
+def network_policy(adapter: EnvAdapter, net_fn: Callable[[np.ndarray], np.ndarray],
+                   sample: bool = False) -> Policy:
+    """The policy of a network's output: :class:`LogitsPolicy` in a ``Discrete`` action space,
+    :class:`BoxPolicy` in a ``Box``."""
+    if isinstance(adapter.action_space, gym.spaces.Box):
+        return BoxPolicy(adapter, net_fn, sample)
+    return LogitsPolicy(adapter, net_fn, sample)
 
 
 def choose(logits: Any, rngs: Sequence[np.random.Generator], sample: bool,

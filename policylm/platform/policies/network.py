@@ -2,8 +2,8 @@
 load in ``policylm.rllib.checkpoints`` (Ray is needed there); external ``torch.nn.Module`` policies
 (``pytorch://``) are in ``policylm.platform.policies.external``. Each loader returns
 ``logits_fn(obs[B, D]) -> logits[B, n]`` after checking that the checkpoint fits the env
-(observation size, number of actions); :class:`policylm.platform.policies.LogitsPolicy` turns that
-into actions.
+(observation size, number of actions); :func:`policylm.platform.policies.base.network_policy` turns
+that into actions (logits for ``Discrete`` spaces, values or a Gaussian for ``Box`` spaces).
 """
 
 from __future__ import annotations
@@ -21,21 +21,25 @@ MLP_FORMAT = "policylm-mlp/1"
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
 
-def _n_actions(adapter: EnvAdapter) -> int:
-    if not isinstance(adapter.action_space, gym.spaces.Discrete):
-        raise ValueError(
-            f"network policies act in Discrete action spaces; {adapter.env_id} has "
-            f"{adapter.action_space}"
-        )
-    return int(adapter.action_space.n)
+def action_width(space: gym.Space) -> int:
+    """What a network's action head is sized by: ``n`` of a ``Discrete`` space (logits), the
+    number of values of a ``Box`` (one action, or a Gaussian's mean); other spaces: ValueError."""
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    raise ValueError(f"network policies act in Discrete or Box action spaces, not {space}")
 
 
 def check_fit(source: str, obs_dim: int, n_actions: int, adapter: EnvAdapter) -> None:
-    if obs_dim != adapter.obs_dim or n_actions != _n_actions(adapter):
+    """ValueError unless a checkpoint with observations of ``obs_dim`` values and an action head
+    of ``n_actions`` (:func:`action_width` of its action space) fits ``adapter``'s env."""
+    width = action_width(adapter.action_space)
+    if obs_dim != adapter.obs_dim or n_actions != width:
         raise ValueError(
             f"checkpoint {source} expects observations of size {obs_dim} and {n_actions} "
             f"actions, but {adapter.env_id} gives size {adapter.obs_dim} and "
-            f"{_n_actions(adapter)} actions; use a checkpoint trained on this env"
+            f"{width} actions; use a checkpoint trained on this env"
         )
 
 
@@ -53,7 +57,8 @@ def torch_logits_fn(net: Any) -> LogitsFn:
 
 
 def build_mlp(obs_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64)) -> Any:
-    """A plain ``nn.Sequential`` MLP (tanh hidden layers) producing action logits."""
+    """A plain ``nn.Sequential`` MLP (tanh hidden layers): action logits for a ``Discrete``
+    space, the action's values for a ``Box`` (``n_actions``: :func:`action_width`)."""
     from torch import nn
 
     layers: list[nn.Module] = []

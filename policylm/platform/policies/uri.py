@@ -30,11 +30,11 @@ from urllib.parse import parse_qsl, urlencode
 from policylm.platform.envs import EnvAdapter
 from policylm.platform.policies.base import (
     ConstantPolicy,
-    LogitsPolicy,
     MixPolicy,
     PolicyError,
     RandomPolicy,
     check_eps,
+    network_policy,
 )
 from policylm.platform.policy import Policy, as_policy
 
@@ -172,7 +172,7 @@ def _build(uri: str, adapter: EnvAdapter) -> Policy:
             # RLlib checkpoints need Ray, which this Ray-free core never imports: the loader
             # lives in the Ray layer and is found by name, as python: policies are
             fn = importlib.import_module(RLLIB_LOADER).rllib_logits_fn(body, adapter)
-        return LogitsPolicy(adapter, fn, sample=sample)
+        return network_policy(adapter, fn, sample=sample)
     raise PolicyError(
         f"policy URI {uri!r}: unknown scheme {scheme!r}; known: random:, constant:<action>, "
         "mix:<uri>?eps=<p>, python:<module:Class>, file://<path>, "

@@ -1,0 +1,113 @@
+"""Behaviour cloning of a plain MLP on the rows a language model was fine-tuned on: the baseline
+a user would train instead (RLFT4RL's MLP BC, D4RL's BC).
+
+:func:`bc_rows` joins a built dataset's rows (``episode_id``, ``t``) back to the trajectories
+they came from, for the observation vectors and env actions; :func:`train_bc` fits
+``build_mlp`` to them (mean squared error on ``Box`` actions, cross-entropy on ``Discrete``), and
+the saved checkpoint plays as ``file://<path>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from policylm.platform.data import trajectories as tr
+
+
+class BcDataError(ValueError):
+    """Dataset rows that cannot be cloned; the message says which and why."""
+
+
+@dataclass
+class BcResult:
+    """A trained MLP and its losses: ``losses`` are (step, training loss) every 10 % of steps;
+    ``validation_loss`` is on the held-out rows (None without them)."""
+
+    net: object
+    losses: list[tuple[int, float]]
+    validation_loss: float | None
+
+
+def bc_rows(dataset: str | Path, trajectories: str | Path, split: str = "train",
+            skills: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Observation vectors ``[N, D]`` and env actions ``[N, A]`` of the ``split`` rows of a built
+    dataset (its ``dataset/`` directory or the run directory), in the dataset's order; with
+    ``skills``, only those skills' rows. Each row is found in ``trajectories`` by its episode
+    id and step."""
+    base = Path(dataset)
+    d = base / "dataset" if (base / "dataset" / split).is_dir() else base
+    files = sorted((d / split).glob("*.parquet"))
+    if not files:
+        raise BcDataError(f"{d / split}: no parquet files; pass a build-dataset run directory")
+    rows = pa.concat_tables([pq.read_table(f, columns=[tr.EPISODE_ID, tr.T, tr.SKILL])
+                             for f in files])
+    if skills is not None:
+        keep = set(skills)
+        rows = rows.filter(pa.array([s in keep for s in rows.column(tr.SKILL).to_pylist()]))
+        if rows.num_rows == 0:
+            raise BcDataError(f"no {split} row of {d} has a skill in {sorted(keep)}")
+    steps = tr.read_trajectories(tr.trajectory_dir(trajectories),
+                                 columns=[tr.EPISODE_ID, tr.T, tr.OBS, tr.ACTION])
+    index = {(e, t): i for i, (e, t) in enumerate(zip(
+        steps.column(tr.EPISODE_ID).to_pylist(), steps.column(tr.T).to_pylist(), strict=True))}
+    at = []
+    for e, t in zip(rows.column(tr.EPISODE_ID).to_pylist(), rows.column(tr.T).to_pylist(),
+                    strict=True):
+        if (e, t) not in index:
+            raise BcDataError(f"dataset row (episode {e}, step {t}) is not in {trajectories}; "
+                              "pass the trajectories the dataset was built from")
+        at.append(index[(e, t)])
+    take = pa.array(at, pa.int64())
+    obs = np.asarray(steps.column(tr.OBS).take(take).to_pylist(), dtype=np.float32)
+    actions = np.asarray(steps.column(tr.ACTION).take(take).to_pylist(), dtype=np.float32)
+    return obs.reshape(len(at), -1), actions.reshape(len(at), -1)
+
+
+def train_bc(obs: np.ndarray, actions: np.ndarray, space: gym.Space, *,
+             hidden: Sequence[int] = (256, 256), steps: int = 3000, batch_size: int = 256,
+             lr: float = 1e-3, seed: int = 0,
+             validation: tuple[np.ndarray, np.ndarray] | None = None) -> BcResult:
+    """Fit ``build_mlp(D, width, hidden)`` to ``(obs, actions)`` with Adam for ``steps``
+    minibatches: regression onto ``Box`` actions (mean squared error), classification of
+    ``Discrete`` ones (cross-entropy)."""
+    import torch
+
+    from policylm.platform.policies.network import action_width, build_mlp
+
+    if len(obs) == 0 or len(obs) != len(actions):
+        raise BcDataError(f"need as many observations as actions (> 0), got {len(obs)} and "
+                          f"{len(actions)}")
+    box = isinstance(space, gym.spaces.Box)
+    torch.manual_seed(seed)
+    net = build_mlp(obs.shape[1], action_width(space), hidden)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    x = torch.as_tensor(obs)
+    y = torch.as_tensor(actions) if box else torch.as_tensor(actions[:, 0], dtype=torch.int64)
+    loss_fn = torch.nn.functional.mse_loss if box else torch.nn.functional.cross_entropy
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[tuple[int, float]] = []
+    every = max(steps // 10, 1)
+    net.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=gen)
+        loss = loss_fn(net(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == steps:
+            losses.append((step, float(loss.detach())))
+    net.eval()
+    held = None
+    if validation is not None and len(validation[0]):
+        vx, va = validation
+        vy = torch.as_tensor(va) if box else torch.as_tensor(va[:, 0], dtype=torch.int64)
+        with torch.no_grad():
+            held = float(loss_fn(net(torch.as_tensor(vx)), vy))
+    return BcResult(net, losses, held)
