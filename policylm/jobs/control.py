@@ -213,16 +213,19 @@ def scores_table(evals: dict, bcs: dict, grpo_part: dict | None, refs: dict, top
     fine-tuned LLM at every target, each BC baseline and the GRPO adapter at ``top``."""
     from policylm.platform.evaluation.metrics import target_label
 
+    tuned = evals["fine-tuned"]
     rows = [{"policy": "fine-tuned", "target": m["target"], "return": m,
-             "normalised": normalised(m, refs)}
-            for m in evals["fine-tuned"]["targets"].values()]
+             "normalised": normalised(m, refs), "invalid_rate": tuned["invalid_rate"].get(label)}
+            for label, m in tuned["targets"].items()]
     others = {name: b["eval"] for name, b in bcs.items()}
     if grpo_part is not None:
         others["grpo"] = grpo_part["eval"]
     for name, ev in others.items():
-        m = ev["targets"][target_label(top)]
-        rows.append({"policy": name, "target": top if name == "grpo" else None, "return": m,
-                     "normalised": normalised(m, refs)})
+        label = target_label(top)
+        rows.append({"policy": name, "target": top if name == "grpo" else None,
+                     "return": ev["targets"][label],
+                     "normalised": normalised(ev["targets"][label], refs),
+                     "invalid_rate": ev["invalid_rate"].get(label)})
     return rows
 
 

@@ -57,9 +57,13 @@ def report(cfg: Any, metrics: dict) -> str:
                      + f"; env reward: rollout `{g['env_reward'].get('policy')}`, horizon "
                      f"{g['env_reward'].get('horizon')}")
     lines += ["", "## Scores", "",
-              markdown_table(["policy", "target", "return ± s.e.", "normalised ± s.e."],
+              markdown_table(["policy", "target", "return ± s.e.", "normalised ± s.e.",
+                              "invalid answers"],
                              [[r["policy"], _num(r["target"], "g"), _pm(r["return"]),
-                               _pm(r["normalised"])] for r in metrics["scores"]]), "",
+                               _pm(r["normalised"]), _num(r["invalid_rate"], ".3f")]
+                              for r in metrics["scores"]]), "",
+              "Invalid answers (text that does not parse as an action) act randomly instead; n/a: "
+              "the policy writes no text.", "",
               f"Spearman(target, mean return) of the fine-tuned LLM: "
               f"{_num(metrics['evaluate']['fine-tuned']['spearman_means'], '.2f')}. Every policy "
               "plays the same env seeds. "
