@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from policylm.jobkit.runs import Stages, open_run, run_job, write_json
+from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
 from policylm.jobs import demo, evaluate, export_minari, grpo
 from policylm.platform import console
 from policylm.platform.config import field, require, validate_section
@@ -49,6 +49,8 @@ class ControlConfig(demo.DemoConfig):
     minari_id: str = field("", doc="Minari id of the export (default "
                            "policylm/<env>-mixed-v0), written to <run>/minari")
     bc: BcBaselineConfig = field(factory=BcBaselineConfig, doc="MLP BC baselines (bc.<key>)")
+    imitation_rows: int = field(256, doc="held-out dataset rows on which every policy's action "
+                                "is compared with the data's (mean squared error); 0: none")
     grpo_from_adapter: bool = field(True, doc="train GRPO from the SFT adapter and evaluate it "
                                     "at the highest target")
     grpo: grpo.GrpoJobConfig = field(
@@ -58,6 +60,7 @@ class ControlConfig(demo.DemoConfig):
 
     def validate(self) -> None:
         super().validate()
+        require(self.imitation_rows >= 0, "imitation_rows", "must be >= 0 (0: none)")
         require(self.include_random, "include_random",
                 "the random policy's return is the normalised score's 0; leave it true")
         validate_section(self.bc, "bc")
@@ -112,6 +115,54 @@ def train_baselines(cfg: ControlConfig, dataset: str, trajectories: str, best_sk
     return out
 
 
+def imitation_errors(cfg: ControlConfig, policies: dict[str, str], dataset: str,
+                     trajectories: str, batch: int = 32) -> dict[str, dict] | None:
+    """How closely each policy imitates the data on up to ``cfg.imitation_rows`` held-out
+    (validation) rows, evenly spread: the mean squared error between its action and the data's,
+    per action number (None without held-out rows). An LLM policy answers each row's own
+    prompt (its target, step and observation text; an invalid answer is its fallback action,
+    and counted), a network policy the row's observation vector."""
+    import numpy as np
+
+    from policylm.platform.data import trajectories as tr
+    from policylm.platform.envs import make_adapter
+    from policylm.platform.policies import policy_from_uri
+    from policylm.platform.training.bc import BcDataError, dataset_rows, env_arrays
+
+    try:
+        rows = dataset_rows(dataset, "validation", columns=[tr.EPISODE_ID, tr.T, tr.SKILL,
+                                                            "observation", "target_return"])
+    except BcDataError:
+        rows = None
+    if rows is not None:
+        rows = rows.filter([v is not None for v in rows.column("target_return").to_pylist()])
+    if rows is None or rows.num_rows == 0:
+        log.warning("imitation: the dataset has no held-out rows with a target; none measured "
+                    "(raise dataset.validation_fraction)")
+        return None
+    pick = np.unique(np.linspace(0, rows.num_rows - 1, min(rows.num_rows, cfg.imitation_rows))
+                     .astype(np.int64))
+    rows = rows.take(pick)
+    obs, actions = env_arrays(rows, trajectories)
+    texts, targets = rows.column("observation").to_pylist(), rows.column("target_return")
+    steps, n = rows.column(tr.T).to_pylist(), rows.num_rows
+    adapter = make_adapter(cfg.env_id, **cfg.env_options)
+    out = {}
+    for name, uri in policies.items():
+        policy = policy_from_uri(uri, adapter)
+        if hasattr(policy, "decide"):  # the LLM policy: each row's prompt
+            got = [d.action for i in range(0, n, batch) for d in policy.decide(
+                texts[i:i + batch], targets.to_pylist()[i:i + batch], steps[i:i + batch],
+                [np.random.default_rng(i + j) for j in range(len(texts[i:i + batch]))])]
+        else:
+            got = policy.act(list(obs), list(range(n)))
+        pred = np.asarray(got, np.float32).reshape(n, -1)
+        stats = policy.stats() or {}
+        out[name] = {"rows": n, "mse": float(((pred - actions) ** 2).mean()),
+                     "invalid_rate": stats.get("invalid_rate")}
+    return out
+
+
 def play(cfg: ControlConfig, policy: str, targets: list[float], out: Path) -> dict:
     """Evaluate ``policy`` at ``targets`` on the run's evaluation seeds."""
     ev = cfg.evaluate
@@ -119,6 +170,31 @@ def play(cfg: ControlConfig, policy: str, targets: list[float], out: Path) -> di
         policy=policy, env_id=cfg.env_id, env_options=dict(cfg.env_options), targets=targets,
         episodes=ev.episodes, num_workers=ev.num_workers, envs_per_worker=ev.envs_per_worker,
         seed=ev.seed, out=str(out)))
+
+
+def grpo_stage(cfg: ControlConfig, parts: dict, best: str, tuned_at_top: dict, run_dir: Path,
+               stages: Stages) -> dict:
+    """GRPO from the SFT adapter over the dataset's states (an empty ``env_reward.policy``:
+    the best skill's policy finishes each rollout), then the GRPO adapter at the highest
+    target, paired with the fine-tuned LLM's returns there (``tuned_at_top``)."""
+    from policylm.platform.evaluation.metrics import paired_difference
+
+    top = max(cfg.evaluate.targets)
+    policies = {p.skill: p.uri for p in demo.skill_policies(cfg, parts["experts"]["experts"])}
+    env_reward = {**cfg.grpo.env_reward,
+                  "policy": cfg.grpo.env_reward.get("policy") or policies[best]}
+    with stages("grpo"):
+        trained = grpo.main(dataclasses.replace(
+            cfg.grpo, dataset=parts["dataset"]["dataset"], model=cfg.sft.model,
+            adapter=parts["sft"]["adapter"], env_id=cfg.env_id,
+            env_options=dict(cfg.env_options), env_reward=env_reward, out=str(run_dir / "grpo")))
+    with stages("evaluate_grpo"):
+        played = play(cfg, demo.llm_uri(cfg, trained["adapter"]), [top],
+                      run_dir / "evaluate-grpo")
+    return {"adapter": trained["adapter"], "rewards": trained["rewards"],
+            "env_reward": env_reward, "eval": played,
+            "difference_vs_fine_tuned": paired_difference(
+                tuned_at_top, returns_at(played["run_dir"], top))}
 
 
 def main(cfg: ControlConfig) -> dict:
@@ -150,23 +226,16 @@ def main(cfg: ControlConfig) -> dict:
     for b in bcs.values():
         b["difference_vs_fine_tuned"] = paired_difference(
             tuned_at_top, returns_at(b["eval"]["run_dir"], top))
-    grpo_part: dict | None = None
-    if cfg.grpo_from_adapter:
-        policies = {p.skill: p.uri for p in demo.skill_policies(cfg, parts["experts"]["experts"])}
-        env_reward = {**cfg.grpo.env_reward,
-                      "policy": cfg.grpo.env_reward.get("policy") or policies[best]}
-        with stages("grpo"):
-            trained = grpo.main(dataclasses.replace(
-                cfg.grpo, dataset=ds["dataset"], model=cfg.sft.model, adapter=tuned["adapter"],
-                env_id=cfg.env_id, env_options=dict(cfg.env_options), env_reward=env_reward,
-                out=str(run_dir / "grpo")))
-        with stages("evaluate_grpo"):
-            played = play(cfg, demo.llm_uri(cfg, trained["adapter"]), [top],
-                          run_dir / "evaluate-grpo")
-        grpo_part = {"adapter": trained["adapter"], "rewards": trained["rewards"],
-                     "env_reward": env_reward, "eval": played,
-                     "difference_vs_fine_tuned": paired_difference(
-                         tuned_at_top, returns_at(played["run_dir"], top))}
+    grpo_part = grpo_stage(cfg, parts, best, tuned_at_top, run_dir, stages) \
+        if cfg.grpo_from_adapter else None
+    imitation = None
+    if cfg.imitation_rows:
+        with stages("imitation"):
+            imitation = imitation_errors(
+                cfg, {"fine-tuned": demo.llm_uri(cfg, tuned["adapter"]),
+                      **{k: b["uri"] for k, b in bcs.items()},
+                      **({"grpo": demo.llm_uri(cfg, grpo_part["adapter"])} if grpo_part else {})},
+                ds["dataset"], col["trajectories"])
     scores = scores_table(evals, bcs, grpo_part, refs, top)
     data = col["overall_return"]
     plot_target_vs_actual(evals["fine-tuned"], run_dir / "target_vs_actual.png",
@@ -186,11 +255,11 @@ def main(cfg: ControlConfig) -> dict:
                    **{f: grpo_part[f] for f in grpo_part if f != "eval"},
                    "stats": grpo_part["eval"]["targets"],
                    "steps_per_s": steps_per_s(grpo_part["eval"])},
-               "scores": scores,
+               "scores": scores, "imitation": imitation,
                "goal": goal(scores, top, evals["fine-tuned"]["spearman_means"]),
                "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", with_memory(metrics))
-    from policylm.jobs.control_report import report
+    from policylm.platform.evaluation.control_report import report
 
     (run_dir / "report.md").write_text(report(cfg, metrics))
     console.say(f"policylm control: report in {run_dir / 'report.md'}", "stdout")

@@ -107,6 +107,7 @@ def test_control_config_at_a_tiny_budget(ray_local, tiny_model_dir, tmp_path):
         "experts.minibatch_size=60", "experts.num_epochs=1", "experts.num_env_runners=0",
         "experts.envs_per_runner=2", "experts.eval_episodes=2",
         "collect.episodes_per_policy=3", "collect.num_workers=0", "dataset.max_rows_per_skill=0",
+        "dataset.validation_fraction=0.4",
         f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
         "sft.max_eval_rows=8", "sft.save_steps=2", "sft.train.num_workers=0",
         "evaluate.targets=[0, 5]", "evaluate.episodes=2", "evaluate.num_workers=0",
@@ -139,6 +140,12 @@ def test_control_config_at_a_tiny_budget(ray_local, tiny_model_dir, tmp_path):
         assert part["difference_vs_fine_tuned"]["pairs"] == 2
     assert metrics["grpo"]["env_reward"]["policy"].startswith("rllib://")  # the expert
     assert metrics["evaluate"]["fine-tuned"]["steps_per_s"] > 0
+    held = metrics["imitation"]  # every policy on the same held-out rows
+    assert set(held) == {"fine-tuned", "bc-all", "bc-best", "grpo"}
+    assert len({v["rows"] for v in held.values()}) == 1 and held["bc-all"]["rows"] > 0
+    assert all(v["mse"] >= 0 for v in held.values())
+    assert held["bc-all"]["invalid_rate"] is None  # an MLP writes no text
+    assert 0 <= held["fine-tuned"]["invalid_rate"] <= 1
     report = (run / "report.md").read_text()
     assert "Normalised score" in report and "bc-best" in report and "## Goal" in report
     assert out["goal"]["bar"] == 0.9

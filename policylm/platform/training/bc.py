@@ -35,24 +35,28 @@ class BcResult:
     validation_loss: float | None
 
 
-def bc_rows(dataset: str | Path, trajectories: str | Path, split: str = "train",
-            skills: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Observation vectors ``[N, D]`` and env actions ``[N, A]`` of the ``split`` rows of a built
-    dataset (its ``dataset/`` directory or the run directory), in the dataset's order; with
-    ``skills``, only those skills' rows. Each row is found in ``trajectories`` by its episode
-    id and step."""
+def dataset_rows(dataset: str | Path, split: str = "train", skills: Sequence[str] | None = None,
+                 columns: Sequence[str] = (tr.EPISODE_ID, tr.T, tr.SKILL)) -> pa.Table:
+    """The ``split`` rows of a built dataset (its ``dataset/`` directory or the run directory),
+    in the dataset's order, with ``columns`` (which must hold the skill when ``skills`` picks
+    rows by it)."""
     base = Path(dataset)
     d = base / "dataset" if (base / "dataset" / split).is_dir() else base
     files = sorted((d / split).glob("*.parquet"))
     if not files:
         raise BcDataError(f"{d / split}: no parquet files; pass a build-dataset run directory")
-    rows = pa.concat_tables([pq.read_table(f, columns=[tr.EPISODE_ID, tr.T, tr.SKILL])
-                             for f in files])
+    rows = pa.concat_tables([pq.read_table(f, columns=list(columns)) for f in files])
     if skills is not None:
         keep = set(skills)
         rows = rows.filter(pa.array([s in keep for s in rows.column(tr.SKILL).to_pylist()]))
         if rows.num_rows == 0:
             raise BcDataError(f"no {split} row of {d} has a skill in {sorted(keep)}")
+    return rows
+
+
+def env_arrays(rows: pa.Table, trajectories: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Observation vectors ``[N, D]`` and env actions ``[N, A]`` of dataset ``rows`` (with
+    episode id and step), found in the ``trajectories`` the dataset was built from."""
     steps = tr.read_trajectories(tr.trajectory_dir(trajectories),
                                  columns=[tr.EPISODE_ID, tr.T, tr.OBS, tr.ACTION])
     index = {(e, t): i for i, (e, t) in enumerate(zip(
@@ -68,6 +72,13 @@ def bc_rows(dataset: str | Path, trajectories: str | Path, split: str = "train",
     obs = np.asarray(steps.column(tr.OBS).take(take).to_pylist(), dtype=np.float32)
     actions = np.asarray(steps.column(tr.ACTION).take(take).to_pylist(), dtype=np.float32)
     return obs.reshape(len(at), -1), actions.reshape(len(at), -1)
+
+
+def bc_rows(dataset: str | Path, trajectories: str | Path, split: str = "train",
+            skills: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Observation vectors and env actions of a dataset's ``split`` rows (with ``skills``, only
+    those skills' rows): :func:`env_arrays` of :func:`dataset_rows`."""
+    return env_arrays(dataset_rows(dataset, split, skills), trajectories)
 
 
 def train_bc(obs: np.ndarray, actions: np.ndarray, space: gym.Space, *,

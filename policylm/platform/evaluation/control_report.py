@@ -76,6 +76,16 @@ def report(cfg: Any, metrics: dict) -> str:
     lines.append(markdown_table(
         ["policy", "pairs", "return difference ± s.e.", "within noise"],
         [[k, d["pairs"], _pm(d), d["within_noise"]] for k, d in pairs.items()]))
+    imitation = metrics.get("imitation")
+    if imitation:
+        n = next(iter(imitation.values()))["rows"]
+        lines += ["", f"## Imitation on {n} held-out rows", "",
+                  "Mean squared error between each policy's action and the data's, per action "
+                  "number, on validation rows (the LLM answers each row's own prompt; invalid "
+                  "answers count as their fallback action):", "",
+                  markdown_table(["policy", "action MSE", "invalid answers"],
+                                 [[k, _num(v["mse"], ".4f"), _num(v["invalid_rate"], ".3f")]
+                                  for k, v in imitation.items()])]
     goal = metrics["goal"]
     lines += ["", "## Goal", "",
               f"- fine-tuned LLM at the highest target: normalised {_num(goal['llm'])} against "
