@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policylm.jobkit.runs import Stages, log, open_run, run_job, write_json
-from policylm.jobs import demo, evaluate, export_minari, grpo
+from policylm.jobs import demo, export_minari, grpo
 from policylm.platform import console
 from policylm.platform.config import field, require, validate_section
+from policylm.platform.evaluation.control_report import goal, report, scores_table
 from policylm.platform.memory import with_memory
 
 
@@ -61,6 +62,8 @@ class ControlConfig(demo.DemoConfig):
     def validate(self) -> None:
         super().validate()
         require(self.imitation_rows >= 0, "imitation_rows", "must be >= 0 (0: none)")
+        require(export_minari.valid_minari_id(self.minari_id or default_minari_id(self.env_id)),
+                "minari_id", f"{self.minari_id!r} must look like namespace/name-v0")
         require(self.include_random, "include_random",
                 "the random policy's return is the normalised score's 0; leave it true")
         validate_section(self.bc, "bc")
@@ -69,13 +72,10 @@ class ControlConfig(demo.DemoConfig):
                              "grpo")
 
 
-def normalised(stats: dict, refs: dict) -> dict:
-    """The mean and standard error of ``stats`` (return statistics) as a D4RL normalised score:
-    ``100 (x - refs['min']) / (refs['max'] - refs['min'])``; None where unknown."""
-    scale = 100.0 / (refs["max"] - refs["min"])
-    mean, se = stats.get("mean"), stats.get("se")
-    return {"mean": None if mean is None else (mean - refs["min"]) * scale,
-            "se": None if se is None else se * scale}
+def default_minari_id(env_id: str) -> str:
+    """``policylm/<env name>-mixed-v0``: ``HalfCheetah-v5`` -> ``policylm/halfcheetah-mixed-v0``
+    (a namespace such as ``ALE/`` is dropped)."""
+    return f"policylm/{env_id.rsplit('/', 1)[-1].split('-')[0].lower()}-mixed-v0"
 
 
 def returns_at(run_dir: str | Path, target: float) -> dict:
@@ -95,7 +95,7 @@ def train_baselines(cfg: ControlConfig, dataset: str, trajectories: str, best_sk
     saved as ``file://`` checkpoints; their losses and URIs by name."""
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies.network import action_width, save_mlp_policy
-    from policylm.platform.training.bc import bc_rows, train_bc
+    from policylm.platform.training.bc import BcDataError, bc_rows, train_bc
 
     space = make_adapter(cfg.env_id, **cfg.env_options).action_space
     out = {}
@@ -103,7 +103,7 @@ def train_baselines(cfg: ControlConfig, dataset: str, trajectories: str, best_sk
         obs, actions = bc_rows(dataset, trajectories, "train", skills)
         try:
             held = bc_rows(dataset, trajectories, "validation", skills)
-        except ValueError:  # no validation rows (of that skill)
+        except BcDataError:  # no validation rows (of that skill)
             held = None
         fit = train_bc(obs, actions, space, hidden=cfg.bc.hidden, steps=cfg.bc.steps,
                        batch_size=cfg.bc.batch_size, lr=cfg.bc.lr, seed=cfg.bc.seed,
@@ -163,15 +163,6 @@ def imitation_errors(cfg: ControlConfig, policies: dict[str, str], dataset: str,
     return out
 
 
-def play(cfg: ControlConfig, policy: str, targets: list[float], out: Path) -> dict:
-    """Evaluate ``policy`` at ``targets`` on the run's evaluation seeds."""
-    ev = cfg.evaluate
-    return evaluate.main(evaluate.EvaluateConfig(
-        policy=policy, env_id=cfg.env_id, env_options=dict(cfg.env_options), targets=targets,
-        episodes=ev.episodes, num_workers=ev.num_workers, envs_per_worker=ev.envs_per_worker,
-        seed=ev.seed, out=str(out)))
-
-
 def grpo_stage(cfg: ControlConfig, parts: dict, best: str, tuned_at_top: dict, run_dir: Path,
                stages: Stages) -> dict:
     """GRPO from the SFT adapter over the dataset's states (an empty ``env_reward.policy``:
@@ -189,7 +180,7 @@ def grpo_stage(cfg: ControlConfig, parts: dict, best: str, tuned_at_top: dict, r
             adapter=parts["sft"]["adapter"], env_id=cfg.env_id,
             env_options=dict(cfg.env_options), env_reward=env_reward, out=str(run_dir / "grpo")))
     with stages("evaluate_grpo"):
-        played = play(cfg, demo.llm_uri(cfg, trained["adapter"]), [top],
+        played = demo.play_uri(cfg, demo.llm_uri(cfg, trained["adapter"]), [top],
                       run_dir / "evaluate-grpo")
     return {"adapter": trained["adapter"], "rewards": trained["rewards"],
             "env_reward": env_reward, "eval": played,
@@ -207,13 +198,13 @@ def main(cfg: ControlConfig) -> dict:
     col, ds, tuned = parts["collect"], parts["dataset"], parts["sft"]
     skills = {k: s["return"] for k, s in col["skills"].items()}
     best = max((k for k in skills if k != "random"), key=lambda k: skills[k]["mean"])
-    refs = {"min": skills["random"]["mean"], "max": skills[best]["mean"], "expert": best}
     with stages("export_minari"):
         minari = export_minari.main(export_minari.ExportMinariConfig(
             trajectories=col["trajectories"], store=str(run_dir / "minari"),
-            dataset_id=cfg.minari_id or f"policylm/{cfg.env_id.split('-')[0].lower()}-mixed-v0",
-            ref_min="random", ref_max=best,
+            dataset_id=cfg.minari_id or default_minari_id(cfg.env_id), ref_min="random",
+            ref_max=best, max_episode_steps=int(cfg.env_options.get("max_episode_steps") or 0),
             description=f"policylm control run {run_dir.name}: {', '.join(skills)} episodes"))
+    refs = {**minari["ref_scores"], "expert": best}  # the random and best skill's mean returns
     top = max(cfg.evaluate.targets)
     with stages("evaluate"):
         evals = demo.evaluate_policies(cfg, tuned["adapter"], run_dir)
@@ -221,7 +212,7 @@ def main(cfg: ControlConfig) -> dict:
         bcs = train_baselines(cfg, ds["dataset"], col["trajectories"], best, run_dir)
     with stages("evaluate_bc"):
         for name, b in bcs.items():
-            b["eval"] = play(cfg, b["uri"], [top], run_dir / f"evaluate-{name}")
+            b["eval"] = demo.play_uri(cfg, b["uri"], [top], run_dir / f"evaluate-{name}")
     tuned_at_top = returns_at(evals["fine-tuned"]["run_dir"], top)
     for b in bcs.values():
         b["difference_vs_fine_tuned"] = paired_difference(
@@ -259,8 +250,6 @@ def main(cfg: ControlConfig) -> dict:
                "goal": goal(scores, top, evals["fine-tuned"]["spearman_means"]),
                "stage_seconds": stages.seconds}
     write_json(run_dir / "metrics.json", with_memory(metrics))
-    from policylm.platform.evaluation.control_report import report
-
     (run_dir / "report.md").write_text(report(cfg, metrics))
     console.say(f"policylm control: report in {run_dir / 'report.md'}", "stdout")
     return {"run_dir": str(run_dir), **metrics}
@@ -274,44 +263,6 @@ def steps_per_s(evaluation: dict) -> float | None:
     steps = tr.read_trajectories(Path(evaluation["run_dir"]) / "trajectories",
                                  columns=[tr.T]).num_rows
     return steps / seconds if seconds and steps else None
-
-
-def scores_table(evals: dict, bcs: dict, grpo_part: dict | None, refs: dict, top: float
-                 ) -> list[dict]:
-    """One row per policy and target: the return statistics and the normalised score. The
-    fine-tuned LLM at every target, each BC baseline and the GRPO adapter at ``top``."""
-    from policylm.platform.evaluation.metrics import target_label
-
-    tuned = evals["fine-tuned"]
-    rows = [{"policy": "fine-tuned", "target": m["target"], "return": m,
-             "normalised": normalised(m, refs), "invalid_rate": tuned["invalid_rate"].get(label)}
-            for label, m in tuned["targets"].items()]
-    others = {name: b["eval"] for name, b in bcs.items()}
-    if grpo_part is not None:
-        others["grpo"] = grpo_part["eval"]
-    for name, ev in others.items():
-        label = target_label(top)
-        rows.append({"policy": name, "target": top if name == "grpo" else None,
-                     "return": ev["targets"][label],
-                     "normalised": normalised(ev["targets"][label], refs),
-                     "invalid_rate": ev["invalid_rate"].get(label)})
-    return rows
-
-
-def goal(scores: list[dict], top: float, spearman: float | None) -> dict:
-    """The issue's bar: the fine-tuned LLM's normalised score at the highest target >= 0.9 of
-    the stronger MLP BC baseline's, and Spearman(target, mean) >= 0.8; the moonshot: above it."""
-    llm = next(r["normalised"]["mean"] for r in scores
-               if r["policy"] == "fine-tuned" and r["target"] == top)
-    bc = max((r for r in scores if r["policy"].startswith("bc-")),
-             key=lambda r: r["normalised"]["mean"])
-    base = bc["normalised"]["mean"]
-    ratio = llm / base if base and base > 0 else None
-    return {"llm": llm, "baseline": bc["policy"], "baseline_score": base, "ratio": ratio,
-            "bar": 0.9, "spearman": spearman,
-            "passed": ratio is not None and ratio >= 0.9 and spearman is not None
-            and spearman >= 0.8,
-            "moonshot": ratio is not None and ratio > 1.0}
 
 
 CONFIG = ControlConfig

@@ -53,6 +53,11 @@ class DemoEvalConfig:
         require(len(self.targets) >= 1, "evaluate.targets", "give at least one target return")
         require(self.episodes >= 1, "evaluate.episodes", "must be >= 1")
         require(self.temperature >= 0, "evaluate.temperature", "must be >= 0")
+        taken = sorted(set(self.policy_params) & {"temperature", "adaptive", "adapter",
+                                                  "guidance", "target_return"})
+        require(not taken, "evaluate.policy_params", f"{taken} have their own keys "
+                "(evaluate.temperature, evaluate.adaptive, evaluate.guidance; the adapter and "
+                "target come from the run)")
 
 
 @dataclass
@@ -235,15 +240,20 @@ def evaluate_policies(cfg: DemoConfig, adapter: str | None, run_dir: Path) -> di
         todo["fine-tuned"] = llm_uri(cfg, adapter)
     if ev.compare_base or adapter is None:
         todo["untrained"] = llm_uri(cfg, None)
-    out = {}
-    for label, uri in todo.items():
-        out[label] = evaluate.main(evaluate.EvaluateConfig(
-            policy=uri, env_id=cfg.env_id, env_options=dict(cfg.env_options),
-            targets=list(ev.targets), episodes=ev.episodes,
-            num_workers=ev.num_workers, envs_per_worker=ev.envs_per_worker,
-            seed=ev.seed,
-            dataset=str(run_dir / "collect"), out=str(run_dir / f"evaluate-{label}")))
-    return out
+    return {label: play_uri(cfg, uri, list(ev.targets), run_dir / f"evaluate-{label}",
+                            dataset=str(run_dir / "collect"))
+            for label, uri in todo.items()}
+
+
+def play_uri(cfg: DemoConfig, uri: str, targets: list[float], out: Path, dataset: str = ""
+             ) -> dict:
+    """``evaluate`` of ``uri`` at ``targets`` on the run's env and evaluation seeds, into
+    ``out`` (``dataset``: trajectories whose return range the plot shades)."""
+    ev = cfg.evaluate
+    return evaluate.main(evaluate.EvaluateConfig(
+        policy=uri, env_id=cfg.env_id, env_options=dict(cfg.env_options), targets=targets,
+        episodes=ev.episodes, num_workers=ev.num_workers, envs_per_worker=ev.envs_per_worker,
+        seed=ev.seed, dataset=dataset, out=str(out)))
 
 
 def train_policy(cfg: DemoConfig, run_dir: Path, stages: Stages) -> dict:

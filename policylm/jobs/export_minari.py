@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from policylm.jobkit.runs import log, run_job
 from policylm.platform.config import field, require
@@ -26,6 +25,8 @@ class ExportMinariConfig:
     description: str = field("", doc="dataset description stored in its metadata")
     store: str = field("", doc="Minari store directory it is written to (default: "
                        "MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    max_episode_steps: int = field(0, doc="the time limit the episodes were played with, "
+                                   "recorded in the dataset's env spec (0: the env's default)")
     ref_min: str = field("", doc="reference return of a random policy (normalised score 0), as "
                          "a number or the skill in the trajectories whose mean return it is, "
                          "e.g. random; empty: none")
@@ -34,10 +35,20 @@ class ExportMinariConfig:
 
     def validate(self) -> None:
         require(bool(self.trajectories), "trajectories", "give the trajectory directory")
-        require("-v" in self.dataset_id, "dataset_id",
-                f"{self.dataset_id!r} must look like namespace/name-v0")
+        require(valid_minari_id(self.dataset_id), "dataset_id",
+                f"{self.dataset_id!r} must look like namespace/name-v0 (a namespace of two "
+                "characters or more, letters, digits, - and _)")
+        require(self.max_episode_steps >= 0, "max_episode_steps", "must be >= 0 (0: default)")
         require(bool(self.ref_min) == bool(self.ref_max), "ref_max",
                 "give both reference returns (ref_min=random ref_max=expert) or neither")
+
+
+def valid_minari_id(dataset_id: str) -> bool:
+    """Whether Minari accepts ``dataset_id`` (with a version, which an export needs)."""
+    from minari.dataset.minari_dataset import DATASET_ID_RE
+
+    match = DATASET_ID_RE.fullmatch(dataset_id)
+    return bool(match and match.group("version") is not None)
 
 
 def reference_return(value: str, steps: object) -> float:
@@ -59,11 +70,12 @@ def reference_return(value: str, steps: object) -> float:
 
 def main(cfg: ExportMinariConfig) -> dict:
     from policylm.platform.data import trajectories as tr
-    from policylm.platform.data.minari_io import export_minari
+    from policylm.platform.data.minari_io import export_minari, minari_store
     from policylm.platform.envs import make_adapter
 
-    if cfg.store:  # minari reads its store from the environment
-        os.environ["MINARI_DATASETS_PATH"] = str(Path(cfg.store).absolute())
+    if cfg.store:  # minari reads its store from the environment (made absolute there)
+        os.environ["MINARI_DATASETS_PATH"] = cfg.store
+    store = minari_store()
     steps = tr.read_trajectories(tr.trajectory_dir(cfg.trajectories))
     env_ids = sorted(set(steps.column(tr.ENV_ID).to_pylist()))
     if len(env_ids) != 1:
@@ -76,10 +88,10 @@ def main(cfg: ExportMinariConfig) -> dict:
                 f"exceed the random one's {refs[0]:g}")
     ds = export_minari(steps, cfg.dataset_id, adapter.action_space, env_id=env_ids[0],
                        observation_space=adapter.observation_space, description=cfg.description,
-                       ref_scores=refs)
+                       ref_scores=refs, max_episode_steps=cfg.max_episode_steps or None)
     log.info("Minari dataset %s: %d episodes, %d steps", cfg.dataset_id, ds.total_episodes,
              ds.total_steps)
-    return {"dataset_id": cfg.dataset_id, "store": os.environ["MINARI_DATASETS_PATH"],
+    return {"dataset_id": cfg.dataset_id, "store": str(store),
             "episodes": ds.total_episodes, "steps": ds.total_steps,
             "ref_scores": None if refs is None else {"min": refs[0], "max": refs[1]}}
 

@@ -70,12 +70,15 @@ class TrainExpertsConfig:
         require(self.train_batch_size >= self.minibatch_size, "minibatch_size",
                 "must not exceed train_batch_size")
         require(self.eval_episodes >= 1, "eval_episodes", "must be >= 1")
-        known = {k for f in _ppo_training() for k in inspect.signature(f).parameters}
+        own = {"train_batch_size_per_learner": "train_batch_size",
+               "minibatch_size": "minibatch_size", "num_epochs": "num_epochs", "lr": "lr"}
+        for key in self.ppo:
+            require(key not in own, f"ppo.{key}", f"set it with {own.get(key)}= instead")
+        known = {k for f in _ppo_training() for k in inspect.signature(f).parameters} \
+            if self.ppo else set()
         for key in self.ppo:
             require(key in known, f"ppo.{key}", "is not a PPOConfig.training() setting; known: "
                     + ", ".join(sorted(known - {"self", "kwargs"})))
-        for key in ("train_batch_size_per_learner", "minibatch_size", "num_epochs", "lr"):
-            require(key not in self.ppo, f"ppo.{key}", "has its own field in this config")
 
 
 def _ppo_training() -> tuple[Any, Any]:

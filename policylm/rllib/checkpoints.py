@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from policylm.platform.envs import EnvAdapter
@@ -40,8 +41,33 @@ def rllib_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
         width = action_width(module.action_space)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
-    check_fit(path, obs_dim, width, adapter)
-    return module_logits_fn(module)
+    check_fit(path, obs_dim, width, adapter, module.action_space)
+    fn = module_logits_fn(module)
+    if isinstance(module.action_space, gym.spaces.Box):
+        dist = module.get_inference_action_dist_cls().__name__
+        if dist != "TorchDiagGaussian":
+            raise ValueError(f"{path}: a continuous module with {dist} outputs; rllib:// plays "
+                             "diagonal Gaussians (RLlib's PPO default) only")
+        return unsquashed(fn, module.action_space)
+    return fn
+
+
+def unsquashed(fn: LogitsFn, space: gym.spaces.Box) -> LogitsFn:
+    """A Gaussian's ``[mean, log std]`` in RLlib's normalised action range ([-1, 1], its
+    default ``normalize_actions``) mapped to the bounds of ``space``, as RLlib's
+    ``unsquash_action`` maps the actions it samples; unbounded spaces are left as they are."""
+    low = np.asarray(space.low, np.float64).reshape(-1)
+    high = np.asarray(space.high, np.float64).reshape(-1)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        return fn
+    half, mid = (high - low) / 2, (high + low) / 2
+
+    def out(obs: np.ndarray) -> np.ndarray:
+        raw = np.asarray(fn(obs), np.float64)
+        mean = mid + raw[:, :len(low)] * half
+        return np.concatenate([mean, raw[:, len(low):] + np.log(half)], axis=1)
+
+    return out
 
 
 def module_logits_fn(module: Any) -> LogitsFn:

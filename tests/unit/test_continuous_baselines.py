@@ -86,7 +86,7 @@ def test_bc_rows_join_the_dataset_to_its_trajectories_and_bc_learns(tmp_path, pe
 
 
 def test_normalised_score_and_goal_by_hand():
-    from policylm.jobs.control import goal, normalised
+    from policylm.platform.evaluation.control_report import goal, normalised
 
     refs = {"min": -50.0, "max": 350.0}
     assert normalised({"mean": 150.0, "se": 8.0}, refs) == {"mean": 50.0, "se": 2.0}
@@ -138,9 +138,40 @@ def test_config_refusals_name_the_key():
     TrainExpertsConfig(ppo={"gamma": 0.99, "lambda_": 0.95, "vf_clip_param": 1e4}).validate()
     with pytest.raises(ConfigError, match=r"ppo\.gama: is not a PPOConfig\.training"):
         TrainExpertsConfig(ppo={"gama": 0.99}).validate()
-    with pytest.raises(ConfigError, match=r"ppo\.lr: has its own field"):
+    with pytest.raises(ConfigError, match=r"ppo\.lr: set it with lr= instead"):
         TrainExpertsConfig(ppo={"lr": 0.1}).validate()
     with pytest.raises(ConfigError, match="include_random"):
         ControlConfig(include_random=False).validate()
     with pytest.raises(ConfigError, match=r"bc\.steps"):
         ControlConfig(bc=BcBaselineConfig(steps=0)).validate()
+
+
+def test_rllib_gaussians_map_to_the_bounds_and_kinds_must_match(pendulum):
+    import gymnasium as gym
+
+    from policylm.platform.policies.network import check_fit
+    from policylm.rllib.checkpoints import unsquashed
+
+    # RLlib's normalised range [-1, 1] -> Pendulum's [-2, 2]: mean x2, std x2
+    fn = unsquashed(lambda obs: np.array([[0.5, np.log(0.1)]]), pendulum.action_space)
+    assert fn(np.zeros((1, 3)))[0].tolist() == pytest.approx([1.0, np.log(0.2)])
+    with pytest.raises(ValueError, match="acts in Discrete"):
+        check_fit("ckpt", 3, 1, pendulum, gym.spaces.Discrete(1))
+    bad = BoxPolicy(pendulum, lambda obs: np.zeros((len(obs), 3)))
+    with pytest.raises(ValueError, match=r"gave 3; expected 1 \(values\) or 2 \(Gaussian\)"):
+        bad.act([np.zeros(3, np.float32)], [0])
+
+
+def test_ids_and_policy_settings_are_checked_before_any_work():
+    from policylm.jobs.control import ControlConfig, default_minari_id
+    from policylm.jobs.demo import DemoEvalConfig
+    from policylm.jobs.export_minari import ExportMinariConfig
+    from policylm.platform.config import ConfigError
+
+    assert default_minari_id("ALE/Pong-v5") == "policylm/pong-mixed-v0"
+    with pytest.raises(ConfigError, match="dataset_id: 'p/x-v0' must look like"):
+        ExportMinariConfig(trajectories="t", dataset_id="p/x-v0").validate()
+    with pytest.raises(ConfigError, match="minari_id"):
+        ControlConfig(minari_id="cheetah").validate()
+    with pytest.raises(ConfigError, match=r"\['temperature'\] have their own keys"):
+        DemoEvalConfig(policy_params={"temperature": 1.0, "mode": "generate"}).validate()

@@ -10,6 +10,7 @@ actions with the generic text encoders of the dataset's spaces.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import uuid
@@ -37,14 +38,17 @@ def _actions(space: gym.Space, rows: list) -> np.ndarray:
 
 def export_minari(steps: pa.Table, dataset_id: str, action_space: gym.Space,
                   env_id: str | None = None, observation_space: gym.Space | None = None,
-                  description: str = "", ref_scores: tuple[float, float] | None = None) -> Any:
+                  description: str = "", ref_scores: tuple[float, float] | None = None,
+                  max_episode_steps: int | None = None) -> Any:
     """Write the episodes of ``steps`` (agent 0) as Minari dataset ``dataset_id``.
 
     ``action_space`` is the env's (actions are stored flat in trajectories). ``env_id``, when
     given, is recorded so ``recover_environment`` works. ``observation_space`` is used when it
     is a ``Box`` of the stored vectors' shape (the env's own space, when obs are not reshaped);
     otherwise the space is an unbounded flat ``Box``. ``ref_scores`` (random, expert) are the
-    reference returns ``minari.get_normalized_score`` scales by, as D4RL's are."""
+    reference returns ``minari.get_normalized_score`` scales by, as D4RL's are;
+    ``max_episode_steps`` is the time limit the episodes were played with, recorded in the
+    env spec that ``recover_environment`` builds (the references hold at that limit)."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -81,7 +85,9 @@ def export_minari(steps: pa.Table, dataset_id: str, action_space: gym.Space,
     os.environ["MINARI_DATASETS_PATH"] = str(tmp)
     try:
         minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env_id, observation_space=obs_space,
+            dataset_id, buffers, observation_space=obs_space,
+            env=dataclasses.replace(gym.spec(env_id), max_episode_steps=max_episode_steps)
+            if env_id and max_episode_steps else env_id,
             action_space=action_space, algorithm_name="policylm",
             **({} if ref_scores is None else {"ref_min_score": float(ref_scores[0]),
                                               "ref_max_score": float(ref_scores[1])}),

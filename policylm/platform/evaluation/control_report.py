@@ -9,19 +9,60 @@ from typing import Any
 from policylm.platform.seeds import describe_seeds
 
 
+def normalised(stats: dict, refs: dict) -> dict:
+    """The mean and standard error of ``stats`` (return statistics) as a D4RL normalised score:
+    ``100 (x - refs['min']) / (refs['max'] - refs['min'])``; None where unknown."""
+    scale = 100.0 / (refs["max"] - refs["min"])
+    mean, se = stats.get("mean"), stats.get("se")
+    return {"mean": None if mean is None else (mean - refs["min"]) * scale,
+            "se": None if se is None else se * scale}
+
+
+def scores_table(evals: dict, bcs: dict, grpo_part: dict | None, refs: dict, top: float
+                 ) -> list[dict]:
+    """One row per policy and target: the return statistics and the normalised score. The
+    fine-tuned LLM at every target, each BC baseline and the GRPO adapter at ``top``."""
+    from policylm.platform.evaluation.metrics import target_label
+
+    tuned = evals["fine-tuned"]
+    rows = [{"policy": "fine-tuned", "target": m["target"], "return": m,
+             "normalised": normalised(m, refs), "invalid_rate": tuned["invalid_rate"].get(label)}
+            for label, m in tuned["targets"].items()]
+    others = {name: b["eval"] for name, b in bcs.items()}
+    if grpo_part is not None:
+        others["grpo"] = grpo_part["eval"]
+    for name, ev in others.items():
+        label = target_label(top)
+        rows.append({"policy": name, "target": top if name == "grpo" else None,
+                     "return": ev["targets"][label],
+                     "normalised": normalised(ev["targets"][label], refs),
+                     "invalid_rate": ev["invalid_rate"].get(label)})
+    return rows
+
+
+def goal(scores: list[dict], top: float, spearman: float | None) -> dict:
+    """The issue's bar: the fine-tuned LLM's normalised score at the highest target >= 0.9 of
+    the stronger MLP BC baseline's, and Spearman(target, mean) >= 0.8; the moonshot: above it."""
+    llm = next(r["normalised"]["mean"] for r in scores
+               if r["policy"] == "fine-tuned" and r["target"] == top)
+    bc = max((r for r in scores if r["policy"].startswith("bc-")),
+             key=lambda r: r["normalised"]["mean"])
+    base = bc["normalised"]["mean"]
+    ratio = llm / base if base and base > 0 else None
+    return {"llm": llm, "baseline": bc["policy"], "baseline_score": base, "ratio": ratio,
+            "bar": 0.9, "spearman": spearman,
+            "passed": ratio is not None and ratio >= 0.9 and spearman is not None
+            and spearman >= 0.8,
+            "moonshot": ratio is not None and ratio > 1.0}
+
+
 def _num(x: float | None, fmt: str = ".1f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
-def _pm(stats: dict, fmt: str = ".1f") -> str:
-    if stats.get("mean") is None:
-        return "n/a"
-    se = stats.get("se")
-    return format(stats["mean"], fmt) + ("" if se is None else f" ± {format(se, fmt)}")
-
-
 def report(cfg: Any, metrics: dict) -> str:
     """Markdown summary of a control run (``metrics``: the run's ``metrics.json``)."""
+    from policylm.platform.evaluation.metrics import mean_se
     from policylm.platform.evaluation.reports import markdown_table
 
     refs = metrics["references"]
@@ -31,9 +72,8 @@ def report(cfg: Any, metrics: dict) -> str:
              f"(expert - random), with random = {refs['min']:.1f} (the random policy's mean "
              f"return) and expert = {refs['max']:.1f} (the `{refs['expert']}` skill's).", "",
              "## Data", "",
-             markdown_table(["skill", "episodes", "mean return ± s.e.", "normalised"],
-                            [[k, s.get("count"), _pm(s),
-                              _num(100 * (s["mean"] - refs["min"]) / (refs["max"] - refs["min"]))]
+             markdown_table(["skill", "episodes", "mean return ± s.e.", "normalised ± s.e."],
+                            [[k, s.get("count"), mean_se(s), mean_se(normalised(s, refs))]
                              for k, s in metrics["skills"].items()]), ""]
     mn = metrics["minari"]
     lines += [f"Minari dataset `{mn['dataset_id']}` ({mn['episodes']} episodes, {mn['steps']} "
@@ -59,11 +99,12 @@ def report(cfg: Any, metrics: dict) -> str:
     lines += ["", "## Scores", "",
               markdown_table(["policy", "target", "return ± s.e.", "normalised ± s.e.",
                               "invalid answers"],
-                             [[r["policy"], _num(r["target"], "g"), _pm(r["return"]),
-                               _pm(r["normalised"]), _num(r["invalid_rate"], ".3f")]
+                             [[r["policy"], _num(r["target"], "g"), mean_se(r["return"]),
+                               mean_se(r["normalised"]), _num(r["invalid_rate"], ".3f")]
                               for r in metrics["scores"]]), "",
-              "Invalid answers (text that does not parse as an action) act randomly instead; n/a: "
-              "the policy writes no text.", "",
+              "Invalid answers: text that does not parse as an action, played as the LLM "
+              f"policy's fallback (`{cfg.evaluate.policy_params.get('fallback', 'first')}`); "
+              "n/a: the policy writes no text.", "",
               f"Spearman(target, mean return) of the fine-tuned LLM: "
               f"{_num(metrics['evaluate']['fine-tuned']['spearman_means'], '.2f')}. Every policy "
               "plays the same env seeds. "
@@ -75,14 +116,14 @@ def report(cfg: Any, metrics: dict) -> str:
         pairs["grpo"] = g["difference_vs_fine_tuned"]
     lines.append(markdown_table(
         ["policy", "pairs", "return difference ± s.e.", "within noise"],
-        [[k, d["pairs"], _pm(d), d["within_noise"]] for k, d in pairs.items()]))
+        [[k, d["pairs"], mean_se(d), d["within_noise"]] for k, d in pairs.items()]))
     imitation = metrics.get("imitation")
     if imitation:
         n = next(iter(imitation.values()))["rows"]
         lines += ["", f"## Imitation on {n} held-out rows", "",
                   "Mean squared error between each policy's action and the data's, per action "
-                  "number, on validation rows (the LLM answers each row's own prompt; invalid "
-                  "answers count as their fallback action):", "",
+                  "number, on validation rows (the LLM answers each row's own prompt; an "
+                  "invalid answer counts as its fallback action):", "",
                   markdown_table(["policy", "action MSE", "invalid answers"],
                                  [[k, _num(v["mse"], ".4f"), _num(v["invalid_rate"], ".3f")]
                                   for k, v in imitation.items()])]

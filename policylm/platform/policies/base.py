@@ -146,7 +146,8 @@ class BoxPolicy(Policy):
     numbers: ``k = A`` is the action itself (a regression net), ``k = 2A`` is a diagonal
     Gaussian's mean then log standard deviation (RLlib's continuous ``action_dist_inputs``).
     Greedy takes the mean; ``sample`` draws from the Gaussian with each slot's own random
-    stream. Actions are clipped to the space."""
+    stream (a regression net has no spread to draw from: it acts greedily). Actions are
+    clipped to the space."""
 
     def __init__(self, adapter: EnvAdapter, net_fn: Callable[[np.ndarray], np.ndarray],
                  sample: bool = False):
@@ -163,6 +164,9 @@ class BoxPolicy(Policy):
     def act(self, observations: Sequence[Any], slots: Sequence[int]) -> list[Any]:
         batch = np.stack([self.adapter.flatten(o) for o in observations])
         out = np.asarray(self.net_fn(batch), dtype=np.float32)
+        if out.shape[1] not in (self.dim, 2 * self.dim):
+            raise ValueError(f"a network for {self.dim} action values gave {out.shape[1]}; "
+                             f"expected {self.dim} (values) or {2 * self.dim} (Gaussian)")
         mean = out[:, :self.dim]
         if self.sample and out.shape[1] == 2 * self.dim:
             std = np.exp(out[:, self.dim:])

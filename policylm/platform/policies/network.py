@@ -31,10 +31,16 @@ def action_width(space: gym.Space) -> int:
     raise ValueError(f"network policies act in Discrete or Box action spaces, not {space}")
 
 
-def check_fit(source: str, obs_dim: int, n_actions: int, adapter: EnvAdapter) -> None:
+def check_fit(source: str, obs_dim: int, n_actions: int, adapter: EnvAdapter,
+              space: gym.Space | None = None) -> None:
     """ValueError unless a checkpoint with observations of ``obs_dim`` values and an action head
-    of ``n_actions`` (:func:`action_width` of its action space) fits ``adapter``'s env."""
+    of ``n_actions`` (:func:`action_width` of its action space) fits ``adapter``'s env; given
+    the checkpoint's action ``space``, its kind (discrete or continuous) must be the env's."""
     width = action_width(adapter.action_space)
+    if space is not None and isinstance(space, gym.spaces.Box) != isinstance(
+            adapter.action_space, gym.spaces.Box):
+        raise ValueError(f"checkpoint {source} acts in {space}, but {adapter.env_id} acts in "
+                         f"{adapter.action_space}; use a checkpoint trained on this env")
     if obs_dim != adapter.obs_dim or n_actions != width:
         raise ValueError(
             f"checkpoint {source} expects observations of size {obs_dim} and {n_actions} "

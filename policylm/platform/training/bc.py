@@ -42,9 +42,12 @@ def dataset_rows(dataset: str | Path, split: str = "train", skills: Sequence[str
     rows by it)."""
     base = Path(dataset)
     d = base / "dataset" if (base / "dataset" / split).is_dir() else base
+    if not d.is_dir() or not any(d.iterdir()):
+        raise BcDataError(f"{base} is not a built dataset; pass a build-dataset run directory")
     files = sorted((d / split).glob("*.parquet"))
     if not files:
-        raise BcDataError(f"{d / split}: no parquet files; pass a build-dataset run directory")
+        raise BcDataError(f"{d} has no {split} rows (raise build-dataset's validation_fraction "
+                          "for held-out rows)")
     rows = pa.concat_tables([pq.read_table(f, columns=list(columns)) for f in files])
     if skills is not None:
         keep = set(skills)
@@ -68,6 +71,8 @@ def env_arrays(rows: pa.Table, trajectories: str | Path) -> tuple[np.ndarray, np
             raise BcDataError(f"dataset row (episode {e}, step {t}) is not in {trajectories}; "
                               "pass the trajectories the dataset was built from")
         at.append(index[(e, t)])
+    if not at:
+        raise BcDataError("no dataset rows to look up")
     take = pa.array(at, pa.int64())
     obs = np.asarray(steps.column(tr.OBS).take(take).to_pylist(), dtype=np.float32)
     actions = np.asarray(steps.column(tr.ACTION).take(take).to_pylist(), dtype=np.float32)
@@ -99,8 +104,9 @@ def train_bc(obs: np.ndarray, actions: np.ndarray, space: gym.Space, *,
     torch.manual_seed(seed)
     net = build_mlp(obs.shape[1], action_width(space), hidden)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    x = torch.as_tensor(obs)
-    y = torch.as_tensor(actions) if box else torch.as_tensor(actions[:, 0], dtype=torch.int64)
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    y = torch.as_tensor(actions, dtype=torch.float32) if box \
+        else torch.as_tensor(actions[:, 0], dtype=torch.int64)
     loss_fn = torch.nn.functional.mse_loss if box else torch.nn.functional.cross_entropy
     gen = torch.Generator().manual_seed(seed)
     losses: list[tuple[int, float]] = []
@@ -118,7 +124,8 @@ def train_bc(obs: np.ndarray, actions: np.ndarray, space: gym.Space, *,
     held = None
     if validation is not None and len(validation[0]):
         vx, va = validation
-        vy = torch.as_tensor(va) if box else torch.as_tensor(va[:, 0], dtype=torch.int64)
+        vy = torch.as_tensor(va, dtype=torch.float32) if box \
+            else torch.as_tensor(va[:, 0], dtype=torch.int64)
         with torch.no_grad():
-            held = float(loss_fn(net(torch.as_tensor(vx)), vy))
+            held = float(loss_fn(net(torch.as_tensor(vx, dtype=torch.float32)), vy))
     return BcResult(net, losses, held)
