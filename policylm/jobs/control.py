@@ -39,8 +39,8 @@ class BcBaselineConfig:
     seed: int = field(0, doc="seed of the initial weights and the minibatches")
 
     def validate(self) -> None:
-        require(self.steps >= 1, "bc.steps", "must be >= 1")
-        require(self.batch_size >= 1, "bc.batch_size", "must be >= 1")
+        require(self.steps >= 1, "steps", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
 
 
 @dataclass

@@ -102,7 +102,7 @@ def test_control_config_at_a_tiny_budget(ray_local, tiny_model_dir, tmp_path):
     from policylm.platform.config import load_config
 
     cfg = load_config(ControlConfig, Path(__file__).parents[2] / "configs" / "halfcheetah.yaml", [
-        "env_options={max_episode_steps: 6}", "experts.select=iteration",
+        "env_options={max_episode_steps: 6, box_codec: bins, bins: 9}", "experts.select=iteration",
         "experts.skills={medium: 1, expert: 2}", "experts.train_batch_size=120",
         "experts.minibatch_size=60", "experts.num_epochs=1", "experts.num_env_runners=0",
         "experts.envs_per_runner=2", "experts.eval_episodes=2",
@@ -111,15 +111,16 @@ def test_control_config_at_a_tiny_budget(ray_local, tiny_model_dir, tmp_path):
         f"sft.model={tiny_model_dir}", "sft.max_steps=2", "sft.batch_size=4", "sft.dtype=fp32",
         "sft.max_eval_rows=8", "sft.save_steps=2", "sft.train.num_workers=0",
         "evaluate.targets=[0, 5]", "evaluate.episodes=2", "evaluate.num_workers=0",
-        "evaluate.policy_params={mode: generate, max_new_tokens: 40, fallback: random}",
         "bc.steps=20", "bc.hidden=[8]", "grpo.max_steps=1", "grpo.num_generations=2",
-        "grpo.batch_size=4", "grpo.max_completion_length=40", "grpo.save_steps=1",
+        "grpo.batch_size=4", "grpo.save_steps=1",
         "grpo.dtype=fp32", "grpo.train.num_workers=0", "grpo.env_reward.horizon=2",
         f"out={tmp_path / 'control'}"])
     out = main(cfg)
     run = tmp_path / "control"
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["skills"]) == {"random", "medium", "expert"}
+    texts = pq.read_table(run / "collect" / "trajectories").column("action_text").to_pylist()
+    assert all(len(t.split()) == 6 and set(t.split()) <= set("012345678") for t in texts)
     refs = metrics["references"]
     best = max(("medium", "expert"), key=lambda s: metrics["skills"][s]["mean"])
     assert refs == {"min": metrics["skills"]["random"]["mean"],

@@ -142,7 +142,7 @@ def test_config_refusals_name_the_key():
         TrainExpertsConfig(ppo={"lr": 0.1}).validate()
     with pytest.raises(ConfigError, match="include_random"):
         ControlConfig(include_random=False).validate()
-    with pytest.raises(ConfigError, match=r"bc\.steps"):
+    with pytest.raises(ConfigError, match=r"^bc\.steps: must be >= 1"):
         ControlConfig(bc=BcBaselineConfig(steps=0)).validate()
 
 
