@@ -144,7 +144,8 @@ def imitation_errors(cfg: ControlConfig, policies: dict[str, str], dataset: str,
                      .astype(np.int64))
     rows = rows.take(pick)
     obs, actions = env_arrays(rows, trajectories)
-    texts, targets = rows.column("observation").to_pylist(), rows.column("target_return")
+    texts = rows.column("observation").to_pylist()
+    targets = rows.column("target_return").to_pylist()
     steps, n = rows.column(tr.T).to_pylist(), rows.num_rows
     adapter = make_adapter(cfg.env_id, **cfg.env_options)
     out = {}
@@ -152,7 +153,7 @@ def imitation_errors(cfg: ControlConfig, policies: dict[str, str], dataset: str,
         policy = policy_from_uri(uri, adapter)
         if hasattr(policy, "decide"):  # the LLM policy: each row's prompt
             got = [d.action for i in range(0, n, batch) for d in policy.decide(
-                texts[i:i + batch], targets.to_pylist()[i:i + batch], steps[i:i + batch],
+                texts[i:i + batch], targets[i:i + batch], steps[i:i + batch],
                 [np.random.default_rng(i + j) for j in range(len(texts[i:i + batch]))])]
         else:
             got = policy.act(list(obs), list(range(n)))
@@ -181,7 +182,7 @@ def grpo_stage(cfg: ControlConfig, parts: dict, best: str, tuned_at_top: dict, r
             env_options=dict(cfg.env_options), env_reward=env_reward, out=str(run_dir / "grpo")))
     with stages("evaluate_grpo"):
         played = demo.play_uri(cfg, demo.llm_uri(cfg, trained["adapter"]), [top],
-                      run_dir / "evaluate-grpo")
+                               run_dir / "evaluate-grpo")
     return {"adapter": trained["adapter"], "rewards": trained["rewards"],
             "env_reward": env_reward, "eval": played,
             "difference_vs_fine_tuned": paired_difference(
