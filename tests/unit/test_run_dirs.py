@@ -27,7 +27,7 @@ JOBS = {
     "merge": {"adapter": "nowhere"}, "train_experts": {}, "bc_ppo": {}, "demo": {},
     "self_improve": {}, "sweep": {"policy": "random:"}, "sft": {"dataset": "DS"},
     "grpo": {"dataset": "DS"}, "grpo_episodes": {},
-    "benchmark": {"policy": "random:"}, "train_suite": {},
+    "benchmark": {"policy": "random:"}, "train_suite": {}, "control": {},
 }
 
 
