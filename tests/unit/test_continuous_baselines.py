@@ -30,6 +30,14 @@ def test_box_policy_takes_the_mean_clips_and_samples_per_slot(pendulum):
     got = sampled.act(obs[:1], [0])[0][0]
     expect = 1.5 + 0.5 * np.random.default_rng(7).standard_normal(1)[0]
     assert got == pytest.approx(np.clip(expect, -2, 2), rel=1e-5)
+    # a second episode in the slot starts its own stream: the draws of the first carry nothing
+    sampled.act(obs[:1], [0])
+    sampled.reset(0, 11)
+    sampled.reset(1, 7)  # slot 1 plays seed 7: the first episode's draw, whatever slot 0 did
+    both = sampled.act([obs[0], obs[0]], [0, 1])
+    assert both[0][0] == pytest.approx(
+        1.5 + 0.5 * np.random.default_rng(11).standard_normal(1)[0], rel=1e-5)
+    assert both[1][0] == pytest.approx(got, rel=1e-5)
 
 
 def test_file_mlp_checkpoint_acts_in_a_box_space(tmp_path, pendulum):
