@@ -125,17 +125,18 @@ def imitation_errors(cfg: ControlConfig, policies: dict[str, str], dataset: str,
     import numpy as np
 
     from policylm.platform.data import trajectories as tr
+    from policylm.platform.data.datasets import OBSERVATION, TARGET_RETURN
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import policy_from_uri
     from policylm.platform.training.bc import BcDataError, dataset_rows, env_arrays
 
     try:
         rows = dataset_rows(dataset, "validation", columns=[tr.EPISODE_ID, tr.T, tr.SKILL,
-                                                            "observation", "target_return"])
+                                                            OBSERVATION, TARGET_RETURN])
     except BcDataError:
         rows = None
     if rows is not None:
-        rows = rows.filter([v is not None for v in rows.column("target_return").to_pylist()])
+        rows = rows.filter([v is not None for v in rows.column(TARGET_RETURN).to_pylist()])
     if rows is None or rows.num_rows == 0:
         log.warning("imitation: the dataset has no held-out rows with a target; none measured "
                     "(raise dataset.validation_fraction)")
@@ -144,8 +145,8 @@ def imitation_errors(cfg: ControlConfig, policies: dict[str, str], dataset: str,
                      .astype(np.int64))
     rows = rows.take(pick)
     obs, actions = env_arrays(rows, trajectories)
-    texts = rows.column("observation").to_pylist()
-    targets = rows.column("target_return").to_pylist()
+    texts = rows.column(OBSERVATION).to_pylist()
+    targets = rows.column(TARGET_RETURN).to_pylist()
     steps, n = rows.column(tr.T).to_pylist(), rows.num_rows
     adapter = make_adapter(cfg.env_id, **cfg.env_options)
     out = {}
