@@ -31,8 +31,8 @@ def scores_table(evals: dict, bcs: dict, grpo_part: dict | None, refs: dict, top
     others = {name: b["eval"] for name, b in bcs.items()}
     if grpo_part is not None:
         others["grpo"] = grpo_part["eval"]
+    label = target_label(top)
     for name, ev in others.items():
-        label = target_label(top)
         rows.append({"policy": name, "target": top if name == "grpo" else None,
                      "return": ev["targets"][label],
                      "normalised": normalised(ev["targets"][label], refs),

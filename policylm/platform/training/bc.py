@@ -104,9 +104,14 @@ def train_bc(obs: np.ndarray, actions: np.ndarray, space: gym.Space, *,
     torch.manual_seed(seed)
     net = build_mlp(obs.shape[1], action_width(space), hidden)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    x = torch.as_tensor(obs, dtype=torch.float32)
-    y = torch.as_tensor(actions, dtype=torch.float32) if box \
-        else torch.as_tensor(actions[:, 0], dtype=torch.int64)
+
+    def tensors(o: np.ndarray, a: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        # inputs as float32; targets as float32 values (Box) or int64 class indices (Discrete)
+        return (torch.as_tensor(o, dtype=torch.float32),
+                torch.as_tensor(a, dtype=torch.float32) if box
+                else torch.as_tensor(a[:, 0], dtype=torch.int64))
+
+    x, y = tensors(obs, actions)
     loss_fn = torch.nn.functional.mse_loss if box else torch.nn.functional.cross_entropy
     gen = torch.Generator().manual_seed(seed)
     losses: list[tuple[int, float]] = []
@@ -123,9 +128,7 @@ def train_bc(obs: np.ndarray, actions: np.ndarray, space: gym.Space, *,
     net.eval()
     held = None
     if validation is not None and len(validation[0]):
-        vx, va = validation
-        vy = torch.as_tensor(va, dtype=torch.float32) if box \
-            else torch.as_tensor(va[:, 0], dtype=torch.int64)
+        vx, vy = tensors(*validation)
         with torch.no_grad():
-            held = float(loss_fn(net(torch.as_tensor(vx, dtype=torch.float32)), vy))
+            held = float(loss_fn(net(vx), vy))
     return BcResult(net, losses, held)
