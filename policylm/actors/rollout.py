@@ -324,17 +324,20 @@ def play_policies(policies: list[tuple[str, str]], env_id: str, env_options: dic
                   episodes: int, run_dir: Path, num_workers: int, envs_per_worker: int,
                   torch_threads: int, seed: int) -> dict:
     """Play ``episodes`` of each ``(label, uri)`` on the same env seeds with a
-    :class:`RolloutGroup` of ``num_workers`` actors (0: in this process), writing
-    ``run_dir/trajectories``; returns the policies' statistics (actions, invalid answers)."""
+    :class:`RolloutGroup` of ``num_workers`` actors (0: in this process), in chunks of
+    :func:`~policylm.platform.rollout.runner.balanced_chunk_size` (at most ``envs_per_worker``,
+    fewer when that keeps every actor busy), writing ``run_dir/trajectories``; returns the
+    policies' statistics (actions, invalid answers)."""
     from policylm.platform.console import progress
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies import absolute_paths
-    from policylm.platform.rollout.runner import plan_chunks
+    from policylm.platform.rollout.runner import balanced_chunk_size, plan_chunks
 
     policies = [(label, absolute_paths(uri)) for label, uri in policies]
     check_policies([uri for _, uri in policies], make_adapter(env_id, **env_options))
-    chunks = plan_chunks(policies, episodes, seed, envs_per_worker, shared_seeds=True)
-    spec = RolloutSpec(env_id, env_options, envs_per_worker, 1.0,
+    size = balanced_chunk_size(len(policies) * episodes, num_workers, envs_per_worker)
+    chunks = plan_chunks(policies, episodes, seed, size, shared_seeds=True)
+    spec = RolloutSpec(env_id, env_options, size, 1.0,
                        str((run_dir / "trajectories").resolve()), run_dir.name,
                        torch_threads=torch_threads)
     if num_workers:

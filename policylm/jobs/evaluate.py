@@ -32,7 +32,8 @@ class EvaluateConfig:
                                  doc="target returns to prompt with")
     episodes: int = field(8, doc="episodes per target (the same env seeds for every target)")
     num_workers: int = field(2, doc="rollout actors (0 = in this process, no Ray)")
-    envs_per_worker: int = field(8, doc="envs per actor, acted for in one batched engine call")
+    envs_per_worker: int = field(8, doc="envs per actor, acted for in one batched engine call "
+                                 "(fewer when the episodes would leave an actor idle)")
     torch_threads: int = field(1, doc="torch threads per actor (raise it with one worker)")
     seed: int = field(TEST_SEED, doc="base seed of the env seeds (default: the test range, "
                       "policylm.platform.seeds; 10000 is the validation range, for choosing "

@@ -94,3 +94,26 @@ def test_compare_reports_success_on_minigrid(tmp_path):
     assert diff["within_noise"] is False
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert "success rate" in report and "turning - bot" in report
+
+
+def test_one_policy_on_two_actors_is_split_between_them(ray_local, tmp_path):
+    """4 episodes of one policy on 2 actors of 8 envs: two chunks of 2, one per actor (not
+    one chunk of 4 while the other actor waits), with the episodes the same as when played
+    in one chunk in this process."""
+    def play(name, workers):
+        compare_main(CompareConfig(inputs=["random:"], labels=["random"], episodes=4,
+                                   num_workers=workers, envs_per_worker=8,
+                                   out=str(tmp_path / name)))
+        return tmp_path / name / "trajectories"
+
+    split, whole = play("two", 2), play("one", 0)
+    assert sorted(p.name for p in split.iterdir()) == ["random-p0-c00000.parquet",
+                                                       "random-p0-c00001.parquet"]
+    assert sorted(p.name for p in whole.iterdir()) == ["random-p0-c00000.parquet"]
+
+    def episodes(d):
+        rows = tr.read_trajectories(d).select([tr.EPISODE_ID, tr.SEED, tr.T, tr.ACTION_INDEX,
+                                               tr.REWARD]).to_pylist()
+        return sorted(rows, key=lambda r: (r[tr.EPISODE_ID], r[tr.T]))
+
+    assert episodes(split) == episodes(whole)

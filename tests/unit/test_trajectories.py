@@ -195,3 +195,16 @@ def test_env_extras_get_typed_columns():
     assert table.column("score").to_pylist() == [10, 20, 30]
     assert table.column("achievements").to_pylist()[-1] == ["wood"] * 3
     tr.validate_table(table, "extras")
+
+
+def test_balanced_chunk_size_keeps_every_actor_busy():
+    from policylm.platform.rollout.runner import balanced_chunk_size
+
+    assert balanced_chunk_size(10, 2, 10) == 5    # one target's 10 episodes: 5 per actor
+    assert balanced_chunk_size(40, 2, 10) == 10   # four targets: envs_per_worker caps it
+    assert balanced_chunk_size(11, 2, 10) == 6    # ceil(11 / 2)
+    assert balanced_chunk_size(3, 4, 8) == 1      # fewer episodes than actors: one each
+    assert balanced_chunk_size(10, 1, 4) == 4     # one actor, or none (in-process): unchanged
+    assert balanced_chunk_size(10, 0, 4) == 4
+    with pytest.raises(ValueError, match="envs_per_worker must be >= 1"):
+        balanced_chunk_size(10, 2, 0)

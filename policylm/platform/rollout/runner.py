@@ -84,6 +84,18 @@ def chunked(prefix: str, specs: Sequence[EpisodeSpec], chunk_size: int) -> list[
             for c in range(0, len(specs), chunk_size)]
 
 
+def balanced_chunk_size(episodes: int, num_workers: int, envs_per_worker: int) -> int:
+    """Episodes per chunk when ``episodes`` in all are played by ``num_workers`` actors of
+    ``envs_per_worker`` envs: ``envs_per_worker``, or ``ceil(episodes / num_workers)`` when
+    that is fewer, so every actor gets a chunk (10 episodes on 2 actors of 10 envs: chunks
+    of 5, played at once, not one chunk of 10 while the other actor waits)."""
+    if envs_per_worker < 1:
+        raise ValueError(f"envs_per_worker must be >= 1, got {envs_per_worker}")
+    if num_workers <= 1 or episodes < 1:
+        return envs_per_worker
+    return min(envs_per_worker, -(-episodes // num_workers))
+
+
 def plan_groups(uri: str, label: str, groups: int, group_size: int, seed: int,
                 chunk_size: int) -> list[Chunk]:
     """Deterministic plan of GRPO groups under one policy: ``group_size`` episodes from each of
