@@ -9,7 +9,6 @@ as ``rllib://<dir>``), ``experts.json`` (URI, iteration, greedy evaluation retur
 from __future__ import annotations
 
 import inspect
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,13 +87,20 @@ def _ppo_training() -> tuple[Any, Any]:
     return PPOConfig.training, AlgorithmConfig.training
 
 
-def evaluate_uri(env_id: str, env_options: dict, uri: str, episodes: int, seed: int) -> dict:
-    """Mean/median/min/max return of ``uri`` over ``episodes`` episodes, in-process."""
+def evaluate_uri(env_id: str, env_options: dict, uri: str, episodes: int, seed: int,
+                 module: Any = None) -> dict:
+    """Mean/median/min/max return of ``uri`` over ``episodes`` episodes, in-process;
+    ``module``: a live RLModule played greedily under the name ``uri`` (not loaded from it)."""
     from policylm.platform.data.trajectories import episode_table, return_stats
     from policylm.platform.envs import make_adapter
+    from policylm.platform.policies.base import network_policy
     from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
+    from policylm.rllib.checkpoints import module_policy_fn
 
-    runner = EpisodeRunner(make_adapter(env_id, **env_options), num_envs=min(episodes, 8))
+    adapter = make_adapter(env_id, **env_options)
+    runner = EpisodeRunner(adapter, num_envs=min(episodes, 8))
+    if module is not None:
+        runner.policies[uri] = network_policy(adapter, module_policy_fn(module, adapter, uri))
     (chunk,) = plan_chunks([("eval", uri)], episodes, seed, chunk_size=episodes)
     table = runner.run(chunk.specs, run_id="eval")
     runner.close()
@@ -129,7 +135,6 @@ def main(cfg: TrainExpertsConfig) -> dict:
     tracked = track(cfg.tracking, run_dir, "train-experts", settings(cfg))
     with tracked as tracker, stages("train"):
         algo = ppo.build_algo()
-        tmp = run_dir / "checkpoints" / ".latest"
         bar = progress(range(1, iterations + 1), desc="PPO iterations", unit="it")
         for it in bar:
             result = algo.train()
@@ -138,9 +143,11 @@ def main(cfg: TrainExpertsConfig) -> dict:
             if cfg.select == "iteration":
                 keep = [s for s, v in cfg.skills.items() if v == it]
             else:  # evaluate greedily, keep for each skill the checkpoint nearest its target
-                path = Path(algo.save_to_path(str(tmp.resolve())))
-                row["eval"] = evaluate_uri(*env_cfg, f"rllib://{path}", cfg.eval_episodes,
-                                           cfg.seed + 10_000)["mean"]
+                # (the env runners' module: the learner's weights, synced after the update;
+                # saved only when a skill keeps it)
+                row["eval"] = evaluate_uri(*env_cfg, f"rllib-live://iteration-{it}",
+                                           cfg.eval_episodes, cfg.seed + 10_000,
+                                           module=algo.get_module())["mean"]
                 keep = [s for s, target in cfg.skills.items()
                         if s not in experts
                         or abs(row["eval"] - target) < abs(experts[s]["eval_mean"] - target)]
@@ -160,7 +167,6 @@ def main(cfg: TrainExpertsConfig) -> dict:
             ):
                 break
         algo.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     with stages("evaluate"):
         for skill, info in experts.items():
             info["eval"] = evaluate_uri(*env_cfg, info["uri"], cfg.eval_episodes,

@@ -110,6 +110,28 @@ def test_train_experts_on_minigrid(ray_local, tmp_path):
     assert again["mean"] == weak["eval"]["mean"]
 
 
+def test_train_experts_by_return_keeps_what_it_evaluated(ray_local, tmp_path):
+    """select=return on a continuous env, with a remote env runner (as the HalfCheetah config):
+    each iteration's greedy return is measured on the live module, and the checkpoint each
+    skill keeps, loaded from disk and played on the same seeds, returns exactly that."""
+    opts = {"max_episode_steps": 6}
+    cfg = TrainExpertsConfig(env_id="HalfCheetah-v5", env_options=opts, select="return",
+                             skills={"low": -1000.0, "high": 1000.0}, max_iterations=3,
+                             train_batch_size=120, minibatch_size=60, num_epochs=1,
+                             num_env_runners=1, envs_per_runner=2, eval_episodes=2,
+                             out=str(tmp_path / "cheetah"))
+    result = train_main(cfg)
+    from policylm.jobs.train_experts import evaluate_uri
+
+    evals = [row["eval"] for row in result["history"]]
+    assert len(evals) == 3  # neither target is reachable: every iteration ran and was measured
+    for skill, pick in (("low", min), ("high", max)):
+        kept = result["experts"][skill]
+        assert kept["eval_mean"] == pick(evals)
+        again = evaluate_uri("HalfCheetah-v5", opts, kept["uri"], 2, cfg.seed + 10_000)
+        assert again["mean"] == kept["eval_mean"]
+
+
 def test_arena_demo_small(ray_local, tmp_path, tiny_model_dir):
     """The MettaGrid workflow config at a tiny budget: scripted skills play a 6-agent arena
     (rows per agent), the dataset and SFT run, the tuned and untrained model play every target
