@@ -48,7 +48,8 @@ class TrainExpertsConfig:
     ppo: dict = field(factory=dict, doc="more PPOConfig.training() settings, e.g. {gamma: 0.99, "
                       "lambda_: 0.95, vf_clip_param: 10000} (MuJoCo returns need a wide value "
                       "clip; RLlib's default is 10)")
-    eval_episodes: int = field(5, doc="greedy evaluation episodes per saved checkpoint")
+    eval_episodes: int = field(5, doc="greedy evaluation episodes per iteration (select=return: "
+                               "on the live module) and per kept checkpoint")
     seed: int = field(0, doc="seed for PPO and evaluation")
     tracking: TrackingConfig = field(factory=TrackingConfig, doc="TensorBoard and MLflow "
                                      "(tracking.<key>)")
