@@ -44,15 +44,25 @@ def mlflow_history():
 
 @pytest.fixture
 def wandb_records():
-    """``records(directory)``: the bytes of the offline W&B runs under ``directory`` (the SDK
-    has no reader for them; keys and JSON values are stored as plain strings in the records)."""
+    """``records(directory, wait_for=())``: the bytes of the offline W&B runs under
+    ``directory`` (the SDK has no reader for them; keys and JSON values are stored as plain
+    strings in the records). W&B's service process may still be writing them after
+    ``finish()`` returns on a loaded machine: ``wait_for`` (byte strings) reads again, for up
+    to 60 s, until all of them are there."""
+    import time
     from pathlib import Path
 
-    def records(directory) -> bytes:
-        files = sorted(f for f in Path(directory).rglob("run-*.wandb")
-                       if "latest-run" not in f.parts)
+    def records(directory, wait_for=()) -> bytes:
+        deadline = time.monotonic() + 60
+        while True:
+            files = sorted(f for f in Path(directory).rglob("run-*.wandb")
+                           if "latest-run" not in f.parts)
+            data = b"".join(f.read_bytes() for f in files)
+            if (files and all(w in data for w in wait_for)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert files, f"no offline W&B run under {directory}"
-        return b"".join(f.read_bytes() for f in files)
+        return data
 
     return records
 

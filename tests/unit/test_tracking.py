@@ -58,8 +58,9 @@ def test_a_wandb_run_is_written_offline(tmp_path, wandb_records):
         t.log({"loss": 0.1428571428571428}, 2)
     info = json.loads((tmp_path / "tracking.json").read_text())
     assert info["wandb"]["mode"] == "offline"
-    records = wandb_records(tmp_path)
-    for text in (b"loss", b"0.3333333333333333", b"0.1428571428571428", b"0.00123"):
+    expected = (b"loss", b"0.3333333333333333", b"0.1428571428571428", b"0.00123")
+    records = wandb_records(tmp_path, wait_for=expected)
+    for text in expected:
         assert text in records, text
 
 
