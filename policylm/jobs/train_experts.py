@@ -96,12 +96,12 @@ def evaluate_uri(env_id: str, env_options: dict, uri: str, episodes: int, seed: 
     from policylm.platform.envs import make_adapter
     from policylm.platform.policies.base import network_policy
     from policylm.platform.rollout.runner import EpisodeRunner, plan_chunks
-    from policylm.rllib.checkpoints import module_policy_fn
+    from policylm.rllib.checkpoints import checked_logits_fn
 
     adapter = make_adapter(env_id, **env_options)
     runner = EpisodeRunner(adapter, num_envs=min(episodes, 8))
     if module is not None:
-        runner.policies[uri] = network_policy(adapter, module_policy_fn(module, adapter, uri))
+        runner.policies[uri] = network_policy(adapter, checked_logits_fn(module, adapter, uri))
     (chunk,) = plan_chunks([("eval", uri)], episodes, seed, chunk_size=episodes)
     table = runner.run(chunk.specs, run_id="eval")
     runner.close()

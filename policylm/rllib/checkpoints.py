@@ -35,10 +35,10 @@ def rllib_logits_fn(path: str, adapter: EnvAdapter) -> LogitsFn:
     """Load the RLModule of an RLlib checkpoint; its ``forward_inference`` gives the logits."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    return module_policy_fn(RLModule.from_checkpoint(str(rllib_module_dir(path))), adapter, path)
+    return checked_logits_fn(RLModule.from_checkpoint(str(rllib_module_dir(path))), adapter, path)
 
 
-def module_policy_fn(module: Any, adapter: EnvAdapter, path: str) -> LogitsFn:
+def checked_logits_fn(module: Any, adapter: EnvAdapter, path: str) -> LogitsFn:
     """``logits_fn`` of a loaded (or live, in training) RLModule, after checking that it fits
     ``adapter``'s env (``path`` names it in errors)."""
     obs_dim = int(np.prod(module.observation_space.shape))
