@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from policylm.platform.envs import make_adapter
+from policylm.platform.envs.codecs import ActionParseError
 from policylm.platform.training.rewards import EnvReward, bc_reward
 
 
@@ -61,3 +62,23 @@ def test_state_restores_the_simulation(cheetah):
         cheetah.restore_state(other, state[:-1])
     # the bc reward for continuous actions: negative scaled distance, 0 when equal
     assert bc_reward([text], [text], cheetah.codec, cheetah.action_space) == [0.0]
+
+
+def test_digits_write_the_bins_together_and_say_so():
+    digits = make_adapter("HalfCheetah-v5", box_codec="digits", bins=9)
+    a = np.array([-1.0, -0.75, 0.0, 0.5, 1.0, 0.1], np.float32)
+    assert digits.codec.to_text(a) == "014684"  # bins of 0.25 from -1: 0, 1, 4, 6, 8, 4
+    assert digits.codec.parse("014684").tolist() == [-1.0, -0.75, 0.0, 0.5, 1.0, 0.0]
+    assert digits.codec.parse(" 0 1 4 6 8 4\n").tolist() == [-1.0, -0.75, 0.0, 0.5, 1.0, 0.0]
+    for bad, why in (("01468", "expected 6 digits"), ("0146849", "expected 6 digits"),
+                     ("01468x", "expected 6 digits"), ("014689", "value 9 outside 0..8")):
+        with pytest.raises(ActionParseError, match=why):
+            digits.codec.parse(bad)
+    assert digits.text_options == {"decimals": 2, "box_codec": "digits", "bins": 9}
+    assert "0 for the lowest value to 8 for the highest, written together as 6 digits" in (
+        digits.system_text())
+    assert "separated by spaces" in make_adapter("HalfCheetah-v5", box_codec="bins").system_text()
+    with pytest.raises(ValueError, match="at most 10 values per dimension"):
+        make_adapter("HalfCheetah-v5", box_codec="digits", bins=11)
+    with pytest.raises(ValueError, match="use one of bins, digits, numeric"):
+        make_adapter("HalfCheetah-v5", box_codec="bits")

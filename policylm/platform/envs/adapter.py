@@ -171,7 +171,8 @@ def generic_adapter(
     """Adapter for any Gymnasium env: numbers rounded to ``decimals``, codec per action space.
 
     ``make_env`` overrides ``gym.make(env_id, **env_kwargs)`` (pass a factory for envs that are
-    not registered). ``box_codec`` is ``"bins"`` (``bins`` values per dimension) or ``"numeric"``.
+    not registered). ``box_codec`` is ``"bins"`` (``bins`` values per dimension), ``"digits"``
+    (the same, written without spaces) or ``"numeric"``.
     """
     kwargs = gym_kwargs(max_episode_steps, env_kwargs)
     factory = make_env or (lambda: gym.make(env_id, **kwargs))
@@ -196,7 +197,7 @@ def box_text_options(space: gym.Space, box_codec: str, bins: int) -> dict[str, A
     """The codec options that shape a Box action space's text (none for other spaces)."""
     if not isinstance(space, gym.spaces.Box):
         return {}
-    return {"box_codec": box_codec, **({"bins": bins} if box_codec == "bins" else {})}
+    return {"box_codec": box_codec, **({"bins": bins} if box_codec != "numeric" else {})}
 
 
 def dumps_json(obj: Any) -> str:

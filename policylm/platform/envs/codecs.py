@@ -82,31 +82,45 @@ class NamedDiscreteCodec:
 
 @dataclass
 class MultiDiscreteCodec:
-    """``MultiDiscrete(nvec)`` actions as space-separated integers, e.g. ``"1 0 2"``."""
+    """``MultiDiscrete(nvec)`` actions as space-separated integers, e.g. ``"1 0 2"``, or with
+    ``packed`` as one digit per dimension written together, ``"102"`` (every ``n`` <= 10)."""
 
     nvec: list[int]
+    packed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.packed and max(self.nvec, default=0) > 10:
+            raise ValueError(f"packed digits need at most 10 values per dimension, not "
+                             f"{max(self.nvec)}; write the action with spaces (packed=False)")
+
+    @property
+    def _sep(self) -> str:
+        return "" if self.packed else " "
 
     @property
     def valid_actions(self) -> list[str] | None:
         if int(np.prod(self.nvec)) > MAX_LISTED_ACTIONS:
             return None
-        return [" ".join(map(str, c)) for c in itertools.product(*[range(n) for n in self.nvec])]
+        return [self._sep.join(map(str, c))
+                for c in itertools.product(*[range(n) for n in self.nvec])]
 
     def parse(self, text: str) -> np.ndarray:
-        parts = _strip(text).replace(",", " ").split()
+        body = _strip(text).replace(",", " ")
+        parts = list("".join(body.split())) if self.packed else body.split()
+        what = f"{len(self.nvec)} {'digits' if self.packed else 'integers'}"
         try:
             values = [int(p) for p in parts]
         except ValueError as err:
-            raise ActionParseError(f"{text!r}: expected {len(self.nvec)} integers") from err
+            raise ActionParseError(f"{text!r}: expected {what}") from err
         if len(values) != len(self.nvec):
-            raise ActionParseError(f"{text!r}: expected {len(self.nvec)} integers")
+            raise ActionParseError(f"{text!r}: expected {what}")
         for v, n in zip(values, self.nvec, strict=True):
             if not 0 <= v < n:
                 raise ActionParseError(f"{text!r}: value {v} outside 0..{n - 1}")
         return np.asarray(values, dtype=np.int64)
 
     def to_text(self, action: Any) -> str:
-        return " ".join(str(int(v)) for v in np.asarray(action).reshape(-1))
+        return self._sep.join(str(int(v)) for v in np.asarray(action).reshape(-1))
 
     def index(self, action: Any) -> int:
         return int(np.ravel_multi_index(np.asarray(action, dtype=np.int64), self.nvec))
@@ -119,19 +133,21 @@ class MultiDiscreteCodec:
 class BoxBinsCodec:
     """A ``Box`` action discretised into ``bins`` evenly spaced values per dimension.
 
-    Text is the bin numbers, e.g. ``"0 4 2"``; the env action is each bin's centre value.
+    Text is the bin numbers, e.g. ``"0 4 2"`` (``packed``: ``"042"``); the env action is each
+    bin's centre value.
     """
 
     low: np.ndarray
     high: np.ndarray
     bins: int = 5
+    packed: bool = False
 
     def __post_init__(self) -> None:
         self.low = np.asarray(self.low, dtype=np.float32).reshape(-1)
         self.high = np.asarray(self.high, dtype=np.float32).reshape(-1)
         if not (np.all(np.isfinite(self.low)) and np.all(np.isfinite(self.high))):
             raise ValueError("BoxBinsCodec needs a bounded Box; use BoxNumericCodec instead")
-        self._inner = MultiDiscreteCodec([self.bins] * len(self.low))
+        self._inner = MultiDiscreteCodec([self.bins] * len(self.low), packed=self.packed)
 
     @property
     def valid_actions(self) -> list[str] | None:
@@ -195,20 +211,31 @@ class BoxNumericCodec:
         raise ActionParseError("continuous actions have no index; parse text instead")
 
 
+BOX_CODECS = ("bins", "digits", "numeric")
+
+
+def box_action_codec(space: gym.spaces.Box, box: str = "bins", bins: int = 5, decimals: int = 2
+              ) -> BoxBinsCodec | BoxNumericCodec:
+    """A Box action's codec by name: ``bins`` (``"2 8 4"``), ``digits`` (the same bins written
+    together, ``"284"``: half the tokens to generate; ``bins`` <= 10) or ``numeric``
+    (``<action>0.12 -0.50</action>`` with ``decimals``)."""
+    if box in ("bins", "digits"):
+        return BoxBinsCodec(space.low, space.high, bins=bins, packed=box == "digits")
+    if box == "numeric":
+        return BoxNumericCodec(space.low, space.high, decimals=decimals)
+    raise ValueError(f"box codec {box!r} is unknown; use one of {', '.join(BOX_CODECS)}")
+
+
 def default_codec(space: gym.Space, *, box: str = "bins", bins: int = 5) -> ActionCodec:
     """The generic codec for an action space: names for Discrete, integers for MultiDiscrete,
-    bins (``box="bins"``) or numbers (``box="numeric"``) for Box."""
+    :func:`box_action_codec` ``box`` for Box."""
     if isinstance(space, gym.spaces.Discrete):
         return NamedDiscreteCodec([str(int(space.start) + i) for i in range(int(space.n))],
                                   start=int(space.start))
     if isinstance(space, gym.spaces.MultiDiscrete):
         return MultiDiscreteCodec([int(n) for n in np.asarray(space.nvec).reshape(-1)])
     if isinstance(space, gym.spaces.Box):
-        if box == "bins":
-            return BoxBinsCodec(space.low, space.high, bins=bins)
-        if box == "numeric":
-            return BoxNumericCodec(space.low, space.high)
-        raise ValueError(f"box codec {box!r} is unknown; use 'bins' or 'numeric'")
+        return box_action_codec(space, box, bins)
     raise TypeError(
         f"action space {space} is not supported; policylm handles Discrete, MultiDiscrete and Box"
     )

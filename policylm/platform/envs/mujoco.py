@@ -22,7 +22,7 @@ from policylm.platform.envs.adapter import (
     gym_kwargs,
     probe_spaces,
 )
-from policylm.platform.envs.codecs import BoxBinsCodec, BoxNumericCodec
+from policylm.platform.envs.codecs import BoxBinsCodec, box_action_codec
 
 # what the numbers mean, per robot (observation order as Gymnasium's v5 envs give it)
 ROBOTS: dict[str, dict[str, Any]] = {
@@ -56,9 +56,20 @@ def robot_of(env_id: str) -> dict[str, Any] | None:
     return ROBOTS.get(env_id.split("-")[0])
 
 
-def mujoco_rules(env_id: str, obs_dim: int, low: np.ndarray, high: np.ndarray) -> str:
+def answer_format(codec: Any) -> str:
+    """The system text's sentence on how an action is written, for a Box codec."""
+    if isinstance(codec, BoxBinsCodec):
+        how = (f"written together as {len(codec.low)} digits" if codec.packed
+               else "separated by spaces")
+        return (f"Action format: one bin per action number, 0 for the lowest value to "
+                f"{codec.bins - 1} for the highest, {how}.")
+    return "Action format: <action>a1 a2 ...</action>, numbers separated by spaces."
+
+
+def mujoco_rules(env_id: str, obs_dim: int, low: np.ndarray, high: np.ndarray,
+                 answer: str) -> str:
     """RLFT4RL-style system text: robot, observation order, action order and range, task,
-    reward and answer format. Envs without a description get the generic layout."""
+    reward and ``answer`` format. Envs without a description get the generic layout."""
     robot = robot_of(env_id)
     lo, hi = format_number(float(np.min(low))), format_number(float(np.max(high)))
     if robot is None or len(robot["obs"]) != obs_dim or len(robot["act"]) != len(low):
@@ -70,7 +81,7 @@ def mujoco_rules(env_id: str, obs_dim: int, low: np.ndarray, high: np.ndarray) -
         body = (f"You control {robot['body']} in the MuJoCo simulator ({env_id}). Observation "
                 f"(in order) {obs}. Action (in order, each in [{lo}, {hi}]) {act}. Task: "
                 f"{robot['task']}. Reward: {robot['reward']}.")
-    return body + " Action format: <action>a1 a2 ...</action>, numbers separated by spaces."
+    return f"{body} {answer}"
 
 
 def encode_mujoco(obs: Any, decimals: int = 2) -> str:
@@ -119,13 +130,7 @@ def mujoco_adapter(env_id: str, *, decimals: int = 2, box_codec: str = "numeric"
         obs_space, act_space = probe_spaces(make)
     except (ImportError, gym.error.DependencyNotInstalled) as err:
         raise ValueError(f"{env_id} needs MuJoCo: pip install 'policylm[envs]' ({err})") from err
-    low, high = act_space.low, act_space.high
-    if box_codec == "numeric":
-        codec = BoxNumericCodec(low, high, decimals=decimals)
-    elif box_codec == "bins":
-        codec = BoxBinsCodec(low, high, bins=bins)
-    else:
-        raise ValueError(f"box codec {box_codec!r} is unknown; use 'numeric' or 'bins'")
+    codec = box_action_codec(act_space, box_codec, bins, decimals)
     robot = robot_of(env_id)
     names = robot["obs"] if robot and len(robot["obs"]) == obs_space.shape[0] else None
     return EnvAdapter(
@@ -138,7 +143,8 @@ def mujoco_adapter(env_id: str, *, decimals: int = 2, box_codec: str = "numeric"
                                      np.round(np.asarray(obs, np.float64), decimals + 2).tolist(),
                                      strict=True)),
         codec=codec,
-        rules=mujoco_rules(env_id, int(obs_space.shape[0]), low, high),
+        rules=mujoco_rules(env_id, int(obs_space.shape[0]), act_space.low, act_space.high,
+                           answer_format(codec)),
         save_state=save_mujoco,
         restore_state=restore_mujoco,
         text_options={"decimals": decimals, **box_text_options(act_space, box_codec, bins)},
