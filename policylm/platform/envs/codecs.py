@@ -214,8 +214,8 @@ class BoxNumericCodec:
 BOX_CODECS = ("bins", "digits", "numeric")
 
 
-def box_action_codec(space: gym.spaces.Box, box: str = "bins", bins: int = 5, decimals: int = 2
-              ) -> BoxBinsCodec | BoxNumericCodec:
+def box_action_codec(space: gym.spaces.Box, box: str = "bins", bins: int = 5,
+                     decimals: int = 2) -> BoxBinsCodec | BoxNumericCodec:
     """A Box action's codec by name: ``bins`` (``"2 8 4"``), ``digits`` (the same bins written
     together, ``"284"``: half the tokens to generate; ``bins`` <= 10) or ``numeric``
     (``<action>0.12 -0.50</action>`` with ``decimals``)."""
