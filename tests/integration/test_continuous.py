@@ -102,7 +102,8 @@ def test_control_config_at_a_tiny_budget(ray_local, tiny_model_dir, tmp_path):
     from policylm.platform.config import load_config
 
     cfg = load_config(ControlConfig, Path(__file__).parents[2] / "configs" / "halfcheetah.yaml", [
-        "env_options={max_episode_steps: 6, box_codec: digits, bins: 9}", "experts.select=iteration",
+        "env_options={max_episode_steps: 6, box_codec: digits, bins: 9}",
+        "experts.select=iteration",
         "experts.skills={medium: 1, expert: 2}", "experts.train_batch_size=120",
         "experts.minibatch_size=60", "experts.num_epochs=1", "experts.num_env_runners=0",
         "experts.envs_per_runner=2", "experts.eval_episodes=2",
