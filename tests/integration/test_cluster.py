@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,24 +16,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ports import free_ports
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def node_ports() -> list[str]:
     """Every port of its own: the test session's local Ray holds the defaults."""
-    return [f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}", f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}"]
+    flags = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", "node-manager-port", "object-manager-port")
+    return [f"--{flag}={port}" for flag, port in zip(flags, free_ports(len(flags)), strict=True)]
 
 
 def can_unshare() -> bool:
@@ -48,7 +41,7 @@ class TwoNodes:
 
     def __init__(self, root: Path):
         self.root, self.procs, self.logs = root, [], []
-        self.gcs, self.dash = free_port(), free_port()
+        self.gcs, self.dash, client = free_ports(3)
         self.address = f"127.0.0.1:{self.gcs}"
         self.head_only = root / "head-only"
         self.head_only.mkdir()
@@ -66,7 +59,7 @@ class TwoNodes:
                              "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
                              f"--dashboard-port={self.dash}", f"--temp-dir={self.temps[0]}",
                              "--min-worker-port=20000", "--max-worker-port=20999",
-                             f"--ray-client-server-port={free_port()}",
+                             f"--ray-client-server-port={client}",
                              "--disable-usage-stats", *node_ports()])
         self.wait_for_nodes(1)
         worker = [ray, "start", "--block", f"--address={self.address}", "--num-cpus=2",

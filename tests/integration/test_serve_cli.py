@@ -6,7 +6,6 @@ no API key, and SIGTERM to its process group stops it with exit code 0 and no cr
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from ports import free_ports
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_stops_cleanly_on_sigterm(tiny_model_dir, tmp_path):
-    port = free_port()
+    (port,) = free_ports(1)
     env = {k: v for k, v in os.environ.items() if k not in ("POLICYLM_API_KEY", "RAY_ADDRESS")}
     log = tmp_path / "serve.log"
     # its own session, like a shell job: the signal goes to the whole group, as `kill %1` does
