@@ -105,6 +105,10 @@ def test_numeric_box_codec_option_and_unknown_env():
     adapter = make_adapter("Pendulum-v1", box_codec="numeric")
     assert adapter.codec.valid_actions is None
     assert adapter.codec.parse("<action>9</action>").tolist() == [2.0]  # clipped to the space
+    assert adapter.codec.to_text([0.5]) == "<action>0.50</action>"
+    # the adapter's decimals reach the action's numbers as well as the observation's
+    three = make_adapter("Pendulum-v1", box_codec="numeric", decimals=3)
+    assert three.codec.to_text([0.5]) == "<action>0.500</action>"
     with pytest.raises(ValueError, match="could not be made"):
         make_adapter("NoSuchEnv-v0")
 

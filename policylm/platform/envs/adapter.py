@@ -188,7 +188,7 @@ def generic_adapter(
         action_space=act_space,
         encode=encode,
         to_json=to_json,
-        codec=default_codec(act_space, box=box_codec, bins=bins),
+        codec=default_codec(act_space, box=box_codec, bins=bins, decimals=decimals),
         text_options={"decimals": decimals, **box_text_options(act_space, box_codec, bins)},
     )
 

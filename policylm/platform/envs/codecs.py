@@ -226,16 +226,17 @@ def box_action_codec(space: gym.spaces.Box, box: str = "bins", bins: int = 5,
     raise ValueError(f"box codec {box!r} is unknown; use one of {', '.join(BOX_CODECS)}")
 
 
-def default_codec(space: gym.Space, *, box: str = "bins", bins: int = 5) -> ActionCodec:
+def default_codec(space: gym.Space, *, box: str = "bins", bins: int = 5,
+                  decimals: int = 2) -> ActionCodec:
     """The generic codec for an action space: names for Discrete, integers for MultiDiscrete,
-    :func:`box_action_codec` ``box`` for Box."""
+    :func:`box_action_codec` ``box`` for Box (``decimals`` for ``numeric``)."""
     if isinstance(space, gym.spaces.Discrete):
         return NamedDiscreteCodec([str(int(space.start) + i) for i in range(int(space.n))],
                                   start=int(space.start))
     if isinstance(space, gym.spaces.MultiDiscrete):
         return MultiDiscreteCodec([int(n) for n in np.asarray(space.nvec).reshape(-1)])
     if isinstance(space, gym.spaces.Box):
-        return box_action_codec(space, box, bins)
+        return box_action_codec(space, box, bins, decimals)
     raise TypeError(
         f"action space {space} is not supported; policylm handles Discrete, MultiDiscrete and Box"
     )
