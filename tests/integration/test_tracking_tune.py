@@ -33,6 +33,7 @@ def test_each_trial_has_its_mlflow_and_wandb_run(ray_local, tmp_path, wandb_reco
     assert {r.data.tags["policylm.job"] for r in runs} == {"sweep"}
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # one offline W&B run per trial, in the run directory
-    records = [wandb_records(run) for run in runs]
+    # each run's last score (12.25 or 22.25) ends in "2.25": wait until it is written
+    records = [wandb_records(run, wait_for=(b"2.25",)) for run in runs]
     for x in (1, 2):  # each trial's three scores are in one of the runs
         assert sum(all(f"{x * 10 + i}.25".encode() in r for i in range(3)) for r in records) == 1
