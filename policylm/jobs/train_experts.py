@@ -72,11 +72,10 @@ class TrainExpertsConfig:
         require(self.eval_episodes >= 1, "eval_episodes", "must be >= 1")
         own = {"train_batch_size_per_learner": "train_batch_size",
                "minibatch_size": "minibatch_size", "num_epochs": "num_epochs", "lr": "lr"}
-        for key in self.ppo:
-            require(key not in own, f"ppo.{key}", f"set it with {own.get(key)}= instead")
         known = {k for f in _ppo_training() for k in inspect.signature(f).parameters} \
             if self.ppo else set()
         for key in self.ppo:
+            require(key not in own, f"ppo.{key}", f"set it with {own.get(key)}= instead")
             require(key in known, f"ppo.{key}", "is not a PPOConfig.training() setting; known: "
                     + ", ".join(sorted(known - {"self", "kwargs"})))
 
