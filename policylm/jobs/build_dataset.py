@@ -241,7 +241,11 @@ def main(cfg: BuildDatasetConfig) -> dict:
     counts: dict[str, dict] = {}
     with stages("write"):
         for name in ("train", "validation"):
-            part = ds.filter(expr=f"{dsx.SPLIT} == '{name}'").materialize()  # read once
+            # in (episode, step) order: the shuffle's order varies from run to run, and what
+            # reads the rows in file order (SFT's seeded permutation, MLP BC's minibatches,
+            # the imitation rows) would then differ between runs of the same seed
+            part = ds.filter(expr=f"{dsx.SPLIT} == '{name}'").sort(
+                [tr.EPISODE_ID, tr.T]).materialize()  # read once
             n = part.count()
             counts[name] = {"rows": n}
             if n == 0:

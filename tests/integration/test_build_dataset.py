@@ -45,6 +45,10 @@ def test_dataset_rtg_split_and_jsonl(collected, tmp_path):
     train_ids = set(train.column(tr.EPISODE_ID).to_pylist())
     val_ids = set(val.column(tr.EPISODE_ID).to_pylist())
     assert train_ids and val_ids and not train_ids & val_ids  # split by episode, no leakage
+    for split in (train, val):  # written in (episode, step) order, whatever the shuffle did
+        keys = list(zip(split.column(tr.EPISODE_ID).to_pylist(), split.column(tr.T).to_pylist(),
+                        strict=True))
+        assert keys == sorted(keys)
     for e in val_ids:
         assert dsx.split_of(e, 0.25) == "validation"
     # rtg recomputed by Ray Data (groupby episode over 16 shards) equals the pure function
