@@ -242,8 +242,8 @@ def main(cfg: BuildDatasetConfig) -> dict:
     with stages("write"):
         for name in ("train", "validation"):
             # in (episode, step) order: the shuffle's order varies from run to run, and what
-            # reads the rows in file order (SFT's seeded permutation, MLP BC's minibatches,
-            # the imitation rows) would then differ between runs of the same seed
+            # indexes the rows in file order (MLP BC's seeded minibatches, the imitation rows)
+            # would then differ between runs of the same seed
             part = ds.filter(expr=f"{dsx.SPLIT} == '{name}'").sort(
                 [tr.EPISODE_ID, tr.T]).materialize()  # read once
             n = part.count()

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from ports import free_ports
 
 from policylm.platform.serving import (
     ActRequest,
@@ -140,8 +141,6 @@ def test_one_lost_episode_fails_only_its_request(tiny_model_dir):
 def http_server():
     """``serve(service) -> base URL``: the HTTP app over ``service`` on a loopback port (uvicorn
     in a thread), stopped after the test."""
-    import socket
-
     import uvicorn
 
     from policylm.serve.app import PolicyBackend, ServeConfig, make_api
@@ -149,9 +148,7 @@ def http_server():
     servers = []
 
     def serve(service) -> str:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        (port,) = free_ports(1)
         server = uvicorn.Server(uvicorn.Config(make_api(PolicyBackend(service), ServeConfig()),
                                                host="127.0.0.1", port=port, log_level="error"))
         thread = threading.Thread(target=server.run, daemon=True)
